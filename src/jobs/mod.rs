@@ -1,0 +1,2 @@
+//! Background work (decode, encode, propagate, generate) with progress, cancellation, and
+//! results delivered as messages to the UI thread.

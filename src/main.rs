@@ -1,0 +1,81 @@
+//! `pixelrefer-studio`: the desktop app and its headless commands.
+
+use clap::{Parser, Subcommand};
+use pixelrefer_studio::cli;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "pixelrefer-studio", version, about = "Click, track, ask, export.")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Media file, image folder or `*.prj.json` project to open in the app.
+    path: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print JSON facts about an image, image folder or video.
+    Info {
+        /// The media.
+        media: PathBuf,
+    },
+    /// Write one frame, as displayed, to a PNG.
+    Frame {
+        /// The media.
+        media: PathBuf,
+        /// Frame index (0-based).
+        #[arg(long, default_value_t = 0)]
+        index: u64,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a project from media and COCO annotations made by another tool.
+    Import {
+        /// The media the annotations belong to.
+        #[arg(long)]
+        media: PathBuf,
+        /// COCO JSON with RLE or polygon segmentations.
+        #[arg(long)]
+        coco: PathBuf,
+        /// Project file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Export a project's masks and text.
+    Export {
+        /// The project file.
+        project: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: cli::project_cmds::ExportFormat,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Command::Info { media }) => cli::media_cmds::info(&media),
+        Some(Command::Frame { media, index, out }) => cli::media_cmds::frame(&media, index, &out),
+        Some(Command::Import { media, coco, out }) => cli::project_cmds::import(&media, &coco, &out),
+        Some(Command::Export {
+            project,
+            format,
+            out,
+        }) => cli::project_cmds::export(&project, format, &out),
+        None => pixelrefer_studio::ui::run(args.path),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One sentence: the outermost context, then its causes joined.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
