@@ -1,2 +1,84 @@
 //! The ONNX Runtime environment: locating the shared library, execution providers, model
-//! directories and manifests.
+//! directories and manifests (DESIGN.md §4).
+//!
+//! ONNX Runtime is loaded dynamically (`ort` with `load-dynamic`): no build step downloads a
+//! binary. The library is found without any environment variable (see [`library_candidates`]);
+//! `ORT_DYLIB_PATH` still overrides.
+
+mod library;
+mod manifest;
+mod session;
+
+pub use library::{RuntimeInfo, ensure_initialized, find_library, library_candidates};
+pub use manifest::{
+    GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, find_model_dirs, model_search_dirs,
+};
+pub use session::{ExecutionProvider, SessionOptions, build_session, validate_io};
+
+use std::path::PathBuf;
+
+/// Errors from loading ONNX Runtime, model directories and sessions.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// No ONNX Runtime library in any searched place.
+    #[error(
+        "ONNX Runtime was not found (looked for {searched}); run ./run.sh once, or set ORT_DYLIB_PATH to libonnxruntime.so"
+    )]
+    LibraryNotFound {
+        /// The places searched, joined.
+        searched: String,
+    },
+    /// The library exists but could not be loaded or is too old.
+    #[error("ONNX Runtime at {path} could not be loaded: {reason}")]
+    LibraryLoad {
+        /// The library file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A model directory without a readable manifest.
+    #[error("{path} is not a model directory: {reason}")]
+    Manifest {
+        /// The directory or manifest file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A model directory of another kind than the one asked for.
+    #[error("{path} holds a {found} model, but a {expected} model is needed")]
+    WrongKind {
+        /// The directory.
+        path: PathBuf,
+        /// Kind found in the manifest.
+        found: String,
+        /// Kind needed.
+        expected: String,
+    },
+    /// A file named by the manifest is missing or differs from its recorded sha256.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A graph's inputs or outputs differ from what the manifest and the host expect.
+    #[error("{file}: tensor `{tensor}` {reason}")]
+    Interface {
+        /// The graph file.
+        file: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// What differs.
+        reason: String,
+    },
+    /// An error from ONNX Runtime itself.
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+}
+
+impl From<ort::Error> for RuntimeError {
+    fn from(err: ort::Error) -> Self {
+        RuntimeError::Ort(err.to_string())
+    }
+}

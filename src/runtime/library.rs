@@ -1,0 +1,129 @@
+//! Finding and loading the ONNX Runtime shared library.
+
+use super::RuntimeError;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The ONNX Runtime version `scripts/setup.sh` installs (from the PyPI `onnxruntime` wheel).
+pub const BUNDLED_ORT_VERSION: &str = "1.31.1";
+
+/// What was loaded: the library and the process-wide ONNX Runtime environment.
+#[derive(Clone)]
+pub struct RuntimeInfo {
+    /// The shared library file.
+    pub library: PathBuf,
+    /// ONNX Runtime's build string (version, commit).
+    pub build_info: String,
+    /// The environment every session is built in.
+    pub environment: ort::environment::Environment,
+}
+
+impl std::fmt::Debug for RuntimeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeInfo")
+            .field("library", &self.library)
+            .field("build_info", &self.build_info)
+            .finish_non_exhaustive()
+    }
+}
+
+const LIB_NAME: &str = "libonnxruntime.so";
+
+/// The places searched for the library, in order: `ORT_DYLIB_PATH`; next to the executable;
+/// the project-local `.ort/lib` of a source checkout (found from the executable's location under
+/// `target/`, or from the directory the crate was built in); the user data directory
+/// (`~/.local/share/pixelrefer-studio/onnxruntime`); then the system loader path.
+pub fn library_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(path) = std::env::var("ORT_DYLIB_PATH")
+        && !path.is_empty()
+    {
+        out.push(PathBuf::from(path));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent().map(Path::to_path_buf);
+        // The executable itself, then up to four parents (target/release/deps → repo root).
+        for _ in 0..5 {
+            let Some(d) = dir else { break };
+            out.push(d.join(LIB_NAME));
+            out.push(d.join(".ort").join("lib").join(LIB_NAME));
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".ort")
+            .join("lib")
+            .join(LIB_NAME),
+    );
+    if let Some(data) = dirs::data_dir() {
+        out.push(
+            data.join("pixelrefer-studio")
+                .join("onnxruntime")
+                .join(LIB_NAME),
+        );
+    }
+    for dir in ["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu"] {
+        out.push(Path::new(dir).join(LIB_NAME));
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// The first existing candidate of [`library_candidates`].
+pub fn find_library() -> Result<PathBuf, RuntimeError> {
+    let candidates = library_candidates();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| RuntimeError::LibraryNotFound {
+            searched: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+static RUNTIME: OnceLock<Result<RuntimeInfo, String>> = OnceLock::new();
+
+/// Loads ONNX Runtime once per process and returns what was loaded. Later calls return the same
+/// result (also the same failure: the process must be restarted after fixing the install).
+pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
+    let result = RUNTIME.get_or_init(|| {
+        let path = find_library().map_err(|e| e.to_string())?;
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("ONNX Runtime at {} could not be loaded: {e}", path.display()))?;
+        // `ort` panics when the library lacks the API version it was built for (an old
+        // ONNX Runtime); turn that into a message instead of a crash.
+        let too_old = || {
+            format!(
+                "ONNX Runtime at {} is too old for this build (need {BUNDLED_ORT_VERSION} or a compatible 1.22+)",
+                path.display()
+            )
+        };
+        let environment = std::panic::catch_unwind(move || {
+            builder.with_name("pixelrefer-studio").build()
+        })
+        .map_err(|_| too_old())?
+        .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
+        let build_info = std::panic::catch_unwind(ort::info)
+            .map(str::to_string)
+            .map_err(|_| too_old())?;
+        log::info!("ONNX Runtime loaded from {}: {build_info}", path.display());
+        Ok(RuntimeInfo {
+            library: path,
+            build_info,
+            environment,
+        })
+    });
+    match result {
+        Ok(info) => Ok(info),
+        Err(reason) => Err(RuntimeError::LibraryLoad {
+            path: find_library().unwrap_or_default(),
+            reason: reason.clone(),
+        }),
+    }
+}

@@ -1,0 +1,131 @@
+//! Building sessions on an execution provider, and checking a graph's interface.
+
+use super::{GraphSpec, RuntimeError, ensure_initialized};
+use ort::session::Session;
+use std::path::Path;
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionProvider {
+    /// The CPU provider (always available).
+    Cpu,
+    /// NVIDIA CUDA (needs the CUDA-enabled ONNX Runtime and CUDA/cuDNN libraries).
+    Cuda,
+}
+
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ExecutionProvider::Cpu => "CPU",
+            ExecutionProvider::Cuda => "CUDA",
+        })
+    }
+}
+
+/// How to build a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Preferred provider; CUDA falls back to CPU with a warning.
+    pub provider: ExecutionProvider,
+    /// Intra-op threads (0 = ONNX Runtime's default: one per core).
+    pub intra_threads: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            provider: ExecutionProvider::Cpu,
+            intra_threads: 0,
+        }
+    }
+}
+
+/// Builds a session for `file` on the preferred provider. Returns the session, the provider it
+/// really runs on, and a warning when CUDA was asked for but could not start (never silent).
+pub fn build_session(
+    file: &Path,
+    options: &SessionOptions,
+) -> Result<(Session, ExecutionProvider, Option<String>), RuntimeError> {
+    let runtime = ensure_initialized()?;
+    if !file.is_file() {
+        return Err(RuntimeError::File {
+            path: file.to_path_buf(),
+            reason: "the graph file is missing".into(),
+        });
+    }
+    let base = || -> Result<_, RuntimeError> {
+        let mut builder = Session::builder(&runtime.environment)?;
+        if options.intra_threads > 0 {
+            builder = builder
+                .with_intra_threads(options.intra_threads)
+                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+        }
+        Ok(builder)
+    };
+    let open_err = |e: ort::Error| RuntimeError::File {
+        path: file.to_path_buf(),
+        reason: format!("ONNX Runtime could not open the graph: {e}"),
+    };
+    let mut warning = None;
+    if options.provider == ExecutionProvider::Cuda {
+        let cuda = ort::ep::CUDA::default().build().error_on_failure();
+        match base()?.with_execution_providers([cuda]) {
+            Ok(mut builder) => match builder.commit_from_file(file) {
+                Ok(session) => return Ok((session, ExecutionProvider::Cuda, None)),
+                Err(e) => warning = Some(format!("CUDA could not run {}: {e}", file.display())),
+            },
+            Err(e) => warning = Some(format!("CUDA is not available: {e}")),
+        }
+        if let Some(w) = &warning {
+            log::warn!("{w}; falling back to the CPU");
+        }
+    }
+    let session = base()?.commit_from_file(file).map_err(open_err)?;
+    Ok((session, ExecutionProvider::Cpu, warning))
+}
+
+/// Checks a session's inputs and outputs against the manifest's spec: every named tensor exists,
+/// with the same element type and rank (and the same size on fixed dimensions). The error names
+/// the file and the tensor.
+pub fn validate_io(session: &Session, file: &Path, spec: &GraphSpec) -> Result<(), RuntimeError> {
+    let check = |actual: &[ort::value::Outlet], expected: &[super::TensorSpec], what: &str| {
+        for want in expected {
+            let err = |reason: String| RuntimeError::Interface {
+                file: file.to_path_buf(),
+                tensor: want.name.clone(),
+                reason,
+            };
+            let Some(have) = actual.iter().find(|o| o.name() == want.name) else {
+                return Err(err(format!("is not an {what} of the graph")));
+            };
+            let ty = have.dtype();
+            let Some(elem) = ty.tensor_type() else {
+                return Err(err("is not a tensor".into()));
+            };
+            let elem = format!("{elem:?}").to_lowercase();
+            if elem != want.dtype.to_lowercase() {
+                return Err(err(format!("has type {elem}, expected {}", want.dtype)));
+            }
+            let shape = ty.tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+            if shape.len() != want.shape.len() {
+                return Err(err(format!(
+                    "has rank {}, expected {}",
+                    shape.len(),
+                    want.shape.len()
+                )));
+            }
+            for (axis, (&dim, wanted)) in shape.iter().zip(&want.shape).enumerate() {
+                if let Some(fixed) = wanted.as_i64()
+                    && dim >= 0
+                    && dim != fixed
+                {
+                    return Err(err(format!("has size {dim} on axis {axis}, expected {fixed}")));
+                }
+            }
+        }
+        Ok(())
+    };
+    check(session.inputs(), &spec.inputs, "input")?;
+    check(session.outputs(), &spec.outputs, "output")
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs the whole test suite: Rust (unit, integration, UI snapshot
+# tests, headless on Mesa's software Vulkan) and the Python exporter tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/setup.sh
+cargo test --locked
+if compgen -G "onnx/tests/test_*.py" >/dev/null; then
+  "$PIXELREFER_PYTHON" -m pytest -q onnx/tests
+fi
