@@ -40,8 +40,9 @@ def main(argv=None):
         out = a.tiny_random or a.full_random
         full = bool(a.full_random)
         ckpt = os.path.join(out, "checkpoint")
-        write_random_checkpoint(ckpt, a.variant, a.seed, full_size=full)
-        model = load_checkpoint(ckpt)
+        _, model = write_random_checkpoint(ckpt, a.variant, a.seed, full_size=full)
+        if model is None:  # tiny: reload through the same path as a real checkpoint
+            model = load_checkpoint(ckpt)
         name = f"{'full' if full else 'tiny'}-random-{a.variant}-seed{a.seed}"
         upstream = dict(UPSTREAM, checkpoint=f"random weights ({name}); official parameter names and layout")
         export_model(model, ckpt, out, name, upstream, fp16=a.fp16)

@@ -105,14 +105,31 @@ class _Decoder(nn.Module):
         return tuple(out)
 
 
-def _export(module, args, path, input_names, output_names, dynamic_axes):
+def _export(module, args, path, input_names, output_names, dynamic_axes) -> Optional[str]:
+    """Export one graph. Graphs over the 2 GB protobuf limit are re-saved with all weights in one
+    external file `<name>.onnx.data` next to the graph (returned)."""
+    import onnx
+    d = os.path.dirname(path)
+    before = set(os.listdir(d))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, path, input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic_axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    import onnx
-    m = onnx.load(path)
-    onnx.checker.check_model(m)
+    extra = set(os.listdir(d)) - before - {os.path.basename(path)}
+    if extra or os.path.getsize(path) > 1_800_000_000:
+        data = os.path.basename(path) + ".data"
+        m = onnx.load(path)  # pulls any per-tensor external files into memory
+        for f in extra:
+            os.remove(os.path.join(d, f))
+        if os.path.exists(os.path.join(d, data)):
+            os.remove(os.path.join(d, data))
+        onnx.save_model(m, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data,
+                        size_threshold=1024)
+        del m
+        onnx.checker.check_model(path)
+        return data
+    onnx.checker.check_model(onnx.load(path))
+    return None
 
 
 def _ort_check(path, feeds: Dict[str, np.ndarray], ref: List[np.ndarray], name: str, tol: float) -> float:
@@ -148,13 +165,15 @@ def export_graphs(model: PixelReferForCausalLM, out_dir: str, fp16: bool = False
 
     def run(name, module, args, inames, onames, dyn):
         path = os.path.join(out_dir, f"{name}.onnx")
-        _export(module, args, path, inames, onames, dyn)
+        data = _export(module, args, path, inames, onames, dyn)
         with torch.no_grad():
             ref = module(*args)
         ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
         feeds = {n: a.numpy() for n, a in zip(inames, args)}
         verify[name] = _ort_check(path, feeds, [r.float().numpy() for r in ref], name, tol)
         graphs[name] = {"file": f"{name}.onnx"}
+        if data:
+            graphs[name]["external_data"] = data
 
     # vision encoder: a 4x6 patch grid with its real RoPE table
     patches = rnd(24, 3 * 14 * 14)
@@ -299,7 +318,8 @@ def write_manifest(out_dir: str, cfg: PixelReferConfig, graphs: Dict, consts: Di
                    variant_name: str, extra_files: List[str], verify: Dict[str, float]) -> str:
     for name, g in graphs.items():
         g.update(_io_spec(os.path.join(out_dir, g["file"])))
-    files = sorted([g["file"] for g in graphs.values()] + extra_files)
+    files = sorted([g["file"] for g in graphs.values()] + [g["external_data"] for g in graphs.values()
+                                                           if g.get("external_data")] + extra_files)
     manifest = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
         "kind": "pixelrefer-lite" if cfg.variant == "lite" else "pixelrefer",

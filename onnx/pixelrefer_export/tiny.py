@@ -88,20 +88,37 @@ def write_random_checkpoint(out_dir: str, variant: str, seed: int, full_size: bo
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
         json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "model_max_length": 32768}, f, indent=2)
     cfg = PixelReferConfig.from_dict(d)
-    g = torch.Generator().manual_seed(seed)
-    model = PixelReferForCausalLM(cfg)
-    sd = {}
-    for name, p in model.state_dict().items():
-        if name == "lm_head.weight" and cfg.text.tie_word_embeddings:
-            continue
-        if name.endswith("norm.weight") or "layernorm" in name or "layer_norm" in name or name.split(".")[-2].startswith("ln_"):
-            v = 1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith("weight") else 0.02 * torch.randn(p.shape, generator=g)
-        else:
-            std = 1.5 / max(1, p.shape[-1]) ** 0.5 if p.dim() >= 2 else 0.1
-            if name.endswith("embed_tokens.weight"):
-                std = 0.5
-            v = std * torch.randn(p.shape, generator=g)
-        sd[name] = v.contiguous().float()
+    model = random_model(cfg, seed)
+    if full_size:
+        # Full-size random weights are only for benchmarks: kept in memory (no 8 GB safetensors round trip).
+        return out_dir, model
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()
+          if not (k == "lm_head.weight" and cfg.text.tie_word_embeddings)}
     from safetensors.torch import save_file
     save_file(sd, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    return out_dir
+    return out_dir, None
+
+
+def random_model(cfg: PixelReferConfig, seed: int) -> PixelReferForCausalLM:
+    """Deterministic random weights, filled in place (norm weights around 1, linear weights ~ 1.5/sqrt(fan_in),
+    embeddings 0.5): large enough that a tiny model produces varied greedy tokens."""
+    g = torch.Generator().manual_seed(seed)
+    model = PixelReferForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.state_dict().items():
+            if name == "lm_head.weight" and cfg.text.tie_word_embeddings:
+                continue
+            last = name.split(".")[-2] if "." in name else ""
+            is_norm = ("norm" in name or "layer_norm" in name or last.startswith("ln_"))
+            if is_norm:
+                if name.endswith("weight"):
+                    p.normal_(0, 0.1, generator=g).add_(1.0)
+                else:
+                    p.normal_(0, 0.02, generator=g)
+            elif name.endswith("embed_tokens.weight"):
+                p.normal_(0, 0.5, generator=g)
+            elif p.dim() >= 2:
+                p.normal_(0, 1.5 / max(1, p.shape[-1]) ** 0.5, generator=g)
+            else:
+                p.normal_(0, 0.1, generator=g)
+    return model.eval()
