@@ -81,6 +81,7 @@ class PixelReferConfig:
     rescale_factor: float = 1.0 / 255.0
     min_pixels: int = 56 * 56
     oci_num_heads: int = 8  # pixelreferlite/model/region_encoder.py:22
+    torch_dtype: str = "bfloat16"  # dtype the upstream model runs in (affects video pruning, see host.py)
     raw: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,6 +129,7 @@ class PixelReferConfig:
             mm_vision_encoder=d.get("mm_vision_encoder", "DAMO-NLP-SG/VL3-SigLIP-NaViT"),
             image_mean=list(pre["image_mean"]), image_std=list(pre["image_std"]),
             rescale_factor=float(pre["rescale_factor"]), min_pixels=int(pre["min_pixels"]),
+            torch_dtype=str(d.get("torch_dtype") or "float16"),  # __init__.py:154: fp16 if absent
             raw=d,
         )
         if cfg.mm_projector_type != "mlp2x_gelu":

@@ -279,7 +279,8 @@ def constants(cfg: PixelReferConfig, tok_path: str, gen: Dict, fp16: bool) -> Di
         "token_merge": "d x d average pooling of raster-ordered features (= bilinear downsample, align_corners=False)",
         # video
         "use_token_compression": cfg.use_token_compression and not lite,
-        "video_prune_threshold": host.VIDEO_PRUNE_THRESHOLD, "video_prune_min_tokens": host.VIDEO_PRUNE_MIN_TOKENS,
+        "video_prune_threshold": host.VIDEO_PRUNE_THRESHOLD,
+        "video_prune_dtype": cfg.torch_dtype, "video_prune_min_tokens": host.VIDEO_PRUNE_MIN_TOKENS,
         "video_fps": 1, "video_max_frames": 768, "time_format_full": "Time {round(t,1)}s:",
         "time_format_lite_region": "Time {round(t,1)}:",
         # SAOT

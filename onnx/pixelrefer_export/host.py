@@ -127,15 +127,31 @@ def merge_tokens(feats: np.ndarray, grid_h: int, grid_w: int, d: int) -> np.ndar
     return x.reshape(-1, c).astype(np.float32)
 
 
-def video_keep_mask(frame_patches: Sequence[np.ndarray], d: int) -> np.ndarray:
+def round_to_dtype(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float32 values to bfloat16 / float16 (round-to-nearest-even) and back to float32."""
+    x = np.asarray(x, np.float32)
+    if dtype in ("bfloat16", "bf16"):
+        u = x.view(np.uint32).astype(np.uint64)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.astype(np.uint32).view(np.float32)
+    if dtype in ("float16", "fp16"):
+        return x.astype(np.float16).astype(np.float32)
+    return x
+
+
+def video_keep_mask(frame_patches: Sequence[np.ndarray], d: int, dtype: str = "float32") -> np.ndarray:
     """Token pruning for videos (use_token_compression, pixelrefer_arch.py:272-289). frame_patches: per
-    frame [gh*gw, 588] block-ordered normalised patches. Returns bool [T, tokens_per_frame]."""
+    frame [gh*gw, 588] block-ordered normalised patches. Returns bool [T, tokens_per_frame].
+    Upstream runs this on the pixel tensors already cast to the model dtype (config.torch_dtype, e.g.
+    bfloat16; pixelrefer/__init__.py:154-156), each op rounding to that dtype: |a-b| -> mean -> *255."""
     n = len(frame_patches)
-    x = np.stack(frame_patches, 0).astype(np.float32)
+    r = lambda v: round_to_dtype(v, dtype)  # noqa: E731
+    x = r(np.stack(frame_patches, 0).astype(np.float32))
     x = x.reshape(n, x.shape[1] // (d * d), -1)
     keep = np.ones((n, x.shape[1]), dtype=bool)
     if n > 1:
-        diff = np.abs(x[1:] - x[:-1]).mean(axis=-1, dtype=np.float32) * np.float32(255)
+        diff = r(np.abs(r(x[1:] - x[:-1])))
+        diff = r(r(diff.mean(axis=-1, dtype=np.float32)) * np.float32(255))
         keep[1:] = diff > VIDEO_PRUNE_THRESHOLD
     for i in range(n):
         if keep[i].sum() < VIDEO_PRUNE_MIN_TOKENS:

@@ -259,7 +259,7 @@ def global_tokens_full(backend, cfg, modal, frames, rec) -> Tuple[List[np.ndarra
         return [proj], [len(proj)], [np.ones(len(proj), bool)]
     d = cfg.spatial_merge_size
     encs = [encode_image(backend, cfg, f, d, len(frames)) for f in frames]
-    keep = (host.video_keep_mask([e["patches"] for e in encs], d) if cfg.use_token_compression
+    keep = (host.video_keep_mask([e["patches"] for e in encs], d, cfg.torch_dtype) if cfg.use_token_compression
             else np.ones((len(encs), encs[0]["patches"].shape[0] // (d * d)), bool))
     projs, counts, keeps = [], [], []
     for t, e in enumerate(encs):
