@@ -117,6 +117,8 @@ def write_reference(model, cfg, out_dir: str, gen: Dict, verify_ort: bool = True
         line["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in sorted(arrays.items())}
         save_file(arrays, os.path.join(out_dir, line["file"]))
         index.append(line)
+    from .host_vectors import write as write_host_vectors
+    write_host_vectors(cfg, out_dir)
     with open(os.path.join(ref_dir, "cases.json"), "w") as f:
         json.dump({"format": "pixelrefer-studio-reference", "version": 1,
                    "note": "inputs, intermediates and greedy ids of the PyTorch reference pipeline "

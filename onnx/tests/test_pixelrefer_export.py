@@ -102,6 +102,16 @@ def test_reference_cases(exported):
         assert len(by["two_turn"]["turns"]) == 2
 
 
+def test_host_vectors_written(exported):
+    _, out = exported
+    with open(os.path.join(out, "reference", "host_vectors.json")) as f:
+        hv = json.load(f)
+    assert hv["smart_resize"][0]["out"] == [84, 126]
+    assert {r["t"]: r["out"] for r in hv["round1"]}[2.5] == "2.5"
+    assert hv["prompt"]["user_content_video"] == "Time 0.0s:<image>,Time 1.0s:<image>,Time 2.0s:<image>\nQ?"
+    assert hv["prompt"]["region_fill_lite_video"] == "A [Time 0.0:<REGION><REGION>,Time 0.4:<REGION><REGION>] B"
+
+
 def test_host_resizes_match_libraries():
     """Our ports of torch's uint8 bilinear and cv2's float INTER_LINEAR (host spec) vs the libraries."""
     import torch
