@@ -45,6 +45,11 @@ def load_checkpoint(model_dir: str, dtype=torch.float32) -> PixelReferForCausalL
     for f in files:
         sd.update(load_file(f))
     sd = {k: v.to(torch.float32) for k, v in sd.items()}
+    # HF-format VideoLLaMA3-style names (`model.vision_encoder.<x>`) -> PixelRefer names
+    # (`model.vision_encoder.vision_encoder.<x>`), the rename of scripts/convert_hf_checkpoint.py.
+    if not any(k.startswith("model.vision_encoder.vision_encoder.") for k in sd):
+        sd = {(k.replace("model.vision_encoder.", "model.vision_encoder.vision_encoder.", 1)
+               if k.startswith("model.vision_encoder.") else k): v for k, v in sd.items()}
     model = PixelReferForCausalLM(cfg)
     load_state_dict_strict(model, sd)
     return model.to(dtype).eval()
