@@ -154,3 +154,53 @@ def test_merge_tokens_equals_bilinear_downsample():
     ref = torch.nn.functional.interpolate(torch.from_numpy(raster).permute(2, 0, 1)[None], (gh // d, gw // d),
                                           mode="bilinear")[0].permute(1, 2, 0).numpy()
     assert np.allclose(ours, ref, atol=1e-6)
+
+
+def _tiny_model(variant, seed=3):
+    from pixelrefer_export.config import PixelReferConfig
+    from pixelrefer_export.tiny import random_model, tiny_config_dict
+    return random_model(PixelReferConfig.from_dict(tiny_config_dict(variant, 460)), seed)
+
+
+def test_empty_mask_behaviour():
+    """Lite: an empty mask still yields 32 tokens (zeros through OCI, pixelreferlite/mm_utils.py:78-91);
+    PixelRefer: upstream would crash -> we refuse with a clear message."""
+    from pixelrefer_export import host
+    from pixelrefer_export.pipeline import TorchBackend, object_tokens_lite
+    img = (np.random.default_rng(0).random((60, 80, 3)) * 255).astype(np.uint8)
+    empty = np.zeros((60, 80), np.uint8)
+    with pytest.raises(ValueError, match="empty mask"):
+        host.saot_full(img, empty, 32)
+    m = _tiny_model("lite")
+    rec = {}
+    toks = object_tokens_lite(TorchBackend(m), m.cfg, [img], [(0, empty)], rec)
+    assert toks[0].shape == (32, m.cfg.text.hidden_size)
+    assert rec["_meta_objects"][0]["n_selected"] == 0 and not rec["obj0.padded_tokens"].any()
+
+
+def test_wrong_checkpoint_names_are_reported(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    from pixelrefer_export.export import load_checkpoint
+    from pixelrefer_export.tiny import write_random_checkpoint
+    ck = str(tmp_path / "ck")
+    write_random_checkpoint(ck, "full", 3)
+    from safetensors.torch import load_file
+    sd = load_file(os.path.join(ck, "model.safetensors"))
+    sd["model.region_encoder.pos_proj.weight"] = sd.pop("model.region_encoder.pos_linear.weight")
+    save_file(sd, os.path.join(ck, "model.safetensors"))
+    with pytest.raises(ValueError, match="pos_linear.weight"):
+        load_checkpoint(ck)
+
+
+def test_checkpoint_path_fp16(tmp_path):
+    """The --checkpoint path with --fp16 (graphs verified against torch fp16 inside the exporter)."""
+    import export_pixelrefer
+    from pixelrefer_export.tiny import write_random_checkpoint
+    ck, out = str(tmp_path / "ck"), str(tmp_path / "out")
+    write_random_checkpoint(ck, "lite", 3)
+    export_pixelrefer.main(["--checkpoint", ck, "--out", out, "--fp16"])
+    m = _manifest(out)
+    assert m["constants"]["dtype"] == "float16"
+    assert m["graphs"]["vision_encoder"]["inputs"][0]["dtype"] == "float16"
+    assert m["graphs"]["decoder"]["inputs"][1]["dtype"] == "int64"
