@@ -6,7 +6,6 @@ import glob
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from typing import Any, Dict, List, Optional
 

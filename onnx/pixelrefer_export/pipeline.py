@@ -275,7 +275,8 @@ def global_tokens_full(backend, cfg, modal, frames, rec) -> Tuple[List[np.ndarra
     return projs, counts, keeps
 
 
-def build_ids(cfg, tok: Tok, case: Dict, groups, image_counts, turn_texts: List[Tuple[str, str]]) -> List[int]:
+def build_ids(cfg, tok: Tok, image_counts, turn_texts: List[Tuple[str, str]]) -> Tuple[str, List[int]]:
+    """Chat template -> (full model) expand each <image> to its token count -> token ids (no BOS)."""
     prompt = host.chat_prompt(turn_texts)
     if cfg.variant == "full":
         prompt = host.expand_image_tokens(prompt, image_counts)
@@ -356,7 +357,7 @@ def run_case(backend, cfg: PixelReferConfig, tok: Tok, case: Dict, gen: Dict) ->
         else:
             content = host.user_content(query, "text")
         history.append(("user", content))
-        prompt, ids = build_ids(cfg, tok, case, groups, counts, history)
+        prompt, ids = build_ids(cfg, tok, counts, history)
         ids = np.asarray(ids, np.int64)
         # video token pruning removes the dropped <image> placeholders (pixelrefer_arch.py:323-369)
         if cfg.variant == "full" and modal == "video" and cfg.use_token_compression:
