@@ -1,0 +1,1 @@
+"""PixelRefer / PixelRefer-Lite ONNX exporter and PyTorch reference (see onnx/PIXELREFER_NOTES.md)."""
