@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
+scripts/make_fixtures.sh
 cargo test --locked
 if compgen -G "onnx/tests/test_*.py" >/dev/null; then
   "$PIXELREFER_PYTHON" -m pytest -q onnx/tests
