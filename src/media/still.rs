@@ -111,9 +111,9 @@ fn decoder(path: &Path) -> Result<(impl ImageDecoder, ImageFormat), MediaError> 
             path: path.to_owned(),
             reason: "unknown image format".into(),
         })?;
+    // Sizes are checked against `MAX_IMAGE_SIDE` after the header is read (for a clearer
+    // message); the allocation cap still guards the header-only decoders.
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
     // 16-bit RGBA at the largest accepted size, plus the decoder's working memory.
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (256 << 20));
     reader.limits(limits);
