@@ -475,9 +475,10 @@ impl Video {
         if self.eof_sent {
             return false;
         }
-        let mut packet = ffmpeg::Packet::empty();
         let mut invalid = 0usize;
         loop {
+            // A fresh packet each time: `av_read_frame` does not release what a packet holds.
+            let mut packet = ffmpeg::Packet::empty();
             match packet.read(&mut self.input) {
                 Ok(()) => {}
                 Err(ffmpeg::Error::InvalidData) if invalid < MAX_DECODE_ERRORS => {
@@ -785,9 +786,10 @@ fn scan(
         key: bool,
     }
     let mut entries = Vec::new();
-    let mut packet = ffmpeg::Packet::empty();
     let mut invalid = 0usize;
     loop {
+        // A fresh packet each time: `av_read_frame` does not release what a packet holds.
+        let mut packet = ffmpeg::Packet::empty();
         match packet.read(input) {
             Ok(()) => {}
             Err(ffmpeg::Error::Eof) => break,
