@@ -190,6 +190,76 @@ fn ten_bit_mov_converts_and_seeks() {
 }
 
 #[test]
+fn more_codecs_and_containers_seek_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 7] = [
+        // x265 uses open GOPs and B-frames by default.
+        (
+            "hevc.mkv",
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "keyint=12:open-gop=1:bframes=3:log-level=error",
+            ],
+        ),
+        // AVI has no presentation timestamps for B-frames.
+        (
+            "h264_bframes.avi",
+            &[
+                "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "12",
+            ],
+        ),
+        (
+            "mpeg4_bframes.avi",
+            &["-c:v", "mpeg4", "-q:v", "4", "-bf", "2", "-g", "12"],
+        ),
+        (
+            "mpeg2.ts",
+            &["-c:v", "mpeg2video", "-q:v", "4", "-g", "12", "-bf", "2"],
+        ),
+        (
+            "vp8.webm",
+            &[
+                "-c:v",
+                "libvpx",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-g",
+                "12",
+                "-auto-alt-ref",
+                "1",
+                "-lag-in-frames",
+                "8",
+            ],
+        ),
+        (
+            "theora.ogv",
+            &["-c:v", "libtheora", "-q:v", "6", "-g", "12"],
+        ),
+        (
+            "h264.mov",
+            &[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-x264-params",
+                "open-gop=1:keyint=12:bframes=3",
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        let path = testsrc_video(dir.path(), name, "160x120", 40, args);
+        check_random_access(&path, &access_order(40, 12), None);
+    }
+}
+
+#[test]
 fn rotated_mp4_is_shown_upright() {
     let dir = tempfile::tempdir().unwrap();
     let plain = testsrc_video(

@@ -82,8 +82,17 @@ struct Timeline {
     ts: Vec<i64>,
     /// Keyframes in presentation order, first entry at or before the first frame.
     keys: Vec<KeyPoint>,
-    /// No usable timestamps: frames are numbered by decode order.
+    /// No presentation timestamps (e.g. AVI with B-frames): frames are numbered in output
+    /// order. A decoded frame's number is the decode-order position of the packet whose
+    /// decoding released it (`pkt_dts`) minus the decoder's constant output delay, measured at
+    /// open; keyframes are entered at their decode position plus that delay, which is never
+    /// before their display position.
     ordinal: bool,
+    /// Ordinal timelines: decode timestamps in decode order (empty when some packets lack
+    /// them; only the start is then a seek point).
+    decode_dts: Vec<i64>,
+    /// Ordinal timelines: packets the decoder takes before it outputs the first frame.
+    output_delay: i64,
 }
 
 impl Timeline {
@@ -123,7 +132,7 @@ pub(crate) struct Video {
     /// Drop packets until the next keyframe (after a seek into the middle).
     need_key: bool,
     eof_sent: bool,
-    /// Frames decoded since the last seek to the start (ordinal timelines).
+    /// Number of the next frame to come out of the decoder (ordinal timelines).
     ordinal_counter: i64,
 }
 
@@ -361,10 +370,27 @@ impl Video {
             ordinal_counter: 0,
         };
         video.seek(SeekPoint::Start)?;
+        if video.timeline.ordinal && !video.timeline.decode_dts.is_empty() {
+            video.calibrate_output_delay()?;
+        }
         let first = video.frame(0)?;
         video.info.width = first.width;
         video.info.height = first.height;
         Ok((video, first))
+    }
+
+    /// Measures how many packets the decoder takes before its first frame (ordinal timelines),
+    /// and shifts keyframe numbers by it.
+    fn calibrate_output_delay(&mut self) -> Result<(), MediaError> {
+        self.timeline.output_delay = 0;
+        let first = self.next_frame()?.map(|(ts, _)| ts.max(0)).unwrap_or(0);
+        self.timeline.output_delay = first;
+        for key in &mut self.timeline.keys {
+            if key.pts != i64::MIN {
+                key.pts += first;
+            }
+        }
+        self.seek(SeekPoint::Start)
     }
 
     /// Facts about the video.
@@ -518,7 +544,12 @@ impl Video {
             match self.decoder.receive_frame(&mut frame) {
                 Ok(()) => {
                     let ts = if self.timeline.ordinal {
-                        self.ordinal_counter
+                        let released_by = frame.packet().dts;
+                        match self.timeline.decode_dts.binary_search(&released_by) {
+                            Ok(position) => position as i64 - self.timeline.output_delay,
+                            // Frames drained at the end carry no packet timestamp.
+                            Err(_) => self.ordinal_counter,
+                        }
                     } else {
                         frame
                             .pts()
@@ -526,7 +557,7 @@ impl Video {
                             .or(self.last_ts)
                             .unwrap_or(i64::MIN)
                     };
-                    self.ordinal_counter += 1;
+                    self.ordinal_counter = ts + 1;
                     self.last_ts = Some(ts);
                     return Ok(Some((ts, frame)));
                 }
@@ -563,7 +594,7 @@ impl Video {
                 _ => return false,
             },
         };
-        if self.timeline.ordinal || position >= key.pts {
+        if position >= key.pts {
             return true;
         }
         // Close enough (e.g. the next frame is a keyframe): keep the decoder warm.
@@ -820,17 +851,37 @@ fn scan(
             reason: "it has no readable video frames".into(),
         });
     }
-    let ordinal = entries.iter().any(|e| e.pts.is_none() && e.dts.is_none());
+    let ordinal = entries.iter().any(|e| e.pts.is_none());
     let mut timeline = Timeline {
         ordinal,
         ..Timeline::default()
     };
     if ordinal {
         timeline.ts = (0..entries.len() as i64).collect();
-        timeline.keys.push(KeyPoint {
-            pts: i64::MIN,
-            seek: SeekPoint::Start,
-        });
+        let dts: Option<Vec<i64>> = entries.iter().map(|e| e.dts).collect();
+        // Keyframes can be sought to only when decode timestamps exist and increase.
+        if let Some(dts) = dts.filter(|d| d.windows(2).all(|w| w[0] < w[1])) {
+            timeline.keys = entries
+                .iter()
+                .zip(&dts)
+                .enumerate()
+                .filter(|(_, (e, _))| e.key)
+                .map(|(i, (_, d))| KeyPoint {
+                    pts: i as i64,
+                    seek: SeekPoint::Timestamp(*d),
+                })
+                .collect();
+            timeline.decode_dts = dts;
+        }
+        if timeline.keys.first().is_none_or(|k| k.pts > 0) {
+            timeline.keys.insert(
+                0,
+                KeyPoint {
+                    pts: i64::MIN,
+                    seek: SeekPoint::Start,
+                },
+            );
+        }
         return Ok(timeline);
     }
     let ts_of = |e: &Entry| e.pts.or(e.dts).unwrap_or(0);
@@ -890,6 +941,8 @@ mod tests {
                 },
             ],
             ordinal: false,
+            decode_dts: Vec::new(),
+            output_delay: 0,
         };
         assert_eq!(timeline.key_for(0), 0);
         assert_eq!(timeline.key_for(3), 0);
