@@ -332,6 +332,25 @@ fn start_time_offset_transport_stream() {
 }
 
 #[test]
+fn stream_cut_at_the_start_begins_at_its_first_keyframe() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = testsrc_video(
+        dir.path(),
+        "full.ts",
+        "160x120",
+        100,
+        &["-c:v", "libx264", "-preset", "veryfast", "-g", "25"],
+    );
+    // Drop the first 40% of the 188-byte transport packets, as a recording joined late.
+    let bytes = std::fs::read(&full).unwrap();
+    let packets = bytes.len() / 188;
+    let cut = dir.path().join("joined_late.ts");
+    std::fs::write(&cut, &bytes[packets * 4 / 10 * 188..]).unwrap();
+    let reference = check_random_access(&cut, &[0, 49, 10, 25, 24, 3], None);
+    assert_eq!(reference.len(), 50);
+}
+
+#[test]
 fn variable_frame_rate_timestamps_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vfr.mkv");

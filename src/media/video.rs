@@ -845,6 +845,10 @@ fn scan(
             key: packet.is_key(),
         });
     }
+    // Packets before the first keyframe (a stream cut in the middle) cannot be decoded.
+    if let Some(first_key) = entries.iter().position(|e| e.key) {
+        entries.drain(..first_key);
+    }
     if entries.is_empty() {
         return Err(MediaError::Corrupt {
             path: path.to_owned(),
