@@ -76,7 +76,7 @@ fn decode_error(path: &Path, err: image::ImageError) -> MediaError {
     match err {
         E::Limits(e) => MediaError::Unsupported {
             path: path.to_owned(),
-            reason: format!("image too large to decode ({e})"),
+            reason: format!("image too large to decode: {e}"),
         },
         E::Unsupported(e) => MediaError::Unsupported {
             path: path.to_owned(),

@@ -188,11 +188,11 @@ fn open_input(path: &Path) -> Result<ffmpeg::format::context::Input, MediaError>
         match probe_container(&head) {
             Some(container) => MediaError::Corrupt {
                 path: path.to_owned(),
-                reason: format!("FFmpeg cannot read this {container} file ({err})"),
+                reason: format!("FFmpeg cannot read this {container} file: {err}"),
             },
             None => MediaError::Unsupported {
                 path: path.to_owned(),
-                reason: format!("FFmpeg does not recognise it ({err})"),
+                reason: format!("FFmpeg does not recognise its content: {err}"),
             },
         }
     })
@@ -321,7 +321,7 @@ impl Video {
             .video()
             .map_err(|e| MediaError::Unsupported {
                 path: path.to_owned(),
-                reason: format!("FFmpeg cannot decode its {codec} video ({e})"),
+                reason: format!("FFmpeg cannot decode its {codec} video: {e}"),
             })?;
         let orientation = stream_orientation(&mut input, stream_index);
         let timeline = scan(path, &mut input, stream_index)?;
@@ -702,7 +702,7 @@ impl Video {
             )
             .map_err(|e| MediaError::Unsupported {
                 path: self.path.clone(),
-                reason: format!("cannot convert {format:?} pictures to RGBA ({e})"),
+                reason: format!("cannot convert {format:?} pictures to RGBA: {e}"),
             })?;
             set_colorspace(&mut ctx, format, colorspace, full_range);
             self.scaler = Some(ScalerState { key, ctx });
