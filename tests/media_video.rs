@@ -121,6 +121,46 @@ fn sequential_reading_matches_every_frame() {
 }
 
 #[test]
+fn stepping_backwards_prefetches_the_right_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = testsrc_video(
+        dir.path(),
+        "back.mp4",
+        "128x96",
+        60,
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-x264-params",
+            "open-gop=1:keyint=30:scenecut=0:bframes=3",
+        ],
+    );
+    let mut source = media::open(&path).unwrap();
+    let reference = reference_frames(&path, 128, 96, None);
+    let frame_bytes = 128 * 96 * 4;
+    source.set_cache_budget_bytes(frame_bytes * 64);
+    source.frame(0, 59).unwrap();
+    source.frame(0, 58).unwrap();
+    // The step back decoded the GOP from its keyframe and kept the frames before 58.
+    assert!(
+        source.cache_bytes() >= frame_bytes * 8,
+        "{}",
+        source.cache_bytes()
+    );
+    for index in (0..58).rev() {
+        let frame = source.frame(0, index).unwrap();
+        let (best, diff) = closest(&reference, &frame.rgba);
+        assert_eq!(
+            best, index as usize,
+            "stepping back to {index}: diff {diff:.2}"
+        );
+        assert!(diff <= TOLERANCE);
+    }
+}
+
+#[test]
 fn vp9_webm_seeks_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let path = testsrc_video(

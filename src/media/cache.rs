@@ -15,6 +15,7 @@ pub const DEFAULT_CACHE_BUDGET_BYTES: usize = 512 << 20;
 pub struct FrameCache {
     budget_bytes: usize,
     used_bytes: usize,
+    last_frame_bytes: usize,
     tick: u64,
     entries: HashMap<(usize, u64), (Arc<Frame>, u64)>,
     /// Last-use tick → key, oldest first.
@@ -33,6 +34,7 @@ impl FrameCache {
         Self {
             budget_bytes,
             used_bytes: 0,
+            last_frame_bytes: 0,
             tick: 0,
             entries: HashMap::new(),
             order: BTreeMap::new(),
@@ -53,6 +55,11 @@ impl FrameCache {
     /// Bytes of pixels currently held.
     pub fn used_bytes(&self) -> usize {
         self.used_bytes
+    }
+
+    /// Byte size of the last frame offered to [`FrameCache::insert`] (0 before any).
+    pub fn last_frame_bytes(&self) -> usize {
+        self.last_frame_bytes
     }
 
     /// Number of cached frames.
@@ -86,6 +93,7 @@ impl FrameCache {
     pub fn insert(&mut self, item: usize, index: u64, frame: Arc<Frame>) {
         self.remove(item, index);
         let size = frame.rgba.len();
+        self.last_frame_bytes = size;
         if size > self.budget_bytes {
             return;
         }

@@ -308,7 +308,17 @@ impl MediaSource {
                 let _ = entry.info.set(image_info(&entry.path, &header));
                 frame
             }
-            Backend::Video(video) => video.frame(index)?,
+            Backend::Video(video) => {
+                // Stepping backwards: keep up to a quarter of the budget of the frames decoded
+                // on the way (at most 16), so the next steps back are cache hits.
+                let frame_bytes = self.cache.last_frame_bytes().max(1);
+                let prefetch = (self.cache.budget_bytes() / 4 / frame_bytes).min(16);
+                let (frame, before) = video.frame(index, prefetch)?;
+                for (i, f) in before {
+                    self.cache.insert(item, i, Arc::new(f));
+                }
+                frame
+            }
         };
         let frame = Arc::new(frame);
         self.cache.insert(item, index, Arc::clone(&frame));

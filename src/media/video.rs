@@ -134,6 +134,8 @@ pub(crate) struct Video {
     eof_sent: bool,
     /// Number of the next frame to come out of the decoder (ordinal timelines).
     ordinal_counter: i64,
+    /// The index of the last request, to notice backward stepping.
+    last_requested: Option<usize>,
 }
 
 // SAFETY: every FFmpeg object in `Video` (format context, codec context, frames, scaler) is
@@ -368,12 +370,13 @@ impl Video {
             need_key: false,
             eof_sent: false,
             ordinal_counter: 0,
+            last_requested: None,
         };
         video.seek(SeekPoint::Start)?;
         if video.timeline.ordinal && !video.timeline.decode_dts.is_empty() {
             video.calibrate_output_delay()?;
         }
-        let first = video.frame(0)?;
+        let (first, _) = video.frame(0, 0)?;
         video.info.width = first.width;
         video.info.height = first.height;
         Ok((video, first))
@@ -419,7 +422,15 @@ impl Video {
     }
 
     /// Decodes frame `index` (presentation order) to display-oriented RGBA.
-    pub(crate) fn frame(&mut self, index: u64) -> Result<Frame, MediaError> {
+    ///
+    /// When the request goes backwards (stepping back through a GOP decodes it from its
+    /// keyframe each time), up to `prefetch_before` of the frames decoded on the way are
+    /// converted too and returned with their indices, oldest first, for the cache.
+    pub(crate) fn frame(
+        &mut self,
+        index: u64,
+        prefetch_before: usize,
+    ) -> Result<(Frame, Vec<(u64, Frame)>), MediaError> {
         let count = self.timeline.ts.len();
         let i = usize::try_from(index)
             .ok()
@@ -429,8 +440,20 @@ impl Video {
                 index,
                 count: count as u64,
             })?;
-        let decoded = self.decode_at(i)?;
-        self.convert_rgba(&decoded)
+        let backwards = self.last_requested.is_some_and(|last| i < last);
+        self.last_requested = Some(i);
+        let keep = if backwards { prefetch_before } else { 0 };
+        let (decoded, before) = self.decode_at(i, keep)?;
+        let frame = self.convert_rgba(&decoded)?;
+        let mut extras = Vec::with_capacity(before.len());
+        for (ts, f) in before {
+            if let Ok(j) = self.timeline.ts.binary_search(&ts)
+                && j < i
+            {
+                extras.push((j as u64, self.convert_rgba(&f)?));
+            }
+        }
+        Ok((frame, extras))
     }
 
     fn stream_ptr(&mut self) -> *mut ffi::AVStream {
@@ -601,7 +624,13 @@ impl Video {
         target_index.saturating_sub(self.timeline.index_of(position)) <= 2
     }
 
-    fn decode_at(&mut self, index: usize) -> Result<VideoFrame, MediaError> {
+    /// Decodes the frame at `index`. Also returns up to `keep_before` of the frames decoded
+    /// just before it on the way (oldest first), for the cache.
+    fn decode_at(
+        &mut self,
+        index: usize,
+        keep_before: usize,
+    ) -> Result<(VideoFrame, Vec<(i64, VideoFrame)>), MediaError> {
         let target = self.timeline.ts[index];
         let mut key_index = self.timeline.key_for(target);
         let mut retries = 0usize;
@@ -610,37 +639,52 @@ impl Video {
             self.seek(self.timeline.keys[key_index].seek)?;
             seeked = true;
         }
+        let keep = keep_before + 1;
         loop {
-            let mut previous: Option<VideoFrame> = None;
+            // The last frames before the target; the newest is the fallback if the target never
+            // comes out.
+            let mut recent: std::collections::VecDeque<(i64, VideoFrame)> =
+                std::collections::VecDeque::with_capacity(keep);
             let mut overshoot = false;
             while let Some((ts, frame)) = self.next_frame()? {
                 if ts == target {
-                    return Ok(frame);
+                    while recent.len() > keep_before {
+                        recent.pop_front();
+                    }
+                    return Ok((frame, recent.into()));
                 }
                 if ts > target {
-                    if previous.is_none() && seeked && self.timeline.keys[key_index].pts > i64::MIN
-                    {
+                    if recent.is_empty() && seeked && self.timeline.keys[key_index].pts > i64::MIN {
                         overshoot = true;
                         break;
                     }
-                    match previous {
+                    match recent.pop_back() {
                         // The target never came out (a dropped or damaged frame): show the one
                         // before it and keep this one for the next request.
-                        Some(prev) => {
+                        Some((_, prev)) => {
                             self.held = Some((ts, frame));
-                            return Ok(prev);
+                            while recent.len() > keep_before {
+                                recent.pop_front();
+                            }
+                            return Ok((prev, recent.into()));
                         }
-                        None => return Ok(frame),
+                        None => return Ok((frame, Vec::new())),
                     }
                 }
-                previous = Some(frame);
+                if recent.len() == keep {
+                    recent.pop_front();
+                }
+                recent.push_back((ts, frame));
             }
             if !overshoot {
                 // End of stream before the target: show the last frame decoded.
-                return previous.ok_or_else(|| MediaError::Corrupt {
-                    path: self.path.clone(),
-                    reason: format!("frame {index} could not be decoded"),
-                });
+                return match recent.pop_back() {
+                    Some((_, last)) => Ok((last, Vec::new())),
+                    None => Err(MediaError::Corrupt {
+                        path: self.path.clone(),
+                        reason: format!("frame {index} could not be decoded"),
+                    }),
+                };
             }
             // Landed past the target: start from an earlier keyframe, finally from the start.
             retries += 1;
