@@ -4,7 +4,13 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::media::{self, SourceKind};
+use crate::media::{self, MediaError, SourceKind};
+
+/// A media error as one line: its message already names the file and includes the cause, so
+/// the cause chain is not repeated.
+fn one_line(err: MediaError) -> anyhow::Error {
+    anyhow::anyhow!("{err}")
+}
 
 /// `pixelrefer-studio info MEDIA`: prints JSON facts about the media.
 ///
@@ -12,8 +18,7 @@ use crate::media::{self, SourceKind};
 /// `duration_secs`, `codec`, `rotation_degrees`. Folders: `kind`, `count` and `items` (the same
 /// facts per image, or an `error` for an image whose header cannot be read).
 pub fn info(media_path: &Path) -> anyhow::Result<()> {
-    let source =
-        media::open(media_path).with_context(|| format!("cannot open {}", media_path.display()))?;
+    let source = media::open(media_path).map_err(one_line)?;
     let value = match source.kind() {
         SourceKind::Folder => {
             let items: Vec<serde_json::Value> = (0..source.item_count())
@@ -36,7 +41,7 @@ pub fn info(media_path: &Path) -> anyhow::Result<()> {
             })
         }
         kind => {
-            let info = source.item_info(0)?;
+            let info = source.item_info(0).map_err(one_line)?;
             let mut value = serde_json::to_value(&info)?;
             if let Some(map) = value.as_object_mut() {
                 map.insert("kind".into(), serde_json::to_value(kind)?);
@@ -52,8 +57,7 @@ pub fn info(media_path: &Path) -> anyhow::Result<()> {
 /// `pixelrefer-studio frame MEDIA --index N --out F.png`: writes frame N as displayed. For a
 /// folder, N is the image index.
 pub fn frame(media_path: &Path, index: u64, out: &Path) -> anyhow::Result<()> {
-    let mut source =
-        media::open(media_path).with_context(|| format!("cannot open {}", media_path.display()))?;
+    let mut source = media::open(media_path).map_err(one_line)?;
     let frame = if source.kind() == SourceKind::Folder {
         let item = usize::try_from(index)
             .ok()
@@ -65,9 +69,9 @@ pub fn frame(media_path: &Path, index: u64, out: &Path) -> anyhow::Result<()> {
                     source.item_count()
                 )
             })?;
-        source.frame(item, 0)?
+        source.frame(item, 0).map_err(one_line)?
     } else {
-        source.frame(0, index)?
+        source.frame(0, index).map_err(one_line)?
     };
     image::save_buffer_with_format(
         out,
