@@ -118,6 +118,16 @@ fn main() {
         source.frame(0, i).unwrap();
     }
     let sequential = t.elapsed() / seq_n as u32;
+
+    // Stepping back one frame at a time (arrow key in the UI), from the middle of a GOP.
+    let back_n = 60u64;
+    let from = count / 3 + 37;
+    source.frame(0, from).unwrap();
+    let t = Instant::now();
+    for i in (from - back_n..from).rev() {
+        source.frame(0, i).unwrap();
+    }
+    let backward = t.elapsed() / back_n as u32;
     let rss_after = peak_rss_kib();
 
     println!("media benchmark: {}", path.display());
@@ -146,6 +156,10 @@ fn main() {
     println!(
         "| sequential, per frame ({seq_n} frames) | {:.2} ms |",
         ms(sequential)
+    );
+    println!(
+        "| step back, per frame ({back_n} frames) | {:.2} ms |",
+        ms(backward)
     );
     println!(
         "| cache budget / used | {} MiB / {:.1} MiB |",

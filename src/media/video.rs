@@ -25,6 +25,9 @@ use super::{Frame, MediaError};
 const DECODER_THREADS: usize = 4;
 /// Failed decode calls tolerated while looking for one frame before giving up.
 const MAX_DECODE_ERRORS: usize = 256;
+/// A backward request at most this many frames before the previous one counts as stepping
+/// back, which prefetches the frames decoded on the way.
+const BACKWARD_STEP_FRAMES: usize = 8;
 /// Earlier keyframes tried when a seek lands past the target, before decoding from the start.
 const MAX_SEEK_RETRIES: usize = 3;
 
@@ -423,8 +426,8 @@ impl Video {
 
     /// Decodes frame `index` (presentation order) to display-oriented RGBA.
     ///
-    /// When the request goes backwards (stepping back through a GOP decodes it from its
-    /// keyframe each time), up to `prefetch_before` of the frames decoded on the way are
+    /// When the request steps backwards by a few frames (stepping back through a GOP decodes
+    /// it from its keyframe each time), up to `prefetch_before` of the frames decoded on the way are
     /// converted too and returned with their indices, oldest first, for the cache.
     pub(crate) fn frame(
         &mut self,
@@ -440,7 +443,10 @@ impl Video {
                 index,
                 count: count as u64,
             })?;
-        let backwards = self.last_requested.is_some_and(|last| i < last);
+        // Stepping back a little (not a long jump back while scrubbing).
+        let backwards = self
+            .last_requested
+            .is_some_and(|last| i < last && last - i <= BACKWARD_STEP_FRAMES);
         self.last_requested = Some(i);
         let keep = if backwards { prefetch_before } else { 0 };
         let (decoded, before) = self.decode_at(i, keep)?;
