@@ -69,8 +69,39 @@ def build_video_model(config: str, checkpoint: Optional[str] = None, extra_overr
     return model
 
 
+@torch.no_grad()
+def _tiny_sensitivity_init(m, seed: int):
+    """Plain random init makes the memory read-out spatially uniform, so every tracked frame gets
+    nearly the same mask whatever the object's memory holds, and a video test could not see a wrong
+    memory bank. Deterministic re-scaling so that tracking depends on the memory:
+      * memory-attention cross-attention: q_proj/k_proj weights x0.3 and a shared large bias on the
+        highest RoPE frequencies -> queries attend to the same position in every memory frame;
+        out_proj x20 -> the memory read-out dominates the conditioned feature;
+      * mask decoder conv_s0/conv_s1 x0.1 -> the mask depends more on the (memory-conditioned)
+        64x64 embedding than on the high-resolution features.
+    """
+    g = torch.Generator().manual_seed(seed + 7)
+    for layer in m.memory_attention.layers:
+        ca = layer.cross_attn_image
+        d = ca.q_proj.weight.shape[0] // ca.num_heads
+        b = torch.zeros(ca.q_proj.weight.shape[0])
+        idx = list(range(0, 8)) + list(range(d // 2, d // 2 + 8))  # RoPE pairs 0-3 (x) and d/4.. (y)
+        b[idx] = 7.0 * torch.sign(torch.randn(len(idx), generator=g))
+        ca.q_proj.weight.mul_(0.3)
+        ca.q_proj.bias.copy_(b)
+        ca.k_proj.weight.mul_(0.3)
+        ca.k_proj.bias.copy_(b)
+        ca.out_proj.weight.mul_(20.0)
+    dec = m.sam_mask_decoder
+    for conv in (dec.conv_s0, dec.conv_s1):
+        conv.weight.mul_(0.1)
+        conv.bias.mul_(0.1)
+
+
 def build_tiny_random(seed: int = 0):
-    return build_video_model("sam2.1_hiera_t.yaml", None, TINY_OVERRIDES, seed=seed)
+    m = build_video_model("sam2.1_hiera_t.yaml", None, TINY_OVERRIDES, seed=seed)
+    _tiny_sensitivity_init(m, seed)
+    return m
 
 
 def build_full_random(seed: int = 0):
