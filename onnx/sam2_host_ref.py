@@ -607,7 +607,7 @@ def run_reference(model_dir: str, verbose: bool = True) -> Dict[str, float]:
         spec = json.load(f)
     model = Sam2Model(model_dir)
     worst = {"image_logits_max_abs_diff": 0.0, "image_min_iou": 1.0, "image_iou_pred_max_abs_diff": 0.0,
-             "video_min_iou": 1.0, "video_score_max_abs_diff": 0.0}
+             "video_min_iou": 1.0, "video_score_max_abs_diff": 0.0, "video_logits_pool4_max_abs_diff": 0.0}
 
     def log(*a):
         if verbose:
@@ -672,6 +672,9 @@ def run_reference(model_dir: str, verbose: bool = True) -> Dict[str, float]:
                     fo = st.temp_cond.get(t) or st.temp_non_cond.get(t) or vp.frame_output(obj_id, t)
                     ds = abs(float(fo.score) - float(vt[key][0]))
                     worst["video_score_max_abs_diff"] = max(worst["video_score_max_abs_diff"], ds)
+                    pool = fo.pred_masks.reshape(64, 4, 64, 4).mean(axis=(1, 3))
+                    dl = float(np.abs(pool - vt[key.replace(".score", ".low_res_logits_pool4")]).max())
+                    worst["video_logits_pool4_max_abs_diff"] = max(worst["video_logits_pool4_max_abs_diff"], dl)
                 line.append(f"f{t}/o{obj_id}:{iou:.4f}")
         log(f"[video] step {si} {step['op']:9s} {'rev' if step.get('reverse') else 'fwd'} IoU " + " ".join(line))
     log("[summary] " + ", ".join(f"{k}={v:.3g}" for k, v in worst.items()))

@@ -9,8 +9,9 @@ Layout:
                                  (np.packbits of the bool [M,H,W] masks)
   reference/frames/NNNNN.png     video frames (the decoded pixels of the JPEGs the official loader read)
   reference/video.safetensors    per step s, frame t, object o: s{s}.f{t}.o{o}.mask_packed (packbits of
-                                 the [H,W] mask = video-res logits > 0), s{s}.f{t}.o{o}.score [1] f32,
-                                 and for the first propagation step s{s}.f{t}.o{o}.low_res_logits_f16
+                                 the [H,W] mask = video-res logits > 0), s{s}.f{t}.o{o}.score [1] f32
+                                 (object score logit), s{s}.f{t}.o{o}.low_res_logits_pool4 [64,64] f32
+                                 (the stored 256x256 low-res logits, 4x4 mean-pooled)
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _scene(w, h, seed, t=0.0):
         110 + 40 * np.cos(xx / w * 2.0) * np.sin(yy / h * 2.5),
         140 + 50 * np.sin((xx + yy) / (w + h) * 4.0),
     ], -1)
-    bg += rng.normal(0, 10, size=(h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    bg += rng.normal(0, 10, size=(h // 16 + 1, w // 16 + 1, 3)).repeat(16, 0).repeat(16, 1)[:h, :w]
     img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.5))
     d = ImageDraw.Draw(img)
     # static objects
@@ -53,7 +54,7 @@ def _scene(w, h, seed, t=0.0):
     bx, by = (0.62 - 0.25 * t) * w, (0.22 + 0.20 * t) * h
     d.rectangle([bx - 0.08 * w, by - 0.10 * h, bx + 0.08 * w, by + 0.10 * h], fill=(235, 210, 60), outline=(80, 70, 10), width=3)
     arr = np.asarray(img).astype(np.float32)
-    arr += rng.normal(0, 4, size=arr.shape)
+    arr += rng.normal(0, 1.0, size=arr.shape)
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
@@ -175,7 +176,6 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
         {"op": "propagate", "reverse": True, "start_frame_idx": num_frames - 2},
     ]
     vt = {}
-    first_prop = None
     for si, step in enumerate(steps):
         if step["op"] == "add":
             t, obj_ids, logits = model.add_new_points_or_box(
@@ -185,8 +185,6 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
                 box=np.array(step["box"], np.float32) if "box" in step else None)
             results = [(t, obj_ids, logits)]
         else:
-            if first_prop is None:
-                first_prop = si
             results = list(model.propagate_in_video(state, start_frame_idx=step.get("start_frame_idx"),
                                                     reverse=step["reverse"]))
         step["frames"] = [int(r[0]) for r in results]
@@ -201,9 +199,10 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
                     out = out or d["cond_frame_outputs"].get(t) or d["non_cond_frame_outputs"].get(t)
                 if out is not None:
                     vt[f"s{si}.f{t}.o{obj_id}.score"] = out["object_score_logits"].reshape(1).float().numpy()
-                    if si == first_prop:
-                        vt[f"s{si}.f{t}.o{obj_id}.low_res_logits_f16"] = \
-                            out["pred_masks"][0, 0].float().numpy().astype(np.float16)
+                    # 4x4 mean-pooled low-res logits [64,64] f32: a compact, sensitive fingerprint
+                    low = out["pred_masks"][0, 0].float().numpy()
+                    vt[f"s{si}.f{t}.o{obj_id}.low_res_logits_pool4"] = np.ascontiguousarray(
+                        low.reshape(64, 4, 64, 4).mean(axis=(1, 3)).astype(np.float32))
                 fg.append(round(float(m.mean()), 3))
         log(f"[reference] video step {si} {step['op']} frames {step['frames']} fg {fg}")
     save_file(vt, os.path.join(ref_dir, "video.safetensors"))
