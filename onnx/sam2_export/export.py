@@ -26,8 +26,9 @@ GRAPH_VERSION_NOTES = (
     "(3) memory_attention builds all positional encodings itself (current-frame sine pos enc, "
     "maskmem_pos_enc + maskmem_tpos_enc[mem_tpos_index], get_1d_sine_pe + obj_ptr_tpos_proj for "
     "obj_ptr_pos), so the host only selects frames and computes indices/distances. "
-    "(4) the vision pos enc of the image encoder is input-independent and therefore not a graph "
-    "output (it is in constants.safetensors for reference)."
+    "(4) the image encoder's vision pos enc is input-independent: not a graph output, baked into "
+    "memory_attention (like maskmem_pos_enc). (5) maskmem_features must be rounded to bfloat16 by "
+    "the host before they enter the memory bank, as the official video predictor stores them in bf16."
 )
 
 
@@ -107,6 +108,8 @@ def host_constants(m) -> Dict[str, Any]:
         "use_mask_input_as_output_without_sam": bool(m.use_mask_input_as_output_without_sam),
         "memory_features_dtype_in_bank": "bfloat16",
         "fill_hole_area": int(getattr(m, "fill_hole_area", 0)),
+        "fill_hole_connectivity": 8,
+        "fill_hole_value": 0.1,
         "non_overlap_masks": bool(getattr(m, "non_overlap_masks", False)),
         "non_overlap_masks_for_mem_enc": bool(m.non_overlap_masks_for_mem_enc),
         "add_all_frames_to_correct_as_cond": bool(getattr(m, "add_all_frames_to_correct_as_cond", False)),
@@ -221,9 +224,9 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         "no_mem_embed": m.no_mem_embed.detach().reshape(-1),
         "no_mem_pos_enc": m.no_mem_pos_enc.detach().reshape(-1),
         "maskmem_tpos_enc": m.maskmem_tpos_enc.detach().reshape(m.num_maskmem, Cm),
-        "vision_pos_enc": vision_pos,
-        "maskmem_pos_enc": maskmem_pos,
     }
+    # (vision_pos_enc and maskmem_pos_enc are input-independent and baked into memory_attention;
+    # the host never needs them, so they are not duplicated here.)
     if getattr(m, "no_obj_ptr", None) is not None:
         consts["no_obj_ptr"] = m.no_obj_ptr.detach().reshape(-1)
     if m.no_obj_embed_spatial is not None:

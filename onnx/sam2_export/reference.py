@@ -73,6 +73,74 @@ def _patch_connected_components():
     misc.get_connected_components = get_connected_components
 
 
+class _BankTracer:
+    """Records, for every memory-attention call of the official model, which frames the memory bank
+    used: spatial memories as [frame, t_pos] and object pointers as [frame, temporal distance].
+    Frames are identified by exact equality of the bf16 maskmem_features / obj_ptr with the outputs
+    stored in the object's output dict; t_pos from the maskmem_tpos_enc added to the positions."""
+
+    def __init__(self, model):
+        import sam2.modeling.sam2_base as base
+
+        self.model, self.base = model, base
+        self.ctx = None
+        self.trace = {}  # (frame, id(output_dict)) -> entry (last call wins)
+        self.last_pos = None
+        orig_pe = base.get_1d_sine_pe
+        orig_ma = model.memory_attention.forward
+        orig_ts = model.track_step
+
+        def pe(pos_inds, dim, temperature=10000):
+            self.last_pos = pos_inds.detach().clone()
+            return orig_pe(pos_inds, dim, temperature)
+
+        def ts(*a, **k):
+            self.ctx = (k.get("frame_idx", a[0] if a else None), k.get("output_dict"), k.get("num_frames"))
+            return orig_ts(*a, **k)
+
+        def ma(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+            self._record(memory, memory_pos, num_obj_ptr_tokens)
+            return orig_ma(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos,
+                           num_obj_ptr_tokens=num_obj_ptr_tokens)
+
+        base.get_1d_sine_pe = pe
+        model.memory_attention.forward = ma
+        model.track_step = ts
+
+    def _record(self, memory, memory_pos, n_ptr_tok):
+        m = self.model
+        frame, od, num_frames = self.ctx
+        HW = (m.image_size // m.backbone_stride) ** 2
+        Cm, C = m.mem_dim, m.hidden_dim
+        outs = list(od["cond_frame_outputs"].items()) + list(od["non_cond_frame_outputs"].items())
+        n_sp = memory.shape[0] - n_ptr_tok
+        maskmem_pos = None
+        spatial = []
+        for s in range(n_sp // HW):
+            blk = memory[s * HW:(s + 1) * HW, 0].float()
+            f = [t for t, o in outs if o["maskmem_features"] is not None and
+                 torch.equal(o["maskmem_features"][0].float().flatten(1).t(), blk)]
+            if maskmem_pos is None:
+                for t, o in outs:
+                    if o.get("maskmem_pos_enc") is not None:
+                        maskmem_pos = o["maskmem_pos_enc"][-1][0].flatten(1).t()
+                        break
+            tp = memory_pos[s * HW:(s + 1) * HW, 0] - maskmem_pos
+            tpos = m.maskmem_tpos_enc.reshape(m.num_maskmem, Cm)
+            idx = int(torch.argmin((tpos - tp.mean(0)).abs().sum(1)))
+            spatial.append([f[0] if len(f) == 1 else f, m.num_maskmem - 1 - idx])
+        pointers = []
+        if n_ptr_tok:
+            k = C // Cm
+            ptrs = memory[n_sp:, 0].reshape(-1, k * Cm)
+            t_diff_max = min(num_frames, m.max_obj_ptrs_in_encoder) - 1
+            dists = (self.last_pos * t_diff_max).round().long().tolist() if m.add_tpos_enc_to_obj_ptrs else [None] * len(ptrs)
+            for p, d in zip(ptrs, dists):
+                f = [t for t, o in outs if torch.equal(o["obj_ptr"][0], p)]
+                pointers.append([f[0] if len(f) == 1 else f, d])
+        self.trace[(int(frame), id(od))] = {"spatial": spatial, "pointers": pointers}
+
+
 def _packbits(m: np.ndarray) -> np.ndarray:
     return np.packbits(m.astype(bool).reshape(-1))
 
@@ -153,6 +221,7 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
         rel = f"frames/{i:05d}.png"
         Image.fromarray(dec).save(os.path.join(ref_dir, rel))
         frame_files.append(rel)
+    tracer = _BankTracer(model)
     state = model.init_state(tmp, offload_video_to_cpu=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -177,6 +246,7 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
     ]
     vt = {}
     for si, step in enumerate(steps):
+        tracer.trace = {}
         if step["op"] == "add":
             t, obj_ids, logits = model.add_new_points_or_box(
                 state, frame_idx=step["frame"], obj_id=step["obj_id"],
@@ -188,6 +258,10 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
             results = list(model.propagate_in_video(state, start_frame_idx=step.get("start_frame_idx"),
                                                     reverse=step["reverse"]))
         step["frames"] = [int(r[0]) for r in results]
+        # memory bank used on every memory-conditioned (frame, object) of this step
+        od_to_obj = {id(state["output_dict_per_obj"][i]): state["obj_idx_to_id"][i] for i in state["obj_idx_to_id"]}
+        step["memory_banks"] = [
+            {"frame": f, "obj_id": od_to_obj[od], **bank} for (f, od), bank in tracer.trace.items()]
         fg = []
         for t, obj_ids, logits in results:
             for oi, obj_id in enumerate(obj_ids):
