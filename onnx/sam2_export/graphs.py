@@ -108,6 +108,8 @@ class MemoryEncoderGraph(nn.Module):
         if m.no_obj_embed_spatial is not None:
             is_obj = (object_score_logits > 0).float()  # [B,1]
             feats = feats + (1 - is_obj[..., None, None]) * m.no_obj_embed_spatial[..., None, None]
+        else:  # SAM 2.0: the score is not used; keep the input so every variant has one interface
+            feats = feats + 0.0 * object_score_logits.reshape(-1, 1, 1, 1)
         return feats
 
 
