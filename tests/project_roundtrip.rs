@@ -15,7 +15,10 @@ fn sample_doc(media: &Path) -> Document {
         MediaRef {
             kind: MediaKind::Video,
             path: media.to_path_buf(),
-            fingerprint: Some(Fingerprint { size_bytes: 5, sha256_head_tail: "abc".into() }),
+            fingerprint: Some(Fingerprint {
+                size_bytes: 5,
+                sha256_head_tail: "abc".into(),
+            }),
         },
         vec![Item::new(None, 9, 7, 30, 15.0)],
     );
@@ -25,14 +28,34 @@ fn sample_doc(media: &Path) -> Document {
     m.paint_stroke((1.0, 1.0), (7.0, 5.0), 1.5, true);
     let mut annotation = FrameAnnotation::from_mask(Rle::from_mask(&m), MaskSource::Clicked);
     annotation.score = Some(0.75);
-    annotation.prompts.points.push(PointPrompt { x: 1.5, y: 2.25, positive: true });
+    annotation.prompts.points.push(PointPrompt {
+        x: 1.5,
+        y: 2.25,
+        positive: true,
+    });
     annotation.model = Some("sam2".into());
-    doc.apply(Edit::SetFrame { item: 0, id: 0, frame: 12, annotation: Some(Box::new(annotation)) }).unwrap();
+    doc.apply(Edit::SetFrame {
+        item: 0,
+        id: 0,
+        frame: 12,
+        annotation: Some(Box::new(annotation)),
+    })
+    .unwrap();
     doc.apply(Edit::SetChat {
         item: 0,
         chat: vec![
-            ChatTurn { role: Role::User, text: "Describe <object0>.".into(), frame: 12, model: None },
-            ChatTurn { role: Role::Assistant, text: "A line.".into(), frame: 12, model: Some("lite".into()) },
+            ChatTurn {
+                role: Role::User,
+                text: "Describe <object0>.".into(),
+                frame: 12,
+                model: None,
+            },
+            ChatTurn {
+                role: Role::Assistant,
+                text: "A line.".into(),
+                frame: 12,
+                model: Some("lite".into()),
+            },
         ],
     })
     .unwrap();
@@ -56,7 +79,10 @@ fn save_then_load_is_identical_and_media_is_relative() {
     let loaded = load_project(&path).unwrap();
     assert_eq!(loaded, doc);
     // Nothing but the project file is left in the folder (no temporary files).
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("projects")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("projects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("a.prj.json")]);
     // Moving project and media together keeps the link.
     let moved = dir.path().join("moved");
@@ -85,7 +111,10 @@ fn a_failed_save_leaves_the_old_file_whole() {
     let mut changed = doc.clone();
     changed.items[0].objects[0].label = "changed".into();
     save_project(&changed, &path).unwrap();
-    assert_eq!(load_project(&path).unwrap().items[0].objects[0].label, "changed");
+    assert_eq!(
+        load_project(&path).unwrap().items[0].objects[0].label,
+        "changed"
+    );
     assert_ne!(std::fs::read(&path).unwrap(), before);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -117,7 +146,11 @@ fn saving_into_a_read_only_folder_fails_cleanly() {
     if !root_ignores_permissions {
         let err = result.unwrap_err().to_string();
         assert!(err.contains("ro"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), before, "the old project is untouched");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the old project is untouched"
+        );
     }
     assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 1);
 }
@@ -146,10 +179,16 @@ fn frozen_fixtures_of_every_version_load() {
         assert_eq!(image.models[0].kind, "sam2");
 
         let video = load_project(&dir.join(format!("v{version}_video.prj.json"))).unwrap();
-        assert_eq!(video.media.path, dir.parent().unwrap().join("media/clip.mp4"));
+        assert_eq!(
+            video.media.path,
+            dir.parent().unwrap().join("media/clip.mp4")
+        );
         let ball = &video.items[0].objects[0];
         assert_eq!(ball.frames.len(), 4);
-        assert_eq!(ball.frames[&2].mask.as_ref().unwrap().counts, vec![14, 4, 2, 4, 24]);
+        assert_eq!(
+            ball.frames[&2].mask.as_ref().unwrap().counts,
+            vec![14, 4, 2, 4, 24]
+        );
         assert!(ball.frames[&3].mask.is_none());
         assert_eq!(ball.frames[&1].score, Some(4.5));
     }
@@ -159,7 +198,10 @@ fn frozen_fixtures_of_every_version_load() {
     assert_eq!(v1, latest);
     // A fixture of every version is committed.
     for version in 1..=PROJECT_VERSION {
-        assert!(dir.join(format!("v{version}_image.prj.json")).exists(), "missing v{version} fixture");
+        assert!(
+            dir.join(format!("v{version}_image.prj.json")).exists(),
+            "missing v{version} fixture"
+        );
     }
 }
 
@@ -186,9 +228,17 @@ fn unreadable_projects_get_clear_errors() {
         let path = dir.path().join(format!("bad{n}.prj.json"));
         std::fs::write(&path, text).unwrap();
         let err = load_project(&path).unwrap_err().to_string();
-        assert!(err.contains(needle) && err.contains("bad"), "{err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle) && err.contains("bad"),
+            "{err:?} should mention {needle:?}"
+        );
     }
-    assert!(load_project(&dir.path().join("missing.prj.json")).unwrap_err().to_string().contains("missing"));
+    assert!(
+        load_project(&dir.path().join("missing.prj.json"))
+            .unwrap_err()
+            .to_string()
+            .contains("missing")
+    );
 }
 
 #[test]
@@ -199,7 +249,10 @@ fn moved_or_changed_media_is_detected_and_relinked() {
     // A stand-in for media::fingerprint_file: size and content.
     let fp = |p: &Path| {
         let bytes = std::fs::read(p).ok()?;
-        Some(Fingerprint { size_bytes: bytes.len() as u64, sha256_head_tail: String::from_utf8_lossy(&bytes).into() })
+        Some(Fingerprint {
+            size_bytes: bytes.len() as u64,
+            sha256_head_tail: String::from_utf8_lossy(&bytes).into(),
+        })
     };
     let mut doc = sample_doc(&media);
     doc.media.fingerprint = fp(&media);
@@ -221,8 +274,18 @@ fn moved_or_changed_media_is_detected_and_relinked() {
     let mut item = Item::new(Some("a.jpg".into()), 2, 2, 1, 0.0);
     item.fingerprint = fp(&folder.join("a.jpg"));
     let mut item_b = Item::new(Some("b.jpg".into()), 2, 2, 1, 0.0);
-    item_b.fingerprint = Some(Fingerprint { size_bytes: 1, sha256_head_tail: "b".into() });
-    let folder_doc = Document::new(MediaRef { kind: MediaKind::Folder, path: folder.clone(), fingerprint: None }, vec![item, item_b]);
+    item_b.fingerprint = Some(Fingerprint {
+        size_bytes: 1,
+        sha256_head_tail: "b".into(),
+    });
+    let folder_doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Folder,
+            path: folder.clone(),
+            fingerprint: None,
+        },
+        vec![item, item_b],
+    );
     assert_eq!(check_media(&folder_doc, fp), MediaStatus::Missing);
     std::fs::write(folder.join("b.jpg"), b"b").unwrap();
     assert_eq!(check_media(&folder_doc, fp), MediaStatus::Ok);
@@ -276,7 +339,13 @@ fn exported_doc(dir: &Path) -> Document {
     doc.apply(Edit::SetObjectProps {
         item: 0,
         id: 1,
-        props: ObjectProps { label: "dog".into(), color: [1, 2, 3], hidden: false, locked: false, caption: "A dog.".into() },
+        props: ObjectProps {
+            label: "dog".into(),
+            color: [1, 2, 3],
+            hidden: false,
+            locked: false,
+            caption: "A dog.".into(),
+        },
     })
     .unwrap();
     let mut m = Mask::new(9, 7);
@@ -285,14 +354,20 @@ fn exported_doc(dir: &Path) -> Document {
         item: 0,
         id: 1,
         frame: 12,
-        annotation: Some(Box::new(FrameAnnotation::from_mask(Rle::from_mask(&m), MaskSource::Painted))),
+        annotation: Some(Box::new(FrameAnnotation::from_mask(
+            Rle::from_mask(&m),
+            MaskSource::Painted,
+        ))),
     })
     .unwrap();
     doc.apply(Edit::SetFrame {
         item: 0,
         id: 1,
         frame: 13,
-        annotation: Some(Box::new(FrameAnnotation::from_mask(Rle::empty(7, 9), MaskSource::Painted))),
+        annotation: Some(Box::new(FrameAnnotation::from_mask(
+            Rle::empty(7, 9),
+            MaskSource::Painted,
+        ))),
     })
     .unwrap();
     doc
@@ -304,9 +379,17 @@ fn exports_have_the_documented_shape() {
     let doc = exported_doc(dir.path());
     let regions_path = dir.path().join("a.regions.json");
     export_regions(&doc, &regions_path).unwrap();
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&regions_path).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&regions_path).unwrap()).unwrap();
     let item = &r["items"][0];
-    assert_eq!((item["width"].as_u64(), item["height"].as_u64(), item["fps"].as_f64()), (Some(9), Some(7), Some(15.0)));
+    assert_eq!(
+        (
+            item["width"].as_u64(),
+            item["height"].as_u64(),
+            item["fps"].as_f64()
+        ),
+        (Some(9), Some(7), Some(15.0))
+    );
     let o0 = &item["objects"][0];
     assert_eq!(o0["tag"], "<object0>");
     assert_eq!(o0["qa"][0]["question"], "Describe <object0>.");
@@ -328,7 +411,11 @@ fn exports_have_the_documented_shape() {
     let coco_path = dir.path().join("a.instances.json");
     export_coco(&doc, &coco_path).unwrap();
     let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&coco_path).unwrap()).unwrap();
-    assert_eq!(c["images"].as_array().unwrap().len(), 1, "frame 13 has only an empty mask");
+    assert_eq!(
+        c["images"].as_array().unwrap().len(),
+        1,
+        "frame 13 has only an empty mask"
+    );
     assert_eq!(c["images"][0]["frame_index"], 12);
     assert_eq!(c["annotations"].as_array().unwrap().len(), 2);
     assert_eq!(c["categories"][1]["name"], "dog");
@@ -341,7 +428,10 @@ fn exports_have_the_documented_shape() {
     let edit = import_coco(&empty, &c).unwrap();
     empty.apply(edit).unwrap();
     assert_eq!(empty.items[0].objects[1].label, "dog");
-    assert_eq!(empty.items[0].objects[0].frames[&12].mask, doc.items[0].objects[0].frames[&12].mask);
+    assert_eq!(
+        empty.items[0].objects[0].frames[&12].mask,
+        doc.items[0].objects[0].frames[&12].mask
+    );
 
     let png_dir = dir.path().join("png");
     let files = export_pngs(&doc, &png_dir).unwrap();
@@ -349,7 +439,10 @@ fn exports_have_the_documented_shape() {
     let png = png_dir.join("clip/object1/000012.png");
     assert!(files.contains(&png));
     let decoded = Mask::from_png(&png, 127).unwrap();
-    assert_eq!(Rle::from_mask(&decoded), *doc.items[0].objects[1].frames[&12].mask.as_ref().unwrap());
+    assert_eq!(
+        Rle::from_mask(&decoded),
+        *doc.items[0].objects[1].frames[&12].mask.as_ref().unwrap()
+    );
 }
 
 #[test]
@@ -357,24 +450,55 @@ fn cli_export_writes_each_format() {
     let dir = tempfile::tempdir().unwrap();
     let project = fixtures().join("v1_video.prj.json");
     let bin = env!("CARGO_BIN_EXE_pixelrefer-studio");
-    for (format, expected) in [("regions", "v1_video.regions.json"), ("coco", "v1_video.instances.json")] {
+    for (format, expected) in [
+        ("regions", "v1_video.regions.json"),
+        ("coco", "v1_video.instances.json"),
+    ] {
         let out = dir.path().join(format);
         let status = std::process::Command::new(bin)
-            .args(["export", project.to_str().unwrap(), "--format", format, "--out", out.to_str().unwrap()])
+            .args([
+                "export",
+                project.to_str().unwrap(),
+                "--format",
+                format,
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(expected)).unwrap()).unwrap();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(expected)).unwrap()).unwrap();
         if format == "regions" {
-            assert_eq!(v["items"][0]["objects"][0]["frames"].as_array().unwrap().len(), 3);
-            assert_eq!(v["items"][0]["objects"][0]["qa"][0]["answer"], "It rolls right.");
+            assert_eq!(
+                v["items"][0]["objects"][0]["frames"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                3
+            );
+            assert_eq!(
+                v["items"][0]["objects"][0]["qa"][0]["answer"],
+                "It rolls right."
+            );
         } else {
             assert_eq!(v["annotations"].as_array().unwrap().len(), 3);
         }
     }
     let out = dir.path().join("png");
     let status = std::process::Command::new(bin)
-        .args(["export", project.to_str().unwrap(), "--format", "png", "--out", out.to_str().unwrap()])
+        .args([
+            "export",
+            project.to_str().unwrap(),
+            "--format",
+            "png",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -384,7 +508,14 @@ fn cli_export_writes_each_format() {
     let bad = dir.path().join("bad.prj.json");
     std::fs::write(&bad, "{").unwrap();
     let output = std::process::Command::new(bin)
-        .args(["export", bad.to_str().unwrap(), "--format", "coco", "--out", out.to_str().unwrap()])
+        .args([
+            "export",
+            bad.to_str().unwrap(),
+            "--format",
+            "coco",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -394,21 +525,40 @@ fn cli_export_writes_each_format() {
 
 #[test]
 fn a_cvat_style_coco_file_imports_as_one_undo_step() {
-    let coco_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco/cvat_video.json");
+    let coco_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/coco/cvat_video.json");
     let coco = read_coco(&coco_path).unwrap();
-    let media = MediaRef { kind: MediaKind::Video, path: "/videos/street.mp4".into(), fingerprint: None };
+    let media = MediaRef {
+        kind: MediaKind::Video,
+        path: "/videos/street.mp4".into(),
+        fingerprint: None,
+    };
     let doc = import_project(media.clone(), vec![Item::new(None, 8, 6, 3, 25.0)], &coco).unwrap();
     let objects = &doc.items[0].objects;
     assert_eq!(objects.len(), 2);
     assert_eq!(objects[0].label, "person");
-    assert_eq!(objects[0].frames.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        objects[0].frames.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     let person1 = objects[0].frames[&1].mask.as_ref().unwrap();
     assert_eq!(person1.area(), 12);
     assert_eq!(person1.bbox().unwrap().to_xywh(), [2, 1, 3, 4]);
     assert_eq!(objects[1].label, "car");
-    assert_eq!(objects[1].frames[&2].mask.as_ref().unwrap().bbox().unwrap().to_xywh(), [6, 0, 2, 2]);
+    assert_eq!(
+        objects[1].frames[&2]
+            .mask
+            .as_ref()
+            .unwrap()
+            .bbox()
+            .unwrap()
+            .to_xywh(),
+        [6, 0, 2, 2]
+    );
     // The wrong video size is a clear error.
-    let err = import_project(media, vec![Item::new(None, 16, 12, 3, 25.0)], &coco).unwrap_err().to_string();
+    let err = import_project(media, vec![Item::new(None, 16, 12, 3, 25.0)], &coco)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("8x6") && err.contains("16x12"), "{err}");
     assert!(read_coco(&coco_path.with_file_name("missing.json")).is_err());
 }

@@ -27,7 +27,13 @@ pub struct Mask {
 
 impl std::fmt::Debug for Mask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Mask({}x{}, area {})", self.width, self.height, self.area())
+        write!(
+            f,
+            "Mask({}x{}, area {})",
+            self.width,
+            self.height,
+            self.area()
+        )
     }
 }
 
@@ -421,7 +427,11 @@ impl Mask {
             .map_err(|e| MaskError::Image(format!("cannot decode the mask image: {e}")))?;
         let gray = img.to_luma8();
         let (w, h) = gray.dimensions();
-        let data = gray.into_raw().into_iter().map(|v| u8::from(v > threshold)).collect();
+        let data = gray
+            .into_raw()
+            .into_iter()
+            .map(|v| u8::from(v > threshold))
+            .collect();
         Ok(Mask {
             width: w,
             height: h,

@@ -103,7 +103,12 @@ impl Rle {
 
     /// Number of set pixels (`rleArea`: the sum of the odd-indexed runs).
     pub fn area(&self) -> u64 {
-        self.counts.iter().skip(1).step_by(2).map(|&c| c as u64).sum()
+        self.counts
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|&c| c as u64)
+            .sum()
     }
 
     /// True when no pixel is set.
@@ -125,7 +130,11 @@ impl Rle {
             if j % 2 == 1 && c > 0 {
                 let (start, end) = (pos, pos + c - 1);
                 let (xs, xe) = (start / h, end / h);
-                let (ys, ye) = if xs != xe { (0, h - 1) } else { (start % h, end % h) };
+                let (ys, ye) = if xs != xe {
+                    (0, h - 1)
+                } else {
+                    (start % h, end % h)
+                };
                 range = Some(match range {
                     None => (xs, ys, xe, ye),
                     Some((a, b, cc, d)) => (a.min(xs), b.min(ys), cc.max(xe), d.max(ye)),
@@ -232,22 +241,32 @@ impl Rle {
     /// upsampled steps (where pycocotools would allocate without bound).
     pub fn from_polygon(poly: &[f64], height: u32, width: u32) -> Result<Rle, MaskError> {
         if let Some(bad) = poly.iter().find(|v| !v.is_finite()) {
-            return Err(MaskError::InvalidPolygon(format!("coordinate {bad} is not finite")));
+            return Err(MaskError::InvalidPolygon(format!(
+                "coordinate {bad} is not finite"
+            )));
         }
         let k = poly.len() / 2;
         let (h, w) = (height as i64, width as i64);
         let scale = 5.0f64;
         // C's `(int)(v + .5)` truncates toward zero; Rust's `as` does too (and saturates).
-        let mut x: Vec<i64> = (0..k).map(|j| (scale * poly[2 * j] + 0.5) as i32 as i64).collect();
-        let mut y: Vec<i64> =
-            (0..k).map(|j| (scale * poly[2 * j + 1] + 0.5) as i32 as i64).collect();
+        let mut x: Vec<i64> = (0..k)
+            .map(|j| (scale * poly[2 * j] + 0.5) as i32 as i64)
+            .collect();
+        let mut y: Vec<i64> = (0..k)
+            .map(|j| (scale * poly[2 * j + 1] + 0.5) as i32 as i64)
+            .collect();
         if k == 0 {
             return Ok(Rle::empty(height, width));
         }
         x.push(x[0]);
         y.push(y[0]);
         let steps: u64 = (0..k)
-            .map(|j| (x[j] - x[j + 1]).unsigned_abs().max((y[j] - y[j + 1]).unsigned_abs()) + 1)
+            .map(|j| {
+                (x[j] - x[j + 1])
+                    .unsigned_abs()
+                    .max((y[j] - y[j + 1]).unsigned_abs())
+                    + 1
+            })
             .sum();
         if steps > MAX_POLYGON_STEPS {
             return Err(MaskError::InvalidPolygon(format!(
@@ -269,7 +288,11 @@ impl Rle {
             // A repeated vertex (dx = dy = 0) divides 0 by 0 in C; its single point never
             // becomes a boundary point because its neighbours share its x, so use 0.
             let s = if dx >= dy {
-                if dx == 0 { 0.0 } else { (ye - ys) as f64 / dx as f64 }
+                if dx == 0 {
+                    0.0
+                } else {
+                    (ye - ys) as f64 / dx as f64
+                }
             } else {
                 (xe - xs) as f64 / dy as f64
             };

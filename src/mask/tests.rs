@@ -8,7 +8,10 @@ use proptest::prelude::*;
 fn mask_from_rows(rows: &[&str]) -> Mask {
     let h = rows.len() as u32;
     let w = rows.first().map(|r| r.len()).unwrap_or(0) as u32;
-    let data = rows.iter().flat_map(|r| r.bytes().map(|b| u8::from(b == b'#'))).collect();
+    let data = rows
+        .iter()
+        .flat_map(|r| r.bytes().map(|b| u8::from(b == b'#')))
+        .collect();
     Mask::from_raw(w, h, data).unwrap()
 }
 
@@ -36,13 +39,19 @@ fn check_rle_round_trip(m: &Mask) {
     let rle = Rle::from_mask(m);
     rle.validate().unwrap();
     assert_eq!(rle.size, [m.height(), m.width()]);
-    assert!(rle.counts.iter().skip(1).all(|&c| c > 0), "only the first run may be empty");
+    assert!(
+        rle.counts.iter().skip(1).all(|&c| c > 0),
+        "only the first run may be empty"
+    );
     assert_eq!(&rle.to_mask().unwrap(), m);
     assert_eq!(rle.area(), m.area());
     assert_eq!(rle.bbox(), m.bbox());
     assert_eq!(m.bbox(), brute_bbox(m));
     let s = rle.to_coco_string();
-    assert_eq!(Rle::from_coco_string(&s, m.height(), m.width()).unwrap(), rle);
+    assert_eq!(
+        Rle::from_coco_string(&s, m.height(), m.width()).unwrap(),
+        rle
+    );
     let json = serde_json::to_string(&rle).unwrap();
     assert_eq!(serde_json::from_str::<Rle>(&json).unwrap(), rle);
 }
@@ -85,7 +94,15 @@ fn rle_edge_cases_round_trip() {
     assert_eq!(empty.bbox(), None);
     let full = Rle::from_mask(&Mask::from_raw(4, 3, vec![1; 12]).unwrap());
     assert_eq!(full.counts, vec![0, 12]);
-    assert_eq!(full.bbox(), Some(BBox { x: 0, y: 0, w: 4, h: 3 }));
+    assert_eq!(
+        full.bbox(),
+        Some(BBox {
+            x: 0,
+            y: 0,
+            w: 4,
+            h: 3
+        })
+    );
 }
 
 proptest! {
@@ -129,7 +146,15 @@ fn compressed_strings_match_pycocotools() {
     let rle = Rle::from_mask(&m);
     assert_eq!(rle.to_coco_string(), ";320004NN");
     assert_eq!(rle.area(), 10);
-    assert_eq!(rle.bbox(), Some(BBox { x: 2, y: 0, w: 5, h: 4 }));
+    assert_eq!(
+        rle.bbox(),
+        Some(BBox {
+            x: 2,
+            y: 0,
+            w: 5,
+            h: 4
+        })
+    );
 
     // np.zeros((300, 300)); m[150:, 100:] = 1; m[0:3, 0] = 1
     let mut m = Mask::new(300, 300);
@@ -143,7 +168,13 @@ fn compressed_strings_match_pycocotools() {
     }
     let expected = format!("03S^m0c4cfRO{}", "0".repeat(397));
     assert_eq!(Rle::from_mask(&m).to_coco_string(), expected);
-    assert_eq!(Rle::from_coco_string(&expected, 300, 300).unwrap().to_mask().unwrap(), m);
+    assert_eq!(
+        Rle::from_coco_string(&expected, 300, 300)
+            .unwrap()
+            .to_mask()
+            .unwrap(),
+        m
+    );
 
     // np.zeros((1, 70000)); m[0, 5] = 1; m[0, 69000:] = 1
     let mut m = Mask::new(70000, 1);
@@ -156,11 +187,26 @@ fn compressed_strings_match_pycocotools() {
 
 #[test]
 fn bad_rles_are_rejected() {
-    assert!(Rle::from_coco_string(";320004NN", 5, 6).is_err(), "wrong size");
-    assert!(Rle::from_coco_string(";32000 4NN", 5, 7).is_err(), "bad character");
-    assert!(Rle::from_coco_string("3S", 300, 300).is_err(), "truncated number");
-    assert!(Rle::from_coco_string("o", 1, 1).is_err(), "ends while more digits follow");
-    let bad = Rle { size: [2, 2], counts: vec![1, 2] };
+    assert!(
+        Rle::from_coco_string(";320004NN", 5, 6).is_err(),
+        "wrong size"
+    );
+    assert!(
+        Rle::from_coco_string(";32000 4NN", 5, 7).is_err(),
+        "bad character"
+    );
+    assert!(
+        Rle::from_coco_string("3S", 300, 300).is_err(),
+        "truncated number"
+    );
+    assert!(
+        Rle::from_coco_string("o", 1, 1).is_err(),
+        "ends while more digits follow"
+    );
+    let bad = Rle {
+        size: [2, 2],
+        counts: vec![1, 2],
+    };
     assert!(bad.validate().is_err());
     assert!(bad.to_mask().is_err());
     assert!(serde_json::from_str::<Rle>(r#"{"size":[2,2],"counts":[1,2]}"#).is_err());
@@ -187,25 +233,52 @@ fn polygon_matches_pycocotools() {
         "............",
         "............",
     ]);
-    assert_eq!(Rle::from_polygons(&poly, 10, 12).unwrap().to_mask().unwrap(), expected);
+    assert_eq!(
+        Rle::from_polygons(&poly, 10, 12)
+            .unwrap()
+            .to_mask()
+            .unwrap(),
+        expected
+    );
     // Degenerate and hostile inputs do not panic.
     assert!(Rle::from_polygon(&[], 4, 4).unwrap().is_empty());
     assert!(Rle::from_polygon(&[1.0, 1.0], 4, 4).unwrap().is_empty());
-    assert!(Rle::from_polygon(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, 4).unwrap().is_empty());
+    assert!(
+        Rle::from_polygon(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4, 4)
+            .unwrap()
+            .is_empty()
+    );
     assert!(Rle::from_polygon(&[f64::NAN, 0.0, 1.0, 1.0, 2.0, 0.0], 4, 4).is_err());
     assert!(Rle::from_polygon(&[0.0, 0.0, 1e9, 0.0, 1e9, 1e9], 4, 4).is_err());
-    let outside = Rle::from_polygon(&[-5.0, -5.0, 50.0, -5.0, 50.0, 50.0, -5.0, 50.0], 4, 6).unwrap();
+    let outside =
+        Rle::from_polygon(&[-5.0, -5.0, 50.0, -5.0, 50.0, 50.0, -5.0, 50.0], 4, 6).unwrap();
     assert_eq!(outside.area(), 24, "a polygon covering the image fills it");
 }
 
 #[test]
 fn bbox_area_and_resize() {
     let m = mask_from_rows(&["....", ".##.", ".#..", "...."]);
-    assert_eq!(m.bbox(), Some(BBox { x: 1, y: 1, w: 2, h: 2 }));
+    assert_eq!(
+        m.bbox(),
+        Some(BBox {
+            x: 1,
+            y: 1,
+            w: 2,
+            h: 2
+        })
+    );
     assert_eq!(Mask::new(3, 3).bbox(), None);
     let up = m.resize_nearest(8, 8);
     assert_eq!(up.area(), 12);
-    assert_eq!(up.bbox(), Some(BBox { x: 2, y: 2, w: 4, h: 4 }));
+    assert_eq!(
+        up.bbox(),
+        Some(BBox {
+            x: 2,
+            y: 2,
+            w: 4,
+            h: 4
+        })
+    );
     assert_eq!(up.resize_nearest(4, 4), m);
     assert_eq!(m.resize_nearest(0, 5).area(), 0);
     let odd = m.resize_nearest(3, 5);
@@ -225,17 +298,47 @@ fn brush_covers_the_capsule_and_reports_the_dirty_rect() {
         }
     }
     assert_eq!(Some(dirty), m.bbox());
-    assert_eq!(dirty, BBox { x: 2, y: 4, w: 14, h: 4 });
+    assert_eq!(
+        dirty,
+        BBox {
+            x: 2,
+            y: 4,
+            w: 14,
+            h: 4
+        }
+    );
     // Erasing a dot in the middle.
     let erased = m.paint_stroke((9.0, 6.0), (9.0, 6.0), 1.0, false).unwrap();
     assert!(!m.get(8, 5) && !m.get(9, 5) && !m.get(8, 6) && !m.get(9, 6));
-    assert_eq!(erased, BBox { x: 8, y: 5, w: 2, h: 2 });
+    assert_eq!(
+        erased,
+        BBox {
+            x: 8,
+            y: 5,
+            w: 2,
+            h: 2
+        }
+    );
     // A tiny brush still paints the pixel under the cursor; a stroke outside paints nothing.
     let mut m = Mask::new(5, 5);
-    assert_eq!(m.paint_stroke((2.2, 3.9), (2.2, 3.9), 0.1, true), Some(BBox { x: 2, y: 3, w: 1, h: 1 }));
+    assert_eq!(
+        m.paint_stroke((2.2, 3.9), (2.2, 3.9), 0.1, true),
+        Some(BBox {
+            x: 2,
+            y: 3,
+            w: 1,
+            h: 1
+        })
+    );
     assert_eq!(m.area(), 1);
-    assert_eq!(m.paint_stroke((-20.0, -20.0), (-10.0, -30.0), 2.0, true), None);
-    assert!(m.paint_stroke((f32::NAN, 1.0), (1.0, 1.0), f32::INFINITY, true).is_some());
+    assert_eq!(
+        m.paint_stroke((-20.0, -20.0), (-10.0, -30.0), 2.0, true),
+        None
+    );
+    assert!(
+        m.paint_stroke((f32::NAN, 1.0), (1.0, 1.0), f32::INFINITY, true)
+            .is_some()
+    );
     // Clipped at the border.
     let mut m = Mask::new(5, 5);
     let d = m.paint_stroke((0.0, 0.0), (0.0, 0.0), 3.0, true).unwrap();
@@ -275,7 +378,15 @@ proptest! {
 fn polygon_fill_examples() {
     let mut m = Mask::new(8, 6);
     let d = m.fill_polygon(&[(1.0, 1.0), (5.0, 1.0), (5.0, 4.0), (1.0, 4.0)], true);
-    assert_eq!(d, Some(BBox { x: 1, y: 1, w: 4, h: 3 }));
+    assert_eq!(
+        d,
+        Some(BBox {
+            x: 1,
+            y: 1,
+            w: 4,
+            h: 3
+        })
+    );
     assert_eq!(m.area(), 12);
     // A bow tie (self-intersecting) fills both triangles.
     let mut m = Mask::new(10, 10);
@@ -299,13 +410,7 @@ fn polygon_fill_examples() {
 #[test]
 fn fill_holes_fills_only_enclosed_background() {
     let mut ring = mask_from_rows(&[
-        ".......",
-        ".#####.",
-        ".#...#.",
-        ".#.#.#.",
-        ".#...#.",
-        ".#####.",
-        ".......",
+        ".......", ".#####.", ".#...#.", ".#.#.#.", ".#...#.", ".#####.", ".......",
     ]);
     ring.fill_holes();
     assert_eq!(ring.area(), 25);
@@ -335,7 +440,10 @@ fn boolean_ops() {
     s.subtract(&b).unwrap();
     assert_eq!(s, mask_from_rows(&["#...", "#..."]));
     let mut a2 = a.clone();
-    assert!(matches!(a2.union(&Mask::new(4, 3)), Err(MaskError::SizeMismatch { .. })));
+    assert!(matches!(
+        a2.union(&Mask::new(4, 3)),
+        Err(MaskError::SizeMismatch { .. })
+    ));
     assert_eq!(a2, a, "a failed op changes nothing");
 }
 

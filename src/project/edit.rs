@@ -1,9 +1,9 @@
 //! Applying edits (each returns its inverse) and the memory-bounded undo/redo history.
 
+use super::ProjectError;
 use super::model::{
     Document, Edit, FrameAnnotation, Item, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
 };
-use super::ProjectError;
 use std::collections::VecDeque;
 
 impl Document {
@@ -31,20 +31,26 @@ impl Document {
     fn item_mut(&mut self, item: usize) -> Result<&mut Item, ProjectError> {
         let count = self.items.len();
         self.items.get_mut(item).ok_or_else(|| {
-            ProjectError::NotFound(format!("item {item} does not exist (the project has {count})"))
+            ProjectError::NotFound(format!(
+                "item {item} does not exist (the project has {count})"
+            ))
         })
     }
 
     /// Object `id` of item `item`, or a not-found error naming it.
     pub fn object(&self, item: usize, id: u32) -> Result<&Object, ProjectError> {
-        self.item(item)?.object(id).ok_or_else(|| missing_object(item, id))
+        self.item(item)?
+            .object(id)
+            .ok_or_else(|| missing_object(item, id))
     }
 
     /// An [`Edit::AddObject`] appending a new, empty object to item `item`: the next unused id
     /// and the first palette colour no object of the item uses yet.
     pub fn add_object_edit(&self, item: usize) -> Result<Edit, ProjectError> {
         let it = self.item(item)?;
-        let id = it.next_object_id.max(it.objects.iter().map(|o| o.id + 1).max().unwrap_or(0));
+        let id = it
+            .next_object_id
+            .max(it.objects.iter().map(|o| o.id + 1).max().unwrap_or(0));
         let color = PALETTE
             .iter()
             .find(|c| !it.objects.iter().any(|o| &o.color == *c))
@@ -111,7 +117,9 @@ impl Document {
             }
             Edit::RemoveObject { item, id } => {
                 let it = self.item_mut(item)?;
-                let index = it.object_index(id).ok_or_else(|| missing_object(item, id))?;
+                let index = it
+                    .object_index(id)
+                    .ok_or_else(|| missing_object(item, id))?;
                 let object = it.objects.remove(index);
                 Ok(Edit::AddObject {
                     item,
@@ -147,7 +155,9 @@ impl Document {
             }
             Edit::MoveObject { item, id, index } => {
                 let it = self.item_mut(item)?;
-                let old = it.object_index(id).ok_or_else(|| missing_object(item, id))?;
+                let old = it
+                    .object_index(id)
+                    .ok_or_else(|| missing_object(item, id))?;
                 if index >= it.objects.len() {
                     return Err(ProjectError::InvalidEdit(format!(
                         "cannot move an object to position {index} of {}",
@@ -290,7 +300,10 @@ impl Edit {
                     .iter()
                     .map(|m| {
                         std::mem::size_of_val(m)
-                            + m.files.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+                            + m.files
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len() + 48)
+                                .sum::<usize>()
                     })
                     .sum::<usize>()
             }
@@ -309,7 +322,10 @@ fn object_bytes(o: &Object) -> usize {
     std::mem::size_of::<Object>()
         + o.label.len()
         + o.caption.len()
-        + o.frames.values().map(|a| annotation_bytes(a) + 16).sum::<usize>()
+        + o.frames
+            .values()
+            .map(|a| annotation_bytes(a) + 16)
+            .sum::<usize>()
 }
 
 /// Undo/redo stacks of inverse edits, bounded by an estimate of the bytes they hold.

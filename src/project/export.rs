@@ -264,7 +264,13 @@ pub fn png_item_dir(doc: &Document, index: usize) -> String {
     };
     let safe: String = name
         .chars()
-        .map(|c| if "<>:\"/\\|?*".contains(c) || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if "<>:\"/\\|?*".contains(c) || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if safe.is_empty() || safe == "." || safe == ".." {
         format!("item{index}")
@@ -283,7 +289,9 @@ pub fn export_pngs(doc: &Document, out_dir: &Path) -> Result<Vec<PathBuf>, Proje
         for object in &item.objects {
             let dir = item_dir.join(format!("object{}", object.id));
             for (&frame, annotation) in &object.frames {
-                let Some(rle) = &annotation.mask else { continue };
+                let Some(rle) = &annotation.mask else {
+                    continue;
+                };
                 std::fs::create_dir_all(&dir).map_err(|source| ProjectError::Io {
                     path: dir.clone(),
                     source,

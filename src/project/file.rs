@@ -19,7 +19,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
@@ -31,7 +34,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o644);
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o644);
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
             .map_err(io)?;
@@ -45,7 +50,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
             path: dir.clone(),
             source,
         })?;
-        d.sync_all().map_err(|source| ProjectError::Io { path: dir, source })?;
+        d.sync_all()
+            .map_err(|source| ProjectError::Io { path: dir, source })?;
     }
     Ok(())
 }
@@ -57,8 +63,8 @@ fn normalize(path: &Path) -> PathBuf {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
-                let popped = matches!(out.components().next_back(), Some(Component::Normal(_)))
-                    && out.pop();
+                let popped =
+                    matches!(out.components().next_back(), Some(Component::Normal(_))) && out.pop();
                 if !popped && !out.has_root() {
                     out.push("..");
                 }
@@ -73,7 +79,9 @@ fn absolute(path: &Path) -> PathBuf {
     let p = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_path_buf())
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
     };
     normalize(&p)
 }
@@ -275,7 +283,10 @@ pub fn relink_media(doc: &mut Document, new_path: &Path) {
 /// sha256 of the absolute media path).
 pub fn autosave_path(project_path: Option<&Path>, media_path: &Path) -> PathBuf {
     if let Some(project) = project_path {
-        let name = project.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = project
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         return project_dir(project).join(format!(".{name}.autosave"));
     }
     use sha2::Digest;
@@ -300,8 +311,11 @@ pub fn write_autosave(doc: &Document, path: &Path) -> Result<(), ProjectError> {
 /// does not exist).
 pub fn find_recovery(project_path: Option<&Path>, media_path: &Path) -> Option<PathBuf> {
     let autosave = autosave_path(project_path, media_path);
-    let saved_at = std::fs::metadata(&autosave).and_then(|m| m.modified()).ok()?;
-    let project_at = project_path.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let saved_at = std::fs::metadata(&autosave)
+        .and_then(|m| m.modified())
+        .ok()?;
+    let project_at =
+        project_path.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     match project_at {
         Some(t) if t >= saved_at => None,
         _ => Some(autosave),

@@ -7,7 +7,9 @@
 //! `attributes.track_id`; without one each annotation becomes its own object.
 
 use super::ProjectError;
-use super::model::{Document, Edit, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object, PALETTE};
+use super::model::{
+    Document, Edit, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object, PALETTE,
+};
 use crate::mask::{Mask, Rle};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,7 +27,11 @@ pub fn read_coco(path: &Path) -> Result<Value, ProjectError> {
 
 /// A fresh document for `media` and `items` holding the objects of `coco`
 /// (see [`import_coco`]).
-pub fn import_project(media: MediaRef, items: Vec<Item>, coco: &Value) -> Result<Document, ProjectError> {
+pub fn import_project(
+    media: MediaRef,
+    items: Vec<Item>,
+    coco: &Value,
+) -> Result<Document, ProjectError> {
     let mut doc = Document::new(media, items);
     let edit = import_coco(&doc, coco)?;
     doc.apply(edit)?;
@@ -51,7 +57,11 @@ fn trailing_number(name: &str) -> Option<u64> {
         Some(dot) if dot > 0 => &base[..dot],
         _ => base,
     };
-    let digits: String = stem.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = stem
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     if digits.is_empty() {
         return None;
     }
@@ -64,12 +74,23 @@ struct Target {
 }
 
 /// Maps COCO image ids to (item, frame) of `doc`.
-fn map_images(doc: &Document, images: &[Value]) -> Result<BTreeMap<String, Result<Target, String>>, ProjectError> {
+fn map_images(
+    doc: &Document,
+    images: &[Value],
+) -> Result<BTreeMap<String, Result<Target, String>>, ProjectError> {
     let mut out = BTreeMap::new();
-    let name_of = |img: &Value| img.get("file_name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name_of = |img: &Value| {
+        img.get("file_name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     // Trailing-number frames are 0-based unless they look 1-based (min 1, max = frame count).
     let frame_count = doc.items.first().map(|i| i.frame_count).unwrap_or(0);
-    let numbers: Vec<u64> = images.iter().filter_map(|i| trailing_number(&name_of(i))).collect();
+    let numbers: Vec<u64> = images
+        .iter()
+        .filter_map(|i| trailing_number(&name_of(i)))
+        .collect();
     let (lo, hi) = (numbers.iter().min().copied(), numbers.iter().max().copied());
     let one_based = matches!((lo, hi), (Some(lo), Some(hi)) if lo >= 1 && hi == frame_count);
     for (order, img) in images.iter().enumerate() {
@@ -84,14 +105,18 @@ fn map_images(doc: &Document, images: &[Value]) -> Result<BTreeMap<String, Resul
                 .iter()
                 .position(|it| it.file.as_deref() == Some(name.as_str()))
                 .or_else(|| {
-                    doc.items.iter().position(|it| {
-                        it.file.as_deref().map(basename) == Some(basename(&name))
-                    })
+                    doc.items
+                        .iter()
+                        .position(|it| it.file.as_deref().map(basename) == Some(basename(&name)))
                 })
                 .map(|item| Target { item, frame: 0 })
                 .ok_or_else(|| format!("COCO image {name:?} is not in the folder")),
             MediaKind::Image => {
-                let media_name = doc.media.path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let media_name = doc
+                    .media
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
                 if images.len() == 1 || media_name.as_deref() == Some(basename(&name)) {
                     Ok(Target { item: 0, frame: 0 })
                 } else {
@@ -134,7 +159,9 @@ pub fn parse_segmentation(seg: &Value, height: u32, width: u32) -> Result<Rle, S
                 ));
             }
             match map.get("counts") {
-                Some(Value::String(s)) => Rle::from_coco_string(s, height, width).map_err(|e| e.to_string()),
+                Some(Value::String(s)) => {
+                    Rle::from_coco_string(s, height, width).map_err(|e| e.to_string())
+                }
                 Some(Value::Array(a)) => {
                     let counts = a
                         .iter()
@@ -197,8 +224,16 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         .and_then(Value::as_array)
         .ok_or_else(|| err("the COCO file has no \"annotations\" list".into()))?;
     let mut categories: BTreeMap<String, String> = BTreeMap::new();
-    for c in coco.get("categories").and_then(Value::as_array).into_iter().flatten() {
-        if let (Some(id), Some(name)) = (c.get("id").and_then(key_of), c.get("name").and_then(Value::as_str)) {
+    for c in coco
+        .get("categories")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(id), Some(name)) = (
+            c.get("id").and_then(key_of),
+            c.get("name").and_then(Value::as_str),
+        ) {
             categories.insert(id, name.to_string());
         }
     }
@@ -211,7 +246,10 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
                 (
                     img.get("width").and_then(Value::as_u64),
                     img.get("height").and_then(Value::as_u64),
-                    img.get("file_name").and_then(Value::as_str).unwrap_or("").to_string(),
+                    img.get("file_name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                 ),
             ))
         })
@@ -231,7 +269,11 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         let target = match targets.get(&image_id) {
             Some(Ok(t)) => t,
             Some(Err(why)) => return Err(err(format!("{ann_name}: {why}"))),
-            None => return Err(err(format!("{ann_name} refers to image {image_id}, which is not listed"))),
+            None => {
+                return Err(err(format!(
+                    "{ann_name} refers to image {image_id}, which is not listed"
+                )));
+            }
         };
         let item = doc.item(target.item)?;
         if target.frame >= item.frame_count.max(1) {
@@ -241,7 +283,8 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
             )));
         }
         if let Some((w, h, name)) = sizes.get(&image_id)
-            && (w.is_some_and(|w| w != item.width as u64) || h.is_some_and(|h| h != item.height as u64))
+            && (w.is_some_and(|w| w != item.width as u64)
+                || h.is_some_and(|h| h != item.height as u64))
         {
             return Err(err(format!(
                 "{ann_name}: COCO image {name:?} is {}x{} but the media is {}x{}",
@@ -254,7 +297,8 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         let seg = ann
             .get("segmentation")
             .ok_or_else(|| err(format!("{ann_name} has no segmentation")))?;
-        let rle = parse_segmentation(seg, item.height, item.width).map_err(|why| err(format!("{ann_name}: {why}")))?;
+        let rle = parse_segmentation(seg, item.height, item.width)
+            .map_err(|why| err(format!("{ann_name}: {why}")))?;
         let label = ann
             .get("category_id")
             .and_then(key_of)
@@ -292,10 +336,14 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
     let mut next: BTreeMap<usize, (u32, usize, usize)> = BTreeMap::new();
     let mut edits = Vec::new();
     for key in order {
-        let Some(p) = pending.remove(&key) else { continue };
+        let Some(p) = pending.remove(&key) else {
+            continue;
+        };
         let item = doc.item(p.item)?;
         let (id, index, colour) = next.entry(p.item).or_insert_with(|| {
-            let id = item.next_object_id.max(item.objects.iter().map(|o| o.id + 1).max().unwrap_or(0));
+            let id = item
+                .next_object_id
+                .max(item.objects.iter().map(|o| o.id + 1).max().unwrap_or(0));
             (id, item.objects.len(), item.objects.len())
         });
         let mut object = Object::new(*id, p.label, PALETTE[*colour % PALETTE.len()]);

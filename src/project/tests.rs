@@ -28,7 +28,10 @@ fn mask_rle(w: u32, h: u32, x0: u32, y0: u32, x1: u32, y1: u32) -> Rle {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n.max(1)
     }
 }
@@ -36,10 +39,17 @@ impl Lcg {
 fn random_edit(doc: &Document, rng: &mut Lcg) -> Edit {
     let item = &doc.items[0];
     let pick = |rng: &mut Lcg| item.objects[rng.next(item.objects.len() as u64) as usize].id;
-    let kind = if item.objects.is_empty() { 0 } else { rng.next(7) };
+    let kind = if item.objects.is_empty() {
+        0
+    } else {
+        rng.next(7)
+    };
     match kind {
         0 => doc.add_object_edit(0).unwrap(),
-        1 => Edit::RemoveObject { item: 0, id: pick(rng) },
+        1 => Edit::RemoveObject {
+            item: 0,
+            id: pick(rng),
+        },
         2 => Edit::SetObjectProps {
             item: 0,
             id: pick(rng),
@@ -67,12 +77,22 @@ fn random_edit(doc: &Document, rng: &mut Lcg) -> Edit {
                     MaskSource::Painted,
                 )))
             };
-            Edit::SetFrame { item: 0, id: pick(rng), frame: rng.next(20), annotation }
+            Edit::SetFrame {
+                item: 0,
+                id: pick(rng),
+                frame: rng.next(20),
+                annotation,
+            }
         }
         _ => Edit::Batch(vec![
             Edit::SetChat {
                 item: 0,
-                chat: vec![ChatTurn { role: Role::User, text: format!("q{}", rng.next(9)), frame: 0, model: None }],
+                chat: vec![ChatTurn {
+                    role: Role::User,
+                    text: format!("q{}", rng.next(9)),
+                    frame: 0,
+                    model: None,
+                }],
             },
             Edit::SetFrame {
                 item: 0,
@@ -114,10 +134,16 @@ fn random_edits_undo_and_redo_exactly() {
         while history.undo(&mut doc).unwrap() {
             n -= 1;
             // Ids are never handed out again, so only the counter may differ.
-            assert_eq!(without_id_counter(doc.clone()), without_id_counter(states[n].clone()));
+            assert_eq!(
+                without_id_counter(doc.clone()),
+                without_id_counter(states[n].clone())
+            );
         }
         assert_eq!(n, 0);
-        assert_eq!(without_id_counter(doc.clone()), without_id_counter(original.clone()));
+        assert_eq!(
+            without_id_counter(doc.clone()),
+            without_id_counter(original.clone())
+        );
         assert!(doc.items[0].next_object_id >= fin.items[0].next_object_id);
         while history.redo(&mut doc).unwrap() {}
         assert_eq!(doc, fin, "seed {seed}");
@@ -134,7 +160,10 @@ fn ids_are_not_reused_after_undo() {
     assert!(history.undo(&mut doc).unwrap());
     assert!(doc.items[0].objects.is_empty());
     history.push(doc.apply(doc.add_object_edit(0).unwrap()).unwrap());
-    assert_eq!(doc.items[0].objects[0].id, 1, "tag <object0> may be in the chat already");
+    assert_eq!(
+        doc.items[0].objects[0].id, 1,
+        "tag <object0> may be in the chat already"
+    );
     assert!(!history.can_redo(), "a new edit clears the redo stack");
     // Colours differ between objects.
     history.push(doc.apply(doc.add_object_edit(0).unwrap()).unwrap());
@@ -150,7 +179,10 @@ fn invalid_edits_are_rejected_and_change_nothing() {
         item: 0,
         id: 0,
         frame: 0,
-        annotation: Some(Box::new(FrameAnnotation::from_mask(Rle::empty(16, 12), MaskSource::Painted))),
+        annotation: Some(Box::new(FrameAnnotation::from_mask(
+            Rle::empty(16, 12),
+            MaskSource::Painted,
+        ))),
     };
     let err = doc.apply(wrong_size).unwrap_err().to_string();
     assert!(err.contains("12x16") && err.contains("16x12"), "{err}");
@@ -159,7 +191,10 @@ fn invalid_edits_are_rejected_and_change_nothing() {
         id: 0,
         frame: 0,
         annotation: Some(Box::new(FrameAnnotation::from_mask(
-            Rle { size: [12, 16], counts: vec![3] },
+            Rle {
+                size: [12, 16],
+                counts: vec![3],
+            },
             MaskSource::Painted,
         ))),
     };
@@ -168,15 +203,36 @@ fn invalid_edits_are_rejected_and_change_nothing() {
         item: 0,
         id: 0,
         frame: 1,
-        annotation: Some(Box::new(FrameAnnotation::from_mask(Rle::empty(12, 16), MaskSource::Painted))),
+        annotation: Some(Box::new(FrameAnnotation::from_mask(
+            Rle::empty(12, 16),
+            MaskSource::Painted,
+        ))),
     };
-    let out_of_range = Edit::SetFrame { item: 0, id: 0, frame: 20, annotation: None };
-    let add_again = Edit::AddObject { item: 0, index: 0, object: Box::new(Object::new(0, "x", [0, 0, 0])) };
+    let out_of_range = Edit::SetFrame {
+        item: 0,
+        id: 0,
+        frame: 20,
+        annotation: None,
+    };
+    let add_again = Edit::AddObject {
+        item: 0,
+        index: 0,
+        object: Box::new(Object::new(0, "x", [0, 0, 0])),
+    };
     for edit in [
         Edit::RemoveObject { item: 0, id: 7 },
         Edit::RemoveObject { item: 3, id: 0 },
-        Edit::MoveObject { item: 0, id: 0, index: 1 },
-        Edit::SetFrame { item: 0, id: 0, frame: 25, annotation: ok_annotation() },
+        Edit::MoveObject {
+            item: 0,
+            id: 0,
+            index: 1,
+        },
+        Edit::SetFrame {
+            item: 0,
+            id: 0,
+            frame: 25,
+            annotation: ok_annotation(),
+        },
         add_again,
         // A batch failing in the middle rolls back its first part.
         Edit::Batch(vec![ok.clone(), out_of_range.clone(), ok.clone()]),
@@ -188,7 +244,10 @@ fn invalid_edits_are_rejected_and_change_nothing() {
 }
 
 fn ok_annotation() -> Option<Box<FrameAnnotation>> {
-    Some(Box::new(FrameAnnotation::from_mask(Rle::empty(12, 16), MaskSource::Painted)))
+    Some(Box::new(FrameAnnotation::from_mask(
+        Rle::empty(12, 16),
+        MaskSource::Painted,
+    )))
 }
 
 #[test]
@@ -204,14 +263,23 @@ fn history_stays_within_its_byte_bound() {
             MaskSource::Painted,
         ))),
     };
-    let one = doc.clone().apply(step(0)).unwrap().estimated_bytes().max(step(0).estimated_bytes());
+    let one = doc
+        .clone()
+        .apply(step(0))
+        .unwrap()
+        .estimated_bytes()
+        .max(step(0).estimated_bytes());
     let max = one * 5;
     let mut history = History::new(max);
     for f in 0..100 {
         history.push(doc.apply(step(f)).unwrap());
         assert!(history.bytes() <= max, "{} > {max}", history.bytes());
     }
-    assert!(history.undo_len() >= 3 && history.undo_len() <= 6, "{}", history.undo_len());
+    assert!(
+        history.undo_len() >= 3 && history.undo_len() <= 6,
+        "{}",
+        history.undo_len()
+    );
     let mut undone = 0;
     while history.undo(&mut doc).unwrap() {
         undone += 1;
@@ -238,10 +306,17 @@ fn undo_of_a_stale_step_reports_an_error() {
 }
 
 fn folder_doc() -> Document {
-    let media = MediaRef { kind: MediaKind::Folder, path: "/data/photos".into(), fingerprint: None };
+    let media = MediaRef {
+        kind: MediaKind::Folder,
+        path: "/data/photos".into(),
+        fingerprint: None,
+    };
     Document::new(
         media,
-        vec![Item::new(Some("a.jpg".into()), 6, 4, 1, 0.0), Item::new(Some("b.jpg".into()), 5, 5, 1, 0.0)],
+        vec![
+            Item::new(Some("a.jpg".into()), 6, 4, 1, 0.0),
+            Item::new(Some("b.jpg".into()), 5, 5, 1, 0.0),
+        ],
     )
 }
 
@@ -275,7 +350,10 @@ fn coco_import_folder_with_rle_polygons_and_tracks() {
     assert_eq!(b.objects[0].frames[&0].mask.as_ref().unwrap().area(), 12);
     assert_eq!(b.objects[0].frames[&0].score, Some(0.5));
     doc.apply(inverse).unwrap();
-    assert!(doc.items.iter().all(|i| i.objects.is_empty()), "the import is one undo step");
+    assert!(
+        doc.items.iter().all(|i| i.objects.is_empty()),
+        "the import is one undo step"
+    );
 }
 
 #[test]
@@ -300,8 +378,14 @@ fn coco_import_video_groups_tracks_and_maps_frames() {
     doc.apply(import_coco(&doc, &coco).unwrap()).unwrap();
     let objects = &doc.items[0].objects;
     assert_eq!(objects.len(), 2);
-    assert_eq!(objects[0].frames.keys().copied().collect::<Vec<_>>(), vec![0, 1, 19]);
-    assert_eq!(objects[1].frames.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        objects[0].frames.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 19]
+    );
+    assert_eq!(
+        objects[1].frames.keys().copied().collect::<Vec<_>>(),
+        vec![1]
+    );
     // Explicit frame_index wins; 0-based names stay 0-based.
     let coco = json!({
         "images": [
@@ -315,7 +399,11 @@ fn coco_import_video_groups_tracks_and_maps_frames() {
     });
     let mut doc = video_doc();
     doc.apply(import_coco(&doc, &coco).unwrap()).unwrap();
-    let frames: Vec<u64> = doc.items[0].objects.iter().flat_map(|o| o.frames.keys().copied()).collect();
+    let frames: Vec<u64> = doc.items[0]
+        .objects
+        .iter()
+        .flat_map(|o| o.frames.keys().copied())
+        .collect();
     assert_eq!(frames, vec![4, 3]);
     assert_eq!(doc.items[0].objects[0].id, 0);
     assert_eq!(doc.items[0].objects[1].id, 1);
@@ -360,7 +448,11 @@ fn coco_import_errors_are_clear() {
 
 #[test]
 fn import_project_builds_a_document() {
-    let media = MediaRef { kind: MediaKind::Image, path: "/data/p.png".into(), fingerprint: None };
+    let media = MediaRef {
+        kind: MediaKind::Image,
+        path: "/data/p.png".into(),
+        fingerprint: None,
+    };
     let coco = json!({
         "images": [{"id": 1, "file_name": "whatever.png", "width": 6, "height": 4}],
         "annotations": [{"id": 1, "image_id": 1, "segmentation": [[1, 1, 5, 1, 5, 3]]}]
