@@ -220,8 +220,9 @@ fn unreadable_projects_get_clear_errors() {
         ),
         (
             r#"{"version": 2, "media": {"kind": "image", "path": "x.png"}, "items": [{"width": 2, "height": 2,
-               "frame_count": 1, "next_object_id": 0, "objects": [{"id": 0, "color": [0,0,0]}]}]}"#,
-            "next_object_id",
+               "frame_count": 1, "next_object_id": 5, "objects": [{"id": 3, "color": [0,0,0]},
+               {"id": 3, "color": [0,0,0]}]}]}"#,
+            "two objects with id 3",
         ),
     ];
     for (n, (text, needle)) in cases.iter().enumerate() {
@@ -490,7 +491,7 @@ fn cli_export_writes_each_format() {
         }
     }
     let out = dir.path().join("png");
-    let status = std::process::Command::new(bin)
+    let output = std::process::Command::new(bin)
         .args([
             "export",
             project.to_str().unwrap(),
@@ -499,9 +500,14 @@ fn cli_export_writes_each_format() {
             "--out",
             out.to_str().unwrap(),
         ])
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 masks"));
     let m = Mask::from_png(&out.join("clip/object0/000001.png"), 127).unwrap();
     assert_eq!(Rle::from_mask(&m).counts, vec![12, 4, 2, 4, 26]);
     // A broken project fails with one clear line.

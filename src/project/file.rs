@@ -138,8 +138,9 @@ pub fn save_project(doc: &Document, path: &Path) -> Result<(), ProjectError> {
     write_atomic(path, &to_json(doc, path, true)?)
 }
 
-/// Loads a project of any known schema version, migrating it to [`PROJECT_VERSION`], checks it
-/// ([`Document::validate`]) and makes the media path absolute.
+/// Loads a project of any known schema version, migrating it to [`PROJECT_VERSION`], makes the
+/// media path absolute, raises `next_object_id` above every object id, and checks the result
+/// ([`Document::validate`]: unique ids, masks of the item's size, frames inside the item).
 pub fn load_project(path: &Path) -> Result<Document, ProjectError> {
     let bytes = std::fs::read(path).map_err(|source| ProjectError::Io {
         path: path.to_path_buf(),
@@ -157,6 +158,17 @@ pub fn load_project(path: &Path) -> Result<Document, ProjectError> {
         doc.media.path = project_dir(path).join(&doc.media.path);
     }
     doc.media.path = absolute(&doc.media.path);
+    // A counter behind the ids (a hand-edited file) is repaired rather than refused, so ids
+    // are still never reused.
+    for item in &mut doc.items {
+        let above = item
+            .objects
+            .iter()
+            .map(|o| o.id.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        item.next_object_id = item.next_object_id.max(above);
+    }
     doc.validate().map_err(|e| format(e.to_string()))?;
     Ok(doc)
 }
