@@ -63,6 +63,38 @@ impl Document {
         })
     }
 
+    /// An [`Edit::SetFrame`] replacing the mask of object `id` on `frame` (after a brush stroke,
+    /// a polygon, a fill), keeping the prompts already placed on that frame; score and model
+    /// are cleared. (Model results carry their own prompts, score and model: build the
+    /// [`Edit::SetFrame`] directly.)
+    pub fn set_mask_edit(
+        &self,
+        item: usize,
+        id: u32,
+        frame: u64,
+        mask: crate::mask::Rle,
+        source: super::model::MaskSource,
+    ) -> Result<Edit, ProjectError> {
+        let object = self.object(item, id)?;
+        let prompts = object
+            .frames
+            .get(&frame)
+            .map(|a| a.prompts.clone())
+            .unwrap_or_default();
+        Ok(Edit::SetFrame {
+            item,
+            id,
+            frame,
+            annotation: Some(Box::new(FrameAnnotation {
+                mask: Some(mask),
+                source,
+                score: None,
+                prompts,
+                model: None,
+            })),
+        })
+    }
+
     /// Checks invariants a loaded or imported document must hold: unique object ids below
     /// `next_object_id`, frames inside the item, masks of the item's size with valid runs.
     pub fn validate(&self) -> Result<(), ProjectError> {

@@ -462,3 +462,45 @@ fn import_project_builds_a_document() {
     assert_eq!(doc.items[0].next_object_id, 1);
     doc.validate().unwrap();
 }
+
+#[test]
+fn set_mask_edit_keeps_prompts_and_undoes_in_one_step() {
+    let mut doc = video_doc();
+    doc.apply(doc.add_object_edit(0).unwrap()).unwrap();
+    let mut clicked = FrameAnnotation::from_mask(mask_rle(16, 12, 0, 0, 3, 3), MaskSource::Clicked);
+    clicked.prompts.points.push(PointPrompt {
+        x: 1.0,
+        y: 1.0,
+        positive: true,
+    });
+    doc.apply(Edit::SetFrame {
+        item: 0,
+        id: 0,
+        frame: 2,
+        annotation: Some(Box::new(clicked)),
+    })
+    .unwrap();
+    let before = doc.clone();
+    // One brush stroke: decode, paint, encode, one SetFrame.
+    let mut m = doc.object(0, 0).unwrap().frames[&2]
+        .mask
+        .as_ref()
+        .unwrap()
+        .to_mask()
+        .unwrap();
+    m.paint_stroke((5.0, 5.0), (10.0, 8.0), 1.5, true);
+    let edit = doc
+        .set_mask_edit(0, 0, 2, Rle::from_mask(&m), MaskSource::Painted)
+        .unwrap();
+    let mut history = History::new(1 << 20);
+    history.push(doc.apply(edit).unwrap());
+    let a = &doc.object(0, 0).unwrap().frames[&2];
+    assert_eq!(a.source, MaskSource::Painted);
+    assert_eq!(a.prompts.points.len(), 1);
+    assert!(history.undo(&mut doc).unwrap());
+    assert_eq!(doc, before);
+    assert!(
+        doc.set_mask_edit(0, 9, 2, Rle::empty(12, 16), MaskSource::Painted)
+            .is_err()
+    );
+}
