@@ -17,24 +17,9 @@ pub enum ExportFormat {
 
 /// `pixelrefer-studio import --media M --coco FILE --out P.prj.json`.
 pub fn import(media: &Path, coco: &Path, out: &Path) -> anyhow::Result<()> {
-    // TODO(lead): wire the media module after merging `media` (about ten lines):
-    //   let source = crate::media::open(media)?;
-    //   let kind = match source.kind() { SourceKind::Image => MediaKind::Image,
-    //       SourceKind::Video => MediaKind::Video, SourceKind::Folder => MediaKind::Folder };
-    //   let fingerprint = |p: &Path| crate::media::fingerprint_file(p)
-    //       .map(|(size_bytes, sha256_head_tail)| Fingerprint { size_bytes, sha256_head_tail });
-    //   let items = (0..source.item_count()).map(|i| { let info = source.item_info(i)?;
-    //       let mut item = Item::new(folder.then(|| info.name), info.width, info.height,
-    //           info.frame_count, info.fps); item.fingerprint = <folder: fingerprint(item file)>;
-    //       Ok(item) }).collect::<anyhow::Result<Vec<_>>>()?;
-    //   let media_ref = MediaRef { kind, path: media.to_path_buf(),
-    //       fingerprint: <file: Some(fingerprint(media)?)> };
-    //   import_with_items(media_ref, items, coco, out)
-    let _ = (media, coco, out);
-    anyhow::bail!(
-        "the import command is not wired to the media reader yet (the project side is \
-         import_with_items)"
-    )
+    let source = crate::media::open(media)?;
+    let doc = crate::jobs::new_document(&source)?;
+    import_with_items(doc.media, doc.items, coco, out)
 }
 
 /// The project half of `import`: reads the COCO file, builds the document for `media` and its
