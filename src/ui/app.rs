@@ -790,7 +790,7 @@ impl StudioApp {
             }
             ui.separator();
             if ui
-                .add_enabled(state.can_undo(), egui::Button::new("⟲ Undo"))
+                .add_enabled(state.can_undo(), egui::Button::new("Undo"))
                 .clicked()
             {
                 self.canvas.cancel_gestures();
@@ -799,7 +799,7 @@ impl StudioApp {
                 }
             }
             if ui
-                .add_enabled(state.can_redo(), egui::Button::new("⟳ Redo"))
+                .add_enabled(state.can_redo(), egui::Button::new("Redo"))
                 .clicked()
             {
                 self.canvas.cancel_gestures();
@@ -809,7 +809,7 @@ impl StudioApp {
             }
             if self.canvas.polygon_vertices() > 0 {
                 ui.label(format!(
-                    "polygon: {} points — Enter closes, Esc cancels",
+                    "polygon: {} points - Enter closes, Esc cancels",
                     self.canvas.polygon_vertices()
                 ));
             }
@@ -821,7 +821,7 @@ impl StudioApp {
         ui.horizontal(|ui| {
             if let Some(state) = &self.state {
                 let dirty = if state.is_dirty() {
-                    "● unsaved"
+                    "* unsaved"
                 } else {
                     "saved"
                 };

@@ -49,6 +49,8 @@ pub struct Canvas {
     transform: CanvasTransform,
     fitted_size: Option<(u32, u32)>,
     fit_requested: bool,
+    /// Keep fitting (on resizes) until the user zooms or pans.
+    fit_mode: bool,
     viewport: Rect,
     stroke: Option<StrokeInProgress>,
     box_start_image: Option<Pos2>,
@@ -64,6 +66,7 @@ impl Default for Canvas {
             transform: CanvasTransform::default(),
             fitted_size: None,
             fit_requested: true,
+            fit_mode: true,
             viewport: Rect::NOTHING,
             stroke: None,
             box_start_image: None,
@@ -95,11 +98,13 @@ impl Canvas {
 
     /// Shows image pixels 1:1 around the canvas centre.
     pub fn actual_size(&mut self) {
+        self.fit_mode = false;
         self.transform = self.transform.actual_size(self.viewport);
     }
 
     /// Zooms around the canvas centre.
     pub fn zoom_by(&mut self, factor: f32) {
+        self.fit_mode = false;
         self.transform = self.transform.zoomed_around(self.viewport.center(), factor);
     }
 
@@ -124,6 +129,7 @@ impl Canvas {
     ) -> CanvasOutput {
         let mut out = CanvasOutput::default();
         let (rect, response) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
+        let resized = self.viewport != rect;
         self.viewport = rect;
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 0.0, Color32::from_gray(24));
@@ -132,10 +138,14 @@ impl Canvas {
             return out;
         };
         let image_size = size_vec(width, height);
-        if self.fit_requested || self.fitted_size != Some((width, height)) {
+        if self.fit_requested
+            || self.fitted_size != Some((width, height))
+            || (self.fit_mode && resized)
+        {
             self.transform = CanvasTransform::fit(rect.shrink(8.0), image_size);
             self.fitted_size = Some((width, height));
             self.fit_requested = false;
+            self.fit_mode = true;
         }
 
         self.view_input(ui, &response, rect);
@@ -184,6 +194,9 @@ impl Canvas {
                 )
             });
             let anchor = hover.unwrap_or(rect.center());
+            if scroll != 0.0 || zoom_delta != 1.0 {
+                self.fit_mode = false;
+            }
             if scroll != 0.0 {
                 self.transform = self
                     .transform
@@ -220,6 +233,7 @@ impl Canvas {
             || response.dragged_by(PointerButton::Secondary)
             || (space_held && response.dragged_by(PointerButton::Primary));
         if panning {
+            self.fit_mode = false;
             self.transform = self.transform.panned(response.drag_delta());
         }
     }
@@ -507,7 +521,7 @@ impl Canvas {
                     Color32::from_rgb(220, 50, 50)
                 };
                 painter.circle(centre, 6.0, fill, Stroke::new(1.5, Color32::WHITE));
-                let sign = if point.positive { "+" } else { "−" };
+                let sign = if point.positive { "+" } else { "-" };
                 painter.text(
                     centre,
                     egui::Align2::CENTER_CENTER,
@@ -569,7 +583,7 @@ impl Canvas {
             && let Some(object) = state.selected_object()
             && object.locked
         {
-            let note = format!("🔒 {} is locked — unlock it to edit", object.tag());
+            let note = format!("{} is locked - unlock it to edit", object.tag());
             let pos = self.viewport.center_top() + vec2(0.0, 12.0);
             let galley = painter.layout_no_wrap(
                 note,

@@ -34,7 +34,7 @@ pub fn shortcuts() -> Vec<(String, &'static str)> {
             ("Wheel / + / -", "Zoom around the cursor / in / out"),
             ("1 / F", "Actual size / fit"),
             ("Middle or right drag, Space+drag", "Pan"),
-            ("← / →", "Previous / next frame"),
+            ("Left / Right", "Previous / next frame"),
             ("Home / End", "First / last frame"),
             ("K", "Play / pause"),
             ("PageUp / PageDown", "Previous / next image (folders)"),

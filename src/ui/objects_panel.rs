@@ -18,7 +18,7 @@ impl ObjectsPanel {
             ui.heading("Objects");
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
-                    .button("➕ Add object")
+                    .button("+ Add object")
                     .on_hover_text("Add a new object (A)")
                     .clicked()
                     && let Err(e) = state.add_object()
@@ -109,7 +109,7 @@ impl ObjectsPanel {
                         // Follow the document (undo, other panels) while not being edited.
                         buffer.clone_from(&object.label);
                     }
-                    let eye = if object.hidden { "🚫" } else { "👁" };
+                    let eye = if object.hidden { "Show" } else { "Hide" };
                     if ui
                         .button(eye)
                         .on_hover_text(if object.hidden { "Show" } else { "Hide" })
@@ -117,7 +117,7 @@ impl ObjectsPanel {
                     {
                         state.update_props(id, |p| p.hidden = !p.hidden)?;
                     }
-                    let lock = if object.locked { "🔒" } else { "🔓" };
+                    let lock = if object.locked { "Unlock" } else { "Lock" };
                     if ui
                         .button(lock)
                         .on_hover_text(if object.locked { "Unlock" } else { "Lock" })
@@ -126,20 +126,20 @@ impl ObjectsPanel {
                         state.update_props(id, |p| p.locked = !p.locked)?;
                     }
                     if ui
-                        .add_enabled(index > 0, egui::Button::new("⏶"))
+                        .add_enabled(index > 0, egui::Button::new("Up"))
                         .on_hover_text("Move up")
                         .clicked()
                     {
                         state.move_object(id, -1)?;
                     }
                     if ui
-                        .add_enabled(index + 1 < count, egui::Button::new("⏷"))
+                        .add_enabled(index + 1 < count, egui::Button::new("Down"))
                         .on_hover_text("Move down")
                         .clicked()
                     {
                         state.move_object(id, 1)?;
                     }
-                    if ui.button("🗑").on_hover_text("Delete object").clicked() {
+                    if ui.button("Delete").on_hover_text("Delete object").clicked() {
                         state.remove_object(id)?;
                     }
                     Ok(())

@@ -104,22 +104,27 @@ impl Timeline {
         }
         let fps = state.current_item().map_or(0.0, |i| i.fps);
         ui.horizontal(|ui| {
-            if ui.button("⏮").on_hover_text("Previous frame (←)").clicked() {
+            if ui
+                .button("<")
+                .on_hover_text("Previous frame (Left)")
+                .clicked()
+            {
                 state.step_frame(-1);
             }
-            let play = if self.playing { "⏸" } else { "▶" };
+            let play = if self.playing { "Pause" } else { "Play" };
             if ui.button(play).on_hover_text("Play / pause (K)").clicked() {
                 self.toggle_play();
             }
-            if ui.button("⏭").on_hover_text("Next frame (→)").clicked() {
+            if ui.button(">").on_hover_text("Next frame (Right)").clicked() {
                 state.step_frame(1);
             }
             let mut frame = state.frame;
             let slider = egui::Slider::new(&mut frame, 0..=count - 1)
                 .show_value(false)
                 .trailing_fill(true);
+            let label = ui.label("Frame");
             ui.spacing_mut().slider_width = (ui.available_width() - 200.0).max(100.0);
-            if ui.add(slider).changed() {
+            if ui.add(slider).labelled_by(label.id).changed() {
                 self.playing = false;
                 state.set_frame(frame);
             }
@@ -181,14 +186,14 @@ impl Timeline {
         let count = state.doc.items.len();
         ui.horizontal(|ui| {
             if ui
-                .add_enabled(state.item > 0, egui::Button::new("◀ Previous"))
+                .add_enabled(state.item > 0, egui::Button::new("< Previous"))
                 .on_hover_text("Previous image (PageUp)")
                 .clicked()
             {
                 state.set_item(state.item - 1);
             }
             if ui
-                .add_enabled(state.item + 1 < count, egui::Button::new("Next ▶"))
+                .add_enabled(state.item + 1 < count, egui::Button::new("Next >"))
                 .on_hover_text("Next image (PageDown)")
                 .clicked()
             {

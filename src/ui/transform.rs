@@ -50,7 +50,12 @@ impl CanvasTransform {
     /// One image pixel per screen point, with the image point now under `viewport.center()`
     /// kept there.
     pub fn actual_size(self, viewport: Rect) -> Self {
-        self.zoomed_around(viewport.center(), 1.0 / self.zoom)
+        let anchor_screen = viewport.center();
+        let anchor_image = self.image_from_screen(anchor_screen);
+        Self {
+            origin_screen: anchor_screen - anchor_image.to_vec2(),
+            zoom: 1.0,
+        }
     }
 
     /// Image position (pixels, continuous) under a screen position (points).
