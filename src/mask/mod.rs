@@ -5,7 +5,10 @@ mod bitmap;
 mod rle;
 
 pub use bitmap::{BBox, Mask};
-pub use rle::Rle;
+pub use rle::{MAX_POLYGON_STEPS, Rle};
+
+#[cfg(test)]
+mod tests;
 
 /// Errors from mask operations.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,9 @@ pub enum MaskError {
     /// An RLE whose run lengths do not add up to height × width, or a malformed count string.
     #[error("invalid RLE: {0}")]
     InvalidRle(String),
+    /// A polygon that cannot be rasterised (non-finite or absurdly large coordinates).
+    #[error("invalid polygon: {0}")]
+    InvalidPolygon(String),
     /// A PNG that could not be read or written as a mask.
     #[error("mask image: {0}")]
     Image(String),
