@@ -16,6 +16,16 @@ pub trait FrameSource: Send + 'static {
     fn frame_count(&self, item: usize) -> u64;
 }
 
+impl FrameSource for crate::media::MediaSource {
+    fn frame(&mut self, item: usize, index: u64) -> Result<Arc<Frame>, MediaError> {
+        crate::media::MediaSource::frame(self, item, index)
+    }
+
+    fn frame_count(&self, item: usize) -> u64 {
+        self.item_info(item).map_or(1, |info| info.frame_count)
+    }
+}
+
 /// Which frame the UI wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameRequest {
