@@ -10,7 +10,7 @@ use egui_kittest::kittest::Queryable;
 use pixelrefer_studio::jobs::FrameSource;
 use pixelrefer_studio::media::{Frame, MediaError};
 use pixelrefer_studio::project::{Document, Item, MediaKind, MediaRef};
-use pixelrefer_studio::ui::{StudioApp, Tool};
+use pixelrefer_studio::ui::{AppEvent, StudioApp, Tool};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,6 +182,11 @@ fn eraser_polygon_and_fill_holes() {
 #[test]
 fn point_and_box_prompts_are_stored_and_drawn() {
     let mut harness = harness(MediaKind::Image, 1);
+    let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = events.clone();
+    harness
+        .state_mut()
+        .set_event_hook(move |event| sink.borrow_mut().push(event.clone()));
     harness.key_press(Key::A);
     harness.run_steps(1);
     harness.get_by_label("Positive point").click();
@@ -198,7 +203,7 @@ fn point_and_box_prompts_are_stored_and_drawn() {
     let b = screen_of(&harness, 120.0, 100.0);
     drag(&mut harness, &[a, pos2((a.x + b.x) / 2.0, a.y), b]);
 
-    let state = harness.state_mut().state_mut().unwrap();
+    let state = harness.state().state().unwrap();
     let id = state.selected.unwrap();
     let prompts = state.annotation(id).unwrap().prompts.clone();
     assert_eq!(prompts.points.len(), 2);
@@ -206,8 +211,14 @@ fn point_and_box_prompts_are_stored_and_drawn() {
     assert!((prompts.points[0].x - 50.5).abs() < 0.2);
     let bbox = prompts.bbox.unwrap();
     assert!((bbox[0] - 30.0).abs() < 0.5 && (bbox[3] - 100.0).abs() < 0.5);
-    // Each prompt change is announced for the SAM 2 hook.
-    assert_eq!(state.take_events().len(), 3);
+    // Each prompt change is announced to the hook (for SAM 2).
+    harness.run_steps(1);
+    let expected = AppEvent::PromptsChanged {
+        item: 0,
+        id,
+        frame: 0,
+    };
+    assert_eq!(*events.borrow(), vec![expected; 3]);
     harness.snapshot("prompts");
 }
 

@@ -5,7 +5,7 @@ use super::canvas::{BRUSH_RADIUS_RANGE_PX, Canvas};
 use super::doc_api::{self, ExportKind};
 use super::help::{self, HelpOverlay};
 use super::objects_panel::ObjectsPanel;
-use super::state::{AppState, Tool};
+use super::state::{AppEvent, AppState, Tool};
 use super::timeline::Timeline;
 use crate::jobs::{FrameRequest, FrameSource, JobError, JobRunner, MediaWorker, Repaint};
 use crate::project::Document;
@@ -107,9 +107,15 @@ pub struct StudioApp {
     autosaved_revision: u64,
     last_autosave_time: f64,
     saving: bool,
+    event_hook: Option<Box<dyn FnMut(&AppEvent)>>,
 }
 
 impl StudioApp {
+    /// Calls `hook` for every [`AppEvent`] (e.g. prompts changed on an object and frame).
+    pub fn set_event_hook(&mut self, hook: impl FnMut(&AppEvent) + 'static) {
+        self.event_hook = Some(Box::new(hook));
+    }
+
     /// Creates the app; starts opening `open` (media, folder or `*.prj.json`) in the background.
     pub fn new(cc: &eframe::CreationContext<'_>, open: Option<PathBuf>) -> Self {
         let mut app = Self::bare(cc);
@@ -161,6 +167,7 @@ impl StudioApp {
             autosaved_revision: 0,
             last_autosave_time: 0.0,
             saving: false,
+            event_hook: None,
         }
     }
 
@@ -1042,6 +1049,16 @@ impl StudioApp {
 
 impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        if let Some(state) = &mut self.state {
+            // Prompt changes go to the hook (the SAM 2 issue turns them into segmentation
+            // jobs); the queue is drained every frame so it never grows.
+            for event in state.take_events() {
+                log::debug!("{event:?}");
+                if let Some(hook) = &mut self.event_hook {
+                    hook(&event);
+                }
+            }
+        }
         self.poll_jobs(ctx);
         self.poll_frames(ctx);
         self.autosave(ctx);

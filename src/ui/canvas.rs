@@ -4,13 +4,14 @@
 use super::doc_api;
 use super::state::{ActionError, AppState, Tool};
 use super::transform::{CanvasTransform, size_vec};
-use crate::mask::Mask;
+use crate::mask::{Mask, Rle};
 use crate::render::callback::{ImagePlacement, OverlayCallback};
 use crate::render::{
     FLAG_HOVERED, FLAG_SELECTED, FLAG_VISIBLE, OverlayFrame, OverlayMasks, OverlayUniforms,
     PixelRect, SLOTS_PER_LAYER, SlotStyle,
 };
 use egui::{Color32, Key, PointerButton, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2, pos2, vec2};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Fill alpha of masks.
@@ -56,6 +57,9 @@ pub struct Canvas {
     box_start_image: Option<Pos2>,
     polygon_image: Vec<Pos2>,
     overlay: Option<OverlayCache>,
+    /// Decoded masks of the shown (item, frame), with the RLE they were decoded from.
+    decoded: HashMap<u32, (Rle, Arc<Mask>)>,
+    decoded_frame: (usize, u64),
     /// Draw the overlay with the wgpu callback (false when the renderer is not wgpu).
     pub gpu_overlay: bool,
 }
@@ -72,6 +76,8 @@ impl Default for Canvas {
             box_start_image: None,
             polygon_image: Vec::new(),
             overlay: None,
+            decoded: HashMap::new(),
+            decoded_frame: (usize::MAX, u64::MAX),
             gpu_overlay: true,
         }
     }
@@ -252,8 +258,36 @@ impl Canvas {
             }
             return;
         }
-        let decoded: Vec<Option<Mask>> = key.3.iter().map(|&id| state.mask(id)).collect();
-        let refs: Vec<Option<&Mask>> = decoded.iter().map(Option::as_ref).collect();
+        // Decoding a 4K RLE costs milliseconds: keep the decoded masks of this frame and only
+        // decode objects whose RLE changed (after a stroke, one object).
+        if self.decoded_frame != (state.item, state.frame) {
+            self.decoded.clear();
+            self.decoded_frame = (state.item, state.frame);
+        }
+        let mut decoded: Vec<Option<Arc<Mask>>> = Vec::with_capacity(key.3.len());
+        for &id in &key.3 {
+            let rle = state.annotation(id).and_then(|a| a.mask.as_ref());
+            let mask = match rle {
+                None => None,
+                Some(rle) => match self.decoded.get(&id) {
+                    Some((cached, mask)) if cached == rle => Some(Arc::clone(mask)),
+                    _ => match doc_api::mask_from_rle(rle) {
+                        Ok(mask) => {
+                            let mask = Arc::new(mask);
+                            self.decoded.insert(id, (rle.clone(), Arc::clone(&mask)));
+                            Some(mask)
+                        }
+                        Err(err) => {
+                            log::warn!("the mask of object {id} cannot be decoded: {err}");
+                            None
+                        }
+                    },
+                },
+            };
+            decoded.push(mask);
+        }
+        self.decoded.retain(|id, _| key.3.contains(id));
+        let refs: Vec<Option<&Mask>> = decoded.iter().map(|m| m.as_deref()).collect();
         let (masks, skipped) = OverlayMasks::pack(width, height, &refs);
         for slot in skipped {
             log::warn!("mask of slot {slot} does not match the {width}x{height} frame; not drawn");
