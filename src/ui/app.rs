@@ -19,6 +19,9 @@ pub const AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a toast stays, in seconds.
 const TOAST_SECS: f64 = 6.0;
 
+/// Receives [`AppEvent`]s (see [`StudioApp::set_event_hook`]).
+pub type EventHook = Box<dyn FnMut(&AppEvent)>;
+
 /// Wakes egui from background threads.
 struct EguiRepaint(egui::Context);
 
@@ -107,7 +110,7 @@ pub struct StudioApp {
     autosaved_revision: u64,
     last_autosave_time: f64,
     saving: bool,
-    event_hook: Option<Box<dyn FnMut(&AppEvent)>>,
+    event_hook: Option<EventHook>,
 }
 
 impl StudioApp {
