@@ -336,3 +336,81 @@ fn zoom_keys_keep_pixels_exact() {
     let zoomed = harness.state().canvas().transform();
     assert!((zoomed.zoom - fitted.zoom * 1.25).abs() < 1e-4);
 }
+
+fn write_png(path: &std::path::Path) {
+    let img = image::RgbaImage::from_fn(W, H, |x, y| image::Rgba([x as u8, y as u8, 128, 255]));
+    img.save(path).unwrap();
+}
+
+fn wait_until(
+    harness: &mut Harness<'static, StudioApp>,
+    what: &str,
+    done: impl Fn(&StudioApp) -> bool,
+) {
+    for _ in 0..1000 {
+        harness.step();
+        if done(harness.state()) {
+            harness.run_steps(2);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn opens_a_real_image_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("photo.png");
+    write_png(&path);
+    let open = path.clone();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(open)));
+    wait_until(&mut harness, "the image", |app| app.frame_ready());
+    let state = harness.state().state().unwrap();
+    assert_eq!(state.image_size_px(), Some((W, H)));
+    assert_eq!(state.doc.media.path, path);
+}
+
+#[test]
+fn a_project_with_moved_media_asks_to_relink() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("gone.png");
+    write_png(&media);
+    let mut doc = document(MediaKind::Image, 1);
+    doc.media.path = media.clone();
+    doc.media.fingerprint = None;
+    let project = dir.path().join("p.prj.json");
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    std::fs::remove_file(&media).unwrap();
+
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(project)));
+    for _ in 0..400 {
+        harness.step();
+        if harness.query_by_label("Media not found").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    harness.get_by_label("Media not found");
+    harness.get_by_label("Locate…");
+    assert!(harness.state().toasts().is_empty(), "no error, a question");
+}
+
+#[test]
+fn a_missing_file_is_one_clear_sentence_not_a_panic() {
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(|cc| StudioApp::new(cc, Some("/nonexistent/clip.mp4".into())));
+    wait_until(&mut harness, "the error", |app| !app.toasts().is_empty());
+    let toasts = harness.state().toasts();
+    assert!(toasts[0].contains("/nonexistent/clip.mp4"), "{toasts:?}");
+    assert!(harness.state().state().is_none());
+    harness.get_by_label("Open media…");
+}
