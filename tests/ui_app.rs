@@ -414,3 +414,24 @@ fn a_missing_file_is_one_clear_sentence_not_a_panic() {
     assert!(harness.state().state().is_none());
     harness.get_by_label("Open media…");
 }
+
+#[test]
+fn closing_with_unsaved_changes_asks_first() {
+    let mut harness = harness(MediaKind::Image, 1);
+    harness.key_press(Key::A);
+    harness.run_steps(1);
+    assert!(harness.state().state().unwrap().is_dirty());
+    harness
+        .input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    harness.run_steps(2);
+    harness.get_by_label("Unsaved changes");
+    harness.get_by_label("Don't save");
+    harness.get_by_label("Cancel").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label("Unsaved changes").is_none());
+}

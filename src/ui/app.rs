@@ -353,6 +353,7 @@ impl StudioApp {
                 Err(err) => {
                     if message.name == "save project" {
                         self.saving = false;
+                        self.close_confirmed = false;
                     }
                     self.report(ctx, format!("{} failed: {err}", message.name));
                 }
@@ -362,7 +363,12 @@ impl StudioApp {
 
     fn on_job_output(&mut self, ctx: &egui::Context, output: JobOutput) {
         match output {
-            JobOutput::Picked(_, None) => {}
+            JobOutput::Picked(pick, None) => {
+                if pick == Pick::SaveProjectAs {
+                    // "Save" before closing was cancelled: ask again next time.
+                    self.close_confirmed = false;
+                }
+            }
             JobOutput::Picked(pick, Some(path)) => self.on_picked(ctx, pick, path),
             JobOutput::Opened(opened) => {
                 let Opened {
