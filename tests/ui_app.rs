@@ -435,3 +435,35 @@ fn closing_with_unsaved_changes_asks_first() {
     harness.run_steps(2);
     assert!(harness.query_by_label("Unsaved changes").is_none());
 }
+
+#[test]
+fn folders_page_between_images_each_with_its_own_objects() {
+    let media = MediaRef {
+        kind: MediaKind::Folder,
+        path: "folder".into(),
+        fingerprint: None,
+    };
+    let items = vec![
+        Item::new(Some("a.png".into()), W, H, 1, 0.0),
+        Item::new(Some("b.png".into()), W, H, 1, 0.0),
+    ];
+    let doc = Document::new(media, items);
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::with_document(cc, doc, Synthetic { frames: 1 }));
+    wait_for_frame(&mut harness);
+    harness.key_press(Key::A);
+    harness.run_steps(1);
+    assert_eq!(harness.state().state().unwrap().objects().len(), 1);
+    harness.key_press(Key::PageDown);
+    harness.run_steps(1);
+    wait_for_frame(&mut harness);
+    let state = harness.state().state().unwrap();
+    assert_eq!(state.item, 1);
+    assert!(state.objects().is_empty());
+    harness.get_by_label_contains("image 2 / 2");
+    harness.get_by_label("< Previous").click();
+    harness.run_steps(1);
+    assert_eq!(harness.state().state().unwrap().objects().len(), 1);
+}
