@@ -467,3 +467,59 @@ fn folders_page_between_images_each_with_its_own_objects() {
     harness.run_steps(1);
     assert_eq!(harness.state().state().unwrap().objects().len(), 1);
 }
+
+/// Writes a demo project (two painted objects on `$UI_DEMO_MEDIA`, a 640×480 image) to
+/// `$UI_DEMO_PROJECT`, for looking at the real app:
+/// `UI_DEMO_MEDIA=img.png UI_DEMO_PROJECT=demo.prj.json cargo test --test ui_app write_demo -- --ignored`
+#[test]
+#[ignore]
+fn write_demo_project() {
+    use pixelrefer_studio::mask::{Mask, Rle};
+    use pixelrefer_studio::project::{Edit, FrameAnnotation, MaskSource, PointPrompt};
+    let media = std::path::PathBuf::from(std::env::var("UI_DEMO_MEDIA").unwrap());
+    let out = std::path::PathBuf::from(std::env::var("UI_DEMO_PROJECT").unwrap());
+    let source = pixelrefer_studio::media::open(&media).unwrap();
+    let info = source.item_info(0).unwrap();
+    let (w, h) = (info.width, info.height);
+    let mut doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Image,
+            path: std::fs::canonicalize(&media).unwrap(),
+            fingerprint: None,
+        },
+        vec![Item::new(None, w, h, 1, 0.0)],
+    );
+    let disc = |cx: f32, cy: f32, r: f32| {
+        let mut m = Mask::new(w, h);
+        m.paint_stroke((cx, cy), (cx, cy), r, true);
+        m
+    };
+    let masks = [
+        disc(w as f32 * 0.5, h as f32 * 0.5, h as f32 * 0.3),
+        disc(w as f32 * 0.3, h as f32 * 0.75, h as f32 * 0.15),
+    ];
+    for (k, mask) in masks.iter().enumerate() {
+        let add = doc.add_object_edit(0).unwrap();
+        let Edit::AddObject { object, .. } = &add else {
+            unreachable!()
+        };
+        let id = object.id;
+        doc.apply(add).unwrap();
+        let mut annotation = FrameAnnotation::from_mask(Rle::from_mask(mask), MaskSource::Painted);
+        if k == 0 {
+            annotation.prompts.points.push(PointPrompt {
+                x: w as f32 * 0.5,
+                y: h as f32 * 0.5,
+                positive: true,
+            });
+        }
+        doc.apply(Edit::SetFrame {
+            item: 0,
+            id,
+            frame: 0,
+            annotation: Some(Box::new(annotation)),
+        })
+        .unwrap();
+    }
+    pixelrefer_studio::project::save_project(&doc, &out).unwrap();
+}
