@@ -33,11 +33,11 @@ impl Rle {
         self.size[1]
     }
 
-    /// An RLE of `h × w` background pixels.
+    /// An RLE of `h × w` background pixels (sizes over `u32::MAX` pixels do not validate).
     pub fn empty(height: u32, width: u32) -> Rle {
         Rle {
             size: [height, width],
-            counts: vec![height * width],
+            counts: vec![height.saturating_mul(width)],
         }
     }
 
