@@ -523,3 +523,37 @@ fn write_demo_project() {
     }
     pixelrefer_studio::project::save_project(&doc, &out).unwrap();
 }
+
+#[test]
+fn select_tool_picks_the_object_under_the_click() {
+    let mut harness = harness(MediaKind::Image, 1);
+    let (a, b) = {
+        let state = harness.state_mut().state_mut().unwrap();
+        let a = state.add_object().unwrap();
+        let b = state.add_object().unwrap();
+        let mut left = pixelrefer_studio::mask::Mask::new(W, H);
+        let mut right = pixelrefer_studio::mask::Mask::new(W, H);
+        for y in 20..100 {
+            for x in 10..60 {
+                left.set(x, y, true);
+                right.set(x + 80, y, true);
+            }
+        }
+        state.commit_painted_mask(a, &left).unwrap();
+        state.commit_painted_mask(b, &right).unwrap();
+        (a, b)
+    };
+    harness.run_steps(2);
+    harness.get_by_label("Select").click();
+    harness.run_steps(1);
+    let p = screen_of(&harness, 30.5, 50.5);
+    click_at(&mut harness, p);
+    assert_eq!(harness.state().state().unwrap().selected, Some(a));
+    let p = screen_of(&harness, 110.5, 50.5);
+    click_at(&mut harness, p);
+    assert_eq!(harness.state().state().unwrap().selected, Some(b));
+    harness.snapshot("select_two_objects");
+    let p = screen_of(&harness, 75.5, 50.5);
+    click_at(&mut harness, p);
+    assert_eq!(harness.state().state().unwrap().selected, None);
+}
