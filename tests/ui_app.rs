@@ -557,3 +557,27 @@ fn select_tool_picks_the_object_under_the_click() {
     click_at(&mut harness, p);
     assert_eq!(harness.state().state().unwrap().selected, None);
 }
+
+#[test]
+fn unsaved_work_is_autosaved_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("work.prj.json");
+    let mut harness = harness(MediaKind::Image, 1);
+    harness.state_mut().set_autosave_interval(Duration::ZERO);
+    harness.state_mut().state_mut().unwrap().project_path = Some(project.clone());
+    harness.key_press(Key::A);
+    harness.run_steps(1);
+    let autosave =
+        pixelrefer_studio::project::autosave_path(Some(&project), "synthetic.mp4".as_ref());
+    for _ in 0..400 {
+        harness.step();
+        if autosave.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let saved = pixelrefer_studio::project::load_project(&autosave).unwrap();
+    assert_eq!(saved.items[0].objects.len(), 1);
+    // Still dirty: an autosave is not a save.
+    assert!(harness.state().state().unwrap().is_dirty());
+}

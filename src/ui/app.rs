@@ -111,9 +111,15 @@ pub struct StudioApp {
     last_autosave_time: f64,
     saving: bool,
     event_hook: Option<EventHook>,
+    autosave_interval: Duration,
 }
 
 impl StudioApp {
+    /// Changes how often unsaved work is autosaved (default [`AUTOSAVE_INTERVAL`]).
+    pub fn set_autosave_interval(&mut self, interval: Duration) {
+        self.autosave_interval = interval;
+    }
+
     /// Calls `hook` for every [`AppEvent`] (e.g. prompts changed on an object and frame).
     pub fn set_event_hook(&mut self, hook: impl FnMut(&AppEvent) + 'static) {
         self.event_hook = Some(Box::new(hook));
@@ -171,6 +177,7 @@ impl StudioApp {
             last_autosave_time: 0.0,
             saving: false,
             event_hook: None,
+            autosave_interval: AUTOSAVE_INTERVAL,
         }
     }
 
@@ -331,8 +338,8 @@ impl StudioApp {
         if !state.is_dirty() || state.revision() == self.autosaved_revision {
             return;
         }
-        if now - self.last_autosave_time < AUTOSAVE_INTERVAL.as_secs_f64() {
-            ctx.request_repaint_after(AUTOSAVE_INTERVAL);
+        if now - self.last_autosave_time < self.autosave_interval.as_secs_f64() {
+            ctx.request_repaint_after(self.autosave_interval);
             return;
         }
         self.last_autosave_time = now;
