@@ -581,3 +581,32 @@ fn unsaved_work_is_autosaved_in_the_background() {
     // Still dirty: an autosave is not a save.
     assert!(harness.state().state().unwrap().is_dirty());
 }
+
+#[test]
+fn a_newer_autosave_is_offered_for_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("photo.png");
+    write_png(&media);
+    let mut doc = document(MediaKind::Image, 1);
+    doc.media.path = media.clone();
+    let project = dir.path().join("p.prj.json");
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let add = doc.add_object_edit(0).unwrap();
+    doc.apply(add).unwrap();
+    let autosave = pixelrefer_studio::project::autosave_path(Some(&project), &media);
+    pixelrefer_studio::project::write_autosave(&doc, &autosave).unwrap();
+
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(project)));
+    wait_until(&mut harness, "the project", |app| app.frame_ready());
+    assert!(harness.state().state().unwrap().objects().is_empty());
+    harness.get_by_label("Recover unsaved work?");
+    harness.get_by_label("Recover").click();
+    wait_until(&mut harness, "the recovery", |app| {
+        app.state().is_some_and(|s| s.objects().len() == 1)
+    });
+    assert!(harness.state().state().unwrap().is_dirty());
+}
