@@ -610,3 +610,20 @@ fn a_newer_autosave_is_offered_for_recovery() {
     });
     assert!(harness.state().state().unwrap().is_dirty());
 }
+
+#[test]
+fn ctrl_s_saves_to_the_project_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("saved.prj.json");
+    let mut harness = harness(MediaKind::Image, 1);
+    harness.state_mut().state_mut().unwrap().project_path = Some(project.clone());
+    harness.key_press(Key::A);
+    harness.run_steps(1);
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::S);
+    wait_until(&mut harness, "the save", |app| {
+        app.state().is_some_and(|s| !s.is_dirty())
+    });
+    let saved = pixelrefer_studio::project::load_project(&project).unwrap();
+    assert_eq!(saved.items[0].objects.len(), 1);
+    assert!(harness.state().toasts()[0].starts_with("Saved"));
+}
