@@ -11,8 +11,10 @@
 //!   serves frame requests: the latest request wins while scrubbing, and neighbours are
 //!   prefetched when it is idle.
 
+mod document;
 mod media_worker;
 
+pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -362,7 +364,3 @@ mod tests {
         assert_eq!(message.result.unwrap(), "job:named");
     }
 }
-
-mod document;
-
-pub use document::new_document;
