@@ -157,6 +157,25 @@ impl OverlayRenderer {
     /// stroke, everything after a frame change) and the styles and uniforms.
     pub fn prepare(&mut self, device: &wgpu::Device, queue: &wgpu::Queue, frame: &OverlayFrame) {
         let masks = &frame.masks;
+        let limits = device.limits();
+        if masks.width() > limits.max_texture_dimension_2d
+            || masks.height() > limits.max_texture_dimension_2d
+            || masks.layers() > limits.max_texture_array_layers
+        {
+            // Larger than this GPU can hold: draw no overlay rather than fail the device.
+            if self.bind_group.is_some() || self.texture.is_some() {
+                log::warn!(
+                    "masks of {}x{} exceed the GPU texture limit ({} px); overlay not drawn",
+                    masks.width(),
+                    masks.height(),
+                    limits.max_texture_dimension_2d
+                );
+            }
+            self.bind_group = None;
+            self.texture = None;
+            self.last_upload_bytes = 0;
+            return;
+        }
         let mut rebuild_bind_group = self.bind_group.is_none();
         self.last_upload_bytes = 0;
 
