@@ -66,7 +66,7 @@ pub fn fill_holes(mask: &mut Mask) {
 
 // ----- files -------------------------------------------------------------------------------
 
-use crate::project::{Fingerprint, Item, MediaKind, MediaRef};
+use crate::project::Fingerprint;
 use std::path::{Path, PathBuf};
 
 /// The fingerprint of a media file (size and head/tail hash).
@@ -81,34 +81,7 @@ pub fn fingerprint(path: &Path) -> Result<Fingerprint, String> {
 
 /// A new document for opened media, one item per image/video.
 pub fn new_document(source: &crate::media::MediaSource) -> Result<Document, String> {
-    let kind = match source.kind() {
-        crate::media::SourceKind::Image => MediaKind::Image,
-        crate::media::SourceKind::Video => MediaKind::Video,
-        crate::media::SourceKind::Folder => MediaKind::Folder,
-    };
-    let mut items = Vec::with_capacity(source.item_count());
-    for index in 0..source.item_count() {
-        let info = source.item_info(index).map_err(|e| e.to_string())?;
-        let file = (kind == MediaKind::Folder).then(|| info.name.clone());
-        let mut item = Item::new(file, info.width, info.height, info.frame_count, info.fps);
-        if kind == MediaKind::Folder {
-            item.fingerprint = source
-                .item_path(index)
-                .ok()
-                .and_then(|p| fingerprint(&p).ok());
-        }
-        items.push(item);
-    }
-    let fingerprint = match kind {
-        MediaKind::Folder => None,
-        _ => Some(fingerprint(source.path())?),
-    };
-    let media = MediaRef {
-        kind,
-        path: source.path().to_path_buf(),
-        fingerprint,
-    };
-    Ok(Document::new(media, items))
+    crate::jobs::new_document(source).map_err(|e| e.to_string())
 }
 
 /// Saves the project atomically.
