@@ -1,5 +1,6 @@
 //! `pixelrefer-studio import` end to end: real media opened by the media reader, COCO RLE and
 //! polygon annotations from another tool, a project written and read back, then exported again.
+#![allow(clippy::unwrap_used)]
 
 use pixelrefer_studio::mask::{Mask, Rle};
 use pixelrefer_studio::project::{self, MaskSource};
@@ -49,13 +50,20 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
         .arg(&project_path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let doc = project::load_project(&project_path).unwrap();
     assert_eq!(doc.items.len(), 1);
     let item = &doc.items[0];
     assert_eq!((item.width, item.height), (w, h));
-    assert!(doc.media.fingerprint.is_some(), "the media fingerprint is recorded");
+    assert!(
+        doc.media.fingerprint.is_some(),
+        "the media fingerprint is recorded"
+    );
     assert_eq!(item.objects.len(), 2);
     let labels: Vec<&str> = item.objects.iter().map(|o| o.label.as_str()).collect();
     assert_eq!(labels, ["mug", "spoon"]);
@@ -64,7 +72,11 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
     let mask = mug.mask.as_ref().unwrap().to_mask().unwrap();
     assert_eq!(mask, rect, "the RLE mask comes back pixel for pixel");
     let spoon = item.objects[1].frames[&0].mask.as_ref().unwrap();
-    assert!(spoon.area() > 3000 && spoon.area() < 5000, "triangle area {}", spoon.area());
+    assert!(
+        spoon.area() > 3000 && spoon.area() < 5000,
+        "triangle area {}",
+        spoon.area()
+    );
 
     let export_dir = tmp.path().join("export");
     let out = studio()
@@ -74,13 +86,20 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
         .arg(&export_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let written: Vec<_> = std::fs::read_dir(&export_dir).unwrap().flatten().collect();
     assert_eq!(written.len(), 1);
     let regions: serde_json::Value =
         serde_json::from_slice(&std::fs::read(written[0].path()).unwrap()).unwrap();
     let text = regions.to_string();
-    assert!(text.contains("<object0>") && text.contains("<object1>"), "{text}");
+    assert!(
+        text.contains("<object0>") && text.contains("<object1>"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Keeps DESIGN.md §3 true: engines and the document never import egui, eframe or wgpu, and the
 //! UI never holds an ONNX session.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
