@@ -11,6 +11,18 @@ fn studio() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
 }
 
+fn run_import(media: &Path, coco: &Path, out: &Path) -> std::process::Output {
+    studio()
+        .args(["import", "--media"])
+        .arg(media)
+        .arg("--coco")
+        .arg(coco)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 fn demo_image() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.jpg")
 }
@@ -41,15 +53,7 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
     std::fs::write(&coco_path, coco.to_string()).unwrap();
     let project_path = tmp.path().join("imported.prj.json");
 
-    let out = studio()
-        .args(["import", "--media"])
-        .arg(demo_image())
-        .arg("--coco")
-        .arg(&coco_path)
-        .arg("--out")
-        .arg(&project_path)
-        .output()
-        .unwrap();
+    let out = run_import(&demo_image(), &coco_path, &project_path);
     assert!(
         out.status.success(),
         "{}",
@@ -107,15 +111,7 @@ fn import_reports_bad_inputs_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let coco_path = tmp.path().join("coco.json");
     std::fs::write(&coco_path, "{\"images\": [").unwrap();
-    let out = studio()
-        .args(["import", "--media"])
-        .arg(demo_image())
-        .arg("--coco")
-        .arg(&coco_path)
-        .arg("--out")
-        .arg(tmp.path().join("p.prj.json"))
-        .output()
-        .unwrap();
+    let out = run_import(&demo_image(), &coco_path, &tmp.path().join("p.prj.json"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("coco.json"), "{err}");
@@ -123,15 +119,7 @@ fn import_reports_bad_inputs_in_one_line() {
     assert!(!tmp.path().join("p.prj.json").exists());
 
     let missing = tmp.path().join("nope.mp4");
-    let out = studio()
-        .args(["import", "--media"])
-        .arg(&missing)
-        .arg("--coco")
-        .arg(&coco_path)
-        .arg("--out")
-        .arg(tmp.path().join("p.prj.json"))
-        .output()
-        .unwrap();
+    let out = run_import(&missing, &coco_path, &tmp.path().join("p.prj.json"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nope.mp4"), "{err}");
