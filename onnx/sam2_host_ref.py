@@ -465,7 +465,10 @@ class VideoPredictor:
                           run_mem_encoder: bool, prev_logits=None) -> FrameOut:
         c = self.c
         feats = self._features(t)
-        if is_init_cond and c["directly_add_no_mem_embed"]:
+        if is_init_cond:
+            # every released config sets directly_add_no_mem_embed (the other branch would attend to
+            # a single no_mem_embed/no_mem_pos_enc memory token; not supported by the graphs)
+            assert c["directly_add_no_mem_embed"], "directly_add_no_mem_embed=False is not supported"
             pix = feats["image_embed"]  # pix_feat + no_mem_embed
         else:
             pix = self._memory_conditioned(st, t, feats, reverse)
@@ -700,7 +703,7 @@ def run_reference(model_dir: str, verbose: bool = True) -> Dict[str, float]:
 
 TARGETS = {"image_min_iou": 0.99, "image_logits_max_abs_diff": 1e-3, "video_min_iou": 0.98,
            # stricter diagnostics (not part of the brief's targets) that catch subtle bank bugs:
-           "video_score_max_abs_diff": 1e-4, "video_logits_pool4_max_abs_diff": 5e-3,
+           "video_score_max_abs_diff": 1e-4, "video_logits_pool4_max_abs_diff": 1e-3,
            "video_bank_mismatches": 0}
 
 

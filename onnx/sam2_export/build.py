@@ -66,6 +66,10 @@ def build_video_model(config: str, checkpoint: Optional[str] = None, extra_overr
         hydra_overrides_extra=list(extra_overrides),
     )
     model = model.float().eval()
+    # Host policy recorded in the manifest (official SAM2VideoPredictor flag, default False there):
+    # a correction click on an already-tracked frame makes it a conditioning frame, so the
+    # correction stays in the memory bank when the video is propagated again.
+    model.add_all_frames_to_correct_as_cond = True
     return model
 
 

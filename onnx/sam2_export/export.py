@@ -33,6 +33,9 @@ GRAPH_VERSION_NOTES = (
 
 
 def _export(module, args, path, input_names, output_names, dynamic_axes):
+    with torch.no_grad():
+        ref = module(*args)
+    ref = (ref,) if isinstance(ref, torch.Tensor) else ref
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -40,6 +43,25 @@ def _export(module, args, path, input_names, output_names, dynamic_axes):
             output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
     dedupe_large_constants(path)
+    _fix_output_shapes(path, output_names, ref, dynamic_axes)
+
+
+def _fix_output_shapes(path, output_names, ref_outputs, dynamic_axes):
+    """The TorchScript exporter leaves many output dims as generated symbols ('Reshape..._dim_1');
+    write the concrete sizes of the non-dynamic dims (taken from the torch outputs) instead."""
+    import onnx
+
+    m = onnx.load(path)
+    outs = {o.name: o for o in m.graph.output}
+    for n, r in zip(output_names, ref_outputs):
+        dyn = dynamic_axes.get(n, {})
+        dims = outs[n].type.tensor_type.shape.dim
+        for i, d in enumerate(dims):
+            if i in dyn:
+                d.dim_param = dyn[i]
+            else:
+                d.dim_value = int(r.shape[i])
+    onnx.save(m, path)
 
 
 def _check_and_compare(path, module, args, input_names, output_names, tag):

@@ -153,9 +153,7 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
     if os.path.isdir(ref_dir):
         shutil.rmtree(ref_dir)
     os.makedirs(os.path.join(ref_dir, "frames"))
-    # Corrections on already-tracked frames become conditioning frames, so that they stick when the
-    # video is propagated again (official flag of SAM2VideoPredictor, default False there).
-    model.add_all_frames_to_correct_as_cond = True
+    # model.add_all_frames_to_correct_as_cond is True (set in build.py, recorded in the manifest)
 
     def log(*a):
         if verbose:
