@@ -142,6 +142,14 @@ impl Sam2Model {
                 ),
             });
         }
+        if !config.directly_add_no_mem_embed {
+            // every released config sets it (sam2/configs/*); the graphs have no other path for
+            // initial conditioning frames (onnx/sam2_host_ref.py asserts the same)
+            return Err(SegmentError::Config {
+                path: dir.join(runtime::MANIFEST_FILE),
+                reason: "directly_add_no_mem_embed=false is not supported".into(),
+            });
+        }
         let mut sessions = Vec::with_capacity(4);
         let mut provider = options.provider;
         let mut warnings = Vec::new();
