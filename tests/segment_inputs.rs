@@ -1,6 +1,8 @@
 //! Bad input, edge cases, caching, memory bounds and cancellation of the SAM 2 engine, on the
 //! tiny random-weight model (`$PIXELREFER_FIXTURES/sam2-tiny`, written by ./test.sh).
 
+#![allow(clippy::unwrap_used)]
+
 use pixelrefer_studio::runtime::{RuntimeError, SessionOptions};
 use pixelrefer_studio::segment::reference::load_rgb;
 use pixelrefer_studio::segment::{
@@ -44,7 +46,11 @@ fn frames(n: usize) -> Vec<RgbImage> {
 
 fn click(x: f32, y: f32) -> Prompts {
     Prompts {
-        points: vec![Point { x, y, positive: true }],
+        points: vec![Point {
+            x,
+            y,
+            positive: true,
+        }],
         bbox: None,
     }
 }
@@ -62,7 +68,10 @@ fn copy_model(to: &Path) {
 #[test]
 fn loads_and_reports_provider() {
     let m = model();
-    assert_eq!(m.provider(), pixelrefer_studio::runtime::ExecutionProvider::Cpu);
+    assert_eq!(
+        m.provider(),
+        pixelrefer_studio::runtime::ExecutionProvider::Cpu
+    );
     assert!(m.warnings().is_empty());
     assert_eq!(m.config().image_size, 1024);
 }
@@ -71,11 +80,16 @@ fn loads_and_reports_provider() {
 fn rejects_missing_or_incomplete_model_dirs() {
     let tmp = tempfile::tempdir().unwrap();
     let err = Sam2Model::load(tmp.path(), &opts()).unwrap_err();
-    assert!(matches!(err, SegmentError::Runtime(RuntimeError::Manifest { .. })), "{err}");
+    assert!(
+        matches!(err, SegmentError::Runtime(RuntimeError::Manifest { .. })),
+        "{err}"
+    );
 
     copy_model(tmp.path());
     std::fs::remove_file(tmp.path().join("memory_attention.onnx")).unwrap();
-    let err = Sam2Model::load(tmp.path(), &opts()).unwrap_err().to_string();
+    let err = Sam2Model::load(tmp.path(), &opts())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("memory_attention.onnx"), "{err}");
 }
 
@@ -89,7 +103,10 @@ fn rejects_a_model_of_another_kind() {
     v["kind"] = "pixelrefer".into();
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
     let err = Sam2Model::load(tmp.path(), &opts()).unwrap_err();
-    assert!(matches!(err, SegmentError::Runtime(RuntimeError::WrongKind { .. })), "{err}");
+    assert!(
+        matches!(err, SegmentError::Runtime(RuntimeError::WrongKind { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,8 +116,13 @@ fn rejects_a_graph_that_does_not_match_the_manifest() {
     let path = tmp.path().join("manifest.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let inputs = v["graphs"]["prompt_decoder"]["inputs"].as_array_mut().unwrap();
-    let labels = inputs.iter_mut().find(|t| t["name"] == "point_labels").unwrap();
+    let inputs = v["graphs"]["prompt_decoder"]["inputs"]
+        .as_array_mut()
+        .unwrap();
+    let labels = inputs
+        .iter_mut()
+        .find(|t| t["name"] == "point_labels")
+        .unwrap();
     labels["dtype"] = "float32".into(); // the graph takes int32
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
     let err = Sam2Model::load(tmp.path(), &opts()).unwrap_err();
@@ -109,14 +131,19 @@ fn rejects_a_graph_that_does_not_match_the_manifest() {
         matches!(err, SegmentError::Runtime(RuntimeError::Interface { .. })),
         "{msg}"
     );
-    assert!(msg.contains("prompt_decoder.onnx") && msg.contains("point_labels"), "{msg}");
+    assert!(
+        msg.contains("prompt_decoder.onnx") && msg.contains("point_labels"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn image_prompts_outside_the_image_are_errors() {
     let img = load_rgb(&fixture().join("reference/image.png")).unwrap();
     let mut p = ImagePredictor::new(model(), ImagePredictor::DEFAULT_CACHE_BYTES);
-    let emb = p.encode(FrameKey { item: 0, frame: 0 }, &img, None).unwrap();
+    let emb = p
+        .encode(FrameKey { item: 0, frame: 0 }, &img, None)
+        .unwrap();
     for prompts in [
         click(-1.0, 10.0),
         click(10.0, img.height as f32 + 0.5),
@@ -135,7 +162,9 @@ fn image_prompts_outside_the_image_are_errors() {
         assert!(matches!(err, SegmentError::Prompt(_)), "{prompts:?}: {err}");
     }
     // the edges themselves are inside
-    let ok = p.predict(&emb, &click(img.width as f32, 0.0), None).unwrap();
+    let ok = p
+        .predict(&emb, &click(img.width as f32, 0.0), None)
+        .unwrap();
     assert_eq!((ok.mask.width(), ok.mask.height()), (img.width, img.height));
 }
 
@@ -167,8 +196,12 @@ fn image_embedding_is_cached_and_predictions_follow_the_reference_choice() {
     assert_eq!(r.candidates.len(), 1);
     // a bounded cache keeps only the latest embedding
     let mut small = ImagePredictor::new(model(), 1);
-    small.encode(FrameKey { item: 0, frame: 0 }, &img, None).unwrap();
-    small.encode(FrameKey { item: 0, frame: 1 }, &img, None).unwrap();
+    small
+        .encode(FrameKey { item: 0, frame: 0 }, &img, None)
+        .unwrap();
+    small
+        .encode(FrameKey { item: 0, frame: 1 }, &img, None)
+        .unwrap();
     assert_eq!(small.cached(), 1);
     assert_eq!(small.encoder_runs(), 2);
 }
@@ -177,7 +210,9 @@ fn image_embedding_is_cached_and_predictions_follow_the_reference_choice() {
 fn empty_previous_mask_and_empty_frames() {
     let img = load_rgb(&fixture().join("reference/image.png")).unwrap();
     let mut p = ImagePredictor::new(model(), ImagePredictor::DEFAULT_CACHE_BYTES);
-    let emb = p.encode(FrameKey { item: 0, frame: 0 }, &img, None).unwrap();
+    let emb = p
+        .encode(FrameKey { item: 0, frame: 0 }, &img, None)
+        .unwrap();
     let empty = LowResLogits {
         size: 256,
         data: vec![-32.0; 256 * 256],
@@ -212,14 +247,26 @@ fn one_frame_video() {
         .unwrap();
     assert_eq!(r.len(), 1);
     let mut seen = Vec::new();
-    t.propagate(&mut f, None, Direction::Forward, None, None, &mut |p, objs| {
-        seen.push((p.frame, objs.len()))
-    })
+    t.propagate(
+        &mut f,
+        None,
+        Direction::Forward,
+        None,
+        None,
+        &mut |p, objs| seen.push((p.frame, objs.len())),
+    )
     .unwrap();
     assert_eq!(seen, vec![(0, 1)]);
     let mut back = 0;
-    t.propagate(&mut f, None, Direction::Backward, None, None, &mut |_, _| back += 1)
-        .unwrap();
+    t.propagate(
+        &mut f,
+        None,
+        Direction::Backward,
+        None,
+        None,
+        &mut |_, _| back += 1,
+    )
+    .unwrap();
     assert_eq!(back, 0, "nothing before frame 0");
     // a correction on the only (already tracked) frame uses the memory bank: no NaN
     let r = t
@@ -240,7 +287,9 @@ fn video_prompt_checks() {
     let mut t = VideoTracker::new(model(), 2, w, h, TrackerOptions::default()).unwrap();
     let mut none = 0;
     assert!(matches!(
-        t.propagate(&mut f, None, Direction::Forward, None, None, &mut |_, _| none += 1),
+        t.propagate(&mut f, None, Direction::Forward, None, None, &mut |_, _| {
+            none += 1
+        }),
         Err(SegmentError::NoPrompts)
     ));
     assert!(matches!(
@@ -263,9 +312,14 @@ fn not_visible_objects_get_an_empty_mask_and_a_flag() {
     t.add_prompts(&mut f, 3, 1, &click(180.0, 95.0), true, None)
         .unwrap();
     let mut all = Vec::new();
-    t.propagate(&mut f, None, Direction::Forward, None, None, &mut |_, objs| {
-        all.extend(objs)
-    })
+    t.propagate(
+        &mut f,
+        None,
+        Direction::Forward,
+        None,
+        None,
+        &mut |_, objs| all.extend(objs),
+    )
     .unwrap();
     assert_eq!(all.len(), 7);
     for o in &all {
@@ -289,11 +343,14 @@ fn memory_stays_within_budget_on_long_propagation() {
             ..TrackerOptions::default()
         };
         let mut t = VideoTracker::new(model(), n, w, h, options).unwrap();
-        t.add_prompts(f, 0, 1, &click(110.0, 80.0), true, None).unwrap();
+        t.add_prompts(f, 0, 1, &click(110.0, 80.0), true, None)
+            .unwrap();
         let mut peak = 0;
         let mut frames_out = 0;
-        t.propagate(f, None, Direction::Forward, None, None, &mut |_, _| frames_out += 1)
-            .unwrap();
+        t.propagate(f, None, Direction::Forward, None, None, &mut |_, _| {
+            frames_out += 1
+        })
+        .unwrap();
         peak = peak.max(t.memory_bytes());
         (frames_out, peak, t.encoder_runs())
     };
@@ -306,7 +363,10 @@ fn memory_stays_within_budget_on_long_propagation() {
     // on each side) keep their memories
     let per_frame = full / n;
     let window = model().config().num_maskmem + 1;
-    assert!(small <= per_frame * (window + 2), "{small} bytes kept, {per_frame} per frame");
+    assert!(
+        small <= per_frame * (window + 2),
+        "{small} bytes kept, {per_frame} per frame"
+    );
     assert!(small < full / 2, "{small} vs {full}");
 }
 
@@ -322,12 +382,19 @@ fn cancel_returns_quickly() {
     let mut seen = 0;
     let c2 = cancel.clone();
     let err = t
-        .propagate(&mut f, None, Direction::Forward, None, Some(&cancel), &mut |_, _| {
-            seen += 1;
-            if seen == 2 {
-                c2.cancel();
-            }
-        })
+        .propagate(
+            &mut f,
+            None,
+            Direction::Forward,
+            None,
+            Some(&cancel),
+            &mut |_, _| {
+                seen += 1;
+                if seen == 2 {
+                    c2.cancel();
+                }
+            },
+        )
         .unwrap_err();
     assert!(matches!(err, SegmentError::Cancelled), "{err}");
     assert_eq!(seen, 2);
@@ -349,15 +416,23 @@ fn cancel_returns_quickly() {
     t.add_prompts(&mut f, 0, 1, &click(110.0, 80.0), true, None)
         .unwrap();
     let mut frames_done = 0;
-    let res = t.propagate(&mut f, None, Direction::Forward, None, Some(&cancel), &mut |_, _| {
-        frames_done += 1
-    });
+    let res = t.propagate(
+        &mut f,
+        None,
+        Direction::Forward,
+        None,
+        Some(&cancel),
+        &mut |_, _| frames_done += 1,
+    );
     let returned = Instant::now();
     handle.join().unwrap();
     if frames_done < 10 {
         assert!(matches!(res, Err(SegmentError::Cancelled)), "{res:?}");
         let at = cancelled_at.lock().unwrap();
         let lag = returned.duration_since(at);
-        assert!(lag < Duration::from_secs(2), "returned {lag:?} after cancel");
+        assert!(
+            lag < Duration::from_secs(2),
+            "returned {lag:?} after cancel"
+        );
     }
 }

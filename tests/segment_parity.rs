@@ -2,6 +2,8 @@
 //! random-weight model: the reference outputs bundled in `sam2-tiny/reference/` were written by
 //! `onnx/export_sam2.py --tiny-random` (scripts/make_fixtures.sh, run by ./test.sh).
 
+#![allow(clippy::unwrap_used)]
+
 use pixelrefer_studio::runtime::SessionOptions;
 use pixelrefer_studio::segment::Sam2Model;
 use pixelrefer_studio::segment::reference::{Tolerances, run_reference};

@@ -59,7 +59,9 @@ pub fn verify(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
     let manifest = Manifest::load(dir).map_err(|e| anyhow!("{e}"))?;
     match manifest.kind {
         ModelKind::Sam2 => verify_sam2(dir, options),
-        ModelKind::PixelRefer | ModelKind::PixelReferLite => verify_pixelrefer(dir, &manifest, options),
+        ModelKind::PixelRefer | ModelKind::PixelReferLite => {
+            verify_pixelrefer(dir, &manifest, options)
+        }
     }
 }
 
@@ -79,7 +81,8 @@ pub fn verify_pixelrefer(
 
 fn verify_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
     let model = load_sam2(dir, options)?;
-    let report = run_reference(model, &mut |line| println!("{line}")).map_err(|e| anyhow!("{e}"))?;
+    let report =
+        run_reference(model, &mut |line| println!("{line}")).map_err(|e| anyhow!("{e}"))?;
     let tol = Tolerances::default();
     println!(
         "[summary] image: min mask IoU {:.4} (≥ {}), logits max|diff| {:.2e} (≤ {:.0e}); video: min mask IoU {:.4} (≥ {}) over {} frame-objects, object score max|diff| {:.2e}, pooled logits max|diff| {:.2e}, memory-bank mismatches {}",
@@ -99,7 +102,11 @@ fn verify_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
         println!("PASS");
         Ok(())
     } else {
-        bail!("{} does not match its reference: {}", dir.display(), failures.join("; "))
+        bail!(
+            "{} does not match its reference: {}",
+            dir.display(),
+            failures.join("; ")
+        )
     }
 }
 
@@ -152,11 +159,18 @@ impl FrameSource for MediaFrames {
         self.count
     }
     fn frame(&mut self, index: usize) -> Result<RgbImage, SegmentError> {
-        let (item, idx) = if self.folder { (index, 0) } else { (0, index as u64) };
-        let f = self.source.frame(item, idx).map_err(|e| SegmentError::Media {
-            index,
-            reason: e.to_string(),
-        })?;
+        let (item, idx) = if self.folder {
+            (index, 0)
+        } else {
+            (0, index as u64)
+        };
+        let f = self
+            .source
+            .frame(item, idx)
+            .map_err(|e| SegmentError::Media {
+                index,
+                reason: e.to_string(),
+            })?;
         RgbImage::from_rgba(f.width, f.height, &f.rgba)
     }
 }
@@ -199,7 +213,14 @@ fn mask_bbox(mask: &Mask) -> Option<[u32; 4]> {
             y1 = y1.max(y);
         }
     }
-    (x0 != usize::MAX).then(|| [x0 as u32, y0 as u32, (x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32])
+    (x0 != usize::MAX).then(|| {
+        [
+            x0 as u32,
+            y0 as u32,
+            (x1 - x0 + 1) as u32,
+            (y1 - y0 + 1) as u32,
+        ]
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -311,15 +332,25 @@ pub fn track(
     let started = std::time::Instant::now();
     for direction in [Direction::Forward, Direction::Backward] {
         tracker
-            .propagate(&mut frames, Some(first), direction, None, None, &mut |p, objs| {
-                eprint!(
-                    "\r[track] {:?} frame {} ({}/{})    ",
-                    p.direction, p.frame, p.done, p.total
-                );
-                for o in objs {
-                    results.insert((o.obj_id, o.frame), region_frame(&o, frames_time(fps, o.frame)));
-                }
-            })
+            .propagate(
+                &mut frames,
+                Some(first),
+                direction,
+                None,
+                None,
+                &mut |p, objs| {
+                    eprint!(
+                        "\r[track] {:?} frame {} ({}/{})    ",
+                        p.direction, p.frame, p.done, p.total
+                    );
+                    for o in objs {
+                        results.insert(
+                            (o.obj_id, o.frame),
+                            region_frame(&o, frames_time(fps, o.frame)),
+                        );
+                    }
+                },
+            )
             .map_err(|e| anyhow!("propagation failed: {e}"))?;
         eprintln!();
     }
@@ -381,7 +412,11 @@ fn region_frame(o: &ObjectFrame, timestamp_secs: f64) -> RegionFrame {
         timestamp_secs,
         visible: o.visible,
         score: o.score,
-        source: if o.conditioning { "clicked" } else { "propagated" },
+        source: if o.conditioning {
+            "clicked"
+        } else {
+            "propagated"
+        },
         bbox: mask_bbox(&o.mask),
         area: o.mask.area(),
         rle: mask_to_rle(&o.mask),
@@ -389,6 +424,7 @@ fn region_frame(o: &ObjectFrame, timestamp_secs: f64) -> RegionFrame {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -410,6 +446,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.objects[0].prompts[0].points[0], [10.0, 20.0, 1.0]);
-        assert!(serde_json::from_str::<PromptFile>(r#"{"objects":[{"id":0,"prompt":[]}]}"#).is_err());
+        assert!(
+            serde_json::from_str::<PromptFile>(r#"{"objects":[{"id":0,"prompt":[]}]}"#).is_err()
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Image mode: `SAM2ImagePredictor.set_image` / `.predict` (sam2/sam2_image_predictor.py), ported
 //! from `ImagePredictor` in `onnx/sam2_host_ref.py`.
 
-use super::{CancelToken, EncoderOutput, Prompts, Sam2Config, Sam2Model, SegmentError, choose_mask, ops};
+use super::{
+    CancelToken, EncoderOutput, Prompts, Sam2Config, Sam2Model, SegmentError, choose_mask, ops,
+};
 use crate::mask::Mask;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -199,9 +199,15 @@ impl Prompts {
     /// Coordinates outside `[0, width] × [0, height]` (or NaN) are an error: the official
     /// predictors neither clamp nor reject them (they would silently extrapolate the positional
     /// encoding), so the engine refuses them with a clear message instead.
-    pub fn to_points(&self, width: u32, height: u32) -> Result<(Vec<[f32; 2]>, Vec<i32>), SegmentError> {
+    pub fn to_points(
+        &self,
+        width: u32,
+        height: u32,
+    ) -> Result<(Vec<[f32; 2]>, Vec<i32>), SegmentError> {
         let (w, h) = (width as f32, height as f32);
-        let inside = |x: f32, y: f32| x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y);
+        let inside = |x: f32, y: f32| {
+            x.is_finite() && y.is_finite() && (0.0..=w).contains(&x) && (0.0..=h).contains(&y)
+        };
         let mut coords = Vec::new();
         let mut labels = Vec::new();
         if let Some([x0, y0, x1, y1]) = self.bbox {
@@ -240,10 +246,22 @@ impl Prompts {
 
 /// Mask index into the decoder's 4 outputs and the token index of the object pointer
 /// (`choose_mask` in the spec: `MaskDecoder.forward` + `SAM2Base._forward_sam_heads`).
-pub(crate) fn choose_mask(c: &Sam2Config, low4: &[f32], iou4: &[f32], multimask: bool) -> (usize, usize) {
+pub(crate) fn choose_mask(
+    c: &Sam2Config,
+    low4: &[f32],
+    iou4: &[f32],
+    multimask: bool,
+) -> (usize, usize) {
     if multimask {
         let k = 1 + ops::argmax(&iou4[1..4]);
-        return (k, if c.use_multimask_token_for_obj_ptr { k } else { 0 });
+        return (
+            k,
+            if c.use_multimask_token_for_obj_ptr {
+                k
+            } else {
+                0
+            },
+        );
     }
     if c.dynamic_multimask_via_stability {
         // sam2/modeling/sam/mask_decoder.py _dynamic_multimask_via_stability on token 0

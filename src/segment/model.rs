@@ -95,9 +95,7 @@ fn take(
         graph,
         reason: format!("output `{name}` is missing"),
     })?;
-    let (_, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(ort_err(graph))?;
+    let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_err(graph))?;
     if data.len() != expected {
         return Err(SegmentError::Inference {
             graph,
@@ -127,12 +125,11 @@ impl Sam2Model {
         let manifest = Manifest::load(dir)?;
         manifest.expect_kind(dir, &[ModelKind::Sam2])?;
         manifest.verify_files(dir)?;
-        let config = Sam2Config::from_constants(&manifest.constants).map_err(|e| {
-            SegmentError::Config {
+        let config =
+            Sam2Config::from_constants(&manifest.constants).map_err(|e| SegmentError::Config {
                 path: dir.join(runtime::MANIFEST_FILE),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         if config.num_mask_tokens != 4 || config.low_res_mask_size != 4 * config.feat_size {
             return Err(SegmentError::Config {
                 path: dir.join(runtime::MANIFEST_FILE),
@@ -289,7 +286,11 @@ impl Sam2Model {
     ) -> Result<DecoderOutput, SegmentError> {
         const G: &str = "prompt_decoder";
         let c = &self.config;
-        let (f, ch, l) = (c.feat_size as i64, c.hidden_dim as i64, c.low_res_mask_size as i64);
+        let (f, ch, l) = (
+            c.feat_size as i64,
+            c.hidden_dim as i64,
+            c.low_res_mask_size as i64,
+        );
         let n = points_per_prompt.max(1);
         let b = labels.len() / n;
         let emb_batch = image_embed.len() as i64 / (ch * f * f);
@@ -330,7 +331,11 @@ impl Sam2Model {
     ) -> Result<Vec<f32>, SegmentError> {
         const G: &str = "memory_encoder";
         let c = &self.config;
-        let (f, ch, l) = (c.feat_size as i64, c.hidden_dim as i64, c.low_res_mask_size as i64);
+        let (f, ch, l) = (
+            c.feat_size as i64,
+            c.hidden_dim as i64,
+            c.low_res_mask_size as i64,
+        );
         let b = scores.len() as i64;
         // The graph takes pix_feat with the objects' batch size.
         let expanded;
@@ -400,6 +405,11 @@ impl Sam2Model {
             None => session.run(inputs),
         }
         .map_err(Self::map_run_err(G, cancel))?;
-        take(&out, G, "pix_feat_with_mem", batch * c.hidden_dim * c.feat_size * c.feat_size)
+        take(
+            &out,
+            G,
+            "pix_feat_with_mem",
+            batch * c.hidden_dim * c.feat_size * c.feat_size,
+        )
     }
 }

@@ -201,7 +201,13 @@ pub fn pil_resize_bicubic_u8(
 
 /// `F.interpolate(mode="bilinear", align_corners=False, antialias=False)` of one `[in_h, in_w]`
 /// plane to `[out_h, out_w]` (`resize_bilinear` in the spec), f32 in the spec's order.
-pub fn resize_bilinear(x: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+pub fn resize_bilinear(
+    x: &[f32],
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
     if (in_h, in_w) == (out_h, out_w) {
         return x.to_vec();
     }
@@ -339,6 +345,7 @@ pub fn argmax(xs: &[f32]) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

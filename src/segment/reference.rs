@@ -84,7 +84,10 @@ impl ParityReport {
     }
     /// Worst image logits difference.
     pub fn image_logits_max_abs_diff(&self) -> f64 {
-        self.image.iter().map(|c| c.logits_max_abs_diff).fold(0.0, f64::max)
+        self.image
+            .iter()
+            .map(|c| c.logits_max_abs_diff)
+            .fold(0.0, f64::max)
     }
     /// Worst video mask IoU.
     pub fn video_min_iou(&self) -> f64 {
@@ -95,7 +98,10 @@ impl ParityReport {
     }
     /// Worst video object-score difference.
     pub fn video_score_max_abs_diff(&self) -> f64 {
-        self.video.iter().map(|s| s.score_max_abs_diff).fold(0.0, f64::max)
+        self.video
+            .iter()
+            .map(|s| s.score_max_abs_diff)
+            .fold(0.0, f64::max)
     }
     /// Worst pooled video logits difference.
     pub fn video_logits_pool4_max_abs_diff(&self) -> f64 {
@@ -342,7 +348,14 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
-        .fold(if a.len() == b.len() { 0.0 } else { f64::INFINITY }, f64::max)
+        .fold(
+            if a.len() == b.len() {
+                0.0
+            } else {
+                f64::INFINITY
+            },
+            f64::max,
+        )
 }
 
 struct RefFiles {
@@ -419,7 +432,8 @@ pub fn run_reference(
     // ---- image cases
     let itensors = read_safetensors(&dir.join(&spec.image.tensors))?;
     let img = load_rgb(&dir.join(&spec.image.file))?;
-    let mut predictor = ImagePredictor::new(Arc::clone(&model), ImagePredictor::DEFAULT_CACHE_BYTES);
+    let mut predictor =
+        ImagePredictor::new(Arc::clone(&model), ImagePredictor::DEFAULT_CACHE_BYTES);
     let emb = predictor.encode(FrameKey { item: 0, frame: 0 }, &img, None)?;
     let mut prev_low: HashMap<String, Vec<LowResLogits>> = HashMap::new();
     let tf = spec.image.tensors.as_str();
@@ -451,7 +465,8 @@ pub fn run_reference(
             ),
             None => None,
         };
-        let pred = predictor.predict_with(&emb, &prompts, mask_input.as_ref(), case.multimask_output)?;
+        let pred =
+            predictor.predict_with(&emb, &prompts, mask_input.as_ref(), case.multimask_output)?;
         let ref_low = files.f32s(&itensors, tf, &format!("{}.low_res_logits", case.name))?;
         let ref_iou = files.f32s(&itensors, tf, &format!("{}.iou", case.name))?;
         let packed = files.tensor(&itensors, tf, &format!("{}.masks_packed", case.name))?;
@@ -498,7 +513,10 @@ pub fn run_reference(
         ));
         prev_low.insert(
             case.name.clone(),
-            pred.candidates.iter().map(|c| c.low_res_logits.clone()).collect(),
+            pred.candidates
+                .iter()
+                .map(|c| c.low_res_logits.clone())
+                .collect(),
         );
         report.image.push(r);
     }
@@ -519,7 +537,8 @@ pub fn run_reference(
         trace_banks: true,
         ..TrackerOptions::default()
     };
-    let mut tracker = VideoTracker::new(Arc::clone(&model), frames.len(), v.width, v.height, options)?;
+    let mut tracker =
+        VideoTracker::new(Arc::clone(&model), frames.len(), v.width, v.height, options)?;
     let cancel = CancelToken::new()?;
     let plane = (v.width * v.height) as usize;
     for (si, step) in v.steps.iter().enumerate() {
@@ -604,14 +623,17 @@ pub fn run_reference(
                             let mut acc = 0f64;
                             for dy in 0..4 {
                                 for dx in 0..4 {
-                                    acc += f64::from(o.low_res_logits.data[(y * 4 + dy) * l + x * 4 + dx]);
+                                    acc += f64::from(
+                                        o.low_res_logits.data[(y * 4 + dy) * l + x * 4 + dx],
+                                    );
                                 }
                             }
                             pool[y * q + x] = (acc / 16.0) as f32;
                         }
                     }
-                    rep.logits_pool4_max_abs_diff =
-                        rep.logits_pool4_max_abs_diff.max(max_abs_diff(&pool, &pool_ref));
+                    rep.logits_pool4_max_abs_diff = rep
+                        .logits_pool4_max_abs_diff
+                        .max(max_abs_diff(&pool, &pool_ref));
                 }
             }
         }

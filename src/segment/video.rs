@@ -206,7 +206,14 @@ impl ObjState {
 
 /// The memory bank chosen for one (frame, object): spatial `(frame, t_pos, out)` and pointers
 /// `(frame, distance, out)`.
-type Bank<'a> = (Vec<(usize, usize, &'a FrameOut)>, Vec<(usize, i64, &'a FrameOut)>);
+type Bank<'a> = (
+    Vec<(usize, usize, &'a FrameOut)>,
+    Vec<(usize, i64, &'a FrameOut)>,
+);
+
+/// One object's consolidated output on a frame: (id, (low-res logits, score) if any,
+/// conditioning frame).
+type Slot = (u32, Option<(Arc<LowResLogits>, f32)>, bool);
 
 /// SAM 2 video tracker: per-object memory banks over one video.
 pub struct VideoTracker {
@@ -299,8 +306,16 @@ impl VideoTracker {
             .map(|o| {
                 o.non_cond.values().map(FrameOut::bytes).sum::<usize>()
                     + o.cond.items.iter().map(|(_, v)| v.bytes()).sum::<usize>()
-                    + o.temp_cond.items.iter().map(|(_, v)| v.bytes()).sum::<usize>()
-                    + o.temp_non_cond.items.iter().map(|(_, v)| v.bytes()).sum::<usize>()
+                    + o.temp_cond
+                        .items
+                        .iter()
+                        .map(|(_, v)| v.bytes())
+                        .sum::<usize>()
+                    + o.temp_non_cond
+                        .items
+                        .iter()
+                        .map(|(_, v)| v.bytes())
+                        .sum::<usize>()
             })
             .sum()
     }
@@ -438,8 +453,8 @@ impl VideoTracker {
         if c.use_obj_ptrs_in_encoder {
             let max_ptrs = self.num_frames.min(c.max_obj_ptrs_in_encoder);
             for &s in &selected {
-                let keep = !c.only_obj_ptrs_in_the_past_for_eval
-                    || if reverse { s >= t } else { s <= t };
+                let keep =
+                    !c.only_obj_ptrs_in_the_past_for_eval || if reverse { s >= t } else { s <= t };
                 if !keep {
                     continue;
                 }
@@ -471,7 +486,12 @@ impl VideoTracker {
 
     /// Memory-attention inputs of one object's bank: (tpos_index, ptr_pos, mem `[S*Cm*F*F]`,
     /// ptrs `[P*C]`, trace).
-    fn bank_inputs(&self, st: &ObjState, t: usize, reverse: bool) -> (Vec<i64>, Vec<f32>, Vec<f32>, Vec<f32>, BankTrace) {
+    fn bank_inputs(
+        &self,
+        st: &ObjState,
+        t: usize,
+        reverse: bool,
+    ) -> (Vec<i64>, Vec<f32>, Vec<f32>, Vec<f32>, BankTrace) {
         let (spatial, pointers) = self.memory_bank(st, t, reverse);
         let n_mem = self.c.num_maskmem;
         let tpos: Vec<i64> = spatial
@@ -617,7 +637,7 @@ impl VideoTracker {
             let iou4 = &dec.iou[k * 4..(k + 1) * 4];
             let (m, tok) = choose_mask(&c, low4, iou4, multimask);
             let sc = dec.object_score[k];
-            let low: Vec<f32> = if c.pred_obj_scores && !(sc > 0.0) {
+            let low: Vec<f32> = if c.pred_obj_scores && (sc <= 0.0 || sc.is_nan()) {
                 vec![c.no_obj_score; plane]
             } else {
                 low4[m * plane..(m + 1) * plane].to_vec()
@@ -670,7 +690,7 @@ impl VideoTracker {
     }
 
     /// Video-size outputs of all objects on frame `t` from their low-res logits (`_get_orig_video_res_output`).
-    fn video_res(&self, t: usize, outs: Vec<(u32, Option<(Arc<LowResLogits>, f32)>, bool)>) -> Vec<ObjectFrame> {
+    fn video_res(&self, t: usize, outs: Vec<Slot>) -> Vec<ObjectFrame> {
         let c = &self.c;
         let l = c.low_res_mask_size;
         let (w, h) = (self.width as usize, self.height as usize);
@@ -695,7 +715,10 @@ impl VideoTracker {
             .map(|(((id, _, conditioning), plane), (lr, score))| {
                 let visible = score > 0.0;
                 let data: Vec<u8> = if visible {
-                    plane.iter().map(|&v| u8::from(v > c.mask_threshold)).collect()
+                    plane
+                        .iter()
+                        .map(|&v| u8::from(v > c.mask_threshold))
+                        .collect()
                 } else {
                     vec![0; w * h]
                 };
@@ -736,13 +759,17 @@ impl VideoTracker {
         }
         if prompts.bbox.is_some() && !clear_old_points {
             return Err(SegmentError::Prompt(
-                "a box replaces earlier clicks on that frame (clear_old_points must be true)".into(),
+                "a box replaces earlier clicks on that frame (clear_old_points must be true)"
+                    .into(),
             ));
         }
         let (pts, labels) = prompts.to_points(self.width, self.height)?;
         let s = self.c.image_size as f32;
         let (w, h) = (self.width as f32, self.height as f32);
-        let mut coords: Vec<f32> = pts.iter().flat_map(|[x, y]| [x / w * s, y / h * s]).collect();
+        let mut coords: Vec<f32> = pts
+            .iter()
+            .flat_map(|[x, y]| [x / w * s, y / h * s])
+            .collect();
         let mut labels = labels;
         let i = match self.objs.iter().position(|o| o.id == obj_id) {
             Some(i) => i,
@@ -770,7 +797,11 @@ impl VideoTracker {
         let is_cond = is_init_cond || self.c.add_all_frames_to_correct_as_cond;
         let clamp = self.c.prev_mask_logits_clamp;
         let prev = {
-            let temp = if is_cond { &st.temp_cond } else { &st.temp_non_cond };
+            let temp = if is_cond {
+                &st.temp_cond
+            } else {
+                &st.temp_non_cond
+            };
             temp.get(t).or_else(|| st.stored(t))
         };
         let prev_logits: Option<Vec<f32>> = prev
@@ -801,7 +832,11 @@ impl VideoTracker {
             .objs
             .iter()
             .map(|s| {
-                let temp = if is_cond { &s.temp_cond } else { &s.temp_non_cond };
+                let temp = if is_cond {
+                    &s.temp_cond
+                } else {
+                    &s.temp_non_cond
+                };
                 let o = temp.get(t).or_else(|| s.stored(t));
                 let lr = o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score)));
                 (s.id, lr, s.temp_cond.contains(t) || s.cond.contains(t))
@@ -828,7 +863,11 @@ impl VideoTracker {
             for which in [false, true] {
                 let items = {
                     let st = &mut self.objs[i];
-                    let temp = if which { &mut st.temp_cond } else { &mut st.temp_non_cond };
+                    let temp = if which {
+                        &mut st.temp_cond
+                    } else {
+                        &mut st.temp_non_cond
+                    };
                     std::mem::take(&mut temp.items)
                 };
                 for (t, mut out) in items {
@@ -879,7 +918,8 @@ impl VideoTracker {
             return;
         }
         // keep what the next memory banks can use: the recent-frame window around t
-        let window = (self.c.num_maskmem as i64) * self.c.memory_temporal_stride_for_eval.max(1) + 1;
+        let window =
+            (self.c.num_maskmem as i64) * self.c.memory_temporal_stride_for_eval.max(1) + 1;
         let mut victims: Vec<(usize, usize, usize)> = Vec::new(); // (distance, obj index, frame)
         for (i, o) in self.objs.iter().enumerate() {
             for (&f, v) in &o.non_cond {
@@ -962,7 +1002,8 @@ impl VideoTracker {
                 .collect();
             if !todo.is_empty() {
                 self.ensure_features(frames, t, cancel)?;
-                let outs = self.run_single_frame(&todo, t, false, None, reverse, true, None, cancel)?;
+                let outs =
+                    self.run_single_frame(&todo, t, false, None, reverse, true, None, cancel)?;
                 for (&i, out) in todo.iter().zip(outs) {
                     self.objs[i].non_cond.insert(t, out);
                 }
@@ -972,7 +1013,11 @@ impl VideoTracker {
                 st.tracked.insert(t, reverse);
                 let cond = st.cond.contains(t);
                 let o = st.stored(t);
-                res.push((st.id, o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score))), cond));
+                res.push((
+                    st.id,
+                    o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score))),
+                    cond,
+                ));
             }
             let results = self.video_res(t, res);
             self.enforce_budget(t);
