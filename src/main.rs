@@ -5,11 +5,7 @@ use pixelrefer_studio::cli;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "pixelrefer-studio",
-    version,
-    about = "Click, track, ask, export."
-)]
+#[command(name = "pixelrefer-studio", version, about = "Click, track, ask, export.")]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -111,9 +107,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.command {
         Some(Command::Info { media }) => cli::media_cmds::info(&media),
         Some(Command::Frame { media, index, out }) => cli::media_cmds::frame(&media, index, &out),
-        Some(Command::Import { media, coco, out }) => {
-            cli::project_cmds::import(&media, &coco, &out)
-        }
+        Some(Command::Import { media, coco, out }) => cli::project_cmds::import(&media, &coco, &out),
         Some(Command::Export {
             project,
             format,

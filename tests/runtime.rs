@@ -73,10 +73,7 @@ fn a_mismatched_interface_names_the_file_and_tensor() {
     wrong_type.inputs[1].dtype = "int64".into();
     let err = runtime::validate_io(&session, &file, &wrong_type).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("add.onnx") && msg.contains("`b`") && msg.contains("int64"),
-        "{msg}"
-    );
+    assert!(msg.contains("add.onnx") && msg.contains("`b`") && msg.contains("int64"), "{msg}");
 
     let mut wrong_rank = add_spec();
     wrong_rank.outputs[0].shape.push(serde_json::json!(1));
@@ -110,10 +107,7 @@ fn cuda_request_without_cuda_falls_back_to_cpu_with_a_warning() {
     };
     let (_, provider, warning) = runtime::build_session(&fixture("add.onnx"), &options).unwrap();
     if provider == ExecutionProvider::Cpu {
-        assert!(
-            warning.is_some(),
-            "a CUDA fallback must come with a warning"
-        );
+        assert!(warning.is_some(), "a CUDA fallback must come with a warning");
     }
 }
 
@@ -150,10 +144,7 @@ fn manifests_are_checked_for_kind_constants_and_hashes() {
     assert!(m.constant_f64(tmp.path(), "missing").is_err());
     assert!(m.graph(tmp.path(), "adder").is_ok());
     let err = m
-        .expect_kind(
-            tmp.path(),
-            &[ModelKind::PixelRefer, ModelKind::PixelReferLite],
-        )
+        .expect_kind(tmp.path(), &[ModelKind::PixelRefer, ModelKind::PixelReferLite])
         .unwrap_err();
     assert!(matches!(err, RuntimeError::WrongKind { .. }));
     assert!(err.to_string().contains("sam2 model"), "{err}");
@@ -169,10 +160,7 @@ fn manifests_are_checked_for_kind_constants_and_hashes() {
 fn bad_model_directories_get_one_clear_sentence() {
     let empty = tempfile::tempdir().unwrap();
     let msg = Manifest::load(empty.path()).unwrap_err().to_string();
-    assert!(
-        msg.contains("not a model directory") && msg.contains("manifest.json"),
-        "{msg}"
-    );
+    assert!(msg.contains("not a model directory") && msg.contains("manifest.json"), "{msg}");
 
     std::fs::write(empty.path().join("manifest.json"), "{not json").unwrap();
     let msg = Manifest::load(empty.path()).unwrap_err().to_string();
@@ -194,8 +182,5 @@ fn model_dirs_are_found_in_search_order() {
     write_model_dir(&a, "sam2", false);
     let found = runtime::find_model_dirs(Some(root.path()));
     assert_eq!(found.first().map(|(p, _)| p.clone()), Some(a.clone()));
-    assert_eq!(
-        runtime::model_search_dirs(Some(root.path()))[0],
-        root.path()
-    );
+    assert_eq!(runtime::model_search_dirs(Some(root.path()))[0], root.path());
 }

@@ -27,13 +27,7 @@ pub struct Mask {
 
 impl std::fmt::Debug for Mask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Mask({}x{}, area {})",
-            self.width,
-            self.height,
-            self.area()
-        )
+        write!(f, "Mask({}x{}, area {})", self.width, self.height, self.area())
     }
 }
 

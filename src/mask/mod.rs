@@ -11,9 +11,7 @@ pub use rle::Rle;
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
     /// Two masks (or a mask and an image) that must have the same size do not.
-    #[error(
-        "mask size {actual_w}x{actual_h} does not match the expected {expected_w}x{expected_h}"
-    )]
+    #[error("mask size {actual_w}x{actual_h} does not match the expected {expected_w}x{expected_h}")]
     SizeMismatch {
         /// Expected width in pixels.
         expected_w: u32,

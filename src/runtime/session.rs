@@ -120,9 +120,7 @@ pub fn validate_io(session: &Session, file: &Path, spec: &GraphSpec) -> Result<(
                     && dim >= 0
                     && dim != fixed
                 {
-                    return Err(err(format!(
-                        "has size {dim} on axis {axis}, expected {fixed}"
-                    )));
+                    return Err(err(format!("has size {dim} on axis {axis}, expected {fixed}")));
                 }
             }
         }
