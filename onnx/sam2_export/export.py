@@ -28,7 +28,9 @@ GRAPH_VERSION_NOTES = (
     "obj_ptr_pos), so the host only selects frames and computes indices/distances. "
     "(4) the image encoder's vision pos enc is input-independent: not a graph output, baked into "
     "memory_attention (like maskmem_pos_enc). (5) maskmem_features must be rounded to bfloat16 by "
-    "the host before they enter the memory bank, as the official video predictor stores them in bf16."
+    "the host before they enter the memory bank, as the official video predictor stores them in bf16. (6) host policy: "
+    "add_all_frames_to_correct_as_cond=true (official default false) so corrections on tracked frames "
+    "become conditioning frames."
 )
 
 

@@ -108,6 +108,8 @@ class MemoryEncoderGraph(nn.Module):
         if m.no_obj_embed_spatial is not None:
             is_obj = (object_score_logits > 0).float()  # [B,1]
             feats = feats + (1 - is_obj[..., None, None]) * m.no_obj_embed_spatial[..., None, None]
+        else:  # SAM 2.0: the score is not used; keep the input so every variant has one interface
+            feats = feats + 0.0 * object_score_logits.reshape(-1, 1, 1, 1)
         return feats
 
 
@@ -153,24 +155,25 @@ class MemoryAttentionGraph(nn.Module):
             self.register_buffer(f"{name}_sin", fc.imag.float().contiguous(), persistent=False)
 
     @staticmethod
-    def _heads(x, h):
-        return x.reshape(x.shape[0], x.shape[1], h, -1).transpose(1, 2)  # [B,h,T,d]
+    def _heads(x, att):
+        # explicit head size (no -1): T may be 0 (no object pointers)
+        h = att.num_heads
+        return x.reshape(x.shape[0], x.shape[1], h, att.internal_dim // h).transpose(1, 2)  # [B,h,T,d]
 
     def _attn(self, att, q, k_parts, v_parts, q_cos, q_sin, rope_k):
         """RoPEAttention.forward with real-valued RoPE. k_parts/v_parts are token groups that are
         projected separately and concatenated (Linear is per token, so this equals projecting the
         concatenation); rope_k[i] tells whether group i gets RoPE (pointer tokens do not)."""
-        h = att.num_heads
-        q = _apply_rope(self._heads(att.q_proj(q), h), q_cos, q_sin)
+        q = _apply_rope(self._heads(att.q_proj(q), att), q_cos, q_sin)
         ks = []
         for kp, r in zip(k_parts, rope_k):
-            kh = self._heads(att.k_proj(kp), h)
+            kh = self._heads(att.k_proj(kp), att)
             if r:
                 shp = kh.shape  # [B,h,S*HW,d]: repeat the table for every memory frame
                 kh = _apply_rope(kh.reshape(shp[0], shp[1], -1, self.HW, shp[3]), q_cos, q_sin).reshape(shp)
             ks.append(kh)
         k = torch.cat(ks, dim=2) if len(ks) > 1 else ks[0]
-        vs = [self._heads(att.v_proj(vp), h) for vp in v_parts]
+        vs = [self._heads(att.v_proj(vp), att) for vp in v_parts]
         v = torch.cat(vs, dim=2) if len(vs) > 1 else vs[0]
         scale = 1.0 / math.sqrt(q.shape[-1])
         a = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
@@ -200,7 +203,7 @@ class MemoryAttentionGraph(nn.Module):
         if Cm < C:
             k_split = C // Cm
             ptr_tok = obj_ptrs.reshape(B, P * k_split, Cm)  # pointer p -> tokens (p,0..k-1)
-            ptr_pos = ptr_pos.unsqueeze(1).expand(-1, k_split, -1).reshape(-1, Cm)
+            ptr_pos = ptr_pos.unsqueeze(1).expand(-1, k_split, -1).reshape(P * k_split, Cm)
         else:
             ptr_tok = obj_ptrs
         ptr_pos = ptr_pos.unsqueeze(0).expand(B, -1, -1)
