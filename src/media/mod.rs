@@ -119,6 +119,9 @@ pub struct ItemInfo {
 /// * any other file → [`SourceKind::Video`] through FFmpeg.
 ///
 /// Empty, damaged, truncated or unsupported files give a [`MediaError`]; nothing panics.
+/// Images wider or taller than [`MAX_IMAGE_SIDE`] or above [`MAX_IMAGE_PIXELS`] are refused with
+/// [`MediaError::Unsupported`] (not downscaled). Videos are indexed at open by reading every
+/// packet of the video stream (no decoding), so opening costs about one read of the file.
 pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
     let meta = std::fs::metadata(path).map_err(|source| MediaError::Io {
         path: path.to_owned(),
