@@ -30,9 +30,11 @@ fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -72,7 +74,11 @@ fn save_png(img: &RgbImage, path: &Path) {
 
 fn click(x: f32, y: f32) -> Prompts {
     Prompts {
-        points: vec![Point { x, y, positive: true }],
+        points: vec![Point {
+            x,
+            y,
+            positive: true,
+        }],
         bbox: None,
     }
 }
@@ -139,7 +145,9 @@ fn main() {
     for k in 0..=n_clicks {
         let x = iw as f32 * (0.2 + 0.6 * (k as f32 / n_clicks.max(1) as f32));
         let t = Instant::now();
-        let p = pred.predict(&emb, &click(x, ih as f32 * 0.4), None).unwrap();
+        let p = pred
+            .predict(&emb, &click(x, ih as f32 * 0.4), None)
+            .unwrap();
         if k > 0 {
             dec_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -147,20 +155,45 @@ fn main() {
     }
     // video: two objects clicked on frame 0, forward propagation through the clip
     let mut frames_src = frames.clone();
-    let mut tracker =
-        VideoTracker::new(Arc::clone(&model), n_frames, vw, vh, TrackerOptions::default()).unwrap();
+    let mut tracker = VideoTracker::new(
+        Arc::clone(&model),
+        n_frames,
+        vw,
+        vh,
+        TrackerOptions::default(),
+    )
+    .unwrap();
     tracker
-        .add_prompts(&mut frames_src, 0, 1, &click(0.25 * vw as f32, 0.35 * vh as f32), true, None)
+        .add_prompts(
+            &mut frames_src,
+            0,
+            1,
+            &click(0.25 * vw as f32, 0.35 * vh as f32),
+            true,
+            None,
+        )
         .unwrap();
     tracker
-        .add_prompts(&mut frames_src, 0, 2, &click(0.7 * vw as f32, 0.6 * vh as f32), true, None)
+        .add_prompts(
+            &mut frames_src,
+            0,
+            2,
+            &click(0.7 * vw as f32, 0.6 * vh as f32),
+            true,
+            None,
+        )
         .unwrap();
     let mut stamps = Vec::new();
     let t = Instant::now();
     tracker
-        .propagate(&mut frames_src, None, Direction::Forward, None, None, &mut |p, _| {
-            stamps.push((p.frame, t.elapsed().as_secs_f64()))
-        })
+        .propagate(
+            &mut frames_src,
+            None,
+            Direction::Forward,
+            None,
+            None,
+            &mut |p, _| stamps.push((p.frame, t.elapsed().as_secs_f64())),
+        )
         .unwrap();
     // frame 0 is the prompted frame (memory encoding only); per-frame time over frames 1..
     let first = stamps.first().map_or(0.0, |s| s.1);
@@ -175,7 +208,9 @@ fn main() {
     let enc = med(&mut enc_ms);
     let dec = med(&mut dec_ms);
     println!("[rust] encoder {enc:.0} ms (median of 3, preprocessing included)");
-    println!("[rust] decoder {dec:.1} ms per click (median of {n_clicks}, mask post-processing included)");
+    println!(
+        "[rust] decoder {dec:.1} ms per click (median of {n_clicks}, mask post-processing included)"
+    );
     println!(
         "[rust] propagation {prop_ms_per_frame_obj:.0} ms per frame per object (2 objects, {tracked} frames, {vw}x{vh}; encoder pass included)"
     );
@@ -191,14 +226,22 @@ fn main() {
                 .unwrap_or_else(|| PathBuf::from("~/.cache"))
                 .join("pixelrefer-studio/venv/bin/python")
         });
-    println!("[torch] running onnx/bench_sam2.py with {} ...", py.display());
+    println!(
+        "[torch] running onnx/bench_sam2.py with {} ...",
+        py.display()
+    );
     let out = std::process::Command::new(&py)
         .arg(root.join("onnx/bench_sam2.py"))
         .arg("--model-dir")
         .arg(&dir)
         .arg("--inputs")
         .arg(tmp.path())
-        .args(["--threads", &threads.to_string(), "--clicks", &n_clicks.to_string()])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--clicks",
+            &n_clicks.to_string(),
+        ])
         .output();
     let out = match out {
         Ok(o) if o.status.success() => o,
