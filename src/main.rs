@@ -58,6 +58,51 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Model directory commands.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Track objects through a video with SAM 2 and write a regions file.
+    ///
+    /// PROMPTS is JSON: {"objects":[{"id":0,"label":"dog","prompts":[{"frame":0,"points":[[x,y,1]],"box":null}]}]}
+    /// (points [x, y, label] in frame pixels, label 1 positive / 0 negative; box [x0,y0,x1,y1]).
+    /// Propagates forward from the earliest prompted frame and backward from it; progress on stderr.
+    Track {
+        /// The video (or a folder of frames).
+        video: PathBuf,
+        /// SAM 2 model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompts JSON (see above).
+        #[arg(long)]
+        prompts: PathBuf,
+        /// Regions JSON to write (`*.regions.json`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to run the model.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: cli::sam_cmds::Device,
+        /// Intra-op threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Replay a model directory's bundled reference cases and check parity with the official
+    /// predictors (exits non-zero beyond the tolerances).
+    Verify {
+        /// The model directory.
+        dir: PathBuf,
+        /// Where to run the model.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: cli::sam_cmds::Device,
+        /// Intra-op threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +119,28 @@ fn main() -> std::process::ExitCode {
             format,
             out,
         }) => cli::project_cmds::export(&project, format, &out),
+        Some(Command::Models {
+            command:
+                ModelsCommand::Verify {
+                    dir,
+                    device,
+                    threads,
+                },
+        }) => cli::sam_cmds::verify(&dir, &cli::sam_cmds::session_options(device, threads)),
+        Some(Command::Track {
+            video,
+            model,
+            prompts,
+            out,
+            device,
+            threads,
+        }) => cli::sam_cmds::track(
+            &video,
+            &model,
+            &prompts,
+            &out,
+            &cli::sam_cmds::session_options(device, threads),
+        ),
         None => pixelrefer_studio::ui::run(args.path),
     };
     match result {

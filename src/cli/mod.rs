@@ -3,3 +3,4 @@
 
 pub mod media_cmds;
 pub mod project_cmds;
+pub mod sam_cmds;

@@ -1,0 +1,1036 @@
+//! Video mode: `SAM2VideoPredictor` (sam2/sam2_video_predictor.py) with the memory bank of
+//! `SAM2Base._prepare_memory_conditioned_features` (sam2/modeling/sam2_base.py), ported from
+//! `VideoPredictor` in `onnx/sam2_host_ref.py`.
+//!
+//! Differences from the spec, none of which changes a result on the reference clip:
+//! * objects that are tracked on the same frame share one encoder pass and are batched in the
+//!   decoder and memory encoder, and in memory attention when their memory banks have the same
+//!   layout (same temporal indices and pointer distances);
+//! * only the last encoded frame's features are kept; the memory features of non-conditioning
+//!   frames are kept in bfloat16 (exactly the values the official code stores) within a byte
+//!   budget ([`TrackerOptions::memory_budget_bytes`]); past it, the frames farthest from the
+//!   current one lose their memory features and low-res logits first (object pointers and scores,
+//!   a few hundred bytes a frame, are always kept). A frame that lost its memory features is
+//!   skipped by later memory banks, and a click on it runs without the previous-mask input;
+//! * a one-frame video divides pointer distances by 1 instead of 0 (the official code would
+//!   produce NaN when correcting the only frame).
+
+use super::image::preprocess_video_frame;
+use super::{
+    CancelToken, EncoderOutput, LowResLogits, Prompts, RgbImage, Sam2Config, Sam2Model,
+    SegmentError, choose_mask, ops,
+};
+use crate::mask::Mask;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Frames of a video, decoded on demand.
+pub trait FrameSource {
+    /// Number of frames.
+    fn frame_count(&self) -> usize;
+    /// Frame `index` as 8-bit RGB.
+    fn frame(&mut self, index: usize) -> Result<RgbImage, SegmentError>;
+}
+
+impl FrameSource for Vec<RgbImage> {
+    fn frame_count(&self) -> usize {
+        self.len()
+    }
+    fn frame(&mut self, index: usize) -> Result<RgbImage, SegmentError> {
+        self.get(index).cloned().ok_or(SegmentError::FrameIndex {
+            index,
+            count: self.len(),
+        })
+    }
+}
+
+/// Propagation direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Increasing frame index.
+    Forward,
+    /// Decreasing frame index.
+    Backward,
+}
+
+/// Video predictor settings that are not properties of the model. `None` takes the manifest's
+/// value (the official `build_sam2_video_predictor` defaults).
+#[derive(Debug, Clone)]
+pub struct TrackerOptions {
+    /// `fill_hole_area` (hole filling of the low-res logits; 8 in the official builder).
+    pub fill_hole_area: Option<usize>,
+    /// `add_all_frames_to_correct_as_cond`: a click on an already tracked frame makes it a
+    /// conditioning frame, so the correction sticks when propagating again.
+    pub add_all_frames_to_correct_as_cond: Option<bool>,
+    /// `non_overlap_masks`: one object per pixel in the returned masks.
+    pub non_overlap_masks: Option<bool>,
+    /// Byte budget of the stored per-frame memories (see the module docs).
+    pub memory_budget_bytes: usize,
+    /// Record which frames each memory bank used (tests, `models verify`).
+    pub trace_banks: bool,
+}
+
+impl Default for TrackerOptions {
+    fn default() -> Self {
+        Self {
+            fill_hole_area: None,
+            add_all_frames_to_correct_as_cond: None,
+            non_overlap_masks: None,
+            memory_budget_bytes: 1 << 30,
+            trace_banks: false,
+        }
+    }
+}
+
+/// One object's result on one frame.
+#[derive(Debug, Clone)]
+pub struct ObjectFrame {
+    /// The object id.
+    pub obj_id: u32,
+    /// The frame index.
+    pub frame: usize,
+    /// The mask at video size (empty when the object is not visible).
+    pub mask: Mask,
+    /// Object score logit; `> 0` means visible.
+    pub score: f32,
+    /// Whether the object is visible on this frame (score > 0).
+    pub visible: bool,
+    /// Whether this frame is one of the object's conditioning (prompted) frames.
+    pub conditioning: bool,
+    /// The stored low-res logits (hole-filled; `no_obj_score` everywhere when not visible).
+    pub low_res_logits: Arc<LowResLogits>,
+}
+
+/// Progress of a propagation, reported once per frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PropagationProgress {
+    /// The frame just finished.
+    pub frame: usize,
+    /// Frames finished in this pass.
+    pub done: usize,
+    /// Frames in this pass.
+    pub total: usize,
+    /// Direction of this pass.
+    pub direction: Direction,
+}
+
+/// Which memories a memory-attention call used (for tests): spatial `(frame, t_pos)` and
+/// pointers `(frame, signed temporal distance)`, in concatenation order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BankTrace {
+    /// Spatial memories.
+    pub spatial: Vec<(usize, usize)>,
+    /// Object pointers.
+    pub pointers: Vec<(usize, i64)>,
+}
+
+/// Compact per-frame, per-object state (`compact_current_out` of the official code).
+#[derive(Debug, Clone)]
+struct FrameOut {
+    /// `[L, L]` low-res logits (hole-filled); `None` once evicted.
+    pred_masks: Option<Arc<LowResLogits>>,
+    /// `[C]` object pointer.
+    obj_ptr: Vec<f32>,
+    /// Object score logit.
+    score: f32,
+    /// `[Cm, F, F]` bfloat16 bits of the memory features; `None` until encoded or once evicted.
+    maskmem: Option<Vec<u16>>,
+}
+
+impl FrameOut {
+    fn bytes(&self) -> usize {
+        self.pred_masks.as_ref().map_or(0, |p| p.data.len() * 4)
+            + self.maskmem.as_ref().map_or(0, |m| m.len() * 2)
+    }
+}
+
+/// A map that keeps insertion order, and keeps a key's position when its value is replaced
+/// (like a Python dict: the order of conditioning frames decides the bank's concatenation order).
+#[derive(Debug, Clone, Default)]
+struct OrderedMap {
+    items: Vec<(usize, FrameOut)>,
+}
+
+impl OrderedMap {
+    fn get(&self, k: usize) -> Option<&FrameOut> {
+        self.items.iter().find(|(t, _)| *t == k).map(|(_, v)| v)
+    }
+    fn contains(&self, k: usize) -> bool {
+        self.items.iter().any(|(t, _)| *t == k)
+    }
+    fn insert(&mut self, k: usize, v: FrameOut) {
+        match self.items.iter_mut().find(|(t, _)| *t == k) {
+            Some(slot) => slot.1 = v,
+            None => self.items.push((k, v)),
+        }
+    }
+    fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.items.iter().map(|(t, _)| *t)
+    }
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ObjState {
+    id: u32,
+    /// frame -> (coords in 1024-space `[N*2]`, labels `[N]`)
+    points: HashMap<usize, (Vec<f32>, Vec<i32>)>,
+    cond: OrderedMap,
+    non_cond: HashMap<usize, FrameOut>,
+    temp_cond: OrderedMap,
+    temp_non_cond: OrderedMap,
+    /// frame -> whether the pass that produced it was reverse
+    tracked: HashMap<usize, bool>,
+}
+
+impl ObjState {
+    fn new(id: u32) -> Self {
+        Self {
+            id,
+            points: HashMap::new(),
+            cond: OrderedMap::default(),
+            non_cond: HashMap::new(),
+            temp_cond: OrderedMap::default(),
+            temp_non_cond: OrderedMap::default(),
+            tracked: HashMap::new(),
+        }
+    }
+
+    /// `cond.get(t) or non_cond.get(t)`
+    fn stored(&self, t: usize) -> Option<&FrameOut> {
+        self.cond.get(t).or_else(|| self.non_cond.get(&t))
+    }
+}
+
+/// The memory bank chosen for one (frame, object): spatial `(frame, t_pos, out)` and pointers
+/// `(frame, distance, out)`.
+type Bank<'a> = (
+    Vec<(usize, usize, &'a FrameOut)>,
+    Vec<(usize, i64, &'a FrameOut)>,
+);
+
+/// One object's consolidated output on a frame: (id, (low-res logits, score) if any,
+/// conditioning frame).
+type Slot = (u32, Option<(Arc<LowResLogits>, f32)>, bool);
+
+/// SAM 2 video tracker: per-object memory banks over one video.
+pub struct VideoTracker {
+    model: Arc<Sam2Model>,
+    c: Sam2Config,
+    options: TrackerOptions,
+    num_frames: usize,
+    width: u32,
+    height: u32,
+    objs: Vec<ObjState>,
+    features: Option<(usize, EncoderOutput)>,
+    bank_log: HashMap<(usize, u32), BankTrace>,
+    encoder_runs: u64,
+}
+
+impl std::fmt::Debug for VideoTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoTracker")
+            .field("num_frames", &self.num_frames)
+            .field("size", &(self.width, self.height))
+            .field("objects", &self.object_ids())
+            .finish()
+    }
+}
+
+fn floor_div(a: i64, b: i64) -> i64 {
+    a.div_euclid(b)
+}
+
+impl VideoTracker {
+    /// A tracker for a video of `num_frames` frames of `width × height` (`init_state`).
+    pub fn new(
+        model: Arc<Sam2Model>,
+        num_frames: usize,
+        width: u32,
+        height: u32,
+        options: TrackerOptions,
+    ) -> Result<Self, SegmentError> {
+        if num_frames == 0 {
+            return Err(SegmentError::Frame("the video has no frames".into()));
+        }
+        if width == 0 || height == 0 {
+            return Err(SegmentError::Frame(format!(
+                "the video frames are empty ({width}x{height})"
+            )));
+        }
+        let mut c = model.config().clone();
+        if let Some(v) = options.fill_hole_area {
+            c.fill_hole_area = v;
+        }
+        if let Some(v) = options.add_all_frames_to_correct_as_cond {
+            c.add_all_frames_to_correct_as_cond = v;
+        }
+        if let Some(v) = options.non_overlap_masks {
+            c.non_overlap_masks = v;
+        }
+        Ok(Self {
+            model,
+            c,
+            options,
+            num_frames,
+            width,
+            height,
+            objs: Vec::new(),
+            features: None,
+            bank_log: HashMap::new(),
+            encoder_runs: 0,
+        })
+    }
+
+    /// Frames in the video.
+    pub fn num_frames(&self) -> usize {
+        self.num_frames
+    }
+
+    /// Object ids, in the order they were first prompted.
+    pub fn object_ids(&self) -> Vec<u32> {
+        self.objs.iter().map(|o| o.id).collect()
+    }
+
+    /// How many times the image encoder ran.
+    pub fn encoder_runs(&self) -> u64 {
+        self.encoder_runs
+    }
+
+    /// Bytes held by stored per-frame memories (memory features and low-res logits).
+    pub fn memory_bytes(&self) -> usize {
+        self.objs
+            .iter()
+            .map(|o| {
+                o.non_cond.values().map(FrameOut::bytes).sum::<usize>()
+                    + o.cond.items.iter().map(|(_, v)| v.bytes()).sum::<usize>()
+                    + o.temp_cond
+                        .items
+                        .iter()
+                        .map(|(_, v)| v.bytes())
+                        .sum::<usize>()
+                    + o.temp_non_cond
+                        .items
+                        .iter()
+                        .map(|(_, v)| v.bytes())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// The memory bank used by the last memory-attention call on `(frame, obj_id)` (only with
+    /// [`TrackerOptions::trace_banks`]).
+    pub fn bank_trace(&self, frame: usize, obj_id: u32) -> Option<&BankTrace> {
+        self.bank_log.get(&(frame, obj_id))
+    }
+
+    /// Forgets the recorded bank traces.
+    pub fn clear_bank_traces(&mut self) {
+        self.bank_log.clear();
+    }
+
+    /// Conditioning (prompted) frames of an object, in the order they were added.
+    pub fn conditioning_frames(&self, obj_id: u32) -> Vec<usize> {
+        self.objs
+            .iter()
+            .find(|o| o.id == obj_id)
+            .map(|o| o.cond.keys().chain(o.temp_cond.keys()).collect())
+            .unwrap_or_default()
+    }
+
+    fn check_index(&self, t: usize) -> Result<(), SegmentError> {
+        if t >= self.num_frames {
+            return Err(SegmentError::FrameIndex {
+                index: t,
+                count: self.num_frames,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encoder outputs of frame `t`; only the last encoded frame is kept (the official code
+    /// does the same).
+    fn ensure_features(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        t: usize,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(), SegmentError> {
+        if self.features.as_ref().is_some_and(|(ft, _)| *ft == t) {
+            return Ok(());
+        }
+        self.features = None;
+        let img = frames.frame(t)?;
+        if img.width != self.width || img.height != self.height {
+            return Err(SegmentError::Frame(format!(
+                "frame {t} is {}x{}, the video is {}x{}",
+                img.width, img.height, self.width, self.height
+            )));
+        }
+        img.data
+            .len()
+            .eq(&(img.width as usize * img.height as usize * 3))
+            .then_some(())
+            .ok_or_else(|| SegmentError::Frame(format!("frame {t} has a wrong byte count")))?;
+        let x = preprocess_video_frame(&img, &self.c);
+        let out = self.model.encode_image(&x, true, cancel)?;
+        self.encoder_runs += 1;
+        self.features = Some((t, out));
+        Ok(())
+    }
+
+    fn feats(&self) -> Result<&EncoderOutput, SegmentError> {
+        self.features
+            .as_ref()
+            .map(|(_, f)| f)
+            .ok_or_else(|| SegmentError::Frame("no frame features".into()))
+    }
+
+    // -- memory bank: SAM2Base._prepare_memory_conditioned_features -----------------------------
+
+    /// `select_closest_cond_frames`: (selected, unselected) conditioning frames, in order.
+    fn select_closest_cond_frames(&self, t: usize, cond: &OrderedMap) -> (Vec<usize>, Vec<usize>) {
+        let mx = self.c.max_cond_frames_in_attn;
+        let all: Vec<usize> = cond.keys().collect();
+        if mx == -1 || all.len() as i64 <= mx {
+            return (all, Vec::new());
+        }
+        let mut sel = Vec::new();
+        if let Some(b) = all.iter().copied().filter(|&s| s < t).max() {
+            sel.push(b);
+        }
+        if let Some(a) = all.iter().copied().filter(|&s| s >= t).min() {
+            sel.push(a);
+        }
+        let mut rest: Vec<usize> = all.iter().copied().filter(|s| !sel.contains(s)).collect();
+        rest.sort_by_key(|&s| s.abs_diff(t)); // stable, as Python's sorted
+        let room = (mx.max(0) as usize).saturating_sub(sel.len());
+        sel.extend(rest.into_iter().take(room));
+        let unsel = all.into_iter().filter(|s| !sel.contains(s)).collect();
+        (sel, unsel)
+    }
+
+    fn memory_bank<'a>(&self, st: &'a ObjState, t: usize, reverse: bool) -> Bank<'a> {
+        let c = &self.c;
+        let n_mem = c.num_maskmem;
+        let (selected, unselected) = self.select_closest_cond_frames(t, &st.cond);
+        let unsel_get = |s: usize| {
+            if unselected.contains(&s) {
+                st.cond.get(s)
+            } else {
+                None
+            }
+        };
+        let mut spatial: Vec<(usize, usize, &FrameOut)> = selected
+            .iter()
+            .filter_map(|&s| st.cond.get(s).map(|o| (s, 0usize, o)))
+            .filter(|(_, _, o)| o.maskmem.is_some())
+            .collect();
+        let r = c.memory_temporal_stride_for_eval.max(1);
+        let ti = t as i64;
+        for t_pos in 1..n_mem {
+            let t_rel = (n_mem - t_pos) as i64;
+            let prev = if t_rel == 1 {
+                if reverse { ti + 1 } else { ti - 1 }
+            } else if !reverse {
+                floor_div(ti - 2, r) * r - (t_rel - 2) * r
+            } else {
+                -floor_div(-(ti + 2), r) * r + (t_rel - 2) * r
+            };
+            let Ok(prev) = usize::try_from(prev) else {
+                continue;
+            };
+            let out = st.non_cond.get(&prev).or_else(|| unsel_get(prev));
+            if let Some(o) = out
+                && o.maskmem.is_some()
+            {
+                spatial.push((prev, t_pos, o));
+            }
+        }
+        let mut pointers = Vec::new();
+        if c.use_obj_ptrs_in_encoder {
+            let max_ptrs = self.num_frames.min(c.max_obj_ptrs_in_encoder);
+            for &s in &selected {
+                let keep =
+                    !c.only_obj_ptrs_in_the_past_for_eval || if reverse { s >= t } else { s <= t };
+                if !keep {
+                    continue;
+                }
+                let Some(o) = st.cond.get(s) else { continue };
+                let d = if c.use_signed_tpos_enc_to_obj_ptrs {
+                    (ti - s as i64) * if reverse { -1 } else { 1 }
+                } else {
+                    (ti - s as i64).abs()
+                };
+                pointers.push((s, d, o));
+            }
+            for t_diff in 1..max_ptrs {
+                let s = if reverse {
+                    ti + t_diff as i64
+                } else {
+                    ti - t_diff as i64
+                };
+                if s < 0 || s >= self.num_frames as i64 {
+                    break;
+                }
+                let s = s as usize;
+                if let Some(o) = st.non_cond.get(&s).or_else(|| unsel_get(s)) {
+                    pointers.push((s, t_diff as i64, o));
+                }
+            }
+        }
+        (spatial, pointers)
+    }
+
+    /// Memory-attention inputs of one object's bank: (tpos_index, ptr_pos, mem `[S*Cm*F*F]`,
+    /// ptrs `[P*C]`, trace).
+    fn bank_inputs(
+        &self,
+        st: &ObjState,
+        t: usize,
+        reverse: bool,
+    ) -> (Vec<i64>, Vec<f32>, Vec<f32>, Vec<f32>, BankTrace) {
+        let (spatial, pointers) = self.memory_bank(st, t, reverse);
+        let n_mem = self.c.num_maskmem;
+        let tpos: Vec<i64> = spatial
+            .iter()
+            .map(|(_, tp, _)| (n_mem - tp - 1) as i64)
+            .collect();
+        let mut mem = Vec::new();
+        for (_, _, o) in &spatial {
+            if let Some(m) = &o.maskmem {
+                mem.extend(m.iter().map(|&b| f32::from_bits(u32::from(b) << 16)));
+            }
+        }
+        // t_diff_max = min(num_frames, max_obj_ptrs_in_encoder) - 1 (1 for a one-frame video)
+        let t_diff_max = (self.num_frames.min(self.c.max_obj_ptrs_in_encoder) as i64 - 1).max(1);
+        let pos: Vec<f32> = pointers
+            .iter()
+            .map(|(_, d, _)| *d as f32 / t_diff_max as f32)
+            .collect();
+        let mut ptrs = Vec::new();
+        for (_, _, o) in &pointers {
+            ptrs.extend_from_slice(&o.obj_ptr);
+        }
+        let trace = BankTrace {
+            spatial: spatial.iter().map(|(f, tp, _)| (*f, *tp)).collect(),
+            pointers: pointers.iter().map(|(f, d, _)| (*f, *d)).collect(),
+        };
+        (tpos, pos, mem, ptrs, trace)
+    }
+
+    /// Memory-conditioned features for the objects `idx` on frame `t` (batched by bank layout).
+    /// Returns `[len(idx) * C * F * F]` in the order of `idx`.
+    fn memory_conditioned(
+        &mut self,
+        idx: &[usize],
+        t: usize,
+        reverse: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<f32>, SegmentError> {
+        let c = &self.c;
+        let emb = c.hidden_dim * c.feat_size * c.feat_size;
+        let mut inputs = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let (tpos, pos, mem, ptrs, trace) = self.bank_inputs(&self.objs[i], t, reverse);
+            if self.options.trace_banks {
+                self.bank_log.insert((t, self.objs[i].id), trace);
+            }
+            inputs.push((tpos, pos, mem, ptrs));
+        }
+        let mut out = vec![0f32; idx.len() * emb];
+        let mut done = vec![false; idx.len()];
+        for a in 0..idx.len() {
+            if done[a] {
+                continue;
+            }
+            let group: Vec<usize> = (a..idx.len())
+                .filter(|&b| {
+                    !done[b]
+                        && inputs[b].0 == inputs[a].0
+                        && inputs[b].1.len() == inputs[a].1.len()
+                        && inputs[b]
+                            .1
+                            .iter()
+                            .zip(&inputs[a].1)
+                            .all(|(x, y)| x.to_bits() == y.to_bits())
+                })
+                .collect();
+            let mut mem = Vec::new();
+            let mut ptrs = Vec::new();
+            for &g in &group {
+                mem.extend_from_slice(&inputs[g].2);
+                ptrs.extend_from_slice(&inputs[g].3);
+                done[g] = true;
+            }
+            let pix = &self.feats()?.pix_feat;
+            let res = self.model.attend(
+                pix,
+                group.len(),
+                &mem,
+                &inputs[a].0,
+                &ptrs,
+                &inputs[a].1,
+                cancel,
+            )?;
+            for (k, &g) in group.iter().enumerate() {
+                out[g * emb..(g + 1) * emb].copy_from_slice(&res[k * emb..(k + 1) * emb]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `track_step` + `_run_single_frame_inference` for the objects `idx` on frame `t` (features
+    /// of `t` already computed). `points[k]` are 1024-space prompts of object `idx[k]`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_single_frame(
+        &mut self,
+        idx: &[usize],
+        t: usize,
+        is_init_cond: bool,
+        points: Option<(&[f32], &[i32])>,
+        reverse: bool,
+        run_mem_encoder: bool,
+        prev_logits: Option<&[f32]>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<FrameOut>, SegmentError> {
+        let b = idx.len();
+        let c = self.c.clone();
+        let l = c.low_res_mask_size;
+        let plane = l * l;
+        let pix = if is_init_cond && c.directly_add_no_mem_embed {
+            self.feats()?.image_embed.clone()
+        } else {
+            self.memory_conditioned(idx, t, reverse, cancel)?
+        };
+        // no prompt: one padding point (the graph appends a second one)
+        let (coords, labels, n, num_pts) = match points {
+            Some((p, lab)) => {
+                let mut cs = Vec::with_capacity(b * p.len());
+                let mut ls = Vec::with_capacity(b * lab.len());
+                for _ in 0..b {
+                    cs.extend_from_slice(p);
+                    ls.extend_from_slice(lab);
+                }
+                (cs, ls, lab.len(), lab.len())
+            }
+            None => (vec![0f32; 2 * b], vec![-1i32; b], 1, 0),
+        };
+        let multimask = c.multimask_output_in_sam
+            && (is_init_cond || c.multimask_output_for_tracking)
+            && (c.multimask_min_pt_num..=c.multimask_max_pt_num).contains(&num_pts);
+        let (mask_in, has) = match prev_logits {
+            Some(p) => (p.repeat(b), vec![1f32; b]),
+            None => (vec![0f32; b * plane], vec![0f32; b]),
+        };
+        let feats = self.feats()?;
+        let dec = self
+            .model
+            .decode(&pix, feats, &coords, &labels, n, &mask_in, &has, cancel)?;
+        let ch = c.hidden_dim;
+        let mut outs = Vec::with_capacity(b);
+        let mut lows = Vec::with_capacity(b * plane);
+        for k in 0..b {
+            let low4 = &dec.low_res_masks[k * 4 * plane..(k + 1) * 4 * plane];
+            let iou4 = &dec.iou[k * 4..(k + 1) * 4];
+            let (m, tok) = choose_mask(&c, low4, iou4, multimask);
+            let sc = dec.object_score[k];
+            let low: Vec<f32> = if c.pred_obj_scores && (sc <= 0.0 || sc.is_nan()) {
+                vec![c.no_obj_score; plane]
+            } else {
+                low4[m * plane..(m + 1) * plane].to_vec()
+            };
+            lows.extend_from_slice(&low);
+            let ptr = dec.obj_ptr[(k * 4 + tok) * ch..(k * 4 + tok + 1) * ch].to_vec();
+            outs.push((low, ptr, sc));
+        }
+        let mut maskmems: Vec<Option<Vec<u16>>> = vec![None; b];
+        if run_mem_encoder {
+            let binarize = if c.binarize_mask_from_pts_for_mem_enc && points.is_some() {
+                1f32
+            } else {
+                0f32
+            };
+            let scores: Vec<f32> = outs.iter().map(|o| o.2).collect();
+            let mm = self.model.encode_memory(
+                &feats.pix_feat,
+                &lows,
+                &scores,
+                &vec![binarize; b],
+                cancel,
+            )?;
+            let per = mm.len() / b;
+            for (k, slot) in maskmems.iter_mut().enumerate() {
+                *slot = Some(
+                    mm[k * per..(k + 1) * per]
+                        .iter()
+                        .map(|&v| ops::bf16_bits(v) as u16)
+                        .collect(),
+                );
+            }
+        }
+        Ok(outs
+            .into_iter()
+            .zip(maskmems)
+            .map(|((mut low, obj_ptr, score), maskmem)| {
+                // after the memory encoder, on the stored/returned logits
+                if c.fill_hole_area > 0 {
+                    ops::fill_holes_in_mask_scores(&mut low, l, l, c.fill_hole_area);
+                }
+                FrameOut {
+                    pred_masks: Some(Arc::new(LowResLogits { size: l, data: low })),
+                    obj_ptr,
+                    score,
+                    maskmem,
+                }
+            })
+            .collect())
+    }
+
+    /// Video-size outputs of all objects on frame `t` from their low-res logits (`_get_orig_video_res_output`).
+    fn video_res(&self, t: usize, outs: Vec<Slot>) -> Vec<ObjectFrame> {
+        let c = &self.c;
+        let l = c.low_res_mask_size;
+        let (w, h) = (self.width as usize, self.height as usize);
+        let empty = Arc::new(LowResLogits {
+            size: l,
+            data: vec![c.no_obj_score; l * l],
+        });
+        let lows: Vec<(Arc<LowResLogits>, f32)> = outs
+            .iter()
+            .map(|(_, o, _)| o.clone().unwrap_or((Arc::clone(&empty), c.no_obj_score)))
+            .collect();
+        let mut planes: Vec<Vec<f32>> = lows
+            .iter()
+            .map(|(lr, _)| ops::resize_bilinear(&lr.data, l, l, h, w))
+            .collect();
+        if c.non_overlap_masks {
+            ops::apply_non_overlapping_constraints(&mut planes);
+        }
+        outs.into_iter()
+            .zip(planes)
+            .zip(lows)
+            .map(|(((id, _, conditioning), plane), (lr, score))| {
+                let visible = score > 0.0;
+                let data: Vec<u8> = if visible {
+                    plane
+                        .iter()
+                        .map(|&v| u8::from(v > c.mask_threshold))
+                        .collect()
+                } else {
+                    vec![0; w * h]
+                };
+                let mask = Mask::from_raw(self.width, self.height, data)
+                    .unwrap_or_else(|_| Mask::new(self.width, self.height));
+                ObjectFrame {
+                    obj_id: id,
+                    frame: t,
+                    mask,
+                    score,
+                    visible,
+                    conditioning,
+                    low_res_logits: lr,
+                }
+            })
+            .collect()
+    }
+
+    /// Adds clicks and/or a box for object `obj_id` on frame `t` (`add_new_points_or_box`): a new
+    /// object, a new conditioning frame, or a correction of a tracked frame. Returns every
+    /// object's result on that frame. Propagate again to spread the change.
+    pub fn add_prompts(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        t: usize,
+        obj_id: u32,
+        prompts: &Prompts,
+        clear_old_points: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<ObjectFrame>, SegmentError> {
+        self.check_index(t)?;
+        if frames.frame_count() != self.num_frames {
+            return Err(SegmentError::Frame(format!(
+                "the frame source has {} frames, the tracker {}",
+                frames.frame_count(),
+                self.num_frames
+            )));
+        }
+        if prompts.bbox.is_some() && !clear_old_points {
+            return Err(SegmentError::Prompt(
+                "a box replaces earlier clicks on that frame (clear_old_points must be true)"
+                    .into(),
+            ));
+        }
+        let (pts, labels) = prompts.to_points(self.width, self.height)?;
+        let s = self.c.image_size as f32;
+        let (w, h) = (self.width as f32, self.height as f32);
+        let mut coords: Vec<f32> = pts
+            .iter()
+            .flat_map(|[x, y]| [x / w * s, y / h * s])
+            .collect();
+        let mut labels = labels;
+        let i = match self.objs.iter().position(|o| o.id == obj_id) {
+            Some(i) => i,
+            None => {
+                self.objs.push(ObjState::new(obj_id));
+                self.objs.len() - 1
+            }
+        };
+        let st = &mut self.objs[i];
+        if !clear_old_points && let Some((oc, ol)) = st.points.get(&t) {
+            let mut c2 = oc.clone();
+            c2.extend_from_slice(&coords);
+            coords = c2;
+            let mut l2 = ol.clone();
+            l2.extend_from_slice(&labels);
+            labels = l2;
+        }
+        st.points.insert(t, (coords.clone(), labels.clone()));
+        let is_init_cond = !st.tracked.contains_key(&t);
+        let reverse = if is_init_cond {
+            false
+        } else {
+            st.tracked.get(&t).copied().unwrap_or(false)
+        };
+        let is_cond = is_init_cond || self.c.add_all_frames_to_correct_as_cond;
+        let clamp = self.c.prev_mask_logits_clamp;
+        let prev = {
+            let temp = if is_cond {
+                &st.temp_cond
+            } else {
+                &st.temp_non_cond
+            };
+            temp.get(t).or_else(|| st.stored(t))
+        };
+        let prev_logits: Option<Vec<f32>> = prev
+            .and_then(|p| p.pred_masks.as_ref())
+            .map(|p| p.data.iter().map(|v| v.clamp(-clamp, clamp)).collect());
+        self.ensure_features(frames, t, cancel)?;
+        let mut out = self.run_single_frame(
+            &[i],
+            t,
+            is_init_cond,
+            Some((&coords, &labels)),
+            reverse,
+            false,
+            prev_logits.as_deref(),
+            cancel,
+        )?;
+        let Some(out) = out.pop() else {
+            return Err(SegmentError::Frame("no output".into()));
+        };
+        let st = &mut self.objs[i];
+        if is_cond {
+            st.temp_cond.insert(t, out);
+        } else {
+            st.temp_non_cond.insert(t, out);
+        }
+        // consolidate all objects on this frame (missing ones: no_obj_score)
+        let outs = self
+            .objs
+            .iter()
+            .map(|s| {
+                let temp = if is_cond {
+                    &s.temp_cond
+                } else {
+                    &s.temp_non_cond
+                };
+                let o = temp.get(t).or_else(|| s.stored(t));
+                let lr = o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score)));
+                (s.id, lr, s.temp_cond.contains(t) || s.cond.contains(t))
+            })
+            .collect();
+        Ok(self.video_res(t, outs))
+    }
+
+    /// `propagate_in_video_preflight`: encodes the memories of frames that received clicks.
+    fn preflight(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(), SegmentError> {
+        if self.objs.is_empty() {
+            return Err(SegmentError::NoPrompts);
+        }
+        let binarize = if self.c.binarize_mask_from_pts_for_mem_enc {
+            1f32
+        } else {
+            0f32
+        };
+        for i in 0..self.objs.len() {
+            for which in [false, true] {
+                let items = {
+                    let st = &mut self.objs[i];
+                    let temp = if which {
+                        &mut st.temp_cond
+                    } else {
+                        &mut st.temp_non_cond
+                    };
+                    std::mem::take(&mut temp.items)
+                };
+                for (t, mut out) in items {
+                    if out.maskmem.is_none() {
+                        let Some(low) = out.pred_masks.clone() else {
+                            continue;
+                        };
+                        self.ensure_features(frames, t, cancel)?;
+                        let feats = self.feats()?;
+                        let mm = self.model.encode_memory(
+                            &feats.pix_feat,
+                            &low.data,
+                            &[out.score],
+                            &[binarize],
+                            cancel,
+                        )?;
+                        out.maskmem = Some(mm.iter().map(|&v| ops::bf16_bits(v) as u16).collect());
+                    }
+                    let st = &mut self.objs[i];
+                    if which {
+                        st.cond.insert(t, out);
+                    } else {
+                        st.non_cond.insert(t, out);
+                    }
+                }
+            }
+            let st = &mut self.objs[i];
+            if st.cond.is_empty() {
+                return Err(SegmentError::Prompt(format!(
+                    "object {} has no prompted frame (every object needs a click or a box on some frame)",
+                    st.id
+                )));
+            }
+            let conds: Vec<usize> = st.cond.keys().collect();
+            for t in conds {
+                st.non_cond.remove(&t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops memory features and logits of non-conditioning frames far from `t` while over the
+    /// byte budget, farthest first.
+    fn enforce_budget(&mut self, t: usize) {
+        let budget = self.options.memory_budget_bytes;
+        let mut total = self.memory_bytes();
+        if total <= budget {
+            return;
+        }
+        // keep what the next memory banks can use: the recent-frame window around t
+        let window =
+            (self.c.num_maskmem as i64) * self.c.memory_temporal_stride_for_eval.max(1) + 1;
+        let mut victims: Vec<(usize, usize, usize)> = Vec::new(); // (distance, obj index, frame)
+        for (i, o) in self.objs.iter().enumerate() {
+            for (&f, v) in &o.non_cond {
+                let d = f.abs_diff(t);
+                if d as i64 > window && v.bytes() > 0 {
+                    victims.push((d, i, f));
+                }
+            }
+        }
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, i, f) in victims {
+            if total <= budget {
+                break;
+            }
+            if let Some(v) = self.objs[i].non_cond.get_mut(&f) {
+                total -= v.bytes();
+                v.maskmem = None;
+                v.pred_masks = None;
+            }
+        }
+    }
+
+    /// Propagates every object from `start` (default: the earliest conditioning frame) in
+    /// `direction` through at most `max_frames` frames (`propagate_in_video`). `on_frame` gets
+    /// progress and all objects' results after each frame, as soon as it is done. The cancel
+    /// token is checked between frames and stops a running graph.
+    pub fn propagate(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        start: Option<usize>,
+        direction: Direction,
+        max_frames: Option<usize>,
+        cancel: Option<&CancelToken>,
+        on_frame: &mut dyn FnMut(PropagationProgress, Vec<ObjectFrame>),
+    ) -> Result<(), SegmentError> {
+        if let Some(c) = cancel {
+            c.check()?;
+        }
+        if frames.frame_count() != self.num_frames {
+            return Err(SegmentError::Frame(format!(
+                "the frame source has {} frames, the tracker {}",
+                frames.frame_count(),
+                self.num_frames
+            )));
+        }
+        self.preflight(frames, cancel)?;
+        let n = self.num_frames;
+        let start = match start {
+            Some(s) => {
+                self.check_index(s)?;
+                s
+            }
+            None => self
+                .objs
+                .iter()
+                .flat_map(|o| o.cond.keys())
+                .min()
+                .ok_or(SegmentError::NoPrompts)?,
+        };
+        let max_frames = max_frames.unwrap_or(n);
+        let reverse = direction == Direction::Backward;
+        let order: Vec<usize> = if reverse {
+            let end = start.saturating_sub(max_frames);
+            if start > 0 {
+                (end..=start).rev().collect()
+            } else {
+                Vec::new()
+            }
+        } else {
+            let end = (start + max_frames).min(n - 1);
+            (start..=end).collect()
+        };
+        let total = order.len();
+        for (done, &t) in order.iter().enumerate() {
+            if let Some(c) = cancel {
+                c.check()?;
+            }
+            let todo: Vec<usize> = (0..self.objs.len())
+                .filter(|&i| !self.objs[i].cond.contains(t))
+                .collect();
+            if !todo.is_empty() {
+                self.ensure_features(frames, t, cancel)?;
+                let outs =
+                    self.run_single_frame(&todo, t, false, None, reverse, true, None, cancel)?;
+                for (&i, out) in todo.iter().zip(outs) {
+                    self.objs[i].non_cond.insert(t, out);
+                }
+            }
+            let mut res = Vec::with_capacity(self.objs.len());
+            for st in &mut self.objs {
+                st.tracked.insert(t, reverse);
+                let cond = st.cond.contains(t);
+                let o = st.stored(t);
+                res.push((
+                    st.id,
+                    o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score))),
+                    cond,
+                ));
+            }
+            let results = self.video_res(t, res);
+            self.enforce_budget(t);
+            on_frame(
+                PropagationProgress {
+                    frame: t,
+                    done: done + 1,
+                    total,
+                    direction,
+                },
+                results,
+            );
+        }
+        Ok(())
+    }
+}
