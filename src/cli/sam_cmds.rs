@@ -1,7 +1,12 @@
 //! `models verify` and `track`: the SAM 2 engine from the command line.
 
-use crate::mask::{Mask, Rle};
+use crate::jobs;
+use crate::mask::Rle;
 use crate::media::{self, MediaSource, SourceKind};
+use crate::project::{
+    self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
+    PALETTE,
+};
 use crate::runtime::{ExecutionProvider, Manifest, ModelKind, SessionOptions};
 use crate::segment::reference::{Tolerances, run_reference};
 use crate::segment::{
@@ -9,11 +14,13 @@ use crate::segment::{
     TrackerOptions, VideoTracker,
 };
 use anyhow::{Context as _, anyhow, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+
+/// Model id recorded on masks and in the document's model list.
+const MODEL_ID: &str = "sam2";
 
 /// Where models run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,97 +182,13 @@ impl FrameSource for MediaFrames {
     }
 }
 
-/// COCO RLE of a mask: column-major runs starting with zeros (pycocotools `maskApi.c`).
-fn mask_to_rle(mask: &Mask) -> Rle {
-    let (w, h) = (mask.width() as usize, mask.height() as usize);
-    let data = mask.data();
-    let mut counts = Vec::new();
-    let mut cur = 0u8;
-    let mut run = 0u32;
-    for x in 0..w {
-        for y in 0..h {
-            let v = u8::from(data[y * w + x] != 0);
-            if v != cur {
-                counts.push(run);
-                run = 0;
-                cur = v;
-            }
-            run += 1;
-        }
-    }
-    counts.push(run);
-    Rle {
-        size: [mask.height(), mask.width()],
-        counts,
-    }
-}
-
-/// COCO `[x, y, w, h]` of the set pixels, `None` when empty.
-fn mask_bbox(mask: &Mask) -> Option<[u32; 4]> {
-    let w = mask.width() as usize;
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
-    for (i, &v) in mask.data().iter().enumerate() {
-        if v != 0 {
-            let (x, y) = (i % w, i / w);
-            x0 = x0.min(x);
-            y0 = y0.min(y);
-            x1 = x1.max(x);
-            y1 = y1.max(y);
-        }
-    }
-    (x0 != usize::MAX).then(|| {
-        [
-            x0 as u32,
-            y0 as u32,
-            (x1 - x0 + 1) as u32,
-            (y1 - y0 + 1) as u32,
-        ]
-    })
-}
-
-#[derive(Debug, Serialize)]
-struct RegionFrame {
-    index: usize,
-    timestamp_secs: f64,
-    visible: bool,
-    score: f32,
-    source: &'static str,
-    bbox: Option<[u32; 4]>,
-    area: u64,
-    rle: Rle,
-}
-
-#[derive(Debug, Serialize)]
-struct RegionObject {
-    id: u32,
-    tag: String,
-    label: String,
-    caption: Option<String>,
-    qa: Vec<serde_json::Value>,
-    frames: Vec<RegionFrame>,
-}
-
-#[derive(Debug, Serialize)]
-struct RegionsFile {
-    format: &'static str,
-    version: u32,
-    media: PathBuf,
-    width: u32,
-    height: u32,
-    frame_count: usize,
-    fps: f64,
-    model: serde_json::Value,
-    rle_encoding: &'static str,
-    objects: Vec<RegionObject>,
-}
-
 /// `pixelrefer-studio track VIDEO --model DIR --prompts P.json --out R.regions.json`.
 ///
 /// Adds every prompt of `P.json`, propagates forward from the earliest prompted frame to the
 /// end, then backward from it to the first frame, and writes a regions file (DESIGN.md §5): per
 /// object its tag `<objectN>`, label, and per frame index, timestamp, visibility, score, source
-/// (`clicked` on prompted frames, else `propagated`), COCO bbox `[x, y, w, h]`, area and RLE.
-/// Progress goes to stderr.
+/// (`clicked` on prompted frames, else `propagated`), COCO bbox `[x, y, w, h]`, area and RLE —
+/// the same regions export the app writes (`project::export_regions`). Progress goes to stderr.
 pub fn track(
     media_path: &Path,
     model_dir: &Path,
@@ -292,6 +215,19 @@ pub fn track(
         usize::try_from(info.frame_count).unwrap_or(usize::MAX)
     };
     let fps = info.fps;
+    // A folder of frames is tracked as one sequence: one item with a frame per image.
+    let mut doc = if folder {
+        Document::new(
+            MediaRef {
+                kind: MediaKind::Folder,
+                path: media_path.to_path_buf(),
+                fingerprint: None,
+            },
+            vec![Item::new(None, info.width, info.height, count as u64, fps)],
+        )
+    } else {
+        jobs::new_document(&source).map_err(|e| anyhow!("{e}"))?
+    };
     let mut frames = MediaFrames {
         source,
         folder,
@@ -299,6 +235,9 @@ pub fn track(
     };
     let model = load_sam2(model_dir, options)?;
     let variant = model.variant().to_string();
+    let manifest_files = Manifest::load(model_dir)
+        .map(|m| m.files)
+        .map_err(|e| anyhow!("{e}"))?;
     let tracker_options = TrackerOptions {
         // corrections on tracked frames stick when propagating again
         add_all_frames_to_correct_as_cond: Some(true),
@@ -307,6 +246,7 @@ pub fn track(
     let mut tracker = VideoTracker::new(model, count, info.width, info.height, tracker_options)
         .map_err(|e| anyhow!("{}: {e}", media_path.display()))?;
     let mut first = usize::MAX;
+    let mut placed: BTreeMap<(u32, usize), project::Prompts> = BTreeMap::new();
     for obj in &prompts.objects {
         for p in &obj.prompts {
             let pr = Prompts {
@@ -324,11 +264,26 @@ pub fn track(
             tracker
                 .add_prompts(&mut frames, p.frame, obj.id, &pr, true, None)
                 .map_err(|e| anyhow!("object {} frame {}: {e}", obj.id, p.frame))?;
+            placed.insert(
+                (obj.id, p.frame),
+                project::Prompts {
+                    points: pr
+                        .points
+                        .iter()
+                        .map(|q| project::PointPrompt {
+                            x: q.x,
+                            y: q.y,
+                            positive: q.positive,
+                        })
+                        .collect(),
+                    bbox: pr.bbox,
+                },
+            );
             first = first.min(p.frame);
             eprintln!("[track] object {} prompted on frame {}", obj.id, p.frame);
         }
     }
-    let mut results: BTreeMap<(u32, usize), RegionFrame> = BTreeMap::new();
+    let mut results: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
     let started = std::time::Instant::now();
     for direction in [Direction::Forward, Direction::Backward] {
         tracker
@@ -344,10 +299,8 @@ pub fn track(
                         p.direction, p.frame, p.done, p.total
                     );
                     for o in objs {
-                        results.insert(
-                            (o.obj_id, o.frame),
-                            region_frame(&o, frames_time(fps, o.frame)),
-                        );
+                        let key = (o.obj_id, o.frame);
+                        results.insert(key, annotation(&o, placed.get(&key)));
                     }
                 },
             )
@@ -360,66 +313,43 @@ pub fn track(
         prompts.objects.len(),
         started.elapsed().as_secs_f64()
     );
-    let mut per_object: BTreeMap<u32, Vec<RegionFrame>> = BTreeMap::new();
-    for ((id, _), r) in results {
-        per_object.entry(id).or_default().push(r); // frames in order (BTreeMap key order)
+    let item = doc
+        .items
+        .first_mut()
+        .ok_or_else(|| anyhow!("{} has no frames", media_path.display()))?;
+    for (n, o) in prompts.objects.iter().enumerate() {
+        let mut object = Object::new(o.id, o.label.clone(), PALETTE[n % PALETTE.len()]);
+        object.frames = results
+            .range((o.id, 0)..=(o.id, usize::MAX))
+            .map(|(&(_, frame), a)| (frame as u64, a.clone()))
+            .collect();
+        item.next_object_id = item.next_object_id.max(o.id.saturating_add(1));
+        item.objects.push(object);
     }
-    let objects = prompts
-        .objects
-        .iter()
-        .map(|o| RegionObject {
-            id: o.id,
-            tag: format!("<object{}>", o.id),
-            label: o.label.clone(),
-            caption: None,
-            qa: Vec::new(),
-            frames: per_object.remove(&o.id).unwrap_or_default(),
-        })
-        .collect();
-    let file = RegionsFile {
-        format: "pixelrefer-studio-regions",
-        version: 1,
-        media: media_path.to_path_buf(),
-        width: info.width,
-        height: info.height,
-        frame_count: count,
-        fps,
-        model: serde_json::json!({"kind": "sam2", "dir": model_dir, "variant": variant}),
-        // Rle::to_coco_string is not merged yet: counts are written uncompressed
-        rle_encoding: "coco-uncompressed-counts",
-        objects,
-    };
-    let json = serde_json::to_vec_pretty(&file)?;
-    let tmp = out.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+    doc.models.push(ModelRecord {
+        id: MODEL_ID.to_string(),
+        kind: "sam2".into(),
+        variant,
+        files: manifest_files,
+    });
+    project::export_regions(&doc, out)?;
     eprintln!("[track] wrote {}", out.display());
     Ok(())
 }
 
-fn frames_time(fps: f64, frame: usize) -> f64 {
-    if fps > 0.0 { frame as f64 / fps } else { 0.0 }
-}
-
-fn region_frame(o: &ObjectFrame, timestamp_secs: f64) -> RegionFrame {
-    RegionFrame {
-        index: o.frame,
-        timestamp_secs,
-        visible: o.visible,
-        score: o.score,
+/// The document annotation for one tracked object on one frame: the mask as RLE right away, so
+/// a long video never holds full-size masks.
+fn annotation(o: &ObjectFrame, prompts: Option<&project::Prompts>) -> FrameAnnotation {
+    FrameAnnotation {
+        mask: Some(Rle::from_mask(&o.mask)),
         source: if o.conditioning {
-            "clicked"
+            MaskSource::Clicked
         } else {
-            "propagated"
+            MaskSource::Propagated
         },
-        bbox: mask_bbox(&o.mask),
-        area: o.mask.area(),
-        rle: mask_to_rle(&o.mask),
+        score: Some(o.score),
+        prompts: prompts.cloned().unwrap_or_default(),
+        model: Some(MODEL_ID.to_string()),
     }
 }
 
@@ -427,17 +357,6 @@ fn region_frame(o: &ObjectFrame, timestamp_secs: f64) -> RegionFrame {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rle_is_column_major_and_starts_with_zeros() {
-        let mut m = Mask::new(3, 2);
-        m.set(0, 0, true);
-        m.set(2, 1, true);
-        // column-major: (0,0)=1 (0,1)=0 (1,0)=0 (1,1)=0 (2,0)=0 (2,1)=1
-        assert_eq!(mask_to_rle(&m).counts, vec![0, 1, 4, 1]);
-        assert_eq!(mask_bbox(&m), Some([0, 0, 3, 2]));
-        assert_eq!(mask_bbox(&Mask::new(4, 4)), None);
-    }
 
     #[test]
     fn prompt_file_format() {

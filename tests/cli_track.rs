@@ -1,0 +1,75 @@
+//! `pixelrefer-studio track` end to end on a short real video: the tiny SAM 2 fixture
+//! (`$PIXELREFER_FIXTURES/sam2-tiny`, written by ./test.sh), prompts on a middle frame, forward
+//! and backward propagation, and the app's regions export with COCO compressed RLE.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture() -> PathBuf {
+    let root = std::env::var_os("PIXELREFER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
+    let dir = root.join("sam2-tiny");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "the tiny SAM 2 fixture is missing at {}: run ./test.sh to generate it",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn track_writes_regions_for_every_frame_of_every_object() {
+    let model = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    // A 4-frame H.264 clip made from the fixture's reference frames.
+    let video = tmp.path().join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "5", "-i"])
+        .arg(model.join("reference/frames/%05d.png"))
+        .args(["-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(
+        &prompts,
+        r#"{"objects":[
+            {"id":0,"label":"left","prompts":[{"frame":1,"points":[[120,130,1]]}]},
+            {"id":3,"label":"right","prompts":[{"frame":1,"box":[250,60,420,220]}]}
+        ]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("clip.regions.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("track")
+        .arg(&video)
+        .arg("--model")
+        .arg(&model)
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&out)
+        .args(["--device", "cpu", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let objects = regions["items"][0]["objects"].as_array().unwrap();
+    let tags: Vec<&str> = objects.iter().map(|o| o["tag"].as_str().unwrap()).collect();
+    assert_eq!(tags, ["<object0>", "<object3>"]);
+    for object in objects {
+        let frames = object["frames"].as_array().unwrap();
+        let indices: Vec<u64> = frames.iter().map(|f| f["index"].as_u64().unwrap()).collect();
+        assert_eq!(indices, [0, 1, 2, 3], "every frame, both directions");
+        let sources: Vec<&str> = frames.iter().map(|f| f["source"].as_str().unwrap()).collect();
+        assert_eq!(sources, ["propagated", "clicked", "propagated", "propagated"]);
+        for f in frames {
+            assert!(f["rle"]["counts"].is_string(), "compressed COCO RLE: {f}");
+            assert_eq!(f["rle"]["size"], serde_json::json!([270, 480]));
+        }
+    }
+}
