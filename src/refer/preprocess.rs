@@ -55,13 +55,10 @@ pub struct Patches {
     pub d: usize,
 }
 
-/// Rescale and normalise (`x/255`, then `(x-mean)/std`, float32; `image_processing.py:285-293`)
-/// and patchify in `d×d` block order, each patch channel-major (`:300-314`). `img` must have sides
-/// that are multiples of `patch*d`.
-pub fn patchify(img: &RgbImage, cfg: &ReferConfig, d: usize) -> Patches {
-    let p = cfg.patch_size;
+/// Rescale and normalise an RGB8 image to CHW float32: `x/255`, then `(x-mean)/std`
+/// (`image_processing.py:285-293`).
+pub fn normalize(img: &RgbImage, cfg: &ReferConfig) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (gh, gw) = (h / p, w / p);
     let mut lut = [[0f32; 256]; 3];
     for (c, table) in lut.iter_mut().enumerate() {
         for (v, out) in table.iter_mut().enumerate() {
@@ -70,7 +67,21 @@ pub fn patchify(img: &RgbImage, cfg: &ReferConfig, d: usize) -> Patches {
         }
     }
     let src = img.as_raw();
-    let dim = 3 * p * p;
+    let mut chw = vec![0f32; 3 * h * w];
+    for (i, px) in src.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            chw[c * h * w + i] = lut[c][px[c] as usize];
+        }
+    }
+    chw
+}
+
+/// Patchify a CHW image (`c×h×w`, sides multiples of `patch*d`) in `d×d` block order (block
+/// row-major, then row-major inside the block), each patch channel-major `[c][py][px]`
+/// (`image_processing.py:300-314`). Returns `[h/p * w/p, c*p*p]`.
+pub fn patchify_chw(chw: &[f32], c: usize, h: usize, w: usize, p: usize, d: usize) -> Vec<f32> {
+    let (gh, gw) = (h / p, w / p);
+    let dim = c * p * p;
     let mut data = vec![0f32; gh * gw * dim];
     let mut k = 0;
     for bi in 0..gh / d {
@@ -79,12 +90,11 @@ pub fn patchify(img: &RgbImage, cfg: &ReferConfig, d: usize) -> Patches {
                 for dx in 0..d {
                     let (py0, px0) = ((bi * d + dy) * p, (bj * d + dx) * p);
                     let row = &mut data[k * dim..(k + 1) * dim];
-                    for c in 0..3 {
+                    for ch in 0..c {
                         for py in 0..p {
-                            for px in 0..p {
-                                let v = src[((py0 + py) * w + px0 + px) * 3 + c];
-                                row[(c * p + py) * p + px] = lut[c][v as usize];
-                            }
+                            let s = ch * h * w + (py0 + py) * w + px0;
+                            row[(ch * p + py) * p..(ch * p + py + 1) * p]
+                                .copy_from_slice(&chw[s..s + p]);
                         }
                     }
                     k += 1;
@@ -92,10 +102,18 @@ pub fn patchify(img: &RgbImage, cfg: &ReferConfig, d: usize) -> Patches {
             }
         }
     }
+    data
+}
+
+/// Normalise and patchify an RGB8 image whose sides are multiples of `patch*d`.
+pub fn patchify(img: &RgbImage, cfg: &ReferConfig, d: usize) -> Patches {
+    let p = cfg.patch_size;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let chw = normalize(img, cfg);
     Patches {
-        data,
-        grid_h: gh,
-        grid_w: gw,
+        data: patchify_chw(&chw, 3, h, w, p, d),
+        grid_h: h / p,
+        grid_w: w / p,
         d,
     }
 }
