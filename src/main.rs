@@ -5,7 +5,11 @@ use pixelrefer_studio::cli;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "pixelrefer-studio", version, about = "Click, track, ask, export.")]
+#[command(
+    name = "pixelrefer-studio",
+    version,
+    about = "Click, track, ask, export."
+)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,6 +47,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Ask PixelRefer about regions of an image or video.
+    Ask(cli::ask::AskArgs),
     /// Export a project's masks and text.
     Export {
         /// The project file.
@@ -62,12 +68,15 @@ fn main() -> std::process::ExitCode {
     let result = match args.command {
         Some(Command::Info { media }) => cli::media_cmds::info(&media),
         Some(Command::Frame { media, index, out }) => cli::media_cmds::frame(&media, index, &out),
-        Some(Command::Import { media, coco, out }) => cli::project_cmds::import(&media, &coco, &out),
+        Some(Command::Import { media, coco, out }) => {
+            cli::project_cmds::import(&media, &coco, &out)
+        }
         Some(Command::Export {
             project,
             format,
             out,
         }) => cli::project_cmds::export(&project, format, &out),
+        Some(Command::Ask(ask)) => cli::ask::run(&ask),
         None => pixelrefer_studio::ui::run(args.path),
     };
     match result {

@@ -1,11 +1,14 @@
 //! Host steps of the PixelRefer engine against `reference/host_vectors.json` (written by
 //! `onnx/pixelrefer_export/host_vectors.py` from the numpy reference), plus the generation pieces.
 //! Fixtures: see `tests/refer_common/mod.rs` (./test.sh makes them).
+#![allow(clippy::unwrap_used)]
 
 mod refer_common;
 
 use image::RgbImage;
-use pixelrefer_studio::refer::generation::{LogitsProcessor, Sampling, apply_repetition_penalty, argmax};
+use pixelrefer_studio::refer::generation::{
+    LogitsProcessor, Sampling, apply_repetition_penalty, argmax,
+};
 use pixelrefer_studio::refer::preprocess::{
     merge_tokens, patchify_chw, processor_max_pixels, round_to_dtype, smart_resize,
     video_keep_mask, vision_rope,
@@ -62,7 +65,11 @@ fn smart_resize_and_budget_match_reference_exactly() {
             usz(&c["min_pixels"]),
             usz(&c["max_pixels"]),
         );
-        assert_eq!([out.0, out.1], [usz(&c["out"][0]), usz(&c["out"][1])], "{c}");
+        assert_eq!(
+            [out.0, out.1],
+            [usz(&c["out"][0]), usz(&c["out"][1])],
+            "{c}"
+        );
     }
     let cfg = config();
     for c in hv["processor_max_pixels"].as_array().unwrap() {
@@ -76,7 +83,10 @@ fn smart_resize_and_budget_match_reference_exactly() {
 #[test]
 fn timestamps_render_like_python_round() {
     for c in vectors()["round1"].as_array().unwrap() {
-        assert_eq!(prompt::round1(c["t"].as_f64().unwrap()), c["out"].as_str().unwrap());
+        assert_eq!(
+            prompt::round1(c["t"].as_f64().unwrap()),
+            c["out"].as_str().unwrap()
+        );
     }
 }
 
@@ -143,12 +153,23 @@ fn video_pruning_and_bf16_rounding_match_reference_exactly() {
     let hv = vectors();
     for c in hv["round_to_bfloat16"].as_array().unwrap() {
         let x = c["x"].as_f64().unwrap() as f32;
-        assert_eq!(round_to_dtype(x, "bfloat16"), c["out"].as_f64().unwrap() as f32, "{x}");
+        assert_eq!(
+            round_to_dtype(x, "bfloat16"),
+            c["out"].as_f64().unwrap() as f32,
+            "{x}"
+        );
     }
     let v = &hv["video_keep_mask"];
     let frames: Vec<Vec<f32>> = v["frames"].as_array().unwrap().iter().map(f32s).collect();
     let refs: Vec<&[f32]> = frames.iter().map(Vec::as_slice).collect();
-    let keep = video_keep_mask(&refs, usz(&v["d"]), 12, v["dtype"].as_str().unwrap(), 0.1, 1);
+    let keep = video_keep_mask(
+        &refs,
+        usz(&v["d"]),
+        12,
+        v["dtype"].as_str().unwrap(),
+        0.1,
+        1,
+    );
     let got: Vec<u8> = keep.concat().into_iter().map(u8::from).collect();
     assert_eq!(got, u8s(&v["out"]));
 }
@@ -158,7 +179,10 @@ fn kmeans_matches_reference() {
     let k = &vectors()["kmeans"];
     let toks = f32s(&k["tokens"]);
     let (kk, iters) = (usz(&k["k"]), usz(&k["iters"]));
-    let init: Vec<usize> = f32s(&k["init_indices"]).into_iter().map(|x| x as usize).collect();
+    let init: Vec<usize> = f32s(&k["init_indices"])
+        .into_iter()
+        .map(|x| x as usize)
+        .collect();
     assert_eq!(kmeans_init_indices(toks.len() / 4, kk), init);
     let out = kmeans(&toks, 4, kk, iters, 1e-5, 1e-6);
     // torch's float32 reductions may differ in the last ulp: 1e-5 abs (notes §12).
@@ -171,14 +195,24 @@ fn prompt_pieces_match_reference_exactly() {
     let s = |k: &str| p[k].as_str().unwrap().to_string();
     let q = prompt::region_question("What is <region1> doing?", &[0, 1], false);
     assert_eq!(q, s("region_question_image_2"));
-    assert_eq!(prompt::region_question("Q?", &[0], true), s("region_question_video_1"));
+    assert_eq!(
+        prompt::region_question("Q?", &[0], true),
+        s("region_question_video_1")
+    );
     let filled = prompt::region_fill(&q, &[vec![(None, 3)], vec![(None, 2)]], false).unwrap();
     assert_eq!(filled, s("region_fill_full"));
-    let lite = prompt::region_fill("A <region> B", &[vec![(Some(0.0), 2), (Some(0.4), 2)]], true)
-        .unwrap();
+    let lite = prompt::region_fill(
+        "A <region> B",
+        &[vec![(Some(0.0), 2), (Some(0.4), 2)]],
+        true,
+    )
+    .unwrap();
     assert_eq!(lite, s("region_fill_lite_video"));
     let one = prompt::region_fill(&q, &[vec![(None, 1)], vec![(None, 1)]], false).unwrap();
-    assert_eq!(prompt::user_content(&one, Modal::Image, &[]), s("user_content_image"));
+    assert_eq!(
+        prompt::user_content(&one, Modal::Image, &[]),
+        s("user_content_image")
+    );
     assert_eq!(
         prompt::user_content("<video>\nQ?", Modal::Video, &[0.0, 1.0, 2.0]),
         s("user_content_video")
@@ -218,7 +252,12 @@ fn logits_processor_exact_tokens() {
     assert_eq!(greedy.sampling(), Sampling::ArgMax);
     assert_eq!(greedy.sample(&logits).unwrap(), 1);
     // Temperature 0 also means greedy.
-    assert_eq!(LogitsProcessor::new(7, Some(0.0), Some(0.5)).sample(&logits).unwrap(), 1);
+    assert_eq!(
+        LogitsProcessor::new(7, Some(0.0), Some(0.5))
+            .sample(&logits)
+            .unwrap(),
+        1
+    );
     // A near-zero temperature samples the arg max.
     let mut cold = LogitsProcessor::new(1, Some(1e-4), None);
     for _ in 0..20 {
@@ -232,7 +271,9 @@ fn logits_processor_exact_tokens() {
     // Same seed, same tokens; the sequence for seed 42 is pinned.
     let draw = |seed| {
         let mut lp = LogitsProcessor::new(seed, Some(1.0), None);
-        (0..8).map(|_| lp.sample(&[1.0, 1.0, 1.0, 1.0]).unwrap()).collect::<Vec<_>>()
+        (0..8)
+            .map(|_| lp.sample(&[1.0, 1.0, 1.0, 1.0]).unwrap())
+            .collect::<Vec<_>>()
     };
     assert_eq!(draw(42), draw(42));
     assert_ne!(draw(42), draw(43));
@@ -292,14 +333,23 @@ fn pil_bicubic_port_is_bit_exact_on_reference_image() {
     let img = RgbImage::from_raw(f.shape[1] as u32, f.shape[0] as u32, f.u8()).unwrap();
     let (resized, patches) = pixelrefer_studio::refer::preprocess::preprocess(&img, &cfg, 1, 1);
     assert_eq!((resized.width(), resized.height()), (126, 84));
-    assert!(patches.data == st["image.patches"].f32(), "image patches differ");
+    assert!(
+        patches.data == st["image.patches"].f32(),
+        "image patches differ"
+    );
     // Downscaling and upscaling of a larger crop.
     let c = &st["obj0.crop"];
     let crop = RgbImage::from_raw(c.shape[1] as u32, c.shape[0] as u32, c.u8()).unwrap();
     let (_, p) = pixelrefer_studio::refer::preprocess::preprocess(&crop, &cfg, 1, 1);
-    assert!(p.data == st["obj0.crop_patches"].f32(), "crop patches differ");
+    assert!(
+        p.data == st["obj0.crop_patches"].f32(),
+        "crop patches differ"
+    );
     // Same size: an exact copy.
-    assert_eq!(pil_bicubic(&crop, crop.width() as usize, crop.height() as usize), crop);
+    assert_eq!(
+        pil_bicubic(&crop, crop.width() as usize, crop.height() as usize),
+        crop
+    );
 }
 
 /// OpenCV's uint8 resizes are not bit-exact (its SIMD rounding differs from its scalar code):
@@ -317,7 +367,12 @@ fn cv2_crop_resizes_within_tolerance() {
             &std::fs::read_to_string(dir.join("reference/cases.json")).unwrap(),
         )
         .unwrap();
-        let meta = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap();
+        let meta = cases["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == case)
+            .unwrap();
         let st = read_safetensors(&dir.join(format!("reference/{case}.safetensors")));
         let lite = model.contains("lite");
         let cfg_json: Value =
@@ -336,7 +391,8 @@ fn cv2_crop_resizes_within_tolerance() {
                 let img = RgbImage::from_raw(f.shape[1] as u32, f.shape[0] as u32, f.u8()).unwrap();
                 let mask = st[&format!("input.obj{oi}.mask{mi}")].u8();
                 let (h, w) = (f.shape[0], f.shape[1]);
-                let g = pixelrefer_studio::refer::saot::geometry(variant, &mask, h, w, &cfg).unwrap();
+                let g =
+                    pixelrefer_studio::refer::saot::geometry(variant, &mask, h, w, &cfg).unwrap();
                 let crop = pixelrefer_studio::refer::saot::crop(variant, &img, &mask, &g, &cfg);
                 let want = &st[&format!("obj{k}.crop")];
                 assert_eq!(
@@ -359,7 +415,10 @@ fn cv2_crop_resizes_within_tolerance() {
                     .collect();
                 let max = diffs.iter().copied().max().unwrap();
                 let off = diffs.iter().filter(|&&d| d > 1).count();
-                assert!(max <= 2 && off * 100 <= diffs.len(), "{case} obj{k}: max {max}, {off} values off by >1");
+                assert!(
+                    max <= 2 && off * 100 <= diffs.len(),
+                    "{case} obj{k}: max {max}, {off} values off by >1"
+                );
                 if lite {
                     let gimg = cv2_area_u8(&img, 336, 336);
                     let gd = gimg

@@ -126,7 +126,7 @@ impl ReferConfig {
             || cfg.processor_merge_size == 0
             || cfg.image_downsampling_video == 0
             || cfg.image_downsampling_image == 0
-            || cfg.vision_head_dim % 4 != 0
+            || !cfg.vision_head_dim.is_multiple_of(4)
             || cfg.eos_token_ids.is_empty()
         {
             return Err(err(

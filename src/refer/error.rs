@@ -19,7 +19,9 @@ pub enum ReferError {
         reason: String,
     },
     /// `tokenizer.json` is missing or unreadable.
-    #[error("{path}: the tokenizer cannot be loaded ({reason}); PixelRefer model directories must contain tokenizer.json")]
+    #[error(
+        "{path}: the tokenizer cannot be loaded ({reason}); PixelRefer model directories must contain tokenizer.json"
+    )]
     Tokenizer {
         /// The tokenizer file.
         path: PathBuf,
@@ -30,7 +32,9 @@ pub enum ReferError {
     #[error("tokenizer: {0}")]
     Tokenize(String),
     /// An object's mask has no pixel set.
-    #[error("the mask of <object{tag_id}> on frame {frame} is empty: paint or click the object first")]
+    #[error(
+        "the mask of <object{tag_id}> on frame {frame} is empty: paint or click the object first"
+    )]
     EmptyMask {
         /// The object's tag number.
         tag_id: u32,
@@ -65,7 +69,9 @@ pub enum ReferError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The prompt does not fit the model's context.
-    #[error("the prompt needs {needed} tokens but the model's context holds {limit}: ask a shorter question, use fewer frames or objects, or start a new conversation")]
+    #[error(
+        "the prompt needs {needed} tokens but the model's context holds {limit}: ask a shorter question, use fewer frames or objects, or start a new conversation"
+    )]
     ContextTooLong {
         /// Prompt tokens plus at least one generated token.
         needed: usize,

@@ -189,7 +189,10 @@ impl<'a> TokenOutputStream<'a> {
         let prev_text = self.decode(&self.tokens[self.prev_index..self.current_index])?;
         self.tokens.push(token);
         let text = self.decode(&self.tokens[self.prev_index..])?;
-        if text.len() > prev_text.len() && !text.ends_with('\u{FFFD}') && text.is_char_boundary(prev_text.len()) {
+        if text.len() > prev_text.len()
+            && !text.ends_with('\u{FFFD}')
+            && text.is_char_boundary(prev_text.len())
+        {
             let piece = text[prev_text.len()..].to_string();
             self.prev_index = self.current_index;
             self.current_index = self.tokens.len();

@@ -193,10 +193,12 @@ impl CancelToken {
         if let Some(ro) = slot.as_ref() {
             return Ok(ro.clone());
         }
-        let ro = Arc::new(ort::session::RunOptions::new().map_err(|e| ReferError::Run {
-            graph: "run options".into(),
-            reason: e.to_string(),
-        })?);
+        let ro = Arc::new(
+            ort::session::RunOptions::new().map_err(|e| ReferError::Run {
+                graph: "run options".into(),
+                reason: e.to_string(),
+            })?,
+        );
         *slot = Some(ro.clone());
         drop(slot);
         if self.is_cancelled() {

@@ -228,7 +228,8 @@ impl PixelRefer {
             Variant::Full
         };
         let cfg = ReferConfig::from_constants(dir, &manifest.constants)?;
-        if variant == Variant::Lite && (cfg.lite_local_size.is_none() || cfg.lite_global_size.is_none())
+        if variant == Variant::Lite
+            && (cfg.lite_local_size.is_none() || cfg.lite_global_size.is_none())
         {
             return Err(ReferError::Config {
                 path: dir.to_path_buf(),
@@ -426,7 +427,12 @@ impl PixelRefer {
             }
         }
         let video = matches!(req.media, Media::Video { .. });
-        for t in req.history.iter().map(|t| t.question.as_str()).chain([req.question.as_str()]) {
+        for t in req
+            .history
+            .iter()
+            .map(|t| t.question.as_str())
+            .chain([req.question.as_str()])
+        {
             prompt::normalize_question(t, &tags, video)?;
         }
         Ok(())
@@ -439,7 +445,11 @@ impl PixelRefer {
             .iter()
             .enumerate()
             .flat_map(|(oi, o)| {
-                let n = if self.variant == Variant::Full { 1 } else { o.masks.len() };
+                let n = if self.variant == Variant::Full {
+                    1
+                } else {
+                    o.masks.len()
+                };
                 o.masks.iter().take(n).map(move |m| (oi, m))
             })
             .collect()
@@ -448,6 +458,18 @@ impl PixelRefer {
     /// Host preprocessing of a request (no graph runs): frame patches (PixelRefer) and SAOT
     /// crops, grids and Lite context images.
     pub fn prepare(&self, req: &Request) -> Result<Prepared, ReferError> {
+        self.prepare_inner(req, &CancelToken::new())
+    }
+
+    fn prepare_inner(&self, req: &Request, cancel: &CancelToken) -> Result<Prepared, ReferError> {
+        let check = || {
+            if cancel.is_cancelled() {
+                Err(ReferError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        check()?;
         self.validate(req)?;
         let (frames, _) = self.frames(req)?;
         let cfg = &self.cfg;
@@ -458,6 +480,7 @@ impl PixelRefer {
                 Media::Video { .. } => (cfg.image_downsampling_video, frames.len()),
             };
             for f in &frames {
+                check()?;
                 out_frames.push(preprocess(f, cfg, d, n).1);
             }
         }
@@ -470,6 +493,7 @@ impl PixelRefer {
             std::collections::HashMap::new();
         let mut masks = Vec::with_capacity(n_masks);
         for (oi, fm) in list {
+            check()?;
             let frame = frames[fm.frame];
             let (h, w) = (frame.height() as usize, frame.width() as usize);
             let bits = fm.mask.data();
@@ -546,7 +570,10 @@ impl PixelRefer {
             &mut self.sessions.vision,
             "vision_encoder",
             vec![
-                ("pixel_patches".into(), tensor_f32(vec![n, dim], patches.data.clone())?),
+                (
+                    "pixel_patches".into(),
+                    tensor_f32(vec![n, dim], patches.data.clone())?,
+                ),
                 ("rope_cos".into(), tensor_f32(vec![n, hd as i64], cos)?),
                 ("rope_sin".into(), tensor_f32(vec![n, hd as i64], sin)?),
             ],
@@ -564,6 +591,7 @@ impl PixelRefer {
         Ok(data)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_simple(
         &mut self,
         which: &str,
@@ -639,7 +667,10 @@ impl PixelRefer {
             &mut self.sessions.region_pos,
             "region_pos",
             vec![
-                ("features".into(), tensor_f32(vec![cells, c as i64], feats.clone())?),
+                (
+                    "features".into(),
+                    tensor_f32(vec![cells, c as i64], feats.clone())?,
+                ),
                 ("positions".into(), tensor_f32(vec![cells, 2], pos)?),
             ],
             &["features_with_pos"],
@@ -687,10 +718,14 @@ impl PixelRefer {
             let gf = self.vision_features(&gp, run_options, cancel)?;
             let lf = self.vision_features(&lp, run_options, cancel)?;
             let (ng, nl) = ((gf.len() / c) as i64, (lf.len() / c) as i64);
-            let session = self.sessions.region_oci.as_mut().ok_or_else(|| ReferError::Output {
-                graph: "region_oci".into(),
-                reason: "missing session".into(),
-            })?;
+            let session = self
+                .sessions
+                .region_oci
+                .as_mut()
+                .ok_or_else(|| ReferError::Output {
+                    graph: "region_oci".into(),
+                    reason: "missing session".into(),
+                })?;
             let out = run_graph(
                 session,
                 "region_oci",
@@ -699,8 +734,14 @@ impl PixelRefer {
                         "object_tokens".into(),
                         tensor_f32(vec![1, cfg.mask_num as i64, c as i64], selected)?,
                     ),
-                    ("local_features".into(), tensor_f32(vec![1, nl, c as i64], lf)?),
-                    ("global_features".into(), tensor_f32(vec![1, ng, c as i64], gf)?),
+                    (
+                        "local_features".into(),
+                        tensor_f32(vec![1, nl, c as i64], lf)?,
+                    ),
+                    (
+                        "global_features".into(),
+                        tensor_f32(vec![1, ng, c as i64], gf)?,
+                    ),
                 ],
                 &["fused_tokens"],
                 run_options,
@@ -748,13 +789,12 @@ impl PixelRefer {
                 let mut text = prompt::region_question(&q, &tags, video);
                 if self.variant == Variant::Lite {
                     // Lite prompts carry no <image>/<video> (pixelreferlite/__init__.py:142-186).
-                    text = text.split_once('\n').map_or(text.clone(), |(_, r)| r.to_string());
+                    text = text
+                        .split_once('\n')
+                        .map_or(text.clone(), |(_, r)| r.to_string());
                 }
-                let text = prompt::region_fill(
-                    &text,
-                    groups,
-                    self.variant == Variant::Lite && video,
-                )?;
+                let text =
+                    prompt::region_fill(&text, groups, self.variant == Variant::Lite && video)?;
                 let modal = match (self.variant, video) {
                     (Variant::Lite, _) => Modal::Text,
                     (Variant::Full, false) => Modal::Image,
@@ -792,7 +832,9 @@ impl PixelRefer {
             let tokens = match self.cache.region(key) {
                 Some(t) => t,
                 None => {
-                    let t = self.encode_mask(pm, n_masks, run_options, cancel)?.object_tokens;
+                    let t = self
+                        .encode_mask(pm, n_masks, run_options, cancel)?
+                        .object_tokens;
                     self.cache.put_region(key, t.clone());
                     t
                 }
@@ -854,7 +896,10 @@ impl PixelRefer {
         }
         // Prompt text and ids.
         let turns = self.user_turn_texts(req, &groups, &timestamps)?;
-        let refs: Vec<(&str, &str)> = turns.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+        let refs: Vec<(&str, &str)> = turns
+            .iter()
+            .map(|(r, c)| (r.as_str(), c.as_str()))
+            .collect();
         let mut text = prompt::chat_prompt(&refs);
         if self.variant == Variant::Full {
             text = prompt::expand_image_tokens(&text, &counts)?;
@@ -896,7 +941,13 @@ impl PixelRefer {
         }
         let emb_ids: Vec<i64> = ids
             .iter()
-            .map(|&i| if i == cfg.image_token_id { cfg.image_token_embed_id } else { i })
+            .map(|&i| {
+                if i == cfg.image_token_id {
+                    cfg.image_token_embed_id
+                } else {
+                    i
+                }
+            })
             .collect();
         let mut embeds = self.embed_ids(emb_ids, run_options, cancel)?;
         let (mut vi, mut ri) = (0usize, 0usize);
@@ -904,11 +955,15 @@ impl PixelRefer {
             let dst = &mut embeds[row * c_llm..(row + 1) * c_llm];
             if id == cfg.image_token_id && self.variant == Variant::Full {
                 let src = vision_rows.get(vi * c_llm..(vi + 1) * c_llm);
-                dst.copy_from_slice(src.ok_or_else(|| count_err("<image>", vi, &vision_rows, c_llm))?);
+                dst.copy_from_slice(
+                    src.ok_or_else(|| count_err("<image>", vi, &vision_rows, c_llm))?,
+                );
                 vi += 1;
             } else if id == cfg.region_token_id {
                 let src = object_rows.get(ri * c_llm..(ri + 1) * c_llm);
-                dst.copy_from_slice(src.ok_or_else(|| count_err("<REGION>", ri, &object_rows, c_llm))?);
+                dst.copy_from_slice(
+                    src.ok_or_else(|| count_err("<REGION>", ri, &object_rows, c_llm))?,
+                );
                 ri += 1;
             }
         }
@@ -977,10 +1032,16 @@ impl PixelRefer {
                 "inputs_embeds".to_string(),
                 tensor_f32(vec![1, seq as i64, cfg.hidden_size as i64], embeds)?,
             ),
-            ("attention_mask".to_string(), tensor_i64(vec![1, total as i64], vec![1; total])?),
+            (
+                "attention_mask".to_string(),
+                tensor_i64(vec![1, total as i64], vec![1; total])?,
+            ),
             (
                 "position_ids".to_string(),
-                tensor_i64(vec![1, seq as i64], (past.len as i64..total as i64).collect())?,
+                tensor_i64(
+                    vec![1, seq as i64],
+                    (past.len as i64..total as i64).collect(),
+                )?,
             ),
         ];
         let mut names = vec!["logits".to_string()];
@@ -1031,7 +1092,7 @@ impl PixelRefer {
         on_token: &mut dyn FnMut(&str),
         cancel: &CancelToken,
     ) -> Result<Answer, ReferError> {
-        let prepared = self.prepare(req)?;
+        let prepared = self.prepare_inner(req, cancel)?;
         self.ask_prepared(req, &prepared, on_token, cancel)
     }
 
@@ -1095,7 +1156,9 @@ impl PixelRefer {
     ) -> Result<Generated, ReferError> {
         let t0 = Instant::now();
         let max_new = options.max_new_tokens.unwrap_or(self.cfg.max_new_tokens);
-        let penalty = options.repetition_penalty.unwrap_or(self.cfg.repetition_penalty);
+        let penalty = options
+            .repetition_penalty
+            .unwrap_or(self.cfg.repetition_penalty);
         let eos: Vec<u32> = self.cfg.eos_token_ids.iter().map(|&i| i as u32).collect();
         let mut processor = LogitsProcessor::new(options.seed, options.temperature, options.top_p);
         let tokenizer = self.tokenizer.clone();

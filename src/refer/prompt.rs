@@ -43,12 +43,18 @@ pub fn region_question(query: &str, tags: &[u32], video: bool) -> String {
     let n = tags.len();
     let mut s = if video {
         if n == 1 {
-            format!("{VIDEO_TOKEN}\nThere is 1 object in the video: {} {REGION_PLACEHOLDER}. ", name(tags[0]))
+            format!(
+                "{VIDEO_TOKEN}\nThere is 1 object in the video: {} {REGION_PLACEHOLDER}. ",
+                name(tags[0])
+            )
         } else {
             format!("{VIDEO_TOKEN}\nThere is {n} objects in the video: ")
         }
     } else if n == 1 {
-        format!("{IMAGE_TOKEN}\nThere is 1 region in the image: {} {REGION_PLACEHOLDER}. ", name(tags[0]))
+        format!(
+            "{IMAGE_TOKEN}\nThere is 1 region in the image: {} {REGION_PLACEHOLDER}. ",
+            name(tags[0])
+        )
     } else {
         format!("{IMAGE_TOKEN}\nThere is {n} region in the image: ")
     };
@@ -68,13 +74,23 @@ pub type RegionGroup = Vec<(Option<f64>, usize)>;
 
 /// Replaces each `<region>` in order (`pixelrefer/__init__.py:83-86`; Lite video
 /// `pixelreferlite/mm_utils.py:25-32`: `[Time t:<REGION>×n,Time t2:<REGION>×n]`, no `s`).
-pub fn region_fill(text: &str, groups: &[RegionGroup], lite_video: bool) -> Result<String, ReferError> {
+pub fn region_fill(
+    text: &str,
+    groups: &[RegionGroup],
+    lite_video: bool,
+) -> Result<String, ReferError> {
     let mut text = text.to_string();
     for g in groups {
         let rep = if lite_video {
             let parts: Vec<String> = g
                 .iter()
-                .map(|(t, n)| format!("Time {}:{}", round1(t.unwrap_or(0.0)), REGION_TOKEN.repeat(*n)))
+                .map(|(t, n)| {
+                    format!(
+                        "Time {}:{}",
+                        round1(t.unwrap_or(0.0)),
+                        REGION_TOKEN.repeat(*n)
+                    )
+                })
                 .collect();
             format!("[{}]", parts.join(","))
         } else {
@@ -187,7 +203,11 @@ pub fn normalize_question(question: &str, tags: &[u32], video: bool) -> Result<S
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            Some((digits.parse::<u32>().ok(), prefix.len() + end + 1, &tail[..prefix.len() + end + 1]))
+            Some((
+                digits.parse::<u32>().ok(),
+                prefix.len() + end + 1,
+                &tail[..prefix.len() + end + 1],
+            ))
         });
         match parsed {
             Some((id, len, written)) => {

@@ -148,7 +148,9 @@ fn torch_taps(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
         .map(|o| {
             let center = scale * (o as f64 + 0.5);
             let xmin = ((center - 1.0 + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + 1.0 + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize;
+            let xmax = ((center + 1.0 + 0.5) as i64)
+                .min(in_size as i64)
+                .max(xmin as i64) as usize;
             let ws: Vec<f64> = (0..xmax - xmin)
                 .map(|j| (1.0 - (j as f64 + xmin as f64 - center + 0.5).abs()).max(0.0))
                 .collect();
@@ -222,7 +224,13 @@ fn torch_u8_pass(x: &[i64], h: usize, w: usize, out: usize, axis: usize) -> Vec<
 /// `F.interpolate(uint8 mask, (out_h, out_w), 'bilinear', align_corners=False)` on the CPU: width
 /// pass then height pass, fixed point, each pass rounded (`host.torch_uint8_bilinear`). `mask` is
 /// `h×w` row-major 0/1.
-pub fn torch_uint8_bilinear(mask: &[u8], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+pub fn torch_uint8_bilinear(
+    mask: &[u8],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<u8> {
     let x: Vec<i64> = mask.iter().map(|&v| i64::from(v)).collect();
     let x = torch_u8_pass(&x, h, w, out_w, 1);
     let x = torch_u8_pass(&x, h, out_w, out_h, 0);
@@ -258,8 +266,7 @@ pub fn cv2_linear_f32(mask: &[u8], h: usize, w: usize, out_h: usize, out_w: usiz
     let mut t = vec![0f32; h * out_w];
     for r in 0..h {
         for (c, &(i0, i1, w0, w1)) in tx.iter().enumerate() {
-            t[r * out_w + c] =
-                f32::from(mask[r * w + i0]) * w0 + f32::from(mask[r * w + i1]) * w1;
+            t[r * out_w + c] = f32::from(mask[r * w + i0]) * w0 + f32::from(mask[r * w + i1]) * w1;
         }
     }
     let mut out = vec![0f32; out_h * out_w];
@@ -391,7 +398,9 @@ pub fn cv2_area_u8(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     };
     let tx = area_taps(w, out_w);
     let ty = area_taps(h, out_h);
-    cv2_separable(img, out_w, out_h, &tx, &ty, |f: f32| (f * 2048.0).round() as i32)
+    cv2_separable(img, out_w, out_h, &tx, &ty, |f: f32| {
+        (f * 2048.0).round() as i32
+    })
 }
 
 /// `F.interpolate(feat, (out_h, out_w), 'bilinear', align_corners=False)` on a raster `h×w×C`

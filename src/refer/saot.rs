@@ -158,7 +158,11 @@ pub fn crop(
     let (mh, mw) = (bottom - top, right - left);
     let mut crop_mask = Vec::with_capacity(mh * mw);
     for r in top..bottom {
-        crop_mask.extend(mask[r * w + left..r * w + right].iter().map(|&v| u8::from(v != 0)));
+        crop_mask.extend(
+            mask[r * w + left..r * w + right]
+                .iter()
+                .map(|&v| u8::from(v != 0)),
+        );
     }
     let p = cfg.patch_size;
     let (gh, gw) = (g.resized_h / p, g.resized_w / p);

@@ -8,7 +8,7 @@
 //! $PY onnx/export_pixelrefer.py --tiny-random .fixtures/models/pixelrefer-tiny --variant full
 //! $PY onnx/export_pixelrefer.py --tiny-random .fixtures/models/pixelrefer-lite-tiny --variant lite
 //! ```
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,7 +70,10 @@ pub fn read_safetensors(path: &std::path::Path) -> HashMap<String, StTensor> {
             continue;
         }
         let off = v["data_offsets"].as_array().unwrap();
-        let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+        let (a, b) = (
+            off[0].as_u64().unwrap() as usize,
+            off[1].as_u64().unwrap() as usize,
+        );
         out.insert(
             k.clone(),
             StTensor {
