@@ -12,8 +12,10 @@ pub const BUNDLED_ORT_VERSION: &str = "1.31.1";
 pub struct RuntimeInfo {
     /// The shared library file.
     pub library: PathBuf,
-    /// ONNX Runtime's build string (version, commit).
+    /// ONNX Runtime's build string (branch, commit, build type).
     pub build_info: String,
+    /// Version read from the library's file name (`libonnxruntime.so.1.31.1`), when it has one.
+    pub version: Option<String>,
     /// The environment every session is built in.
     pub environment: ort::environment::Environment,
 }
@@ -23,6 +25,7 @@ impl std::fmt::Debug for RuntimeInfo {
         f.debug_struct("RuntimeInfo")
             .field("library", &self.library)
             .field("build_info", &self.build_info)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -104,18 +107,23 @@ pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
                 path.display()
             )
         };
-        let environment = std::panic::catch_unwind(move || {
+        let environment = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             builder.with_name("pixelrefer-studio").build()
-        })
+        }))
         .map_err(|_| too_old())?
         .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
         let build_info = std::panic::catch_unwind(ort::info)
             .map(str::to_string)
             .map_err(|_| too_old())?;
         log::info!("ONNX Runtime loaded from {}: {build_info}", path.display());
+        let version = std::fs::canonicalize(&path).ok().and_then(|real| {
+            let name = real.file_name()?.to_str()?.to_string();
+            name.strip_prefix("libonnxruntime.so.").map(str::to_string)
+        });
         Ok(RuntimeInfo {
             library: path,
             build_info,
+            version,
             environment,
         })
     });
