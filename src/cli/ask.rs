@@ -224,10 +224,11 @@ fn rle_to_mask(rle: &serde_json::Value, w: u32, h: u32) -> Result<Mask> {
     Ok(Mask::from_raw(w, h, data)?)
 }
 
-/// Objects of a regions export: tag number → `[(frame index, timestamp, RLE)]` (first item).
-fn regions_objects(
-    path: &Path,
-) -> Result<(Option<f64>, BTreeMap<u32, Vec<(u64, serde_json::Value)>>)> {
+/// Per object tag number, its annotated frames: `(frame index, RLE JSON)`.
+pub type RegionFrames = BTreeMap<u32, Vec<(u64, serde_json::Value)>>;
+
+/// Objects of a regions export (first item) and the item's fps.
+fn regions_objects(path: &Path) -> Result<(Option<f64>, RegionFrames)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
