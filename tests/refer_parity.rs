@@ -673,3 +673,21 @@ fn ask_cli_image_json_matches_reference_ids() {
         "{stderr}"
     );
 }
+
+#[test]
+fn streaming_into_a_bounded_channel() {
+    let (mut m, dir) = load("pixelrefer-lite-tiny");
+    let case = load_case(&dir, "lite_video");
+    let req = request(&case, 0, vec![]);
+    let (tx, rx) = crossbeam_channel::bounded::<String>(2);
+    let reader = std::thread::Builder::new()
+        .name("stream-reader".into())
+        .spawn(move || rx.iter().collect::<Vec<String>>())
+        .unwrap();
+    let answer = m.ask_streaming(&req, &tx, &CancelToken::new()).unwrap();
+    drop(tx);
+    let pieces = reader.join().unwrap();
+    assert!(!pieces.is_empty());
+    assert_eq!(pieces.concat().trim(), answer.text);
+    assert_eq!(answer.token_ids, ids_u32(&case.st["turn0.generated_ids"]));
+}

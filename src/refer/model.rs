@@ -1096,6 +1096,26 @@ impl PixelRefer {
         self.ask_prepared(req, &prepared, on_token, cancel)
     }
 
+    /// [`ask`](Self::ask) streaming text pieces into a bounded channel (a job forwards them to
+    /// the UI). If the receiver is gone the request is cancelled.
+    pub fn ask_streaming(
+        &mut self,
+        req: &Request,
+        tx: &crossbeam_channel::Sender<String>,
+        cancel: &CancelToken,
+    ) -> Result<Answer, ReferError> {
+        let stop = cancel.clone();
+        self.ask(
+            req,
+            &mut |piece| {
+                if tx.send(piece.to_string()).is_err() {
+                    stop.cancel();
+                }
+            },
+            cancel,
+        )
+    }
+
     /// [`ask`](Self::ask) on host inputs already prepared with [`prepare`](Self::prepare).
     pub fn ask_prepared(
         &mut self,
