@@ -121,7 +121,7 @@ pub enum StopReason {
 /// Wall-clock times of one answer, seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Timings {
-    /// Media and object encoding plus prompt building.
+    /// Host preprocessing, media and object encoding, prompt building.
     pub encode_secs: f64,
     /// The prompt through the decoder.
     pub prefill_secs: f64,

@@ -1092,8 +1092,15 @@ impl PixelRefer {
         on_token: &mut dyn FnMut(&str),
         cancel: &CancelToken,
     ) -> Result<Answer, ReferError> {
+        let t0 = Instant::now();
         let prepared = self.prepare_inner(req, cancel)?;
-        self.ask_prepared(req, &prepared, on_token, cancel)
+        let prep_secs = t0.elapsed().as_secs_f64();
+        let mut answer = self.ask_prepared(req, &prepared, on_token, cancel)?;
+        // Host preprocessing counts towards encoding and the time to first token.
+        answer.timings.encode_secs += prep_secs;
+        answer.timings.time_to_first_token_secs += prep_secs;
+        answer.timings.total_secs += prep_secs;
+        Ok(answer)
     }
 
     /// [`ask`](Self::ask) streaming text pieces into a bounded channel (a job forwards them to
