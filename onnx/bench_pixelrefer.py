@@ -8,6 +8,7 @@ MODEL_DIR is an export made with --tiny-random / --full-random (it needs MODEL_D
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -36,13 +37,23 @@ def main(argv=None):
     ap.add_argument("model_dir")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-warmup", action="store_true")
     args = ap.parse_args(argv)
     import torch
     from pixelrefer_export.export import load_checkpoint
     from pixelrefer_export.pipeline import Tok, TorchBackend, run_case
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = load_checkpoint(os.path.join(args.model_dir, "checkpoint"))
+    ckpt = os.path.join(args.model_dir, "checkpoint")
+    if glob.glob(os.path.join(ckpt, "*.safetensors")):
+        model = load_checkpoint(ckpt)
+    else:
+        # --full-random exports keep no weights: speed does not depend on their values, so the
+        # same architecture with PyTorch's default random init is timed.
+        from pixelrefer_export.config import PixelReferConfig
+        from pixelrefer_export.modeling import PixelReferForCausalLM
+        print("note: no weights in checkpoint/, timing a randomly initialised model of the same config")
+        model = PixelReferForCausalLM(PixelReferConfig.load(ckpt)).float().eval()
     cfg = model.cfg
     tok = Tok(os.path.join(args.model_dir, "tokenizer.json"))
     with open(os.path.join(args.model_dir, "manifest.json")) as f:
@@ -74,7 +85,8 @@ def main(argv=None):
         tps = (n_gen - 1) / (end - marks["first"]) if n_gen > 1 else 0.0
         return marks["first"] - t, tps, meta["turns"][0]
 
-    run(2)  # warm-up
+    if not args.no_warmup:
+        run(2)
     res = [run(args.max_new_tokens) for _ in range(args.runs)]
     ttft = sorted(r[0] for r in res)[args.runs // 2]
     tps = sorted(r[1] for r in res)[args.runs // 2]
