@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
+export PIXELREFER_FIXTURES="${PIXELREFER_FIXTURES:-$PWD/.fixtures/models}"
 scripts/make_fixtures.sh
 cargo test --locked
 if compgen -G "onnx/tests/test_*.py" >/dev/null; then

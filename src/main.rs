@@ -82,9 +82,25 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            // One sentence: the outermost context, then its causes joined.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_sentence(&err));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes as one line, leaving out a cause whose text the line already holds
+/// (typed errors often include their source in their own message).
+fn one_sentence(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -16,7 +16,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn offending_lines(module: &str, forbidden: &[&str]) -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(module);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(module);
     let mut files = Vec::new();
     if root.is_dir() {
         rust_files(&root, &mut files);
@@ -44,9 +46,15 @@ fn offending_lines(module: &str, forbidden: &[&str]) -> Vec<String> {
 #[test]
 fn engines_and_document_do_not_import_gui_crates() {
     let gui = ["egui", "eframe", "egui_wgpu", "wgpu", "rfd", "winit"];
-    for module in ["media", "mask", "project", "runtime", "segment", "refer", "jobs", "cli"] {
+    for module in [
+        "media", "mask", "project", "runtime", "segment", "refer", "jobs", "cli",
+    ] {
         let bad = offending_lines(module, &gui);
-        assert!(bad.is_empty(), "{module} imports a GUI crate:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "{module} imports a GUI crate:\n{}",
+            bad.join("\n")
+        );
     }
 }
 
@@ -54,7 +62,11 @@ fn engines_and_document_do_not_import_gui_crates() {
 fn ui_and_render_do_not_hold_onnx_sessions() {
     for module in ["ui", "render"] {
         let bad = offending_lines(module, &["ort"]);
-        assert!(bad.is_empty(), "{module} uses ort directly:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "{module} uses ort directly:\n{}",
+            bad.join("\n")
+        );
     }
 }
 
@@ -62,5 +74,8 @@ fn ui_and_render_do_not_hold_onnx_sessions() {
 fn the_scan_finds_a_forbidden_import() {
     // Guard against a scan that can never fail: the ui module must be seen using egui.
     let hits = offending_lines("ui", &["egui"]);
-    assert!(!hits.is_empty(), "the layer scan found no egui use in src/ui");
+    assert!(
+        !hits.is_empty(),
+        "the layer scan found no egui use in src/ui"
+    );
 }

@@ -2,12 +2,85 @@
 
 use std::path::Path;
 
-/// `pixelrefer-studio info MEDIA`: prints JSON facts about the media.
-pub fn info(_media: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("the info command is not built yet")
+use anyhow::Context as _;
+
+use crate::media::{self, MediaError, SourceKind};
+
+/// A media error as one line: its message already names the file and includes the cause, so
+/// the cause chain is not repeated.
+fn one_line(err: MediaError) -> anyhow::Error {
+    anyhow::anyhow!("{err}")
 }
 
-/// `pixelrefer-studio frame MEDIA --index N --out F.png`: writes frame N as displayed.
-pub fn frame(_media: &Path, _index: u64, _out: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("the frame command is not built yet")
+/// `pixelrefer-studio info MEDIA`: prints JSON facts about the media.
+///
+/// Images and videos: `kind`, `name`, displayed `width` and `height`, `frame_count`, `fps`,
+/// `duration_secs`, `codec`, `rotation_degrees`. Folders: `kind`, `count` and `items` (the same
+/// facts per image, or an `error` for an image whose header cannot be read).
+pub fn info(media_path: &Path) -> anyhow::Result<()> {
+    let source = media::open(media_path).map_err(one_line)?;
+    let value = match source.kind() {
+        SourceKind::Folder => {
+            let items: Vec<serde_json::Value> = (0..source.item_count())
+                .map(|i| match source.item_info(i) {
+                    Ok(info) => serde_json::to_value(info).unwrap_or_default(),
+                    Err(err) => serde_json::json!({
+                        "name": source
+                            .item_path(i)
+                            .ok()
+                            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+                        "error": err.to_string(),
+                    }),
+                })
+                .collect();
+            serde_json::json!({
+                "kind": SourceKind::Folder,
+                "path": media_path,
+                "count": items.len(),
+                "items": items,
+            })
+        }
+        kind => {
+            let info = source.item_info(0).map_err(one_line)?;
+            let mut value = serde_json::to_value(&info)?;
+            if let Some(map) = value.as_object_mut() {
+                map.insert("kind".into(), serde_json::to_value(kind)?);
+                map.insert("path".into(), serde_json::to_value(media_path)?);
+            }
+            value
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// `pixelrefer-studio frame MEDIA --index N --out F.png`: writes frame N as displayed. For a
+/// folder, N is the image index.
+pub fn frame(media_path: &Path, index: u64, out: &Path) -> anyhow::Result<()> {
+    let mut source = media::open(media_path).map_err(one_line)?;
+    let frame = if source.kind() == SourceKind::Folder {
+        let item = usize::try_from(index)
+            .ok()
+            .filter(|i| *i < source.item_count())
+            .with_context(|| {
+                format!(
+                    "image {index} is outside {} ({} images)",
+                    media_path.display(),
+                    source.item_count()
+                )
+            })?;
+        source.frame(item, 0).map_err(one_line)?
+    } else {
+        source.frame(0, index).map_err(one_line)?
+    };
+    image::save_buffer_with_format(
+        out,
+        &frame.rgba,
+        frame.width,
+        frame.height,
+        image::ExtendedColorType::Rgba8,
+        image::ImageFormat::Png,
+    )
+    .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
 }

@@ -5,13 +5,18 @@ mod bitmap;
 mod rle;
 
 pub use bitmap::{BBox, Mask};
-pub use rle::Rle;
+pub use rle::{MAX_POLYGON_STEPS, Rle};
+
+#[cfg(test)]
+mod tests;
 
 /// Errors from mask operations.
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
     /// Two masks (or a mask and an image) that must have the same size do not.
-    #[error("mask size {actual_w}x{actual_h} does not match the expected {expected_w}x{expected_h}")]
+    #[error(
+        "mask size {actual_w}x{actual_h} does not match the expected {expected_w}x{expected_h}"
+    )]
     SizeMismatch {
         /// Expected width in pixels.
         expected_w: u32,
@@ -25,6 +30,9 @@ pub enum MaskError {
     /// An RLE whose run lengths do not add up to height × width, or a malformed count string.
     #[error("invalid RLE: {0}")]
     InvalidRle(String),
+    /// A polygon that cannot be rasterised (non-finite or absurdly large coordinates).
+    #[error("invalid polygon: {0}")]
+    InvalidPolygon(String),
     /// A PNG that could not be read or written as a mask.
     #[error("mask image: {0}")]
     Image(String),

@@ -7,6 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod cache;
+mod orient;
+mod still;
+mod video;
+
+pub use cache::{DEFAULT_CACHE_BUDGET_BYTES, FrameCache};
+pub use orient::Orientation;
+pub use still::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+
 /// Errors from opening or decoding media. Messages are one clear sentence naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -100,4 +109,405 @@ pub struct ItemInfo {
     pub codec: String,
     /// Clockwise rotation applied for display, degrees (0, 90, 180, 270).
     pub rotation_degrees: u32,
+}
+
+/// Opens media for display.
+///
+/// * a directory → [`SourceKind::Folder`]: its supported images (sniffed by content, hidden
+///   files skipped), in natural order (`img2` before `img10`);
+/// * a file whose first bytes are PNG, JPEG, WebP, TIFF, BMP or GIF → [`SourceKind::Image`];
+/// * any other file → [`SourceKind::Video`] through FFmpeg.
+///
+/// Empty, damaged, truncated or unsupported files give a [`MediaError`]; nothing panics.
+/// Images wider or taller than [`MAX_IMAGE_SIDE`] or above [`MAX_IMAGE_PIXELS`] are refused with
+/// [`MediaError::Unsupported`] (not downscaled). Videos are indexed at open by reading every
+/// packet of the video stream (no decoding), so opening costs about one read of the file.
+pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
+    let meta = std::fs::metadata(path).map_err(|source| MediaError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut source = MediaSource {
+        path: path.to_owned(),
+        backend: Backend::Folder(Vec::new()),
+        cache: FrameCache::default(),
+    };
+    if meta.is_dir() {
+        let items = list_folder(path)?;
+        source.backend = Backend::Folder(items);
+        return Ok(source);
+    }
+    if meta.len() == 0 {
+        return Err(MediaError::Corrupt {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    if still::sniff_file(path)?.is_some() {
+        let (frame, header) = still::decode(path)?;
+        let info = image_info(path, &header);
+        source.cache.insert(0, 0, Arc::new(frame));
+        source.backend = Backend::Image(info);
+        return Ok(source);
+    }
+    let (video, first) = video::Video::open(path)?;
+    source.cache.insert(0, 0, Arc::new(first));
+    source.backend = Backend::Video(Box::new(video));
+    Ok(source)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn image_info(path: &Path, header: &still::ImageHeader) -> ItemInfo {
+    ItemInfo {
+        name: file_name(path),
+        width: header.width,
+        height: header.height,
+        frame_count: 1,
+        fps: 0.0,
+        duration_secs: 0.0,
+        codec: still::format_name(header.format),
+        rotation_degrees: header.rotation_degrees,
+    }
+}
+
+/// One image of a folder; its header is read on first use.
+#[derive(Debug)]
+struct FolderItem {
+    path: PathBuf,
+    info: std::sync::OnceLock<ItemInfo>,
+}
+
+enum Backend {
+    Image(ItemInfo),
+    Video(Box<video::Video>),
+    Folder(Vec<FolderItem>),
+}
+
+/// An opened image, image folder or video. Frames come back in display orientation, RGBA8,
+/// and are kept in a byte-bounded LRU cache.
+pub struct MediaSource {
+    path: PathBuf,
+    backend: Backend,
+    cache: FrameCache,
+}
+
+impl std::fmt::Debug for MediaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSource")
+            .field("path", &self.path)
+            .field("kind", &self.kind())
+            .field("items", &self.item_count())
+            .finish()
+    }
+}
+
+impl MediaSource {
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Image, video or folder.
+    pub fn kind(&self) -> SourceKind {
+        match self.backend {
+            Backend::Image(_) => SourceKind::Image,
+            Backend::Video(_) => SourceKind::Video,
+            Backend::Folder(_) => SourceKind::Folder,
+        }
+    }
+
+    /// Number of items: 1 for an image or a video, the number of images for a folder.
+    pub fn item_count(&self) -> usize {
+        match &self.backend {
+            Backend::Folder(items) => items.len(),
+            _ => 1,
+        }
+    }
+
+    fn out_of_range(&self, index: u64, count: usize) -> MediaError {
+        MediaError::OutOfRange {
+            path: self.path.clone(),
+            index,
+            count: count as u64,
+        }
+    }
+
+    fn check_item(&self, item: usize) -> Result<(), MediaError> {
+        let count = self.item_count();
+        if item < count {
+            Ok(())
+        } else {
+            Err(self.out_of_range(item as u64, count))
+        }
+    }
+
+    /// Facts about one item. Folder images have their header read on first request.
+    pub fn item_info(&self, item: usize) -> Result<ItemInfo, MediaError> {
+        self.check_item(item)?;
+        match &self.backend {
+            Backend::Image(info) => Ok(info.clone()),
+            Backend::Video(video) => {
+                let v = video.info();
+                Ok(ItemInfo {
+                    name: file_name(&self.path),
+                    width: v.width,
+                    height: v.height,
+                    frame_count: v.frame_count,
+                    fps: v.fps,
+                    duration_secs: v.duration_secs,
+                    codec: v.codec.clone(),
+                    rotation_degrees: v.rotation_degrees,
+                })
+            }
+            Backend::Folder(items) => {
+                let entry = &items[item];
+                if let Some(info) = entry.info.get() {
+                    return Ok(info.clone());
+                }
+                let header = still::read_header(&entry.path)?;
+                let info = image_info(&entry.path, &header);
+                Ok(entry.info.get_or_init(|| info).clone())
+            }
+        }
+    }
+
+    /// The file behind an item (the source itself for an image or a video).
+    pub fn item_path(&self, item: usize) -> Result<PathBuf, MediaError> {
+        self.check_item(item)?;
+        match &self.backend {
+            Backend::Folder(items) => Ok(items[item].path.clone()),
+            _ => Ok(self.path.clone()),
+        }
+    }
+
+    /// Frame `index` of `item` in display orientation. For an image or a folder image the only
+    /// frame is 0. Served from the cache when possible; videos decode on demand with
+    /// frame-accurate seeking, and asking for the next frame continues without a seek.
+    pub fn frame(&mut self, item: usize, index: u64) -> Result<Arc<Frame>, MediaError> {
+        self.check_item(item)?;
+        if let Some(frame) = self.cache.get(item, index) {
+            return Ok(frame);
+        }
+        let frame = match &mut self.backend {
+            Backend::Image(_) => {
+                if index != 0 {
+                    return Err(self.out_of_range(index, 1));
+                }
+                // Evicted from the cache: decode again.
+                still::decode(&self.path)?.0
+            }
+            Backend::Folder(items) => {
+                if index != 0 {
+                    return Err(self.out_of_range(index, 1));
+                }
+                let entry = &items[item];
+                let (frame, header) = still::decode(&entry.path)?;
+                let _ = entry.info.set(image_info(&entry.path, &header));
+                frame
+            }
+            Backend::Video(video) => {
+                // Stepping backwards: keep up to a quarter of the budget of the frames decoded
+                // on the way (at most 16), so the next steps back are cache hits.
+                let frame_bytes = self.cache.last_frame_bytes().max(1);
+                let prefetch = (self.cache.budget_bytes() / 4 / frame_bytes).min(16);
+                let (frame, before) = video.frame(index, prefetch)?;
+                for (i, f) in before {
+                    self.cache.insert(item, i, Arc::new(f));
+                }
+                frame
+            }
+        };
+        let frame = Arc::new(frame);
+        self.cache.insert(item, index, Arc::clone(&frame));
+        Ok(frame)
+    }
+
+    /// Presentation time of frame `index` of `item` in seconds from the first frame (0 for
+    /// images; the last frame's time for indices past the end).
+    pub fn frame_time_secs(&self, item: usize, index: u64) -> f64 {
+        match &self.backend {
+            Backend::Video(video) if item == 0 => video.frame_time_secs(index),
+            _ => 0.0,
+        }
+    }
+
+    /// Sets the frame cache budget in bytes (default [`DEFAULT_CACHE_BUDGET_BYTES`]), evicting
+    /// frames to fit.
+    pub fn set_cache_budget_bytes(&mut self, bytes: usize) {
+        self.cache.set_budget_bytes(bytes);
+    }
+
+    /// Bytes of pixels held by the frame cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.used_bytes()
+    }
+}
+
+/// Lists a folder's supported images (sniffed by content) in natural order.
+fn list_folder(dir: &Path) -> Result<Vec<FolderItem>, MediaError> {
+    let io = |source| MediaError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Follows symlinks; unreadable entries are skipped like non-images.
+        if !path.is_file() {
+            continue;
+        }
+        if matches!(still::sniff_file(&path), Ok(Some(_))) {
+            paths.push(path);
+        }
+    }
+    if paths.is_empty() {
+        return Err(MediaError::EmptyFolder {
+            path: dir.to_owned(),
+        });
+    }
+    paths.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)));
+    Ok(paths
+        .into_iter()
+        .map(|path| FolderItem {
+            path,
+            info: std::sync::OnceLock::new(),
+        })
+        .collect())
+}
+
+/// Natural ("human") order of file names: runs of digits compare by value, other text
+/// case-insensitively, so `frame2.png` < `frame10.png` < `Frame11.png`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a_it, mut b_it) = (a.chars().peekable(), b.chars().peekable());
+    loop {
+        match (a_it.peek().copied(), b_it.peek().copied()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let take = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+                    let mut digits = String::new();
+                    while let Some(c) = it.peek().copied().filter(char::is_ascii_digit) {
+                        digits.push(c);
+                        it.next();
+                    }
+                    digits
+                };
+                let (da, db) = (take(&mut a_it), take(&mut b_it));
+                let (ta, tb) = (da.trim_start_matches('0'), db.trim_start_matches('0'));
+                let ord = ta
+                    .len()
+                    .cmp(&tb.len())
+                    .then_with(|| ta.cmp(tb))
+                    .then_with(|| da.len().cmp(&db.len()));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            (Some(x), Some(y)) => {
+                let ord = x.to_lowercase().cmp(y.to_lowercase());
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a_it.next();
+                b_it.next();
+            }
+        }
+    }
+}
+
+/// Size and content fingerprint of a file: `(size_bytes, sha256 hex of size ‖ first MiB ‖
+/// last MiB)`, the size as 8 little-endian bytes. Cheap for huge videos; used to notice that a
+/// project's media changed.
+pub fn fingerprint_file(path: &Path) -> Result<(u64, String), MediaError> {
+    use sha2::Digest;
+    use std::io::{Read, Seek, SeekFrom};
+    const MIB: u64 = 1 << 20;
+    let io = |source| MediaError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(size.to_le_bytes());
+    let mut buf = Vec::with_capacity(MIB as usize);
+    (&mut file).take(MIB).read_to_end(&mut buf).map_err(io)?;
+    hasher.update(&buf);
+    buf.clear();
+    file.seek(SeekFrom::Start(size.saturating_sub(MIB)))
+        .map_err(io)?;
+    file.take(MIB).read_to_end(&mut buf).map_err(io)?;
+    hasher.update(&buf);
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_sort_orders_numbers_by_value() {
+        let mut names = vec![
+            "img10.png",
+            "img2.png",
+            "Img1.png",
+            "img02.png",
+            "img1b.png",
+            "a.png",
+            "img100.png",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            vec![
+                "a.png",
+                "Img1.png",
+                "img1b.png",
+                "img2.png",
+                "img02.png",
+                "img10.png",
+                "img100.png"
+            ]
+        );
+    }
+
+    #[test]
+    fn media_source_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<MediaSource>();
+    }
+
+    #[test]
+    fn fingerprint_covers_size_head_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.bin");
+        let mut data = vec![7u8; 3 << 20];
+        std::fs::write(&a, &data).unwrap();
+        let (size, hash) = fingerprint_file(&a).unwrap();
+        assert_eq!(size, 3 << 20);
+        assert_eq!(hash.len(), 64);
+        // A change in the middle is not seen; one in the tail is.
+        data[(3 << 20) / 2] = 0;
+        std::fs::write(&a, &data).unwrap();
+        assert_eq!(fingerprint_file(&a).unwrap().1, hash);
+        let last = data.len() - 1;
+        data[last] = 0;
+        std::fs::write(&a, &data).unwrap();
+        assert_ne!(fingerprint_file(&a).unwrap().1, hash);
+        assert!(fingerprint_file(&dir.path().join("missing")).is_err());
+    }
 }

@@ -4,8 +4,22 @@
 //! The document never imports egui/eframe/wgpu. Every change goes through [`Edit`] applied by
 //! [`Document::apply`], which returns the inverse edit; [`History`] keeps those for undo/redo.
 
+mod edit;
+mod export;
+mod file;
+mod import;
 mod model;
 
+pub use edit::History;
+pub use export::{
+    REGIONS_FORMAT, REGIONS_VERSION, coco_file_name, coco_json, export_coco, export_pngs,
+    export_regions, item_name, png_item_dir, qa_turns, regions_json,
+};
+pub use file::{
+    MediaStatus, autosave_path, check_media, discard_autosave, find_recovery, load_project,
+    migrate, relative_path, relink_media, save_project, write_atomic, write_autosave,
+};
+pub use import::{import_coco, import_project, parse_segmentation, read_coco};
 pub use model::*;
 
 /// Errors from the document, project files, export and import.
@@ -30,7 +44,17 @@ pub enum ProjectError {
     /// An edit that names an item, object or frame that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// An edit (or a loaded document) that would break an invariant: a used object id, a mask
+    /// whose size is not the item's, a frame outside the item.
+    #[error("{0}")]
+    InvalidEdit(String),
+    /// A COCO file that cannot be imported into this project.
+    #[error("COCO import: {0}")]
+    Import(String),
     /// A mask error (size mismatch, bad RLE).
     #[error(transparent)]
     Mask(#[from] crate::mask::MaskError),
 }
+
+#[cfg(test)]
+mod tests;

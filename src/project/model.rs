@@ -5,7 +5,27 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Current project schema version. Older versions must keep loading (tests/fixtures/projects).
-pub const PROJECT_VERSION: u32 = 1;
+///
+/// * 1: the first format; RLE `counts` written as lists of run lengths.
+/// * 2: RLE `counts` written as COCO compressed strings (pycocotools `rleToString`), which makes
+///   long videos' projects several times smaller.
+pub const PROJECT_VERSION: u32 = 2;
+
+/// Overlay colours handed to new objects, in order; chosen to be distinct on photos.
+pub const PALETTE: [Rgb; 12] = [
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+    [210, 245, 60],
+    [250, 190, 212],
+    [0, 128, 128],
+    [170, 110, 40],
+];
 
 /// What kind of media a project annotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +87,42 @@ pub struct Item {
     pub chat: Vec<ChatTurn>,
 }
 
+impl Item {
+    /// An item without objects or chat.
+    pub fn new(file: Option<String>, width: u32, height: u32, frame_count: u64, fps: f64) -> Item {
+        Item {
+            file,
+            fingerprint: None,
+            width,
+            height,
+            frame_count,
+            fps,
+            objects: Vec::new(),
+            next_object_id: 0,
+            chat: Vec::new(),
+        }
+    }
+
+    /// The object with id `id`.
+    pub fn object(&self, id: u32) -> Option<&Object> {
+        self.objects.iter().find(|o| o.id == id)
+    }
+
+    /// Display position of object `id`.
+    pub fn object_index(&self, id: u32) -> Option<usize> {
+        self.objects.iter().position(|o| o.id == id)
+    }
+
+    /// Timestamp of frame `frame` in seconds (`frame / fps`; 0 for images or unknown fps).
+    pub fn timestamp_secs(&self, frame: u64) -> f64 {
+        if self.fps > 0.0 && self.fps.is_finite() {
+            frame as f64 / self.fps
+        } else {
+            0.0
+        }
+    }
+}
+
 /// An RGB colour.
 pub type Rgb = [u8; 3];
 
@@ -95,6 +151,30 @@ pub struct Object {
 }
 
 impl Object {
+    /// A new object without masks.
+    pub fn new(id: u32, label: impl Into<String>, color: Rgb) -> Object {
+        Object {
+            id,
+            label: label.into(),
+            color,
+            hidden: false,
+            locked: false,
+            caption: String::new(),
+            frames: BTreeMap::new(),
+        }
+    }
+
+    /// Label, colour, hidden, locked and caption.
+    pub fn props(&self) -> ObjectProps {
+        ObjectProps {
+            label: self.label.clone(),
+            color: self.color,
+            hidden: self.hidden,
+            locked: self.locked,
+            caption: self.caption.clone(),
+        }
+    }
+
     /// The chat tag, `<objectN>`.
     pub fn tag(&self) -> String {
         format!("<object{}>", self.id)
@@ -161,6 +241,19 @@ pub struct FrameAnnotation {
     /// Model that produced the mask (`ModelRecord::id`), if any.
     #[serde(default)]
     pub model: Option<String>,
+}
+
+impl FrameAnnotation {
+    /// An annotation holding `mask`, made by `source`, without prompts, score or model.
+    pub fn from_mask(mask: crate::mask::Rle, source: MaskSource) -> FrameAnnotation {
+        FrameAnnotation {
+            mask: Some(mask),
+            source,
+            score: None,
+            prompts: Prompts::default(),
+            model: None,
+        }
+    }
 }
 
 /// Who said a chat turn.
@@ -263,7 +356,17 @@ pub enum Edit {
         /// New annotation.
         annotation: Option<Box<FrameAnnotation>>,
     },
-    /// Several edits applied as one undo step (a propagation, an import).
+    /// Replace the chat of item `item`.
+    SetChat {
+        /// Item index.
+        item: usize,
+        /// The new chat history.
+        chat: Vec<ChatTurn>,
+    },
+    /// Replace the list of models used.
+    SetModels(Vec<ModelRecord>),
+    /// Several edits applied as one undo step (a propagation, an import). Applied in order; if
+    /// one fails, the ones before it are rolled back.
     Batch(Vec<Edit>),
 }
 

@@ -1,8 +1,40 @@
 //! The egui application: canvas, tools, objects panel, timeline, menus.
+//!
+//! * [`state::AppState`]: document, history, current item/frame, selection and tool, with the
+//!   actions the panels call (testable without a window).
+//! * [`transform::CanvasTransform`]: screen ↔ image mapping.
+//! * Panels as structs with `ui(&mut self, ui, …)`: [`canvas::Canvas`],
+//!   [`objects_panel::ObjectsPanel`], [`timeline::Timeline`], [`help::HelpOverlay`].
+//! * [`app::StudioApp`]: the eframe app tying them to jobs, files and the media thread.
+
+pub mod app;
+pub mod canvas;
+pub mod doc_api;
+pub mod help;
+pub mod objects_panel;
+pub mod state;
+pub mod timeline;
+pub mod transform;
+
+pub use app::StudioApp;
+pub use state::{AppEvent, AppState, Tool};
 
 use std::path::PathBuf;
 
 /// Opens the main window, optionally on a media file, folder or project file.
-pub fn run(_open: Option<PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("the GUI is not built yet")
+pub fn run(open: Option<PathBuf>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("PixelRefer Studio")
+            .with_inner_size([1280.0, 800.0])
+            .with_drag_and_drop(true),
+        renderer: eframe::Renderer::Wgpu,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "PixelRefer Studio",
+        options,
+        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, open)))),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }

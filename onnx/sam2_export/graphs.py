@@ -1,0 +1,232 @@
+"""Export-friendly wrappers around the official SAM 2 modules, one per ONNX graph.
+
+Every wrapper reuses the official sub-modules and weights of a built SAM2Base and re-states only the
+glue code of `sam2/modeling/sam2_base.py` (sam2==1.1.0) that cannot be traced as is (complex-number
+RoPE, data-dependent python control flow). Line references are to that file.
+
+Graphs (B = number of objects, N = points, S = spatial memories, P = object pointers):
+  image_encoder    image[1,3,1024,1024] -> high_res_feats_0, high_res_feats_1, image_embed, pix_feat
+  prompt_decoder   image_embed, high_res_feats_0/1, point_coords, point_labels, mask_input,
+                   has_mask_input -> low_res_masks[B,4,256,256], iou_predictions[B,4],
+                   obj_ptr[B,4,C], object_score_logits[B,1]
+  memory_encoder   pix_feat, mask_logits[B,1,256,256], object_score_logits, binarize
+                   -> maskmem_features[B,mem_dim,64,64]
+  memory_attention pix_feat, mem_features[B,S,mem_dim,64,64], mem_tpos_index[S],
+                   obj_ptrs[B,P,C], obj_ptr_pos[P] -> pix_feat_with_mem[B,C,64,64]
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ImageEncoderGraph(nn.Module):
+    """SAM2Base.forward_image + _prepare_backbone_features (+ no_mem_embed as in
+    SAM2ImagePredictor.set_image and _prepare_memory_conditioned_features for init cond frames)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, image):
+        out = self.m.forward_image(image)  # conv_s0 / conv_s1 already applied on levels 0/1
+        fpn = out["backbone_fpn"][-self.m.num_feature_levels:]
+        pix_feat = fpn[-1]
+        # no_mem_embed is [1,1,C] in (HW)BC layout: one value per channel.
+        image_embed = pix_feat + self.m.no_mem_embed.reshape(1, -1, 1, 1)
+        return fpn[0], fpn[1], image_embed, pix_feat
+
+
+class PromptDecoderGraph(nn.Module):
+    """SAM2Base._forward_sam_heads up to (and without) the mask selection, for all 4 output tokens.
+
+    The host decides multimask vs single mask (incl. dynamic_multimask_via_stability), applies
+    NO_OBJ_SCORE in video mode and picks the object pointer of the chosen token.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+        pe = model.sam_prompt_encoder.get_dense_pe().detach().clone()
+        self.register_buffer("dense_pe", pe, persistent=False)
+
+    def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels,
+                mask_input, has_mask_input):
+        m = self.m
+        pe = m.sam_prompt_encoder
+        B = point_coords.shape[0]
+        # prompt_encoder.forward(points=..., boxes=None, masks=...): points are always padded with
+        # one (0,0)/-1 point because boxes are passed as points with labels 2/3.
+        sparse = pe._embed_points(point_coords, point_labels, pad=True)
+        dense_mask = pe._embed_masks(mask_input)
+        dense_none = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(dense_mask)
+        use_mask = (has_mask_input > 0.5).reshape(-1, 1, 1, 1)
+        dense = torch.where(use_mask, dense_mask, dense_none)
+        img = image_embed.expand(B, -1, -1, -1)
+        h0 = high_res_feats_0.expand(B, -1, -1, -1)
+        h1 = high_res_feats_1.expand(B, -1, -1, -1)
+        masks, iou_pred, mask_tokens_out, object_score_logits = m.sam_mask_decoder.predict_masks(
+            image_embeddings=img, image_pe=self.dense_pe, sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, repeat_image=False, high_res_features=[h0, h1])
+        # object pointers for every output token (sam2_base.py _forward_sam_heads, end)
+        obj_ptr = m.obj_ptr_proj(mask_tokens_out)  # [B,4,C]
+        if m.pred_obj_scores:
+            if m.soft_no_obj_ptr:
+                lam = torch.sigmoid(object_score_logits)
+            else:
+                lam = (object_score_logits > 0).float()
+            lam = lam.unsqueeze(-1)  # [B,1,1]
+            if m.fixed_no_obj_ptr:
+                obj_ptr = lam * obj_ptr
+            obj_ptr = obj_ptr + (1 - lam) * m.no_obj_ptr.reshape(1, 1, -1)
+        return masks, iou_pred, obj_ptr, object_score_logits
+
+
+class MemoryEncoderGraph(nn.Module):
+    """SAM2Base._encode_new_memory, taking the chosen *low-res* mask logits (the official code always
+    gets its high-res mask by bilinear upsampling of the 256x256 logits)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, pix_feat, mask_logits, object_score_logits, binarize):
+        m = self.m
+        high = F.interpolate(mask_logits, size=(m.image_size, m.image_size), mode="bilinear",
+                             align_corners=False)
+        binar = (binarize > 0.5).reshape(-1, 1, 1, 1)
+        mask_for_mem = torch.where(binar, (high > 0).float(), torch.sigmoid(high))
+        if m.sigmoid_scale_for_mem_enc != 1.0:
+            mask_for_mem = mask_for_mem * m.sigmoid_scale_for_mem_enc
+        if m.sigmoid_bias_for_mem_enc != 0.0:
+            mask_for_mem = mask_for_mem + m.sigmoid_bias_for_mem_enc
+        out = m.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+        feats = out["vision_features"]
+        if m.no_obj_embed_spatial is not None:
+            is_obj = (object_score_logits > 0).float()  # [B,1]
+            feats = feats + (1 - is_obj[..., None, None]) * m.no_obj_embed_spatial[..., None, None]
+        else:  # SAM 2.0: the score is not used; keep the input so every variant has one interface
+            feats = feats + 0.0 * object_score_logits.reshape(-1, 1, 1, 1)
+        return feats
+
+
+def _apply_rope(x, cos, sin):
+    """x [..., T, d] with T a multiple of cos.shape[0] handled by the caller; pairs (2i, 2i+1)."""
+    shp = x.shape
+    x2 = x.reshape(*shp[:-1], shp[-1] // 2, 2)
+    xr, xi = x2[..., 0], x2[..., 1]
+    out = torch.stack([xr * cos - xi * sin, xr * sin + xi * cos], dim=-1)
+    return out.reshape(shp)
+
+
+class MemoryAttentionGraph(nn.Module):
+    """SAM2Base._prepare_memory_conditioned_features (non-init-cond branch, Step 2) with the memory
+    bank already chosen by the host. Spatial positional encodings (maskmem_pos_enc + maskmem_tpos_enc)
+    and object-pointer temporal encodings (get_1d_sine_pe + obj_ptr_tpos_proj) are built inside the
+    graph from host-given indices/positions; the current frame's position encoding is a constant.
+
+    Inputs:
+      pix_feat      [B,C,H,W]   vision features WITHOUT no_mem_embed
+      mem_features  [B,S,Cm,H,W] maskmem_features of the selected frames (bf16-rounded by the host)
+      mem_tpos_index [S] int64  index into maskmem_tpos_enc = num_maskmem - t_pos - 1
+      obj_ptrs      [B,P,C]     object pointers
+      obj_ptr_pos   [P] float32 temporal distance / t_diff_max (host computes, see host ref)
+    """
+
+    def __init__(self, model, vision_pos, maskmem_pos):
+        super().__init__()
+        m = model
+        self.m = m
+        self.ma = m.memory_attention
+        self.C = m.hidden_dim
+        self.Cm = m.mem_dim
+        self.register_buffer("curr_pos", vision_pos.reshape(self.C, -1).t().contiguous(), persistent=False)
+        self.register_buffer("maskmem_pos", maskmem_pos.reshape(self.Cm, -1).t().contiguous(), persistent=False)
+        self.HW = self.curr_pos.shape[0]
+        layer0 = self.ma.layers[0]
+        for name, att in (("sa", layer0.self_attn), ("ca", layer0.cross_attn_image)):
+            # the official complex table (compute_axial_cis); all layers share the same config
+            fc = att.freqs_cis.detach().cpu()
+            assert fc.shape[0] == self.HW, "RoPE table must match the feature grid"
+            self.register_buffer(f"{name}_cos", fc.real.float().contiguous(), persistent=False)
+            self.register_buffer(f"{name}_sin", fc.imag.float().contiguous(), persistent=False)
+
+    @staticmethod
+    def _heads(x, att):
+        # explicit head size (no -1): T may be 0 (no object pointers)
+        h = att.num_heads
+        return x.reshape(x.shape[0], x.shape[1], h, att.internal_dim // h).transpose(1, 2)  # [B,h,T,d]
+
+    def _attn(self, att, q, k_parts, v_parts, q_cos, q_sin, rope_k):
+        """RoPEAttention.forward with real-valued RoPE. k_parts/v_parts are token groups that are
+        projected separately and concatenated (Linear is per token, so this equals projecting the
+        concatenation); rope_k[i] tells whether group i gets RoPE (pointer tokens do not)."""
+        q = _apply_rope(self._heads(att.q_proj(q), att), q_cos, q_sin)
+        ks = []
+        for kp, r in zip(k_parts, rope_k):
+            kh = self._heads(att.k_proj(kp), att)
+            if r:
+                shp = kh.shape  # [B,h,S*HW,d]: repeat the table for every memory frame
+                kh = _apply_rope(kh.reshape(shp[0], shp[1], -1, self.HW, shp[3]), q_cos, q_sin).reshape(shp)
+            ks.append(kh)
+        k = torch.cat(ks, dim=2) if len(ks) > 1 else ks[0]
+        vs = [self._heads(att.v_proj(vp), att) for vp in v_parts]
+        v = torch.cat(vs, dim=2) if len(vs) > 1 else vs[0]
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        a = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
+        out = torch.matmul(a, v)
+        out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+        return att.out_proj(out)
+
+    def forward(self, pix_feat, mem_features, mem_tpos_index, obj_ptrs, obj_ptr_pos):
+        m, C, Cm, HW = self.m, self.C, self.Cm, self.HW
+        B = pix_feat.shape[0]
+        # --- memory tokens and their positions (sam2_base.py _prepare_memory_conditioned_features) ---
+        mem_sp = mem_features.flatten(3).permute(0, 1, 3, 2).reshape(B, -1, Cm)  # [B,S*HW,Cm]
+        tpos = m.maskmem_tpos_enc.reshape(m.num_maskmem, Cm)[mem_tpos_index]  # [S,Cm]
+        pos_sp = (self.maskmem_pos.unsqueeze(0) + tpos.unsqueeze(1)).reshape(1, -1, Cm)
+        pos_sp = pos_sp.expand(B, -1, -1)
+        P = obj_ptrs.shape[1]
+        if m.add_tpos_enc_to_obj_ptrs:
+            tpos_dim = C if m.proj_tpos_enc_in_obj_ptrs else Cm
+            pe_dim = tpos_dim // 2
+            dim_t = torch.arange(pe_dim, dtype=torch.float32)
+            dim_t = 10000 ** (2 * (dim_t // 2) / pe_dim)
+            pe = obj_ptr_pos.unsqueeze(-1) / dim_t
+            pe = torch.cat([pe.sin(), pe.cos()], dim=-1)
+            ptr_pos = m.obj_ptr_tpos_proj(pe)  # [P,Cm]
+        else:
+            ptr_pos = obj_ptr_pos.unsqueeze(-1) * torch.zeros(1, Cm)
+        if Cm < C:
+            k_split = C // Cm
+            ptr_tok = obj_ptrs.reshape(B, P * k_split, Cm)  # pointer p -> tokens (p,0..k-1)
+            ptr_pos = ptr_pos.unsqueeze(1).expand(-1, k_split, -1).reshape(P * k_split, Cm)
+        else:
+            ptr_tok = obj_ptrs
+        ptr_pos = ptr_pos.unsqueeze(0).expand(B, -1, -1)
+
+        # --- MemoryAttention.forward (batch_first) ---
+        out = pix_feat.flatten(2).transpose(1, 2)  # [B,HW,C]
+        curr_pos = self.curr_pos.unsqueeze(0)
+        if self.ma.pos_enc_at_input:
+            out = out + 0.1 * curr_pos
+        for layer in self.ma.layers:
+            # self attention (RoPE on q and k)
+            t2 = layer.norm1(out)
+            qk = t2 + curr_pos if layer.pos_enc_at_attn else t2
+            out = out + self._attn(layer.self_attn, qk, [qk], [t2], self.sa_cos, self.sa_sin, [True])
+            # cross attention to memory; RoPE on the spatial keys only (num_k_exclude_rope = ptr tokens)
+            t2 = layer.norm2(out)
+            q = t2 + curr_pos if layer.pos_enc_at_cross_attn_queries else t2
+            ksp = mem_sp + pos_sp if layer.pos_enc_at_cross_attn_keys else mem_sp
+            kpt = ptr_tok + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tok
+            out = out + self._attn(layer.cross_attn_image, q, [ksp, kpt], [mem_sp, ptr_tok],
+                                   self.ca_cos, self.ca_sin, [True, False])
+            t2 = layer.norm3(out)
+            out = out + layer.linear2(layer.activation(layer.linear1(t2)))
+        out = self.ma.norm(out)
+        side = int(round(math.sqrt(HW)))
+        return out.transpose(1, 2).reshape(B, C, side, side)

@@ -1,0 +1,107 @@
+"""SAM 2 exporter + host reference tests.
+
+The main test exports the tiny random-weight model into a temp dir (official predictors compute the
+reference outputs) and runs the numpy+onnxruntime host reference against them, with the parity
+targets the Rust port must also meet. Takes a few minutes on 2 CPU cores.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ONNX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ONNX_DIR)
+
+import sam2_host_ref as H  # noqa: E402
+
+
+def test_preprocessing_matches_official():
+    import torch
+    from PIL import Image
+    from sam2.utils.transforms import SAM2Transforms
+
+    rng = np.random.default_rng(0)
+    c = {"image_size": 1024, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+    for h, w in [(700, 1200), (240, 320)]:
+        img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+        ours = H.preprocess_image(img, c)
+        theirs = SAM2Transforms(1024, 0.0)(img).numpy()
+        assert np.abs(ours - theirs).max() < 1e-5
+        # video frames: PIL bicubic on uint8 must be bit exact
+        assert np.array_equal(H.pil_resize_bicubic_u8(img, 1024, 1024),
+                              np.asarray(Image.fromarray(img).resize((1024, 1024))))
+    x = (rng.standard_normal((2, 1, 256, 256)) * 5).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x), size=(333, 517), mode="bilinear", align_corners=False)
+    assert np.abs(H.resize_bilinear(x, 333, 517) - ref.numpy()).max() < 1e-5
+    assert np.array_equal(H.round_to_bf16(x), torch.from_numpy(x).bfloat16().float().numpy())
+
+
+def test_connected_components_and_fill_holes():
+    m = np.ones((8, 8), np.float32)
+    m[2, 2] = -1  # 1-pixel hole
+    m[5:8, 5:8] = -1  # 9-pixel hole (touching the border, still a background component)
+    out = H.fill_holes_in_mask_scores(m, 8)
+    assert out[2, 2] == np.float32(0.1) and (out[5:8, 5:8] == -1).all()
+    lab, area = H.connected_components_8(np.eye(4, dtype=bool))  # diagonal = one 8-connected comp
+    assert lab.max() == 1 and area[0, 0] == 4
+
+
+def test_tiny_random_seed_is_deterministic():
+    import torch
+
+    from sam2_export.build import build_tiny_random
+
+    a = build_tiny_random(3).state_dict()
+    b = build_tiny_random(3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    # ./test.sh exports the same model (same exporter code, seed 0) into $PIXELREFER_FIXTURES
+    # before the suite runs; reuse it rather than spend minutes exporting it twice.
+    shared = os.path.join(os.environ.get("PIXELREFER_FIXTURES", ""), "sam2-tiny")
+    if os.environ.get("PIXELREFER_FIXTURES") and os.path.isfile(os.path.join(shared, ".stamp")):
+        return shared
+    out = str(tmp_path_factory.mktemp("sam2tiny") / "model")
+    subprocess.run([sys.executable, os.path.join(ONNX_DIR, "export_sam2.py"), "--tiny-random", out, "--seed", "0"],
+                   check=True)
+    return out
+
+
+def test_manifest(tiny_dir):
+    from common import sha256_file
+
+    with open(os.path.join(tiny_dir, "manifest.json")) as f:
+        man = json.load(f)
+    assert man["format"] == "pixelrefer-studio-model" and man["kind"] == "sam2"
+    assert set(man["graphs"]) == {"image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"}
+    for rel, digest in man["files"].items():
+        assert sha256_file(os.path.join(tiny_dir, rel)) == digest
+    pd = {t["name"]: t for t in man["graphs"]["prompt_decoder"]["inputs"]}
+    assert pd["point_labels"]["dtype"] == "int32" and pd["point_coords"]["shape"] == ["B", "N", 2]
+    ma = {t["name"]: t for t in man["graphs"]["memory_attention"]["inputs"]}
+    assert ma["mem_features"]["shape"][:2] == ["B", "S"] and ma["obj_ptrs"]["shape"][:2] == ["B", "P"]
+    c = man["constants"]
+    assert c["num_maskmem"] == 7 and c["max_obj_ptrs_in_encoder"] == 16 and c["image_size"] == 1024
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(tiny_dir) for f in fs)
+    assert total < 16e6, total
+
+
+def test_memory_attention_without_pointers(tiny_dir):
+    m = H.Sam2Model(tiny_dir)
+    c = m.c
+    pix = np.random.default_rng(0).standard_normal((1, c["hidden_dim"], 64, 64)).astype(np.float32)
+    mem = np.zeros((1, 1, c["mem_dim"], 64, 64), np.float32)
+    out = m.attend(pix, mem, [0], np.zeros((1, 0, c["hidden_dim"]), np.float32), np.zeros((0,), np.float32))
+    assert out.shape == pix.shape and np.isfinite(out).all()
+
+
+def test_host_reference_parity(tiny_dir):
+    w = H.run_reference(tiny_dir)
+    assert w["image_min_iou"] >= 0.99
+    assert w["image_logits_max_abs_diff"] <= 1e-3
+    assert w["video_min_iou"] >= 0.98

@@ -1,0 +1,44 @@
+//! A new document for opened media: the glue between `media` (sizes, fingerprints) and
+//! `project` (which may not read media itself, DESIGN.md §3).
+
+use crate::media::{MediaError, MediaSource, SourceKind};
+use crate::project::{Document, Fingerprint, Item, MediaKind, MediaRef};
+use std::path::Path;
+
+fn fingerprint(path: &Path) -> Result<Fingerprint, MediaError> {
+    let (size_bytes, sha256_head_tail) = crate::media::fingerprint_file(path)?;
+    Ok(Fingerprint {
+        size_bytes,
+        sha256_head_tail,
+    })
+}
+
+/// A document with one item per image (folders) or one item for an image or video, sized as
+/// displayed, with the media's fingerprints, and no objects yet.
+pub fn new_document(source: &MediaSource) -> Result<Document, MediaError> {
+    let kind = match source.kind() {
+        SourceKind::Image => MediaKind::Image,
+        SourceKind::Video => MediaKind::Video,
+        SourceKind::Folder => MediaKind::Folder,
+    };
+    let mut items = Vec::with_capacity(source.item_count());
+    for index in 0..source.item_count() {
+        let info = source.item_info(index)?;
+        let file = (kind == MediaKind::Folder).then(|| info.name.clone());
+        let mut item = Item::new(file, info.width, info.height, info.frame_count, info.fps);
+        if kind == MediaKind::Folder {
+            item.fingerprint = Some(fingerprint(&source.item_path(index)?)?);
+        }
+        items.push(item);
+    }
+    let fingerprint = match kind {
+        MediaKind::Folder => None,
+        _ => Some(fingerprint(source.path())?),
+    };
+    let media = MediaRef {
+        kind,
+        path: source.path().to_path_buf(),
+        fingerprint,
+    };
+    Ok(Document::new(media, items))
+}

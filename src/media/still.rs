@@ -1,0 +1,249 @@
+//! Still images through the `image` crate: sniffing by content, header facts, and decoding
+//! to display-oriented RGBA8.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use super::{Frame, MediaError};
+
+/// Largest accepted width or height in pixels. Bigger images are refused with
+/// [`MediaError::Unsupported`] rather than downscaled (decoding them would need gigabytes).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+/// Largest accepted pixel count (256 MPix).
+pub const MAX_IMAGE_PIXELS: u64 = 256 << 20;
+
+/// Image formats this build decodes.
+const SUPPORTED: [ImageFormat; 6] = [
+    ImageFormat::Png,
+    ImageFormat::Jpeg,
+    ImageFormat::WebP,
+    ImageFormat::Tiff,
+    ImageFormat::Bmp,
+    ImageFormat::Gif,
+];
+
+/// Facts from an image header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImageHeader {
+    /// Displayed width (after EXIF orientation).
+    pub width: u32,
+    /// Displayed height.
+    pub height: u32,
+    /// The format.
+    pub format: ImageFormat,
+    /// Clockwise rotation applied for display.
+    pub rotation_degrees: u32,
+}
+
+/// Short lower-case name of a format (`png`, `jpeg`…).
+pub(crate) fn format_name(format: ImageFormat) -> String {
+    match format {
+        ImageFormat::Png => "png".into(),
+        ImageFormat::Jpeg => "jpeg".into(),
+        ImageFormat::WebP => "webp".into(),
+        ImageFormat::Tiff => "tiff".into(),
+        ImageFormat::Bmp => "bmp".into(),
+        ImageFormat::Gif => "gif".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// The image format of `bytes` (a file's first bytes) when it is one this build decodes.
+pub(crate) fn sniff_bytes(bytes: &[u8]) -> Option<ImageFormat> {
+    image::guess_format(bytes)
+        .ok()
+        .filter(|f| SUPPORTED.contains(f))
+}
+
+/// Reads a file's first bytes and sniffs its image format. `Ok(None)`: not a supported image.
+pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError> {
+    let mut head = Vec::with_capacity(64);
+    File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .map_err(|source| MediaError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(sniff_bytes(&head))
+}
+
+fn decode_error(path: &Path, err: image::ImageError) -> MediaError {
+    use image::ImageError as E;
+    match err {
+        E::Limits(e) => MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: format!("image too large to decode: {e}"),
+        },
+        E::Unsupported(e) => MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        E::IoError(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => MediaError::Io {
+            path: path.to_owned(),
+            source: e,
+        },
+        other => MediaError::Corrupt {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn decoder(path: &Path) -> Result<(impl ImageDecoder, ImageFormat), MediaError> {
+    let file = File::open(path).map_err(|source| MediaError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|source| MediaError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let format = reader
+        .format()
+        .filter(|f| SUPPORTED.contains(f))
+        .ok_or_else(|| MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: "unknown image format".into(),
+        })?;
+    // Sizes are checked against `MAX_IMAGE_SIDE` after the header is read (for a clearer
+    // message); the allocation cap still guards the header-only decoders.
+    let mut limits = image::Limits::default();
+    // 16-bit RGBA at the largest accepted size, plus the decoder's working memory.
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (256 << 20));
+    reader.limits(limits);
+    let decoder = reader.into_decoder().map_err(|e| decode_error(path, e))?;
+    Ok((decoder, format))
+}
+
+fn check_size(path: &Path, width: u32, height: u32) -> Result<(), MediaError> {
+    if width == 0 || height == 0 {
+        return Err(MediaError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("the image has no pixels ({width}x{height})"),
+        });
+    }
+    if width > MAX_IMAGE_SIDE
+        || height > MAX_IMAGE_SIDE
+        || u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
+    {
+        return Err(MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: format!(
+                "the image is {width}x{height} pixels; at most {MAX_IMAGE_SIDE} pixels a side \
+                 and {} MPix are supported",
+                MAX_IMAGE_PIXELS >> 20
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn rotation_of(orientation: image::metadata::Orientation) -> u32 {
+    use image::metadata::Orientation as O;
+    match orientation {
+        O::NoTransforms | O::FlipHorizontal | O::FlipVertical => 0,
+        O::Rotate90 | O::Rotate90FlipH => 90,
+        O::Rotate180 => 180,
+        O::Rotate270 | O::Rotate270FlipH => 270,
+    }
+}
+
+fn swaps_axes(orientation: image::metadata::Orientation) -> bool {
+    rotation_of(orientation) % 180 == 90
+}
+
+/// Reads the header (size, format, EXIF orientation) without decoding pixels.
+pub(crate) fn read_header(path: &Path) -> Result<ImageHeader, MediaError> {
+    let (mut decoder, format) = decoder(path)?;
+    let (w, h) = decoder.dimensions();
+    check_size(path, w, h)?;
+    // A broken EXIF block is not worth refusing the picture for.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let (width, height) = if swaps_axes(orientation) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    Ok(ImageHeader {
+        width,
+        height,
+        format,
+        rotation_degrees: rotation_of(orientation),
+    })
+}
+
+/// Decodes an image to RGBA8 in display orientation. 16-bit, grey, alpha and CMYK sources are
+/// converted (`image` turns CMYK into RGB).
+pub(crate) fn decode(path: &Path) -> Result<(Frame, ImageHeader), MediaError> {
+    let (mut decoder, format) = decoder(path)?;
+    let (w, h) = decoder.dimensions();
+    check_size(path, w, h)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, e))?;
+    img.apply_orientation(orientation);
+    let rgba = img.into_rgba8();
+    let (width, height) = rgba.dimensions();
+    let header = ImageHeader {
+        width,
+        height,
+        format,
+        rotation_degrees: rotation_of(orientation),
+    };
+    Ok((
+        Frame {
+            width,
+            height,
+            rgba: rgba.into_raw(),
+        },
+        header,
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_by_magic_bytes() {
+        assert_eq!(
+            sniff_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+            Some(ImageFormat::Png)
+        );
+        assert_eq!(
+            sniff_bytes(b"\xff\xd8\xff\xe0\0\x10JFIF\0"),
+            Some(ImageFormat::Jpeg)
+        );
+        assert_eq!(
+            sniff_bytes(b"RIFF\0\0\0\0WEBPVP8 "),
+            Some(ImageFormat::WebP)
+        );
+        assert_eq!(sniff_bytes(b"II*\0\x08\0\0\0"), Some(ImageFormat::Tiff));
+        assert_eq!(sniff_bytes(b"MM\0*\0\0\0\x08"), Some(ImageFormat::Tiff));
+        assert_eq!(sniff_bytes(b"BM\0\0\0\0\0\0\0\0"), Some(ImageFormat::Bmp));
+        assert_eq!(sniff_bytes(b"GIF89a\x01\0\x01\0"), Some(ImageFormat::Gif));
+        // MP4, WebM and text are not images.
+        assert_eq!(sniff_bytes(b"\0\0\0\x20ftypisom\0\0\x02\0"), None);
+        assert_eq!(sniff_bytes(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81"), None);
+        assert_eq!(sniff_bytes(b"hello, this is text"), None);
+        assert_eq!(sniff_bytes(b""), None);
+    }
+
+    #[test]
+    fn format_names_are_short() {
+        assert_eq!(format_name(ImageFormat::Jpeg), "jpeg");
+        assert_eq!(format_name(ImageFormat::Tiff), "tiff");
+        assert_eq!(format_name(ImageFormat::Png), "png");
+        assert_eq!(format_name(ImageFormat::WebP), "webp");
+    }
+}

@@ -1,0 +1,172 @@
+//! Every call the UI makes into `crate::project` and `crate::mask`, in one place, so the UI
+//! code reads the same whatever the exact signatures of those modules.
+
+use crate::mask::{BBox, Mask, Rle};
+use crate::project::{Document, Edit, History};
+
+/// Bytes of undo history kept (older steps are dropped first).
+pub const HISTORY_BYTES: usize = 256 * 1024 * 1024;
+
+/// An empty undo history.
+pub fn new_history() -> History {
+    History::new(HISTORY_BYTES)
+}
+
+/// Applies an edit, returning its inverse; the error is one sentence.
+pub fn apply(doc: &mut Document, edit: Edit) -> Result<Edit, String> {
+    doc.apply(edit).map_err(|e| e.to_string())
+}
+
+/// Undoes one step; false when there was nothing to undo.
+pub fn undo(history: &mut History, doc: &mut Document) -> Result<bool, String> {
+    history.undo(doc).map_err(|e| e.to_string())
+}
+
+/// Redoes one step; false when there was nothing to redo.
+pub fn redo(history: &mut History, doc: &mut Document) -> Result<bool, String> {
+    history.redo(doc).map_err(|e| e.to_string())
+}
+
+/// COCO RLE of a mask.
+pub fn rle_from_mask(mask: &Mask) -> Rle {
+    Rle::from_mask(mask)
+}
+
+/// Decodes an RLE; the error is one sentence.
+pub fn mask_from_rle(rle: &Rle) -> Result<Mask, String> {
+    rle.to_mask().map_err(|e| e.to_string())
+}
+
+/// Paints (or erases) a round brush segment; returns the touched box.
+pub fn paint_stroke(
+    mask: &mut Mask,
+    from_image: [f32; 2],
+    to_image: [f32; 2],
+    radius_px: f32,
+    value: bool,
+) -> Option<BBox> {
+    mask.paint_stroke(
+        (from_image[0], from_image[1]),
+        (to_image[0], to_image[1]),
+        radius_px,
+        value,
+    )
+}
+
+/// Fills a polygon (image pixel coordinates); returns the touched box.
+pub fn fill_polygon(mask: &mut Mask, points_image: &[[f32; 2]], value: bool) -> Option<BBox> {
+    let points: Vec<(f32, f32)> = points_image.iter().map(|p| (p[0], p[1])).collect();
+    mask.fill_polygon(&points, value)
+}
+
+/// Fills the holes of a mask.
+pub fn fill_holes(mask: &mut Mask) {
+    mask.fill_holes();
+}
+
+// ----- files -------------------------------------------------------------------------------
+
+use crate::project::Fingerprint;
+use std::path::{Path, PathBuf};
+
+/// The fingerprint of a media file (size and head/tail hash).
+pub fn fingerprint(path: &Path) -> Result<Fingerprint, String> {
+    let (size_bytes, sha256_head_tail) =
+        crate::media::fingerprint_file(path).map_err(|e| e.to_string())?;
+    Ok(Fingerprint {
+        size_bytes,
+        sha256_head_tail,
+    })
+}
+
+/// A new document for opened media, one item per image/video.
+pub fn new_document(source: &crate::media::MediaSource) -> Result<Document, String> {
+    crate::jobs::new_document(source).map_err(|e| e.to_string())
+}
+
+/// Saves the project atomically.
+pub fn save_project(doc: &Document, path: &Path) -> Result<(), String> {
+    crate::project::save_project(doc, path).map_err(|e| e.to_string())
+}
+
+/// Loads a project file.
+pub fn load_project(path: &Path) -> Result<Document, String> {
+    crate::project::load_project(path).map_err(|e| e.to_string())
+}
+
+/// Checks that the project's media is where it says and unchanged; the error says what is
+/// wrong in one sentence.
+pub fn check_media(doc: &Document) -> Result<(), String> {
+    use crate::project::MediaStatus;
+    let status = crate::project::check_media(doc, |path: &Path| fingerprint(path).ok());
+    let path = doc.media.path.display();
+    match status {
+        MediaStatus::Ok => Ok(()),
+        MediaStatus::Missing => Err(format!(
+            "The media {path} was moved or deleted; locate it to keep annotating."
+        )),
+        MediaStatus::Changed => Err(format!(
+            "The media {path} has changed since the project was saved; locate the original \
+             or accept this file."
+        )),
+    }
+}
+
+/// Points the project at moved media.
+pub fn relink_media(doc: &mut Document, path: &Path) {
+    crate::project::relink_media(doc, path);
+}
+
+/// Where autosaves of this project (or unsaved media session) go.
+pub fn autosave_path(project: Option<&Path>, media: &Path) -> PathBuf {
+    crate::project::autosave_path(project, media)
+}
+
+/// Writes an autosave.
+pub fn write_autosave(doc: &Document, path: &Path) -> Result<(), String> {
+    crate::project::write_autosave(doc, path).map_err(|e| e.to_string())
+}
+
+/// An autosave newer than the project (or for unsaved media), if one exists.
+pub fn find_recovery(project: Option<&Path>, media: &Path) -> Option<PathBuf> {
+    crate::project::find_recovery(project, media)
+}
+
+/// Deletes an autosave (after a save, or when the user declines recovery).
+pub fn discard_autosave(path: &Path) {
+    if let Err(err) = crate::project::discard_autosave(path) {
+        log::warn!("could not remove the autosave {}: {err}", path.display());
+    }
+}
+
+/// Which export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// `*.regions.json`.
+    Regions,
+    /// COCO instances JSON.
+    Coco,
+    /// One PNG per object and frame, into a folder.
+    Pngs,
+}
+
+/// Runs an export.
+pub fn export(doc: &Document, kind: ExportKind, path: &Path) -> Result<(), String> {
+    let result = match kind {
+        ExportKind::Regions => crate::project::export_regions(doc, path),
+        ExportKind::Coco => crate::project::export_coco(doc, path),
+        ExportKind::Pngs => crate::project::export_pngs(doc, path).map(|_| ()),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// Imports COCO annotations into the document as one edit (to apply, so it can be undone).
+pub fn import_coco(doc: &Document, path: &Path) -> Result<Edit, String> {
+    let coco = crate::project::read_coco(path).map_err(|e| e.to_string())?;
+    crate::project::import_coco(doc, &coco).map_err(|e| e.to_string())
+}
+
+/// The edit adding a new object (next id, an unused palette colour) to item `item`.
+pub fn add_object_edit(doc: &Document, item: usize) -> Result<Edit, String> {
+    doc.add_object_edit(item).map_err(|e| e.to_string())
+}

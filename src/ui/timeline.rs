@@ -1,0 +1,232 @@
+//! The timeline: scrub, play/pause, step, frame number and time, and a strip per object
+//! showing on which frames it has a mask. For folders: previous/next image.
+
+use super::state::AppState;
+use crate::project::MediaKind;
+use egui::{Color32, Key, Rect, Sense, Stroke, StrokeKind, pos2, vec2};
+
+/// Height of one object strip in points.
+const STRIP_HEIGHT: f32 = 6.0;
+
+/// The bottom panel.
+#[derive(Default)]
+pub struct Timeline {
+    playing: bool,
+    /// Time (egui seconds) at which the shown frame became current while playing.
+    play_clock: Option<f64>,
+}
+
+impl Timeline {
+    /// Whether playback is running.
+    pub fn is_playing(&self) -> bool {
+        self.playing
+    }
+
+    /// Starts or stops playback.
+    pub fn toggle_play(&mut self) {
+        self.playing = !self.playing;
+        self.play_clock = None;
+    }
+
+    /// Keyboard: ←/→ step, Home/End, K play/pause, PageUp/PageDown previous/next image.
+    pub fn handle_keys(&mut self, ctx: &egui::Context, state: &mut AppState) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let (left, right, home, end, play, page_up, page_down) = ctx.input(|i| {
+            (
+                i.key_pressed(Key::ArrowLeft),
+                i.key_pressed(Key::ArrowRight),
+                i.key_pressed(Key::Home),
+                i.key_pressed(Key::End),
+                i.key_pressed(Key::K),
+                i.key_pressed(Key::PageUp),
+                i.key_pressed(Key::PageDown),
+            )
+        });
+        if left {
+            self.playing = false;
+            state.step_frame(-1);
+        }
+        if right {
+            self.playing = false;
+            state.step_frame(1);
+        }
+        if home {
+            state.set_frame(0);
+        }
+        if end {
+            state.set_frame(u64::MAX);
+        }
+        if play && state.frame_count() > 1 {
+            self.toggle_play();
+        }
+        if page_up && state.item > 0 {
+            state.set_item(state.item - 1);
+        }
+        if page_down && state.item + 1 < state.doc.items.len() {
+            state.set_item(state.item + 1);
+        }
+    }
+
+    /// Advances playback according to the clock; call once per frame.
+    pub fn tick(&mut self, ctx: &egui::Context, state: &mut AppState) {
+        if !self.playing {
+            return;
+        }
+        let fps = state
+            .current_item()
+            .map_or(25.0, |i| if i.fps > 0.0 { i.fps } else { 25.0 });
+        let now = ctx.input(|i| i.time);
+        let started = *self.play_clock.get_or_insert(now);
+        let advance = ((now - started) * fps).floor() as u64;
+        if advance > 0 {
+            if state.frame + 1 >= state.frame_count() {
+                self.playing = false;
+            } else {
+                state.set_frame(state.frame + advance);
+                self.play_clock = Some(started + advance as f64 / fps);
+            }
+        }
+        ctx.request_repaint_after(std::time::Duration::from_secs_f64(1.0 / fps));
+    }
+
+    /// Draws the timeline.
+    pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut AppState) {
+        if state.doc.media.kind == MediaKind::Folder {
+            self.folder_ui(ui, state);
+            return;
+        }
+        let count = state.frame_count();
+        if count <= 1 {
+            ui.label("Still image");
+            return;
+        }
+        let fps = state.current_item().map_or(0.0, |i| i.fps);
+        ui.horizontal(|ui| {
+            if ui
+                .button("<")
+                .on_hover_text("Previous frame (Left)")
+                .clicked()
+            {
+                state.step_frame(-1);
+            }
+            let play = if self.playing { "Pause" } else { "Play" };
+            if ui.button(play).on_hover_text("Play / pause (K)").clicked() {
+                self.toggle_play();
+            }
+            if ui.button(">").on_hover_text("Next frame (Right)").clicked() {
+                state.step_frame(1);
+            }
+            let mut frame = state.frame;
+            let slider = egui::Slider::new(&mut frame, 0..=count - 1)
+                .show_value(false)
+                .trailing_fill(true);
+            let label = ui.label("Frame");
+            ui.spacing_mut().slider_width = (ui.available_width() - 200.0).max(100.0);
+            if ui.add(slider).labelled_by(label.id).changed() {
+                self.playing = false;
+                state.set_frame(frame);
+            }
+            let secs = if fps > 0.0 {
+                state.frame as f64 / fps
+            } else {
+                0.0
+            };
+            ui.monospace(format!(
+                "frame {} / {}  {}",
+                state.frame + 1,
+                count,
+                format_time(secs)
+            ));
+        });
+        self.strips_ui(ui, state, count);
+    }
+
+    fn strips_ui(&self, ui: &mut egui::Ui, state: &AppState, count: u64) {
+        let objects: Vec<_> = state
+            .objects()
+            .iter()
+            .filter(|o| !o.hidden)
+            .map(|o| (o.id, o.color, o.tag()))
+            .collect();
+        for (id, [r, g, b], tag) in objects {
+            ui.horizontal(|ui| {
+                ui.add_sized(
+                    vec2(80.0, STRIP_HEIGHT),
+                    egui::Label::new(egui::RichText::new(tag).monospace().size(9.0)),
+                );
+                let (rect, _) = ui
+                    .allocate_exact_size(vec2(ui.available_width(), STRIP_HEIGHT), Sense::hover());
+                let painter = ui.painter_at(rect);
+                painter.rect_filled(rect, 0.0, Color32::from_gray(40));
+                let colour = Color32::from_rgb(r, g, b);
+                let span = (count.max(2) - 1) as f32;
+                let tick = (rect.width() / count as f32).max(1.0);
+                for frame in state.frames_with_mask(id) {
+                    let x = rect.left() + frame as f32 / span * (rect.width() - tick);
+                    painter.rect_filled(
+                        Rect::from_min_size(pos2(x, rect.top()), vec2(tick, rect.height())),
+                        0.0,
+                        colour,
+                    );
+                }
+                let x = rect.left() + state.frame as f32 / span * (rect.width() - tick);
+                painter.rect_stroke(
+                    Rect::from_min_size(pos2(x, rect.top()), vec2(tick, rect.height())),
+                    0.0,
+                    Stroke::new(1.0, Color32::WHITE),
+                    StrokeKind::Outside,
+                );
+            });
+        }
+    }
+
+    fn folder_ui(&mut self, ui: &mut egui::Ui, state: &mut AppState) {
+        let count = state.doc.items.len();
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(state.item > 0, egui::Button::new("< Previous"))
+                .on_hover_text("Previous image (PageUp)")
+                .clicked()
+            {
+                state.set_item(state.item - 1);
+            }
+            if ui
+                .add_enabled(state.item + 1 < count, egui::Button::new("Next >"))
+                .on_hover_text("Next image (PageDown)")
+                .clicked()
+            {
+                state.set_item(state.item + 1);
+            }
+            let name = state
+                .current_item()
+                .and_then(|i| i.file.clone())
+                .unwrap_or_default();
+            ui.monospace(format!("image {} / {count}  {name}", state.item + 1));
+        });
+    }
+}
+
+/// `m:ss.mmm`.
+pub fn format_time(secs: f64) -> String {
+    let millis = (secs.max(0.0) * 1000.0).round() as u64;
+    format!(
+        "{}:{:02}.{:03}",
+        millis / 60_000,
+        (millis / 1000) % 60,
+        millis % 1000
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn formats_time() {
+        assert_eq!(format_time(0.0), "0:00.000");
+        assert_eq!(format_time(61.5), "1:01.500");
+    }
+}

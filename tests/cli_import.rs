@@ -1,0 +1,120 @@
+//! `pixelrefer-studio import` end to end: real media opened by the media reader, COCO RLE and
+//! polygon annotations from another tool, a project written and read back, then exported again.
+
+use pixelrefer_studio::mask::{Mask, Rle};
+use pixelrefer_studio::project::{self, MaskSource};
+use std::path::Path;
+use std::process::Command;
+
+fn studio() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+}
+
+fn demo_image() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.jpg")
+}
+
+#[test]
+fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, h) = image::image_dimensions(demo_image()).unwrap();
+    // A rectangle as compressed RLE, and a triangle as a polygon, on the demo photo.
+    let mut rect = Mask::new(w, h);
+    for y in 40..120 {
+        for x in 100..260 {
+            rect.set(x, y, true);
+        }
+    }
+    let rle = Rle::from_mask(&rect);
+    let coco = serde_json::json!({
+        "images": [{"id": 7, "file_name": "demo.jpg", "width": w, "height": h}],
+        "categories": [{"id": 1, "name": "mug"}, {"id": 2, "name": "spoon"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 1,
+             "segmentation": {"size": [h, w], "counts": rle.to_coco_string()}},
+            {"id": 2, "image_id": 7, "category_id": 2, "iscrowd": 0,
+             "segmentation": [[300.0, 300.0, 400.0, 300.0, 350.0, 380.0]]}
+        ]
+    });
+    let coco_path = tmp.path().join("coco.json");
+    std::fs::write(&coco_path, coco.to_string()).unwrap();
+    let project_path = tmp.path().join("imported.prj.json");
+
+    let out = studio()
+        .args(["import", "--media"])
+        .arg(demo_image())
+        .arg("--coco")
+        .arg(&coco_path)
+        .arg("--out")
+        .arg(&project_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let doc = project::load_project(&project_path).unwrap();
+    assert_eq!(doc.items.len(), 1);
+    let item = &doc.items[0];
+    assert_eq!((item.width, item.height), (w, h));
+    assert!(doc.media.fingerprint.is_some(), "the media fingerprint is recorded");
+    assert_eq!(item.objects.len(), 2);
+    let labels: Vec<&str> = item.objects.iter().map(|o| o.label.as_str()).collect();
+    assert_eq!(labels, ["mug", "spoon"]);
+    let mug = &item.objects[0].frames[&0];
+    assert_eq!(mug.source, MaskSource::Imported);
+    let mask = mug.mask.as_ref().unwrap().to_mask().unwrap();
+    assert_eq!(mask, rect, "the RLE mask comes back pixel for pixel");
+    let spoon = item.objects[1].frames[&0].mask.as_ref().unwrap();
+    assert!(spoon.area() > 3000 && spoon.area() < 5000, "triangle area {}", spoon.area());
+
+    let export_dir = tmp.path().join("export");
+    let out = studio()
+        .arg("export")
+        .arg(&project_path)
+        .args(["--format", "regions", "--out"])
+        .arg(&export_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: Vec<_> = std::fs::read_dir(&export_dir).unwrap().flatten().collect();
+    assert_eq!(written.len(), 1);
+    let regions: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(written[0].path()).unwrap()).unwrap();
+    let text = regions.to_string();
+    assert!(text.contains("<object0>") && text.contains("<object1>"), "{text}");
+}
+
+#[test]
+fn import_reports_bad_inputs_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let coco_path = tmp.path().join("coco.json");
+    std::fs::write(&coco_path, "{\"images\": [").unwrap();
+    let out = studio()
+        .args(["import", "--media"])
+        .arg(demo_image())
+        .arg("--coco")
+        .arg(&coco_path)
+        .arg("--out")
+        .arg(tmp.path().join("p.prj.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("coco.json"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!tmp.path().join("p.prj.json").exists());
+
+    let missing = tmp.path().join("nope.mp4");
+    let out = studio()
+        .args(["import", "--media"])
+        .arg(&missing)
+        .arg("--coco")
+        .arg(&coco_path)
+        .arg("--out")
+        .arg(tmp.path().join("p.prj.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope.mp4"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,348 @@
+//! Still images and image folders: every format, EXIF orientation, bit depths, colour models,
+//! damaged files, size limits and folder listing.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/media_gen.rs"]
+mod media_gen;
+
+use image::{ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
+use pixelrefer_studio::media::{self, MediaError, SourceKind};
+use std::path::{Path, PathBuf};
+
+/// 40×20 picture of four flat quadrants: red, green / blue, white. Flat blocks survive JPEG.
+fn quadrants() -> ImageBuffer<Rgb<u8>, Vec<u8>> {
+    ImageBuffer::from_fn(40, 20, |x, y| match (x < 20, y < 10) {
+        (true, true) => Rgb([255, 0, 0]),
+        (false, true) => Rgb([0, 255, 0]),
+        (true, false) => Rgb([0, 0, 255]),
+        (false, false) => Rgb([255, 255, 255]),
+    })
+}
+
+const RED: [u8; 3] = [255, 0, 0];
+const GREEN: [u8; 3] = [0, 255, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+const WHITE: [u8; 3] = [255, 255, 255];
+
+/// Colours at the four corners (inset by 2 px): top-left, top-right, bottom-left, bottom-right.
+fn corners(frame: &media::Frame) -> [[u8; 3]; 4] {
+    let px = |x: u32, y: u32| {
+        let i = ((y * frame.width + x) * 4) as usize;
+        [frame.rgba[i], frame.rgba[i + 1], frame.rgba[i + 2]]
+    };
+    let (w, h) = (frame.width - 3, frame.height - 3);
+    [px(2, 2), px(w, 2), px(2, h), px(w, h)]
+}
+
+fn close(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 24)
+}
+
+fn assert_corners(frame: &media::Frame, want: [[u8; 3]; 4], what: &str) {
+    let got = corners(frame);
+    assert!(
+        got.iter().zip(want).all(|(g, w)| close(*g, w)),
+        "{what}: corners {got:?}, want {want:?}"
+    );
+}
+
+fn open_one(path: &Path) -> (media::ItemInfo, std::sync::Arc<media::Frame>) {
+    let mut source = media::open(path).unwrap();
+    assert_eq!(source.kind(), SourceKind::Image, "{}", path.display());
+    assert_eq!(source.item_count(), 1);
+    let info = source.item_info(0).unwrap();
+    let frame = source.frame(0, 0).unwrap();
+    assert_eq!((frame.width, frame.height), (info.width, info.height));
+    assert_eq!(frame.rgba.len(), (frame.width * frame.height * 4) as usize);
+    (info, frame)
+}
+
+#[test]
+fn every_format_decodes_upright_and_is_sniffed_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = quadrants();
+    for (format, codec) in [
+        (ImageFormat::Png, "png"),
+        (ImageFormat::Jpeg, "jpeg"),
+        (ImageFormat::WebP, "webp"),
+        (ImageFormat::Tiff, "tiff"),
+        (ImageFormat::Bmp, "bmp"),
+        (ImageFormat::Gif, "gif"),
+    ] {
+        // A misleading extension: the content decides.
+        let path = dir.path().join(format!("picture_{codec}.dat"));
+        img.save_with_format(&path, format).unwrap();
+        let (info, frame) = open_one(&path);
+        assert_eq!(info.codec, codec);
+        assert_eq!((info.width, info.height), (40, 20));
+        assert_eq!(info.frame_count, 1);
+        assert_corners(&frame, [RED, GREEN, BLUE, WHITE], codec);
+        assert!(
+            frame.rgba.chunks_exact(4).all(|p| p[3] == 255),
+            "{codec} alpha"
+        );
+    }
+}
+
+/// A baseline JPEG of `img` with an EXIF APP1 segment carrying `orientation`.
+fn jpeg_with_orientation(img: &ImageBuffer<Rgb<u8>, Vec<u8>>, orientation: u16) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+        .unwrap();
+    // TIFF header (big endian), one IFD entry: 0x0112 SHORT 1 = orientation.
+    let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+    exif.extend_from_slice(&orientation.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let len = u16::try_from(exif.len() + 2).unwrap();
+    let mut out = vec![0xff, 0xd8, 0xff, 0xe1];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&exif);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = quadrants();
+    // Stored: R G / B W (40×20). Displayed corners per EXIF orientation.
+    let cases = [
+        (1, (40, 20), [RED, GREEN, BLUE, WHITE], 0),
+        (2, (40, 20), [GREEN, RED, WHITE, BLUE], 0),
+        (3, (40, 20), [WHITE, BLUE, GREEN, RED], 180),
+        (4, (40, 20), [BLUE, WHITE, RED, GREEN], 0),
+        (5, (20, 40), [RED, BLUE, GREEN, WHITE], 90),
+        (6, (20, 40), [BLUE, RED, WHITE, GREEN], 90),
+        (7, (20, 40), [WHITE, GREEN, BLUE, RED], 270),
+        (8, (20, 40), [GREEN, WHITE, RED, BLUE], 270),
+    ];
+    for (orientation, size, want, degrees) in cases {
+        let path = dir.path().join(format!("o{orientation}.jpg"));
+        std::fs::write(&path, jpeg_with_orientation(&img, orientation)).unwrap();
+        let (info, frame) = open_one(&path);
+        assert_eq!((info.width, info.height), size, "orientation {orientation}");
+        assert_eq!(info.rotation_degrees, degrees, "orientation {orientation}");
+        assert_corners(&frame, want, &format!("orientation {orientation}"));
+    }
+}
+
+#[test]
+fn sixteen_bit_grey_and_alpha_are_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p16 = dir.path().join("deep.png");
+    ImageBuffer::from_fn(8, 4, |x, _| Rgb([(x as u16) * 8192, 65535, 0]))
+        .save(&p16)
+        .unwrap();
+    let (_, frame) = open_one(&p16);
+    assert_eq!(&frame.rgba[..4], &[0, 255, 0, 255]);
+    assert_eq!(&frame.rgba[4 * 4..4 * 4 + 4], &[128, 255, 0, 255]);
+
+    let grey = dir.path().join("grey.png");
+    ImageBuffer::from_fn(4, 4, |x, _| Luma([x as u8 * 60]))
+        .save(&grey)
+        .unwrap();
+    let (_, frame) = open_one(&grey);
+    assert_eq!(&frame.rgba[4..8], &[60, 60, 60, 255]);
+
+    let grey16 = dir.path().join("grey16.png");
+    ImageBuffer::from_fn(4, 4, |_, _| Luma([65535u16]))
+        .save(&grey16)
+        .unwrap();
+    assert_eq!(&open_one(&grey16).1.rgba[..4], &[255, 255, 255, 255]);
+
+    let grey_alpha = dir.path().join("ga.png");
+    ImageBuffer::from_fn(4, 4, |_, _| LumaA([200u8, 100]))
+        .save(&grey_alpha)
+        .unwrap();
+    assert_eq!(&open_one(&grey_alpha).1.rgba[..4], &[200, 200, 200, 100]);
+
+    let rgba = dir.path().join("alpha.webp");
+    ImageBuffer::from_fn(4, 4, |x, _| Rgba([10, 20, 30, x as u8 * 80]))
+        .save(&rgba)
+        .unwrap();
+    let (_, frame) = open_one(&rgba);
+    assert_eq!(&frame.rgba[3 * 4..3 * 4 + 4], &[10, 20, 30, 240]);
+    // Not premultiplied: colour survives zero alpha.
+    assert_eq!(&frame.rgba[..4], &[10, 20, 30, 0]);
+}
+
+#[test]
+fn gif_shows_its_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anim.gif");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut encoder = image::codecs::gif::GifEncoder::new(&mut file);
+    for colour in [[255u8, 0, 0, 255], [0, 0, 255, 255]] {
+        let frame = image::Frame::new(ImageBuffer::from_pixel(8, 8, Rgba(colour)));
+        encoder.encode_frame(frame).unwrap();
+    }
+    drop(encoder);
+    let (info, frame) = open_one(&path);
+    assert_eq!(info.codec, "gif");
+    assert_eq!(&frame.rgba[..4], &[255, 0, 0, 255]);
+}
+
+/// Writes a CMYK JPEG and a CMYK TIFF with Pillow and Pillow's own RGB rendering of each.
+fn pillow_cmyk(dir: &Path) -> Option<Vec<(PathBuf, PathBuf)>> {
+    let python = media_gen::python()?;
+    let script = r#"
+import sys
+from PIL import Image
+d = sys.argv[1]
+rgb = Image.new("RGB", (48, 32))
+px = rgb.load()
+for y in range(32):
+    for x in range(48):
+        px[x, y] = (x * 5, y * 7, 255 - x * 5)
+cmyk = rgb.convert("CMYK")
+cmyk.save(d + "/cmyk.jpg", quality=95)
+cmyk.save(d + "/cmyk.tif")
+Image.open(d + "/cmyk.jpg").convert("RGB").save(d + "/cmyk_jpg_ref.png")
+Image.open(d + "/cmyk.tif").convert("RGB").save(d + "/cmyk_tif_ref.png")
+"#;
+    let status = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(dir)
+        .status()
+        .ok()?;
+    status.success().then(|| {
+        vec![
+            (dir.join("cmyk.jpg"), dir.join("cmyk_jpg_ref.png")),
+            (dir.join("cmyk.tif"), dir.join("cmyk_tif_ref.png")),
+        ]
+    })
+}
+
+#[test]
+fn cmyk_jpeg_and_tiff_match_pillow() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pairs) = pillow_cmyk(dir.path()) else {
+        eprintln!("skipped: no Pillow venv at ~/.cache/pixelrefer-studio/venv");
+        return;
+    };
+    for (cmyk, reference) in pairs {
+        let (_, frame) = open_one(&cmyk);
+        let want = image::open(&reference).unwrap().to_rgba8();
+        assert_eq!((frame.width, frame.height), want.dimensions());
+        let diff = media_gen::mean_abs_diff(&frame.rgba, want.as_raw());
+        assert!(
+            diff < 4.0,
+            "{}: differs from Pillow by {diff:.2}",
+            cmyk.display()
+        );
+    }
+}
+
+#[test]
+fn damaged_and_oversized_images_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = quadrants();
+    for format in [
+        ImageFormat::Png,
+        ImageFormat::Jpeg,
+        ImageFormat::WebP,
+        ImageFormat::Gif,
+    ] {
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+            .unwrap();
+        let path = dir
+            .path()
+            .join(format!("cut.{}", format.extensions_str()[0]));
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        match media::open(&path) {
+            Err(err) => {
+                assert!(err.to_string().contains("cut."), "{err}");
+                assert!(
+                    matches!(
+                        err,
+                        MediaError::Corrupt { .. } | MediaError::Unsupported { .. }
+                    ),
+                    "{err:?}"
+                );
+            }
+            Ok(_) => panic!("truncated {format:?} opened"),
+        }
+    }
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(
+        media::open(&empty),
+        Err(MediaError::Corrupt { .. })
+    ));
+
+    let huge = dir.path().join("wide.png");
+    ImageBuffer::from_pixel(media::MAX_IMAGE_SIDE + 1, 1, Luma([0u8]))
+        .save(&huge)
+        .unwrap();
+    match media::open(&huge) {
+        Err(MediaError::Unsupported { reason, .. }) => {
+            assert!(reason.contains("16384"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let ok = dir.path().join("limit.png");
+    ImageBuffer::from_pixel(media::MAX_IMAGE_SIDE, 1, Luma([0u8]))
+        .save(&ok)
+        .unwrap();
+    assert_eq!(open_one(&ok).0.width, media::MAX_IMAGE_SIDE);
+}
+
+#[test]
+fn folders_list_images_in_natural_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = quadrants();
+    for name in ["img10.png", "img2.png", ".hidden.png"] {
+        img.save_with_format(dir.path().join(name), ImageFormat::Png)
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("img1.jpg"), jpeg_with_orientation(&img, 6)).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
+    std::fs::write(dir.path().join("fake.png"), "not a png either").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    // Listed by magic bytes, damaged inside: errors only when decoded.
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .unwrap();
+    std::fs::write(dir.path().join("img3.png"), &png[..png.len() / 2]).unwrap();
+
+    let mut source = media::open(dir.path()).unwrap();
+    assert_eq!(source.kind(), SourceKind::Folder);
+    let names: Vec<String> = (0..source.item_count())
+        .map(|i| {
+            source
+                .item_path(i)
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["img1.jpg", "img2.png", "img3.png", "img10.png"]);
+    let first = source.item_info(0).unwrap();
+    assert_eq!(
+        (first.name.as_str(), first.width, first.height),
+        ("img1.jpg", 20, 40)
+    );
+    assert_eq!(source.frame(3, 0).unwrap().width, 40);
+    assert!(matches!(
+        source.frame(2, 0),
+        Err(MediaError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        source.frame(9, 0),
+        Err(MediaError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        source.frame(0, 1),
+        Err(MediaError::OutOfRange { .. })
+    ));
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("readme.txt"), "x").unwrap();
+    assert!(matches!(
+        media::open(empty.path()),
+        Err(MediaError::EmptyFolder { .. })
+    ));
+}
