@@ -21,7 +21,7 @@ pub struct AskArgs {
     /// The image.
     #[arg(long, conflicts_with = "video")]
     pub image: Option<PathBuf>,
-    /// The video (a folder of frame images works too; see --fps).
+    /// The video file (or a folder of frame images; see --fps).
     #[arg(long)]
     pub video: Option<PathBuf>,
     /// Mask PNG of the image's size (non-zero = set); the n-th is `<object{n-1}>`. Repeatable.
@@ -134,6 +134,47 @@ impl FrameProvider for FrameFolder {
             )
         })?;
         load_rgb(p)
+    }
+}
+
+/// A decoded video (`media::open`), item 0.
+pub struct MediaFrames {
+    source: crate::media::MediaSource,
+    count: u64,
+    fps: f64,
+}
+
+impl MediaFrames {
+    /// Opens a video file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let source = crate::media::open(path)?;
+        let info = source.item_info(0)?;
+        Ok(Self {
+            source,
+            count: info.frame_count,
+            fps: if info.fps > 0.0 { info.fps } else { 1.0 },
+        })
+    }
+}
+
+impl FrameProvider for MediaFrames {
+    fn frame_count(&self) -> u64 {
+        self.count
+    }
+    fn frame_time_secs(&self, index: u64) -> f64 {
+        self.source.frame_time_secs(0, index)
+    }
+    fn fps(&self) -> f64 {
+        self.fps
+    }
+    fn frame_rgb(&mut self, index: u64) -> Result<RgbImage> {
+        let f = self.source.frame(0, index)?;
+        let rgb: Vec<u8> = f
+            .rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        RgbImage::from_raw(f.width, f.height, rgb).context("frame buffer has the wrong size")
     }
 }
 
@@ -315,16 +356,16 @@ fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
         bail!("a video question needs --regions R.regions.json with the objects' masks");
     };
     let (regions_fps, objs) = regions_objects(regions)?;
-    if !video.is_dir() {
-        bail!(
-            "{}: decoding video files needs the media module, which this build has not wired into `ask` yet; pass a folder of frames (ffmpeg -i V -vf fps=1 DIR/%06d.png) with --fps",
-            video.display()
-        );
-    }
-    let fps = args.fps.or(regions_fps).unwrap_or(1.0);
-    let mut provider = FrameFolder::open(video, fps)?;
+    let mut provider: Box<dyn FrameProvider> = if video.is_dir() {
+        Box::new(FrameFolder::open(
+            video,
+            args.fps.or(regions_fps).unwrap_or(1.0),
+        )?)
+    } else {
+        Box::new(MediaFrames::open(video)?)
+    };
     video_request(
-        &mut provider,
+        provider.as_mut(),
         objs,
         variant,
         args.max_frames,
