@@ -661,7 +661,7 @@ fn ask_cli_image_json_matches_reference_ids() {
         .arg("--image")
         .arg(&img_path)
         .arg("--mask")
-        .arg(&img_path.with_file_name("nope.png"))
+        .arg(img_path.with_file_name("nope.png"))
         .arg("Q <object0>?")
         .output()
         .unwrap();
@@ -690,4 +690,65 @@ fn streaming_into_a_bounded_channel() {
     assert!(!pieces.is_empty());
     assert_eq!(pieces.concat().trim(), answer.text);
     assert_eq!(answer.token_ids, ids_u32(&case.st["turn0.generated_ids"]));
+}
+
+/// `ask --video V --regions R` end to end on the demo video (decoded by the media module) with
+/// the Lite model: masks as COCO RLE on frames 0 and 2, one answer as JSON.
+#[test]
+fn ask_cli_video_with_regions() {
+    let dir = fixture("pixelrefer-lite-tiny");
+    let video = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.mp4");
+    let info = pixelrefer_studio::media::open(&video)
+        .unwrap()
+        .item_info(0)
+        .unwrap();
+    let (w, h) = (info.width as u64, info.height as u64);
+    // A box of columns [w/4, w/2) and rows [h/4, h/2), column-major runs.
+    let counts = |x0: u64, x1: u64| {
+        let mut c = vec![x0 * h + h / 4];
+        for col in x0..x1 {
+            c.push(h / 2 - h / 4);
+            c.push(if col + 1 < x1 {
+                h - (h / 2 - h / 4)
+            } else {
+                (w - x1) * h + (h - h / 2)
+            });
+        }
+        c
+    };
+    let rle = |x0, x1| serde_json::json!({"size": [h, w], "counts": counts(x0, x1)});
+    let regions = serde_json::json!({
+        "items": [{"fps": info.fps, "objects": [
+            {"tag": "<object0>", "frames": [{"index": 0, "rle": rle(w / 4, w / 2)}, {"index": 2, "rle": rle(w / 4 + 2, w / 2 + 2)}]},
+            {"tag": "<object1>", "frames": [{"index": 2, "rle": rle(w / 2, w * 3 / 4)}]}
+        ]}]
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let rpath = tmp.path().join("demo.regions.json");
+    std::fs::write(&rpath, regions.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .args(["ask", "--model"])
+        .arg(&dir)
+        .arg("--video")
+        .arg(&video)
+        .arg("--regions")
+        .arg(&rpath)
+        .args([
+            "--json",
+            "--max-new-tokens",
+            "4",
+            "Does <object0> touch <object1>?",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Lite: 3 masks x 32 object tokens in the prompt.
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 96, "{v}");
+    let n = v["generated_tokens"].as_u64().unwrap();
+    assert!((1..=4).contains(&n), "{v}");
 }
