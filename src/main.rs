@@ -47,6 +47,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Ask PixelRefer about regions of an image or video.
+    Ask(cli::ask::AskArgs),
     /// Export a project's masks and text.
     Export {
         /// The project file.
@@ -141,6 +143,7 @@ fn main() -> std::process::ExitCode {
             &out,
             &cli::sam_cmds::session_options(device, threads),
         ),
+        Some(Command::Ask(ask)) => cli::ask::run(&ask),
         None => pixelrefer_studio::ui::run(args.path),
     };
     match result {

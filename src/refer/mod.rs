@@ -1,3 +1,209 @@
-//! PixelRefer / PixelRefer-Lite region question answering (DESIGN.md §1).
+//! PixelRefer / PixelRefer-Lite region question answering (DESIGN.md §1, `onnx/PIXELREFER_NOTES.md`).
 //!
-//! Not built yet: it arrives with the PixelRefer issue.
+//! Every host step of the official pipeline runs here in Rust; the exported ONNX graphs run
+//! through ONNX Runtime. Layout (after candle / usls): [`ReferConfig`] read from the manifest,
+//! [`PixelRefer::load`] builds and validates the sessions, [`PixelRefer::prepare`] (host
+//! preprocessing) → [`PixelRefer::build_prompt`] (encode + splice) → [`PixelRefer::prefill`] →
+//! decode loop ([`PixelRefer::ask`] does all of it). Generation pieces ([`LogitsProcessor`],
+//! [`TokenOutputStream`]) are testable alone.
+//!
+//! Multi-turn conversations re-run the whole prompt each turn (no KV reuse across turns, like
+//! upstream `mm_infer`); frame and region embeddings are cached by frame and mask hash, so later
+//! turns only pay for the decoder.
+
+mod cache;
+pub mod config;
+mod error;
+pub mod generation;
+mod model;
+pub mod preprocess;
+pub mod prompt;
+pub mod resize;
+pub mod saot;
+
+pub use config::ReferConfig;
+pub use error::ReferError;
+pub use generation::{LogitsProcessor, Sampling, TokenOutputStream};
+pub use model::{FrameTrace, KvCache, MaskTrace, PixelRefer, Prepared, PreparedMask, PromptEmbeds};
+pub use saot::Variant;
+
+use crate::mask::Mask;
+use image::RgbImage;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The media a question is about.
+#[derive(Debug, Clone)]
+pub enum Media {
+    /// One RGB image.
+    Image(RgbImage),
+    /// Video frames (RGB, all the same size) with their timestamps in seconds (rendered as
+    /// `Time 1.0s:` in the prompt; Lite writes the mask's frame time in its region text).
+    Video {
+        /// The sampled frames.
+        frames: Vec<RgbImage>,
+        /// One timestamp per frame.
+        timestamps_secs: Vec<f64>,
+    },
+}
+
+/// One mask of an object on one frame.
+#[derive(Debug, Clone)]
+pub struct FrameMask {
+    /// Index into the request's frames (0 for an image).
+    pub frame: usize,
+    /// The mask, the frame's size.
+    pub mask: Mask,
+}
+
+/// An object the question refers to as `<object{tag_id}>`.
+#[derive(Debug, Clone)]
+pub struct ObjectMasks {
+    /// The tag number.
+    pub tag_id: u32,
+    /// Its masks. PixelRefer uses the first one (put the prompted frame first); Lite uses each
+    /// (32 tokens per mask, labelled with the mask's frame time on video).
+    pub masks: Vec<FrameMask>,
+}
+
+/// An earlier question and its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    /// What the user asked.
+    pub question: String,
+    /// What the model answered ([`Answer::text`]).
+    pub answer: String,
+}
+
+/// Decoding options; `None` takes the model's default.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GenerationOptions {
+    /// Token budget (default: the manifest's `max_new_tokens`).
+    pub max_new_tokens: Option<usize>,
+    /// Sampling temperature; `None` or ≤ 0 is greedy (the upstream default).
+    pub temperature: Option<f64>,
+    /// Nucleus sampling threshold in (0, 1).
+    pub top_p: Option<f64>,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Repetition penalty (default: the checkpoint's generation config).
+    pub repetition_penalty: Option<f32>,
+}
+
+/// A question about objects in media.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The image or video frames.
+    pub media: Media,
+    /// The objects, in the order they are introduced to the model.
+    pub objects: Vec<ObjectMasks>,
+    /// Earlier turns; the objects are introduced in the first one.
+    pub history: Vec<Turn>,
+    /// The question; `<objectN>` (or `<regionN>`) names the object with tag `N`.
+    pub question: String,
+    /// Decoding options.
+    pub options: GenerationOptions,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A stop token (`<|im_end|>` / `<|endoftext|>`).
+    EndOfText,
+    /// The token budget ran out.
+    MaxTokens,
+    /// The model's context is full.
+    ContextFull,
+}
+
+/// Wall-clock times of one answer, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Timings {
+    /// Host preprocessing, media and object encoding, prompt building.
+    pub encode_secs: f64,
+    /// The prompt through the decoder.
+    pub prefill_secs: f64,
+    /// From the call to the first token's logits.
+    pub time_to_first_token_secs: f64,
+    /// The generation loop.
+    pub decode_secs: f64,
+    /// The whole call.
+    pub total_secs: f64,
+    /// Generated tokens after the first, per second of decoding.
+    pub tokens_per_sec: f64,
+}
+
+/// The model's answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Answer {
+    /// Decoded text (special tokens skipped, trimmed).
+    pub text: String,
+    /// Generated ids, the stop token included when one was produced.
+    pub token_ids: Vec<u32>,
+    /// Tokens in the prompt (after video pruning).
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Why it stopped.
+    pub stop: StopReason,
+    /// Timings.
+    pub timings: Timings,
+}
+
+/// Cancels a running request: sets a flag checked between graph runs and tokens and terminates
+/// the graph that is running (ONNX Runtime `RunOptions::terminate`). Clone it to another thread.
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+    run_options: Arc<Mutex<Option<Arc<ort::session::RunOptions>>>>,
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CancelToken(cancelled: {})", self.is_cancelled())
+    }
+}
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Some(ro) = self.run_options.lock().as_ref()
+            && let Err(e) = ro.terminate()
+        {
+            log::warn!("could not terminate the running graph: {e}");
+        }
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The run options every graph run of this request uses (created on first use).
+    fn run_options(&self) -> Result<Arc<ort::session::RunOptions>, ReferError> {
+        let mut slot = self.run_options.lock();
+        if let Some(ro) = slot.as_ref() {
+            return Ok(ro.clone());
+        }
+        let ro = Arc::new(
+            ort::session::RunOptions::new().map_err(|e| ReferError::Run {
+                graph: "run options".into(),
+                reason: e.to_string(),
+            })?,
+        );
+        *slot = Some(ro.clone());
+        drop(slot);
+        if self.is_cancelled() {
+            let _ = ro.terminate();
+        }
+        Ok(ro)
+    }
+}

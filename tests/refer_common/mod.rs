@@ -1,0 +1,105 @@
+//! Shared helpers of the `refer_*` tests: fixture paths and a small safetensors reader.
+//!
+//! The tiny models and reference data are made by the exporter (./test.sh runs these through
+//! scripts/make_fixtures.sh before `cargo test`):
+//!
+//! ```text
+//! PY=~/.cache/pixelrefer-studio/venv/bin/python
+//! $PY onnx/export_pixelrefer.py --tiny-random .fixtures/models/pixelrefer-tiny --variant full
+//! $PY onnx/export_pixelrefer.py --tiny-random .fixtures/models/pixelrefer-lite-tiny --variant lite
+//! ```
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// `$PIXELREFER_FIXTURES/<name>`, default `<crate>/.fixtures/models/<name>`; panics with a
+/// clear message when it is missing (these tests must not silently skip).
+pub fn fixture(name: &str) -> PathBuf {
+    let root = std::env::var("PIXELREFER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
+    let dir = root.join(name);
+    assert!(
+        dir.join("manifest.json").is_file() && dir.join("reference/cases.json").is_file(),
+        "missing test fixture {}: run ./test.sh (or scripts/make_fixtures.sh) to export the tiny PixelRefer models",
+        dir.display()
+    );
+    dir
+}
+
+/// One tensor of a safetensors file.
+pub struct StTensor {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl StTensor {
+    pub fn f32(&self) -> Vec<f32> {
+        assert_eq!(self.dtype, "F32");
+        self.bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    pub fn i64(&self) -> Vec<i64> {
+        assert_eq!(self.dtype, "I64");
+        self.bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn u8(&self) -> Vec<u8> {
+        assert_eq!(self.dtype, "U8");
+        self.bytes.clone()
+    }
+}
+
+/// Reads every tensor of a `.safetensors` file (8-byte header length, JSON header, data).
+pub fn read_safetensors(path: &std::path::Path) -> HashMap<String, StTensor> {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&raw[8..8 + n]).unwrap();
+    let data = &raw[8 + n..];
+    let mut out = HashMap::new();
+    for (k, v) in header.as_object().unwrap() {
+        if k == "__metadata__" {
+            continue;
+        }
+        let off = v["data_offsets"].as_array().unwrap();
+        let (a, b) = (
+            off[0].as_u64().unwrap() as usize,
+            off[1].as_u64().unwrap() as usize,
+        );
+        out.insert(
+            k.clone(),
+            StTensor {
+                dtype: v["dtype"].as_str().unwrap().to_string(),
+                shape: v["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as usize)
+                    .collect(),
+                bytes: data[a..b].to_vec(),
+            },
+        );
+    }
+    out
+}
+
+/// Max |a-b|; panics naming `what` if the lengths differ or the difference exceeds `tol`.
+pub fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) -> f32 {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let mut worst = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        let d = (x - y).abs();
+        assert!(!d.is_nan(), "{what}: NaN");
+        worst = worst.max(d);
+    }
+    assert!(worst <= tol, "{what}: max abs diff {worst:e} > {tol:e}");
+    worst
+}
