@@ -55,7 +55,11 @@ fn track_writes_regions_for_every_frame_of_every_object() {
         .args(["--device", "cpu", "--threads", "2"])
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let objects = regions["items"][0]["objects"].as_array().unwrap();
@@ -63,10 +67,19 @@ fn track_writes_regions_for_every_frame_of_every_object() {
     assert_eq!(tags, ["<object0>", "<object3>"]);
     for object in objects {
         let frames = object["frames"].as_array().unwrap();
-        let indices: Vec<u64> = frames.iter().map(|f| f["index"].as_u64().unwrap()).collect();
+        let indices: Vec<u64> = frames
+            .iter()
+            .map(|f| f["index"].as_u64().unwrap())
+            .collect();
         assert_eq!(indices, [0, 1, 2, 3], "every frame, both directions");
-        let sources: Vec<&str> = frames.iter().map(|f| f["source"].as_str().unwrap()).collect();
-        assert_eq!(sources, ["propagated", "clicked", "propagated", "propagated"]);
+        let sources: Vec<&str> = frames
+            .iter()
+            .map(|f| f["source"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            sources,
+            ["propagated", "clicked", "propagated", "propagated"]
+        );
         for f in frames {
             assert!(f["rle"]["counts"].is_string(), "compressed COCO RLE: {f}");
             assert_eq!(f["rle"]["size"], serde_json::json!([270, 480]));
