@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
+# Mesa (the headless UI tests) wants a runtime dir; CI machines often have none.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
+  XDG_RUNTIME_DIR="$(mktemp -d)"; export XDG_RUNTIME_DIR
+fi
 export PIXELREFER_FIXTURES="${PIXELREFER_FIXTURES:-$PWD/.fixtures/models}"
 scripts/make_fixtures.sh
 cargo test --locked
