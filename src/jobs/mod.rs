@@ -13,9 +13,11 @@
 
 mod document;
 mod media_worker;
+mod segment_job;
 
 pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
+pub use segment_job::{SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;

@@ -5,6 +5,7 @@ use super::canvas::{BRUSH_RADIUS_RANGE_PX, Canvas};
 use super::doc_api::{self, ExportKind};
 use super::help::{self, HelpOverlay};
 use super::objects_panel::ObjectsPanel;
+use super::sam_panel::SamPanel;
 use super::state::{AppEvent, AppState, Tool};
 use super::timeline::Timeline;
 use crate::jobs::{FrameRequest, FrameSource, JobError, JobRunner, MediaWorker, Repaint};
@@ -40,6 +41,7 @@ enum Pick {
     Export(ExportKind),
     ImportCoco,
     Relink,
+    SamModel,
 }
 
 /// A document and its media, ready to show.
@@ -112,6 +114,7 @@ pub struct StudioApp {
     saving: bool,
     event_hook: Option<EventHook>,
     autosave_interval: Duration,
+    sam: SamPanel,
 }
 
 impl StudioApp {
@@ -159,7 +162,7 @@ impl StudioApp {
             }
         }
         let repaint: Arc<dyn Repaint> = Arc::new(EguiRepaint(cc.egui_ctx.clone()));
-        Self {
+        let mut app = Self {
             state: None,
             canvas,
             objects: ObjectsPanel::default(),
@@ -178,7 +181,20 @@ impl StudioApp {
             saving: false,
             event_hook: None,
             autosave_interval: AUTOSAVE_INTERVAL,
-        }
+            sam: SamPanel::default(),
+        };
+        app.sam.discover(None, Arc::clone(&app.repaint));
+        app
+    }
+
+    /// Looks for the SAM 2 model in `dir` first (like `--models DIR`) and loads it.
+    pub fn set_models_dir(&mut self, dir: Option<&Path>) {
+        self.sam.discover(dir, Arc::clone(&self.repaint));
+    }
+
+    /// SAM 2 state (model status, whether a mask is being computed).
+    pub fn sam(&self) -> &SamPanel {
+        &self.sam
     }
 
     /// The application state (None on the start screen).
@@ -269,6 +285,7 @@ impl StudioApp {
                 .set_title("Import COCO JSON")
                 .add_filter("COCO JSON", &["json"]),
             Pick::Relink => dialog.set_title("Locate the moved media"),
+            Pick::SamModel => dialog.set_title("SAM 2 model folder"),
         };
         self.spawn("file dialog", move || {
             let handle = pollster::block_on(async move {
@@ -276,7 +293,7 @@ impl StudioApp {
                     Pick::SaveProjectAs | Pick::Export(ExportKind::Regions | ExportKind::Coco) => {
                         dialog.save_file().await
                     }
-                    Pick::Export(ExportKind::Pngs) => dialog.pick_folder().await,
+                    Pick::Export(ExportKind::Pngs) | Pick::SamModel => dialog.pick_folder().await,
                     _ => dialog.pick_file().await,
                 }
             });
@@ -455,6 +472,7 @@ impl StudioApp {
 
     fn on_picked(&mut self, ctx: &egui::Context, pick: Pick, path: PathBuf) {
         match pick {
+            Pick::SamModel => self.sam.load(path, Arc::clone(&self.repaint)),
             Pick::OpenMedia | Pick::OpenProject => {
                 if self.state.as_ref().is_some_and(AppState::is_dirty) {
                     // Keep the work: autosave now, the recovery prompt brings it back.
@@ -538,6 +556,8 @@ impl StudioApp {
             }
         }
         if let Some((request, frame)) = newest {
+            self.sam
+                .on_frame(request.item, request.index, Arc::clone(&frame));
             let max_side = ctx.input(|i| i.max_texture_side);
             let image = color_image(&frame, max_side);
             let options = egui::TextureOptions {
@@ -758,6 +778,11 @@ impl StudioApp {
                     self.canvas.zoom_by(0.8);
                 }
             });
+            ui.menu_button("Models", |ui| {
+                if ui.button("SAM 2 model…").clicked() {
+                    self.pick(Pick::SamModel);
+                }
+            });
             ui.menu_button("Help", |ui| {
                 if ui
                     .add(egui::Button::new("Keyboard shortcuts").shortcut_text("?"))
@@ -863,6 +888,8 @@ impl StudioApp {
                 }
                 ui.separator();
                 ui.label(format!("zoom {:.0}%", self.canvas.transform().zoom * 100.0));
+                ui.separator();
+                ui.label(self.sam.status_text());
             }
             for job in self.jobs.running() {
                 let progress = job.progress();
@@ -1070,9 +1097,14 @@ impl eframe::App for StudioApp {
             // jobs); the queue is drained every frame so it never grows.
             for event in state.take_events() {
                 log::debug!("{event:?}");
+                self.sam.on_event(&event);
                 if let Some(hook) = &mut self.event_hook {
                     hook(&event);
                 }
+            }
+            let sam_errors = self.sam.poll(state);
+            for err in sam_errors {
+                self.report(ctx, err);
             }
         }
         self.poll_jobs(ctx);

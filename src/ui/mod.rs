@@ -12,6 +12,7 @@ pub mod canvas;
 pub mod doc_api;
 pub mod help;
 pub mod objects_panel;
+pub mod sam_panel;
 pub mod state;
 pub mod timeline;
 pub mod transform;

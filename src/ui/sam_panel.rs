@@ -1,0 +1,298 @@
+//! SAM 2 in the app: the model chooser state, the status-bar line, and click-to-mask.
+//!
+//! Prompt changes ([`AppEvent::PromptsChanged`]) become requests to the
+//! [`SegmentWorker`](crate::jobs::SegmentWorker) thread; its masks come back as messages and
+//! are applied here as one undoable [`Edit`] each (the mask, its IoU score, the prompts that
+//! made it and the model id, plus the model record in `doc.models` the first time). The UI
+//! thread never waits on the model.
+
+use super::state::{AppEvent, AppState};
+use crate::jobs::{Repaint, SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker};
+use crate::media::Frame;
+use crate::project::{Edit, FrameAnnotation, MaskSource, ModelRecord};
+use crate::runtime::{ModelKind, SessionOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the SAM 2 model stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamStatus {
+    /// No `sam2` model directory was found.
+    NoModel,
+    /// Loading `dir` in the background.
+    Loading(PathBuf),
+    /// Ready on `provider` ("CPU", "CUDA"), with load warnings (e.g. a CUDA → CPU fallback).
+    Ready {
+        /// Model id recorded in the document.
+        id: String,
+        /// Execution provider in use.
+        provider: String,
+        /// Warnings from loading.
+        warnings: Vec<String>,
+    },
+    /// Loading failed (one sentence).
+    Failed(String),
+}
+
+/// SAM 2 state of the app (owned by [`super::StudioApp`]).
+pub struct SamPanel {
+    worker: Option<SegmentWorker>,
+    status: SamStatus,
+    record: Option<ModelRecord>,
+    frame: Option<(usize, u64, Arc<Frame>)>,
+    pending: Vec<(usize, u32, u64)>,
+    in_flight: usize,
+}
+
+impl Default for SamPanel {
+    fn default() -> Self {
+        Self {
+            worker: None,
+            status: SamStatus::NoModel,
+            record: None,
+            frame: None,
+            pending: Vec::new(),
+            in_flight: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for SamPanel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamPanel")
+            .field("status", &self.status)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first `sam2` model directory found in `models_dir`, `$PIXELREFER_MODELS`, `./models` and
+/// the user data directory.
+pub fn find_sam2_dir(models_dir: Option<&Path>) -> Option<PathBuf> {
+    crate::runtime::find_model_dirs(models_dir)
+        .into_iter()
+        .find(|(_, m)| m.kind == ModelKind::Sam2)
+        .map(|(dir, _)| dir)
+}
+
+impl SamPanel {
+    /// Finds a `sam2` model (see [`find_sam2_dir`]) and starts loading it in the background.
+    pub fn discover(&mut self, models_dir: Option<&Path>, repaint: Arc<dyn Repaint>) {
+        match find_sam2_dir(models_dir) {
+            Some(dir) => self.load(dir, repaint),
+            None => {
+                self.worker = None;
+                self.status = SamStatus::NoModel;
+            }
+        }
+    }
+
+    /// Loads the model directory `dir` on the worker thread (replacing any current model).
+    pub fn load(&mut self, dir: PathBuf, repaint: Arc<dyn Repaint>) {
+        self.worker = None;
+        self.record = None;
+        self.in_flight = 0;
+        match SegmentWorker::spawn(dir.clone(), SessionOptions::default(), repaint) {
+            Ok(worker) => {
+                self.worker = Some(worker);
+                self.status = SamStatus::Loading(dir);
+            }
+            Err(e) => self.status = SamStatus::Failed(format!("could not start SAM 2: {e}")),
+        }
+    }
+
+    /// Where the model stands.
+    pub fn status(&self) -> &SamStatus {
+        &self.status
+    }
+
+    /// Whether a mask request is running.
+    pub fn busy(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// One line for the status bar.
+    pub fn status_text(&self) -> String {
+        match &self.status {
+            SamStatus::NoModel => {
+                "SAM 2: no model (prompts are kept; masks need a SAM 2 model, see Models > SAM 2 model…)"
+                    .into()
+            }
+            SamStatus::Loading(dir) => format!("SAM 2: loading {}…", dir.display()),
+            SamStatus::Ready {
+                id,
+                provider,
+                warnings,
+            } => {
+                let mut s = format!("SAM 2: {id} on {provider}");
+                if let Some(w) = warnings.first() {
+                    s.push_str(&format!(" (warning: {w})"));
+                }
+                if self.busy() {
+                    s.push_str(", segmenting…");
+                }
+                s
+            }
+            SamStatus::Failed(e) => format!("SAM 2: {e}"),
+        }
+    }
+
+    /// Handles an app event (prompt changes queue a mask request).
+    pub fn on_event(&mut self, event: &AppEvent) {
+        match event {
+            AppEvent::PromptsChanged { item, id, frame } => {
+                let key = (*item, *id, *frame);
+                if !self.pending.contains(&key) {
+                    self.pending.push(key);
+                }
+            }
+        }
+    }
+
+    /// The frame now shown; pre-encodes it so the first click is fast.
+    pub fn on_frame(&mut self, item: usize, frame: u64, image: Arc<Frame>) {
+        if let Some(worker) = &self.worker {
+            worker.request(SegmentRequest::Preencode {
+                item,
+                frame,
+                image: Arc::clone(&image),
+            });
+        }
+        self.frame = Some((item, frame, image));
+    }
+
+    /// Sends pending requests and applies finished masks to `state`. Returns messages for the
+    /// user (errors, one sentence each).
+    pub fn poll(&mut self, state: &mut AppState) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Some(worker) = &self.worker {
+            for message in worker.poll() {
+                match message {
+                    SegmentMessage::Loaded {
+                        record,
+                        provider,
+                        warnings,
+                    } => {
+                        self.status = SamStatus::Ready {
+                            id: record.id.clone(),
+                            provider,
+                            warnings,
+                        };
+                        self.record = Some(record);
+                    }
+                    SegmentMessage::LoadFailed(e) => {
+                        self.status = SamStatus::Failed(e.clone());
+                        errors.push(format!("SAM 2 model: {e}"));
+                    }
+                    SegmentMessage::Mask(result) => {
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                        if let Err(e) = self.apply(state, &result) {
+                            errors.push(e);
+                        }
+                    }
+                    SegmentMessage::Failed(e) => {
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                        errors.push(format!("SAM 2: {e}"));
+                    }
+                }
+            }
+        }
+        if matches!(self.status, SamStatus::Failed(_)) {
+            self.worker = None;
+        }
+        self.send_pending(state);
+        errors
+    }
+
+    fn send_pending(&mut self, state: &AppState) {
+        if self.worker.is_none() || self.record.is_none() {
+            // Prompts stay in the document; masks come once a model is ready. Without a model
+            // the requests are dropped (the status bar says why).
+            if self.worker.is_none() {
+                self.pending.clear();
+            }
+            return;
+        }
+        let Some((f_item, f_frame, image)) = self.frame.clone() else {
+            return;
+        };
+        let mut keep = Vec::new();
+        for (item, id, frame) in std::mem::take(&mut self.pending) {
+            if (item, frame) != (f_item, f_frame) {
+                if (item, frame) == (state.item, state.frame) {
+                    keep.push((item, id, frame)); // its image is on its way
+                }
+                continue;
+            }
+            let prompts = state
+                .doc
+                .items
+                .get(item)
+                .and_then(|it| it.object(id))
+                .and_then(|o| o.frames.get(&frame))
+                .map(|a| a.prompts.clone())
+                .unwrap_or_default();
+            if prompts.is_empty() {
+                continue;
+            }
+            let sent = self.worker.as_ref().is_some_and(|w| {
+                w.request(SegmentRequest::Predict {
+                    item,
+                    id,
+                    frame,
+                    image: Arc::clone(&image),
+                    prompts,
+                })
+            });
+            if sent {
+                self.in_flight += 1;
+            } else {
+                keep.push((item, id, frame));
+            }
+        }
+        self.pending = keep;
+    }
+
+    /// Applies one mask as one undo step; results whose prompts changed since are dropped.
+    fn apply(&self, state: &mut AppState, result: &SegmentResult) -> Result<(), String> {
+        let Some(record) = &self.record else {
+            return Ok(());
+        };
+        let Some(object) = state
+            .doc
+            .items
+            .get(result.item)
+            .and_then(|it| it.object(result.id))
+        else {
+            return Ok(()); // the object was removed meanwhile
+        };
+        if object.locked {
+            return Ok(());
+        }
+        let current = object.frames.get(&result.frame);
+        if current.map(|a| &a.prompts) != Some(&result.prompts) {
+            return Ok(()); // stale: a newer request follows
+        }
+        let annotation = FrameAnnotation {
+            mask: Some(super::doc_api::rle_from_mask(&result.mask)),
+            source: MaskSource::Clicked,
+            score: Some(result.iou),
+            prompts: result.prompts.clone(),
+            model: Some(record.id.clone()),
+        };
+        let set = Edit::SetFrame {
+            item: result.item,
+            id: result.id,
+            frame: result.frame,
+            annotation: Some(Box::new(annotation)),
+        };
+        let edit = if state.doc.models.iter().any(|m| m.id == record.id) {
+            set
+        } else {
+            let mut models = state.doc.models.clone();
+            models.push(record.clone());
+            Edit::Batch(vec![Edit::SetModels(models), set])
+        };
+        state.apply(edit).map_err(|e| e.to_string())
+    }
+}

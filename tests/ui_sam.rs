@@ -1,0 +1,203 @@
+//! Headless tests of SAM 2 inside the app (egui_kittest on wgpu) with the tiny random-weight
+//! model (`$PIXELREFER_FIXTURES/sam2-tiny`, written by ./test.sh): the model loads in the
+//! background, a click prompt becomes a mask through the worker thread as one undo step, a
+//! refining click replaces it, and without a model the prompts are kept with a clear note.
+
+#![allow(clippy::unwrap_used)]
+
+use egui_kittest::Harness;
+use pixelrefer_studio::jobs::FrameSource;
+use pixelrefer_studio::media::{Frame, MediaError};
+use pixelrefer_studio::project::{Document, Item, MaskSource, MediaKind, MediaRef};
+use pixelrefer_studio::ui::StudioApp;
+use pixelrefer_studio::ui::sam_panel::SamStatus;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn sam2_dir() -> PathBuf {
+    let root = std::env::var_os("PIXELREFER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
+    let dir = root.join("sam2-tiny");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "{} is missing: run ./test.sh (it writes the tiny models) or set PIXELREFER_FIXTURES",
+        dir.display()
+    );
+    dir
+}
+
+/// The reference frame of the tiny model, served for every frame index.
+struct Still {
+    frame: Arc<Frame>,
+}
+
+impl Still {
+    fn load() -> Self {
+        let path = sam2_dir().join("reference/frames/00000.png");
+        let img = image::open(&path).unwrap().to_rgba8();
+        let (width, height) = img.dimensions();
+        Self {
+            frame: Arc::new(Frame {
+                width,
+                height,
+                rgba: img.into_raw(),
+            }),
+        }
+    }
+}
+
+impl FrameSource for Still {
+    fn frame(&mut self, _item: usize, _index: u64) -> Result<Arc<Frame>, MediaError> {
+        Ok(Arc::clone(&self.frame))
+    }
+
+    fn frame_count(&self, _item: usize) -> u64 {
+        1
+    }
+}
+
+fn harness(models: Option<PathBuf>) -> Harness<'static, StudioApp> {
+    let still = Still::load();
+    let (w, h) = (still.frame.width, still.frame.height);
+    let media = MediaRef {
+        kind: MediaKind::Image,
+        path: "still.png".into(),
+        fingerprint: None,
+    };
+    let doc = Document::new(media, vec![Item::new(None, w, h, 1, 0.0)]);
+    Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            let mut app = StudioApp::with_document(cc, doc, still);
+            app.set_models_dir(models.as_deref());
+            app
+        })
+}
+
+/// Steps the harness until `done` holds, at most `secs` seconds.
+fn step_until(
+    harness: &mut Harness<'static, StudioApp>,
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut(&StudioApp) -> bool,
+) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        harness.step();
+        if done(harness.state()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn click_gives_a_mask_and_undo_removes_it() {
+    let dir = sam2_dir();
+    let mut harness = harness(Some(dir));
+    step_until(&mut harness, 20, "the model and the frame", |app| {
+        app.frame_ready() && matches!(app.sam().status(), SamStatus::Ready { .. })
+    });
+    let SamStatus::Ready { id: model_id, .. } = app_status(&harness) else {
+        unreachable!()
+    };
+    let state = harness.state_mut().state_mut().unwrap();
+    let id = state.add_object().unwrap();
+    state.add_point_prompt(240.0, 135.0, true).unwrap();
+    let started = Instant::now();
+    step_until(&mut harness, 20, "the mask of a click", |app| {
+        app.state()
+            .and_then(|s| s.annotation(id))
+            .is_some_and(|a| a.mask.is_some())
+    });
+    eprintln!("click → mask in {:?}", started.elapsed());
+    let state = harness.state().state().unwrap();
+    let a = state.annotation(id).unwrap();
+    assert_eq!(a.source, MaskSource::Clicked);
+    assert!(a.score.is_some());
+    assert_eq!(a.prompts.points.len(), 1);
+    assert_eq!(a.model.as_deref(), Some(model_id.as_str()));
+    assert!(state.doc.models.iter().any(|m| m.id == model_id));
+    let mask = state.mask(id).unwrap();
+    assert_eq!((mask.width(), mask.height()), (480, 270));
+    assert!(
+        harness.state().toasts().is_empty(),
+        "{:?}",
+        harness.state().toasts()
+    );
+
+    let first = state.annotation(id).unwrap().mask.clone();
+
+    // A second (negative) click refines: a new mask for the two prompts (one more undo step).
+    let state = harness.state_mut().state_mut().unwrap();
+    state.add_point_prompt(20.0, 20.0, false).unwrap();
+    let revision = state.revision();
+    step_until(&mut harness, 20, "the refined mask", |app| {
+        app.state().is_some_and(|s| s.revision() > revision)
+    });
+    let state = harness.state_mut().state_mut().unwrap();
+    assert_eq!(state.annotation(id).unwrap().prompts.points.len(), 2);
+
+    // Undo: the refined mask, the second click, then the first mask (prompts kept).
+    assert!(state.undo().unwrap());
+    assert_eq!(state.annotation(id).unwrap().prompts.points.len(), 2);
+    assert_eq!(state.annotation(id).unwrap().mask, first);
+    assert!(state.undo().unwrap());
+    assert_eq!(state.annotation(id).unwrap().prompts.points.len(), 1);
+    assert!(state.undo().unwrap());
+    let a = state.annotation(id).unwrap();
+    assert!(a.mask.is_none(), "undo removes the mask");
+    assert_eq!(a.prompts.points.len(), 1, "the prompts are kept");
+    assert!(state.doc.models.is_empty(), "the model record goes with it");
+    // Undoing does not trigger new predictions (no PromptsChanged).
+    harness.run_steps(5);
+    assert!(
+        harness
+            .state()
+            .state()
+            .unwrap()
+            .annotation(id)
+            .unwrap()
+            .mask
+            .is_none()
+    );
+}
+
+fn app_status(harness: &Harness<'static, StudioApp>) -> SamStatus {
+    harness.state().sam().status().clone()
+}
+
+#[test]
+fn without_a_model_prompts_are_kept_with_a_note() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut harness = harness(Some(empty.path().to_path_buf()));
+    step_until(&mut harness, 10, "the frame", StudioApp::frame_ready);
+    if !matches!(app_status(&harness), SamStatus::NoModel) {
+        // A model was found in $PIXELREFER_MODELS, ./models or the user data directory.
+        return;
+    }
+    assert!(
+        harness
+            .state()
+            .sam()
+            .status_text()
+            .contains("masks need a SAM 2 model")
+    );
+    let state = harness.state_mut().state_mut().unwrap();
+    let id = state.add_object().unwrap();
+    state.add_point_prompt(10.0, 10.0, true).unwrap();
+    harness.run_steps(5);
+    let a = harness
+        .state()
+        .state()
+        .unwrap()
+        .annotation(id)
+        .unwrap()
+        .clone();
+    assert_eq!(a.prompts.points.len(), 1);
+    assert!(a.mask.is_none());
+}
