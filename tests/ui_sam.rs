@@ -1,12 +1,14 @@
 //! Headless tests of SAM 2 inside the app (egui_kittest on wgpu) with the tiny random-weight
 //! model (`$PIXELREFER_FIXTURES/sam2-tiny`, written by ./test.sh): the model loads in the
 //! background, a click prompt becomes a mask through the worker thread as one undo step, a
-//! refining click replaces it, and without a model the prompts are kept with a clear note.
+//! refining click replaces it, propagation over a short video (made with the ffmpeg CLI)
+//! fills every frame as one undo step, cancel stops it quickly, and without a model the
+//! prompts are kept with a clear note.
 
 #![allow(clippy::unwrap_used)]
 
 use egui_kittest::Harness;
-use pixelrefer_studio::jobs::FrameSource;
+use pixelrefer_studio::jobs::{FrameSource, PropagateDirection};
 use pixelrefer_studio::media::{Frame, MediaError};
 use pixelrefer_studio::project::{Document, Item, MaskSource, MediaKind, MediaRef};
 use pixelrefer_studio::ui::StudioApp;
@@ -200,4 +202,130 @@ fn without_a_model_prompts_are_kept_with_a_note() {
         .clone();
     assert_eq!(a.prompts.points.len(), 1);
     assert!(a.mask.is_none());
+}
+
+/// A short video of the tiny model's reference frames (the first `frames` of them).
+fn video(frames: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("clip.mp4");
+    let pattern = sam2_dir().join("reference/frames/%05d.png");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-framerate",
+            "10",
+            "-i",
+        ])
+        .arg(&pattern)
+        .args(["-frames:v", &frames.to_string()])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "1"])
+        .arg(&out)
+        .status()
+        .expect("the ffmpeg CLI is needed for this test");
+    assert!(status.success(), "ffmpeg failed");
+    (tmp, out)
+}
+
+fn video_harness(path: PathBuf) -> Harness<'static, StudioApp> {
+    let dir = sam2_dir();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            let mut app = StudioApp::new(cc, Some(path));
+            app.set_models_dir(Some(&dir));
+            app
+        });
+    step_until(&mut harness, 20, "the video and the model", |app| {
+        app.frame_ready() && matches!(app.sam().status(), SamStatus::Ready { .. })
+    });
+    harness
+}
+
+/// Adds an object with a click on the current frame and waits for its mask.
+fn click_object(harness: &mut Harness<'static, StudioApp>) -> u32 {
+    let state = harness.state_mut().state_mut().unwrap();
+    let id = state.add_object().unwrap();
+    state.add_point_prompt(240.0, 135.0, true).unwrap();
+    step_until(harness, 20, "the clicked mask", |app| {
+        app.state()
+            .and_then(|s| s.annotation(id))
+            .is_some_and(|a| a.mask.is_some())
+    });
+    id
+}
+
+#[test]
+fn propagation_fills_every_frame_and_one_undo_reverts_it() {
+    let (_tmp, path) = video(4);
+    let mut harness = video_harness(path);
+    assert_eq!(harness.state().state().unwrap().frame_count(), 4);
+    let id = click_object(&mut harness);
+    let started = Instant::now();
+    harness
+        .state_mut()
+        .sam_propagate(PropagateDirection::Both)
+        .unwrap();
+    assert!(harness.state().sam().propagation_progress().is_some());
+    step_until(&mut harness, 20, "the propagation", |app| {
+        app.sam().propagation_progress().is_none()
+    });
+    eprintln!("propagation over 4 frames in {:?}", started.elapsed());
+    assert!(
+        harness.state().toasts().is_empty(),
+        "{:?}",
+        harness.state().toasts()
+    );
+    let state = harness.state_mut().state_mut().unwrap();
+    let object = state.object(id).unwrap().clone();
+    for frame in 0..4u64 {
+        let a = object.frames.get(&frame).unwrap();
+        assert!(a.mask.is_some(), "frame {frame} has a mask");
+        assert!(a.score.is_some(), "frame {frame} has a score");
+        let expected = if frame == 0 {
+            MaskSource::Clicked
+        } else {
+            MaskSource::Propagated
+        };
+        assert_eq!(a.source, expected, "frame {frame}");
+    }
+    assert!(state.undo().unwrap());
+    let object = state.object(id).unwrap();
+    assert_eq!(
+        object.frames.keys().copied().collect::<Vec<_>>(),
+        vec![0],
+        "one undo reverts the whole propagation"
+    );
+    assert_eq!(object.frames[&0].source, MaskSource::Clicked);
+    assert!(state.redo().unwrap());
+    assert_eq!(state.object(id).unwrap().frames.len(), 4);
+}
+
+#[test]
+fn cancel_stops_propagation_quickly() {
+    let (_tmp, path) = video(10);
+    let mut harness = video_harness(path);
+    let id = click_object(&mut harness);
+    harness
+        .state_mut()
+        .sam_propagate(PropagateDirection::Forward)
+        .unwrap();
+    harness.step();
+    let cancelled = Instant::now();
+    harness.state().sam_cancel();
+    step_until(&mut harness, 5, "the cancelled propagation to end", |app| {
+        app.sam().propagation_progress().is_none()
+    });
+    let took = cancelled.elapsed();
+    eprintln!("cancel took {took:?}");
+    assert!(took < Duration::from_secs(2), "cancel took {took:?}");
+    // Whatever was finished stays, as one undo step; undo leaves the clicked frame.
+    let state = harness.state_mut().state_mut().unwrap();
+    if state.object(id).unwrap().frames.len() > 1 {
+        assert!(state.undo().unwrap());
+    }
+    assert_eq!(state.object(id).unwrap().frames.len(), 1);
 }

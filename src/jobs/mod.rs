@@ -13,10 +13,14 @@
 
 mod document;
 mod media_worker;
+mod propagate_job;
 mod segment_job;
 
 pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
+pub use propagate_job::{
+    PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame, PropagationJob,
+};
 pub use segment_job::{SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};

@@ -89,6 +89,7 @@ pub enum SegmentMessage {
 
 /// Handle to the SAM 2 worker thread. Dropping it stops the thread.
 pub struct SegmentWorker {
+    model: Arc<parking_lot::Mutex<Option<Arc<Sam2Model>>>>,
     requests: Option<Sender<SegmentRequest>>,
     results: Receiver<SegmentMessage>,
     cancel: Option<CancelToken>,
@@ -113,10 +114,22 @@ impl SegmentWorker {
         let (res_tx, res_rx) = crossbeam_channel::bounded::<SegmentMessage>(CHANNEL_CAPACITY);
         let cancel = CancelToken::new().ok();
         let thread_cancel = cancel.clone();
+        let model = Arc::new(parking_lot::Mutex::new(None));
+        let thread_model = Arc::clone(&model);
         let thread = std::thread::Builder::new()
             .name("sam2-segment".into())
-            .spawn(move || run(dir, options, req_rx, res_tx, repaint, thread_cancel))?;
+            .spawn(move || {
+                run(
+                    dir,
+                    options,
+                    (req_rx, res_tx),
+                    repaint,
+                    thread_cancel,
+                    thread_model,
+                );
+            })?;
         Ok(Self {
+            model,
             requests: Some(req_tx),
             results: res_rx,
             cancel,
@@ -133,6 +146,11 @@ impl SegmentWorker {
             },
             None => false,
         }
+    }
+
+    /// The loaded model (None while loading or after a failure), for propagation jobs.
+    pub fn model(&self) -> Option<Arc<Sam2Model>> {
+        self.model.lock().clone()
     }
 
     /// Everything the worker has reported since the last poll (never blocks).
@@ -184,10 +202,10 @@ type PrevLogits = HashMap<(usize, u32, u64), (crate::project::Prompts, LowResLog
 fn run(
     dir: PathBuf,
     options: SessionOptions,
-    requests: Receiver<SegmentRequest>,
-    results: Sender<SegmentMessage>,
+    (requests, results): (Receiver<SegmentRequest>, Sender<SegmentMessage>),
     repaint: Arc<dyn Repaint>,
     cancel: Option<CancelToken>,
+    shared: Arc<parking_lot::Mutex<Option<Arc<Sam2Model>>>>,
 ) {
     let model = match Sam2Model::load(&dir, &options) {
         Ok(m) => Arc::new(m),
@@ -200,6 +218,7 @@ fn run(
             return;
         }
     };
+    *shared.lock() = Some(Arc::clone(&model));
     let record = model_record(&model);
     let model_id = record.id.clone();
     send(

@@ -192,6 +192,21 @@ impl StudioApp {
         self.sam.discover(dir, Arc::clone(&self.repaint));
     }
 
+    /// Starts a SAM 2 propagation of every prompted object from the current frame.
+    pub fn sam_propagate(
+        &mut self,
+        direction: crate::jobs::PropagateDirection,
+    ) -> Result<(), String> {
+        let state = self.state.as_ref().ok_or("no media is open")?;
+        self.sam
+            .propagate(state, direction, Arc::clone(&self.repaint))
+    }
+
+    /// Cancels the running SAM 2 propagation.
+    pub fn sam_cancel(&self) {
+        self.sam.cancel_propagation();
+    }
+
     /// SAM 2 state (model status, whether a mask is being computed).
     pub fn sam(&self) -> &SamPanel {
         &self.sam
@@ -890,6 +905,14 @@ impl StudioApp {
                 ui.label(format!("zoom {:.0}%", self.canvas.transform().zoom * 100.0));
                 ui.separator();
                 ui.label(self.sam.status_text());
+            }
+            let sam_err = match &self.state {
+                Some(state) => self.sam.controls_ui(ui, state, &self.repaint),
+                None => None,
+            };
+            if let Some(err) = sam_err {
+                let ctx = ui.ctx().clone();
+                self.report(&ctx, err);
             }
             for job in self.jobs.running() {
                 let progress = job.progress();

@@ -7,7 +7,10 @@
 //! thread never waits on the model.
 
 use super::state::{AppEvent, AppState};
-use crate::jobs::{Repaint, SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker};
+use crate::jobs::{
+    PropagateDirection, PropagateMessage, PropagateRequest, PropagationJob, Repaint,
+    SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker,
+};
 use crate::media::Frame;
 use crate::project::{Edit, FrameAnnotation, MaskSource, ModelRecord};
 use crate::runtime::{ModelKind, SessionOptions};
@@ -42,6 +45,16 @@ pub struct SamPanel {
     frame: Option<(usize, u64, Arc<Frame>)>,
     pending: Vec<(usize, u32, u64)>,
     in_flight: usize,
+    propagation: Option<Propagation>,
+}
+
+/// A running propagation and the inverses of what it applied so far (one undo step).
+struct Propagation {
+    job: PropagationJob,
+    item: usize,
+    inverses: Vec<Edit>,
+    done: usize,
+    total: usize,
 }
 
 impl Default for SamPanel {
@@ -53,6 +66,7 @@ impl Default for SamPanel {
             frame: None,
             pending: Vec::new(),
             in_flight: 0,
+            propagation: None,
         }
     }
 }
@@ -200,6 +214,7 @@ impl SamPanel {
         if matches!(self.status, SamStatus::Failed(_)) {
             self.worker = None;
         }
+        errors.extend(self.poll_propagation(state));
         self.send_pending(state);
         errors
     }
@@ -251,6 +266,194 @@ impl SamPanel {
             }
         }
         self.pending = keep;
+    }
+
+    /// Starts propagating every object with prompts on the current item from the current
+    /// frame. The masks appear frame by frame; the whole run is one undo step.
+    pub fn propagate(
+        &mut self,
+        state: &AppState,
+        direction: PropagateDirection,
+        repaint: Arc<dyn Repaint>,
+    ) -> Result<(), String> {
+        if self.propagation.is_some() {
+            return Err("a propagation is already running".into());
+        }
+        let model = self
+            .worker
+            .as_ref()
+            .and_then(SegmentWorker::model)
+            .ok_or("propagation needs a SAM 2 model (Models > SAM 2 model…)")?;
+        if state.frame_count() < 2 {
+            return Err("propagation needs a video".into());
+        }
+        let item = state.item;
+        let prompts: Vec<_> = state
+            .objects()
+            .iter()
+            .filter(|o| !o.locked)
+            .flat_map(|o| {
+                o.frames
+                    .iter()
+                    .filter(|(_, a)| !a.prompts.is_empty())
+                    .map(|(f, a)| (o.id, *f, a.prompts.clone()))
+            })
+            .collect();
+        if prompts.is_empty() {
+            return Err("click on an object first: no object has prompts".into());
+        }
+        let mut media_path = state.doc.media.path.clone();
+        if media_path.is_relative()
+            && let Some(dir) = state.project_path.as_deref().and_then(Path::parent)
+        {
+            media_path = dir.join(media_path);
+        }
+        let request = PropagateRequest {
+            media_path,
+            item,
+            prompts,
+            start: state.frame,
+            direction,
+        };
+        let job = PropagationJob::spawn(model, request, repaint)?;
+        self.propagation = Some(Propagation {
+            job,
+            item,
+            inverses: Vec::new(),
+            done: 0,
+            total: 0,
+        });
+        Ok(())
+    }
+
+    /// Stops the running propagation (what it finished stays, as one undo step).
+    pub fn cancel_propagation(&self) {
+        if let Some(p) = &self.propagation {
+            p.job.cancel();
+        }
+    }
+
+    /// `(done, total)` frames of the running propagation pass.
+    pub fn propagation_progress(&self) -> Option<(usize, usize)> {
+        self.propagation.as_ref().map(|p| (p.done, p.total))
+    }
+
+    /// Propagation buttons, or progress and Cancel while one runs.
+    pub fn controls_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        state: &AppState,
+        repaint: &Arc<dyn Repaint>,
+    ) -> Option<String> {
+        if let Some((done, total)) = self.propagation_progress() {
+            let fraction = if total > 0 {
+                done as f32 / total as f32
+            } else {
+                0.0
+            };
+            ui.add(
+                egui::ProgressBar::new(fraction)
+                    .desired_width(140.0)
+                    .text(format!("frame {done}/{total}")),
+            );
+            if ui.button("Cancel").clicked() {
+                self.cancel_propagation();
+            }
+            return None;
+        }
+        if self.record.is_none() || state.frame_count() < 2 {
+            return None;
+        }
+        let mut chosen = None;
+        for (label, direction) in [
+            ("Propagate backward", PropagateDirection::Backward),
+            ("Propagate forward", PropagateDirection::Forward),
+            ("Propagate both", PropagateDirection::Both),
+        ] {
+            if ui.small_button(label).clicked() {
+                chosen = Some(direction);
+            }
+        }
+        chosen.and_then(|d| self.propagate(state, d, Arc::clone(repaint)).err())
+    }
+
+    fn poll_propagation(&mut self, state: &mut AppState) -> Vec<String> {
+        let mut errors = Vec::new();
+        let Some(p) = &mut self.propagation else {
+            return errors;
+        };
+        let mut ended = false;
+        for message in p.job.poll() {
+            match message {
+                PropagateMessage::Frame {
+                    done,
+                    total,
+                    objects,
+                } => {
+                    p.done = done;
+                    p.total = total;
+                    for o in objects {
+                        let Some(object) =
+                            state.doc.items.get(p.item).and_then(|it| it.object(o.id))
+                        else {
+                            continue;
+                        };
+                        if object.locked {
+                            continue;
+                        }
+                        let prompts = object
+                            .frames
+                            .get(&o.frame)
+                            .map(|a| a.prompts.clone())
+                            .unwrap_or_default();
+                        let annotation = FrameAnnotation {
+                            mask: Some(super::doc_api::rle_from_mask(&o.mask)),
+                            source: if o.conditioning {
+                                MaskSource::Clicked
+                            } else {
+                                MaskSource::Propagated
+                            },
+                            score: Some(o.score),
+                            prompts,
+                            model: self.record.as_ref().map(|r| r.id.clone()),
+                        };
+                        let mut edits = Vec::new();
+                        if let Some(record) = &self.record
+                            && !state.doc.models.iter().any(|m| m.id == record.id)
+                        {
+                            let mut models = state.doc.models.clone();
+                            models.push(record.clone());
+                            edits.push(Edit::SetModels(models));
+                        }
+                        edits.push(Edit::SetFrame {
+                            item: p.item,
+                            id: o.id,
+                            frame: o.frame,
+                            annotation: Some(Box::new(annotation)),
+                        });
+                        for edit in edits {
+                            match state.apply_live(edit) {
+                                Ok(inverse) => p.inverses.push(inverse),
+                                Err(e) => errors.push(e.to_string()),
+                            }
+                        }
+                    }
+                }
+                PropagateMessage::Finished | PropagateMessage::Cancelled => ended = true,
+                PropagateMessage::Failed(e) => {
+                    errors.push(format!("SAM 2: {e}"));
+                    ended = true;
+                }
+            }
+        }
+        if ended
+            && let Some(mut p) = self.propagation.take()
+            && !p.inverses.is_empty()
+        {
+            p.inverses.reverse();
+            state.push_undo(Edit::Batch(p.inverses));
+        }
+        errors
     }
 
     /// Applies one mask as one undo step; results whose prompts changed since are dropped.

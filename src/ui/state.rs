@@ -287,6 +287,19 @@ impl AppState {
         Ok(())
     }
 
+    /// Applies an edit live without an undo step and returns its inverse; the caller records
+    /// the inverses of a run with [`Self::push_undo`] (a propagation is one undo step).
+    pub fn apply_live(&mut self, edit: Edit) -> Result<Edit, ActionError> {
+        let inverse = doc_api::apply(&mut self.doc, edit).map_err(ActionError::Edit)?;
+        self.revision += 1;
+        Ok(inverse)
+    }
+
+    /// Records `inverse` (of edits already applied with [`Self::apply_live`]) as one undo step.
+    pub fn push_undo(&mut self, inverse: Edit) {
+        self.history.push(inverse);
+    }
+
     /// Undoes the last step; false when there was none.
     pub fn undo(&mut self) -> Result<bool, ActionError> {
         let done = doc_api::undo(&mut self.history, &mut self.doc).map_err(ActionError::Edit)?;

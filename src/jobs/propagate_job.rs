@@ -1,0 +1,266 @@
+//! SAM 2 video propagation as a background job: a named thread opens its own copy of the media,
+//! adds every object's prompts to a [`VideoTracker`] and propagates forward, backward or both,
+//! streaming each finished frame back as a [`PropagateMessage`] over a bounded channel. The
+//! [`CancelToken`] stops a running graph and is checked between frames.
+
+use super::Repaint;
+use crate::media::{MediaSource, SourceKind};
+use crate::segment::{
+    CancelToken, Direction, FrameSource, ObjectFrame, Prompts, RgbImage, Sam2Model, SegmentError,
+    TrackerOptions, VideoTracker,
+};
+use crossbeam_channel::{Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which way to propagate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropagateDirection {
+    /// From the start frame to the end.
+    Forward,
+    /// From the start frame to frame 0.
+    Backward,
+    /// Forward, then backward.
+    Both,
+}
+
+/// What to propagate.
+#[derive(Debug, Clone)]
+pub struct PropagateRequest {
+    /// The media file (a video) to read frames from.
+    pub media_path: PathBuf,
+    /// Item index in the document (0 for a video).
+    pub item: usize,
+    /// Prompts per (object id, frame).
+    pub prompts: Vec<(u32, u64, crate::project::Prompts)>,
+    /// Frame to start from (the current frame).
+    pub start: u64,
+    /// Direction.
+    pub direction: PropagateDirection,
+}
+
+/// One object's result on one frame.
+#[derive(Debug, Clone)]
+pub struct PropagatedFrame {
+    /// Object id.
+    pub id: u32,
+    /// Frame index.
+    pub frame: u64,
+    /// The mask (empty when not visible).
+    pub mask: crate::mask::Mask,
+    /// Object score logit (≤ 0: not visible).
+    pub score: f32,
+    /// Whether this is one of the object's prompted frames.
+    pub conditioning: bool,
+}
+
+/// Messages of a propagation job.
+#[derive(Debug, Clone)]
+pub enum PropagateMessage {
+    /// Results of one frame, with `done` of `total` frames finished in this pass.
+    Frame {
+        /// Frames done in this pass.
+        done: usize,
+        /// Frames in this pass.
+        total: usize,
+        /// The frame's objects.
+        objects: Vec<PropagatedFrame>,
+    },
+    /// Finished (all passes done).
+    Finished,
+    /// Cancelled by the user.
+    Cancelled,
+    /// Failed (one sentence).
+    Failed(String),
+}
+
+/// A running propagation.
+pub struct PropagationJob {
+    cancel: CancelToken,
+    messages: Receiver<PropagateMessage>,
+}
+
+impl std::fmt::Debug for PropagationJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PropagationJob").finish_non_exhaustive()
+    }
+}
+
+impl PropagationJob {
+    /// Starts propagating `request` with `model` on a new named thread.
+    pub fn spawn(
+        model: Arc<Sam2Model>,
+        request: PropagateRequest,
+        repaint: Arc<dyn Repaint>,
+    ) -> Result<Self, String> {
+        let cancel = CancelToken::new().map_err(|e| e.to_string())?;
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let thread_cancel = cancel.clone();
+        std::thread::Builder::new()
+            .name("sam2-propagate".into())
+            .spawn(move || {
+                let end = match run(model, &request, &tx, &repaint, &thread_cancel) {
+                    Ok(()) => PropagateMessage::Finished,
+                    Err(_) if thread_cancel.is_cancelled() => PropagateMessage::Cancelled,
+                    Err(e) => PropagateMessage::Failed(e),
+                };
+                send(&tx, &repaint, &thread_cancel, end, true);
+            })
+            .map_err(|e| format!("could not start the propagation thread: {e}"))?;
+        Ok(Self {
+            cancel,
+            messages: rx,
+        })
+    }
+
+    /// Asks the job to stop (the running graph is terminated).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Messages since the last poll (never blocks).
+    pub fn poll(&self) -> Vec<PropagateMessage> {
+        self.messages.try_iter().collect()
+    }
+}
+
+/// Sends `message`, waiting while the channel is full unless cancelled (`last` messages are
+/// always tried for a while so the UI learns the job ended).
+fn send(
+    tx: &Sender<PropagateMessage>,
+    repaint: &Arc<dyn Repaint>,
+    cancel: &CancelToken,
+    mut message: PropagateMessage,
+    last: bool,
+) -> bool {
+    for _ in 0..2000 {
+        match tx.send_timeout(message, Duration::from_millis(10)) {
+            Ok(()) => {
+                repaint.request_repaint();
+                return true;
+            }
+            Err(crossbeam_channel::SendTimeoutError::Timeout(m)) => {
+                repaint.request_repaint();
+                if cancel.is_cancelled() && !last {
+                    return false;
+                }
+                message = m;
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return false,
+        }
+    }
+    false
+}
+
+struct MediaFrames {
+    source: MediaSource,
+    folder: bool,
+    count: usize,
+}
+
+impl FrameSource for MediaFrames {
+    fn frame_count(&self) -> usize {
+        self.count
+    }
+    fn frame(&mut self, index: usize) -> Result<RgbImage, SegmentError> {
+        let (item, idx) = if self.folder {
+            (index, 0)
+        } else {
+            (0, index as u64)
+        };
+        let f = self
+            .source
+            .frame(item, idx)
+            .map_err(|e| SegmentError::Media {
+                index,
+                reason: e.to_string(),
+            })?;
+        RgbImage::from_rgba(f.width, f.height, &f.rgba)
+    }
+}
+
+fn run(
+    model: Arc<Sam2Model>,
+    request: &PropagateRequest,
+    tx: &Sender<PropagateMessage>,
+    repaint: &Arc<dyn Repaint>,
+    cancel: &CancelToken,
+) -> Result<(), String> {
+    let source = crate::media::open(&request.media_path).map_err(|e| e.to_string())?;
+    let folder = source.kind() == SourceKind::Folder;
+    let info = source.item_info(0).map_err(|e| e.to_string())?;
+    let count = if folder {
+        source.item_count()
+    } else {
+        usize::try_from(info.frame_count).unwrap_or(usize::MAX)
+    };
+    let mut frames = MediaFrames {
+        source,
+        folder,
+        count,
+    };
+    let options = TrackerOptions {
+        add_all_frames_to_correct_as_cond: Some(true),
+        ..TrackerOptions::default()
+    };
+    let mut tracker = VideoTracker::new(model, count, info.width, info.height, options)
+        .map_err(|e| e.to_string())?;
+    for (id, frame, prompts) in &request.prompts {
+        let frame = usize::try_from(*frame).unwrap_or(usize::MAX);
+        tracker
+            .add_prompts(
+                &mut frames,
+                frame,
+                *id,
+                &Prompts::from_project(prompts),
+                true,
+                Some(cancel),
+            )
+            .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+    }
+    let directions: &[Direction] = match request.direction {
+        PropagateDirection::Forward => &[Direction::Forward],
+        PropagateDirection::Backward => &[Direction::Backward],
+        PropagateDirection::Both => &[Direction::Forward, Direction::Backward],
+    };
+    let start = usize::try_from(request.start).unwrap_or(0);
+    for &direction in directions {
+        let mut stopped = false;
+        tracker
+            .propagate(
+                &mut frames,
+                Some(start),
+                direction,
+                None,
+                Some(cancel),
+                &mut |p, objs: Vec<ObjectFrame>| {
+                    if stopped {
+                        return;
+                    }
+                    let objects = objs
+                        .into_iter()
+                        .map(|o| PropagatedFrame {
+                            id: o.obj_id,
+                            frame: o.frame as u64,
+                            mask: o.mask,
+                            score: o.score,
+                            conditioning: o.conditioning,
+                        })
+                        .collect();
+                    let message = PropagateMessage::Frame {
+                        done: p.done,
+                        total: p.total,
+                        objects,
+                    };
+                    if !send(tx, repaint, cancel, message, false) {
+                        stopped = true;
+                        cancel.cancel();
+                    }
+                },
+            )
+            .map_err(|e| format!("propagation failed: {e}"))?;
+        cancel.check().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
