@@ -80,6 +80,29 @@ impl std::fmt::Debug for SamPanel {
     }
 }
 
+/// Colour of one frame in an object's timeline strip: the object's colour for painted or
+/// imported masks; for SAM 2 masks dimmed by the model's confidence (the IoU of a clicked mask,
+/// the sigmoid of a propagated mask's object score), and red where the object is not visible
+/// (object score ≤ 0) so drift and disappearance are easy to find.
+pub fn strip_colour(base: egui::Color32, annotation: Option<&FrameAnnotation>) -> egui::Color32 {
+    let Some(a) = annotation else {
+        return base;
+    };
+    let Some(score) = a.score else {
+        return base;
+    };
+    let confidence = match a.source {
+        MaskSource::Propagated => {
+            if score <= 0.0 {
+                return egui::Color32::from_rgb(220, 40, 40);
+            }
+            1.0 / (1.0 + (-score).exp())
+        }
+        _ => score.clamp(0.0, 1.0),
+    };
+    base.gamma_multiply(0.35 + 0.65 * confidence)
+}
+
 /// The first `sam2` model directory found in `models_dir`, `$PIXELREFER_MODELS`, `./models` and
 /// the user data directory.
 pub fn find_sam2_dir(models_dir: Option<&Path>) -> Option<PathBuf> {
@@ -365,12 +388,24 @@ impl SamPanel {
             return None;
         }
         let mut chosen = None;
-        for (label, direction) in [
-            ("Propagate backward", PropagateDirection::Backward),
-            ("Propagate forward", PropagateDirection::Forward),
-            ("Propagate both", PropagateDirection::Both),
+        for (label, key, direction) in [
+            (
+                "Propagate backward",
+                egui::Key::ArrowLeft,
+                PropagateDirection::Backward,
+            ),
+            (
+                "Propagate forward",
+                egui::Key::ArrowRight,
+                PropagateDirection::Forward,
+            ),
+            ("Propagate both", egui::Key::P, PropagateDirection::Both),
         ] {
-            if ui.small_button(label).clicked() {
+            let shortcut = egui::KeyboardShortcut::new(egui::Modifiers::ALT, key);
+            let button = ui
+                .small_button(label)
+                .on_hover_text(ui.ctx().format_shortcut(&shortcut));
+            if button.clicked() || ui.input_mut(|i| i.consume_shortcut(&shortcut)) {
                 chosen = Some(direction);
             }
         }
@@ -497,5 +532,37 @@ impl SamPanel {
             Edit::Batch(vec![Edit::SetModels(models), set])
         };
         state.apply(edit).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(source: MaskSource, score: Option<f32>) -> FrameAnnotation {
+        FrameAnnotation {
+            mask: None,
+            source,
+            score,
+            prompts: Default::default(),
+            model: None,
+        }
+    }
+
+    #[test]
+    fn strip_colour_shows_confidence_and_disappearance() {
+        let base = egui::Color32::from_rgb(0, 200, 0);
+        assert_eq!(strip_colour(base, None), base);
+        assert_eq!(
+            strip_colour(base, Some(&scored(MaskSource::Painted, None))),
+            base
+        );
+        let lost = strip_colour(base, Some(&scored(MaskSource::Propagated, Some(-3.0))));
+        assert_eq!(lost, egui::Color32::from_rgb(220, 40, 40));
+        let sure = strip_colour(base, Some(&scored(MaskSource::Propagated, Some(8.0))));
+        let unsure = strip_colour(base, Some(&scored(MaskSource::Propagated, Some(0.1))));
+        assert!(sure.g() > unsure.g());
+        let clicked = strip_colour(base, Some(&scored(MaskSource::Clicked, Some(0.9))));
+        assert!(clicked.g() > unsure.g());
     }
 }

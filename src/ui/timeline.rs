@@ -165,10 +165,12 @@ impl Timeline {
                 let tick = (rect.width() / count as f32).max(1.0);
                 for frame in state.frames_with_mask(id) {
                     let x = rect.left() + frame as f32 / span * (rect.width() - tick);
+                    // SAM 2 scores: dimmer when unsure, red when not visible.
+                    let annotation = state.object(id).and_then(|o| o.frames.get(&frame));
                     painter.rect_filled(
                         Rect::from_min_size(pos2(x, rect.top()), vec2(tick, rect.height())),
                         0.0,
-                        colour,
+                        super::sam_panel::strip_colour(colour, annotation),
                     );
                 }
                 let x = rect.left() + state.frame as f32 / span * (rect.width() - tick);
