@@ -13,6 +13,7 @@
 
 mod document;
 mod media_worker;
+pub mod refer_job;
 
 pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
