@@ -24,15 +24,17 @@ const H: u32 = 120;
 const MAX_NEW_TOKENS: usize = 8;
 
 #[derive(Clone, Copy)]
-struct Synthetic;
+struct Synthetic {
+    frames: u64,
+}
 
 impl FrameSource for Synthetic {
-    fn frame(&mut self, _item: usize, _index: u64) -> Result<Arc<Frame>, MediaError> {
+    fn frame(&mut self, _item: usize, index: u64) -> Result<Arc<Frame>, MediaError> {
         let mut rgba = Vec::with_capacity((W * H * 4) as usize);
         for y in 0..H {
             for x in 0..W {
                 let inside = (40..100).contains(&x) && (30..90).contains(&y);
-                let b = if inside { 220 } else { 30 };
+                let b = if inside { 220 } else { 30 + 10 * index as u8 };
                 rgba.extend_from_slice(&[(x * 255 / W) as u8, (y * 255 / H) as u8, b, 255]);
             }
         }
@@ -44,7 +46,7 @@ impl FrameSource for Synthetic {
     }
 
     fn frame_count(&self, _item: usize) -> u64 {
-        1
+        self.frames
     }
 }
 
@@ -72,12 +74,23 @@ fn rect_mask(x0: i64, y0: i64, x1: i64, y1: i64) -> Mask {
 
 /// The app on a synthetic image with `n` painted objects and the full tiny model chosen.
 fn harness(n: usize) -> Harness<'static, StudioApp> {
+    harness_with(n, 1, false)
+}
+
+/// The app on synthetic media of `frames` frames (1 fps when a video) with `n` objects painted
+/// on the first and last frames, and the tiny PixelRefer (or Lite) model chosen.
+fn harness_with(n: usize, frames: u64, lite: bool) -> Harness<'static, StudioApp> {
     let media = MediaRef {
-        kind: MediaKind::Image,
-        path: "synthetic.png".into(),
+        kind: if frames > 1 {
+            MediaKind::Video
+        } else {
+            MediaKind::Image
+        },
+        path: "synthetic.mp4".into(),
         fingerprint: None,
     };
-    let doc = Document::new(media, vec![Item::new(None, W, H, 1, 0.0)]);
+    let fps = if frames > 1 { 1.0 } else { 0.0 };
+    let doc = Document::new(media, vec![Item::new(None, W, H, frames, fps)]);
     let models = fixtures();
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1200.0, 700.0))
@@ -85,19 +98,23 @@ fn harness(n: usize) -> Harness<'static, StudioApp> {
         // The tiny random model writes arbitrary Unicode that the test font cannot draw.
         .allow_missing_glyphs()
         .build_eframe(move |cc| {
-            let mut app = StudioApp::with_document(cc, doc, Synthetic);
+            let mut app = StudioApp::with_document(cc, doc, Synthetic { frames });
             app.set_models_dir(models.clone());
-            app.chat_mut().set_frame_source(Synthetic);
+            app.chat_mut().set_frame_source(Synthetic { frames });
             app.chat_mut().max_new_tokens = MAX_NEW_TOKENS;
-            assert!(app.chat_mut().select_variant(false), "no PixelRefer model");
+            assert!(app.chat_mut().select_variant(lite), "no PixelRefer model");
             let state = app.state_mut().unwrap();
             for i in 0..n {
                 let id = state.add_object().unwrap();
                 let x0 = 20 + 40 * i as i64;
-                state
-                    .commit_painted_mask(id, &rect_mask(x0, 30, x0 + 40, 90))
-                    .unwrap();
+                for frame in [0, frames - 1] {
+                    state.set_frame(frame);
+                    state
+                        .commit_painted_mask(id, &rect_mask(x0, 30 + frame as i64, x0 + 40, 90))
+                        .unwrap();
+                }
             }
+            state.set_frame(0);
             app
         });
     harness.run_steps(2);
@@ -125,7 +142,7 @@ fn ask(harness: &mut Harness<'static, StudioApp>, question: &str) {
 fn reference_answer(question: &str) -> String {
     let dir = fixtures().join("pixelrefer-tiny");
     let mut model = PixelRefer::load(&dir, &SessionOptions::default()).unwrap();
-    let frame = Synthetic.frame(0, 0).unwrap();
+    let frame = Synthetic { frames: 1 }.frame(0, 0).unwrap();
     let rgb: Vec<u8> = frame
         .rgba
         .chunks_exact(4)
@@ -248,4 +265,27 @@ fn unknown_tag_is_one_clear_sentence() {
     );
     // The question is given back to be fixed.
     assert_eq!(harness.state().chat().input, "What is <object7> doing?");
+}
+
+#[test]
+fn video_questions_use_masks_on_several_frames_with_lite_and_full() {
+    for lite in [true, false] {
+        let mut harness = harness_with(1, 3, lite);
+        {
+            let state = harness.state().state().unwrap();
+            assert_eq!(state.frames_with_mask(0), vec![0, 2]);
+        }
+        ask(&mut harness, "What does <object0> do?");
+        wait_idle(&mut harness, Duration::from_secs(60));
+        let app = harness.state();
+        assert_eq!(app.chat().error(), None, "lite: {lite}");
+        let chat = &app.state().unwrap().current_item().unwrap().chat;
+        assert_eq!(chat.len(), 2);
+        // A follow-up goes in with the first turn as history.
+        ask(&mut harness, "And <object0> later?");
+        wait_idle(&mut harness, Duration::from_secs(60));
+        let app = harness.state();
+        assert_eq!(app.chat().error(), None, "lite: {lite}");
+        assert_eq!(app.state().unwrap().current_item().unwrap().chat.len(), 4);
+    }
 }

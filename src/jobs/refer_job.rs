@@ -178,9 +178,26 @@ impl ReferJob {
         self.cancel.cancel();
     }
 
-    /// Events that arrived since the last call, without waiting.
+    /// Events that arrived since the last call, without waiting. A job thread that ended
+    /// without saying so (a panic) reports a failure and [`ReferEvent::Finished`].
     pub fn poll(&self) -> Vec<ReferEvent> {
-        self.events.try_iter().collect()
+        let mut out = Vec::new();
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => out.push(event),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    if out.last() != Some(&ReferEvent::Finished) {
+                        out.push(ReferEvent::Failed(
+                            "the model thread stopped unexpectedly".into(),
+                        ));
+                        out.push(ReferEvent::Finished);
+                    }
+                    break;
+                }
+            }
+        }
+        out
     }
 }
 
