@@ -758,6 +758,7 @@ impl StudioApp {
                 }
             });
             ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.show_chat, "Chat panel");
                 if ui
                     .add_enabled(has_doc, egui::Button::new("Fit").shortcut_text("F"))
                     .clicked()
