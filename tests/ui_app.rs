@@ -59,7 +59,12 @@ fn harness(kind: MediaKind, frames: u64) -> Harness<'static, StudioApp> {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(900.0, 600.0))
         .wgpu()
-        .build_eframe(move |cc| StudioApp::with_document(cc, doc, Synthetic { frames }));
+        .build_eframe(move |cc| {
+            // These snapshots show the canvas layout; the chat panel has tests/ui_chat.rs.
+            let mut app = StudioApp::with_document(cc, doc, Synthetic { frames });
+            app.set_chat_visible(false);
+            app
+        });
     wait_for_frame(&mut harness);
     harness
 }
@@ -451,7 +456,12 @@ fn folders_page_between_images_each_with_its_own_objects() {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(900.0, 600.0))
         .wgpu()
-        .build_eframe(move |cc| StudioApp::with_document(cc, doc, Synthetic { frames: 1 }));
+        .build_eframe(move |cc| {
+            // These snapshots show the canvas layout; the chat panel has tests/ui_chat.rs.
+            let mut app = StudioApp::with_document(cc, doc, Synthetic { frames: 1 });
+            app.set_chat_visible(false);
+            app
+        });
     wait_for_frame(&mut harness);
     harness.key_press(Key::A);
     harness.run_steps(1);

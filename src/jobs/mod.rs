@@ -14,6 +14,7 @@
 mod document;
 mod media_worker;
 mod propagate_job;
+pub mod refer_job;
 mod segment_job;
 
 pub use document::new_document;

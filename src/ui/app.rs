@@ -2,6 +2,7 @@
 //! recovery, relink and close confirmation.
 
 use super::canvas::{BRUSH_RADIUS_RANGE_PX, Canvas};
+use super::chat_panel::ChatPanel;
 use super::doc_api::{self, ExportKind};
 use super::help::{self, HelpOverlay};
 use super::objects_panel::ObjectsPanel;
@@ -99,6 +100,8 @@ pub struct StudioApp {
     state: Option<AppState>,
     canvas: Canvas,
     objects: ObjectsPanel,
+    chat: ChatPanel,
+    show_chat: bool,
     timeline: Timeline,
     help: HelpOverlay,
     worker: Option<MediaWorker>,
@@ -166,6 +169,8 @@ impl StudioApp {
             state: None,
             canvas,
             objects: ObjectsPanel::default(),
+            chat: ChatPanel::new(Arc::clone(&repaint)),
+            show_chat: true,
             timeline: Timeline::default(),
             help: HelpOverlay::default(),
             worker: None,
@@ -220,6 +225,26 @@ impl StudioApp {
     /// Mutable application state.
     pub fn state_mut(&mut self) -> Option<&mut AppState> {
         self.state.as_mut()
+    }
+
+    /// The chat panel.
+    pub fn chat(&self) -> &ChatPanel {
+        &self.chat
+    }
+
+    /// The chat panel, mutable (model folder, frame source, text box).
+    pub fn chat_mut(&mut self) -> &mut ChatPanel {
+        &mut self.chat
+    }
+
+    /// Shows or hides the chat panel.
+    pub fn set_chat_visible(&mut self, visible: bool) {
+        self.show_chat = visible;
+    }
+
+    /// Looks for PixelRefer models in `dir` instead of the default places.
+    pub fn set_models_dir(&mut self, dir: impl Into<PathBuf>) {
+        self.chat.set_models_dir(dir);
     }
 
     /// The canvas (its transform maps screen points to image pixels).
@@ -768,6 +793,7 @@ impl StudioApp {
                 }
             });
             ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.show_chat, "Chat panel");
                 if ui
                     .add_enabled(has_doc, egui::Button::new("Fit").shortcut_text("F"))
                     .clicked()
@@ -1163,6 +1189,13 @@ impl eframe::App for StudioApp {
                 .default_size(260.0)
                 .show(ui, |ui| self.objects.ui(ui, state));
             errors.extend(objects.inner);
+            if self.show_chat {
+                egui::Panel::right("chat")
+                    .default_size(280.0)
+                    .show(ui, |ui| self.chat.ui(ui, state));
+            } else {
+                self.chat.poll(state);
+            }
             let out = egui::CentralPanel::default()
                 .frame(egui::Frame::NONE)
                 .show(ui, |ui| self.canvas.ui(ui, state, texture.as_ref()))

@@ -4,11 +4,13 @@
 //!   actions the panels call (testable without a window).
 //! * [`transform::CanvasTransform`]: screen ↔ image mapping.
 //! * Panels as structs with `ui(&mut self, ui, …)`: [`canvas::Canvas`],
-//!   [`objects_panel::ObjectsPanel`], [`timeline::Timeline`], [`help::HelpOverlay`].
+//!   [`objects_panel::ObjectsPanel`], [`timeline::Timeline`], [`help::HelpOverlay`],
+//!   [`chat_panel::ChatPanel`].
 //! * [`app::StudioApp`]: the eframe app tying them to jobs, files and the media thread.
 
 pub mod app;
 pub mod canvas;
+pub mod chat_panel;
 pub mod doc_api;
 pub mod help;
 pub mod objects_panel;
