@@ -99,7 +99,7 @@ fn harness_with(n: usize, frames: u64, lite: bool) -> Harness<'static, StudioApp
         .allow_missing_glyphs()
         .build_eframe(move |cc| {
             let mut app = StudioApp::with_document(cc, doc, Synthetic { frames });
-            app.set_models_dir(models.clone());
+            app.set_models_dir(Some(&models));
             app.chat_mut().set_frame_source(Synthetic { frames });
             app.chat_mut().max_new_tokens = MAX_NEW_TOKENS;
             assert!(app.chat_mut().select_variant(lite), "no PixelRefer model");

@@ -192,9 +192,13 @@ impl StudioApp {
         app
     }
 
-    /// Looks for the SAM 2 model in `dir` first (like `--models DIR`) and loads it.
+    /// Looks for models in `dir` first (like `--models DIR`): loads the SAM 2 model found there
+    /// and offers its PixelRefer models in the chat panel.
     pub fn set_models_dir(&mut self, dir: Option<&Path>) {
         self.sam.discover(dir, Arc::clone(&self.repaint));
+        if let Some(dir) = dir {
+            self.chat.set_models_dir(dir);
+        }
     }
 
     /// Starts a SAM 2 propagation of every prompted object from the current frame.
@@ -240,11 +244,6 @@ impl StudioApp {
     /// Shows or hides the chat panel.
     pub fn set_chat_visible(&mut self, visible: bool) {
         self.show_chat = visible;
-    }
-
-    /// Looks for PixelRefer models in `dir` instead of the default places.
-    pub fn set_models_dir(&mut self, dir: impl Into<PathBuf>) {
-        self.chat.set_models_dir(dir);
     }
 
     /// The canvas (its transform maps screen points to image pixels).
