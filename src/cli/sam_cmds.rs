@@ -2,7 +2,7 @@
 
 use crate::jobs;
 use crate::mask::Rle;
-use crate::media::{self, MediaSource, SourceKind};
+use crate::media::{self, SourceKind};
 use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
@@ -10,8 +10,7 @@ use crate::project::{
 use crate::runtime::{ExecutionProvider, Manifest, ModelKind, SessionOptions};
 use crate::segment::reference::{Tolerances, run_reference};
 use crate::segment::{
-    Direction, FrameSource, ObjectFrame, Point, Prompts, RgbImage, Sam2Model, SegmentError,
-    TrackerOptions, VideoTracker,
+    Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackerOptions, VideoTracker,
 };
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
@@ -154,34 +153,6 @@ pub struct FramePrompt {
     pub bbox: Option<[f32; 4]>,
 }
 
-/// Frames of a media source for the tracker: a video's frames, or a folder's images in order.
-struct MediaFrames {
-    source: MediaSource,
-    folder: bool,
-    count: usize,
-}
-
-impl FrameSource for MediaFrames {
-    fn frame_count(&self) -> usize {
-        self.count
-    }
-    fn frame(&mut self, index: usize) -> Result<RgbImage, SegmentError> {
-        let (item, idx) = if self.folder {
-            (index, 0)
-        } else {
-            (0, index as u64)
-        };
-        let f = self
-            .source
-            .frame(item, idx)
-            .map_err(|e| SegmentError::Media {
-                index,
-                reason: e.to_string(),
-            })?;
-        RgbImage::from_rgba(f.width, f.height, &f.rgba)
-    }
-}
-
 /// `pixelrefer-studio track VIDEO --model DIR --prompts P.json --out R.regions.json`.
 ///
 /// Adds every prompt of `P.json`, propagates forward from the earliest prompted frame to the
@@ -228,7 +199,7 @@ pub fn track(
     } else {
         jobs::new_document(&source).map_err(|e| anyhow!("{e}"))?
     };
-    let mut frames = MediaFrames {
+    let mut frames = jobs::MediaFrames {
         source,
         folder,
         count,

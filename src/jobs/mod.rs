@@ -20,7 +20,8 @@ mod segment_job;
 pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
 pub use propagate_job::{
-    PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame, PropagationJob,
+    MediaFrames, PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame,
+    PropagationJob,
 };
 pub use segment_job::{SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker};
 

@@ -153,10 +153,15 @@ fn send(
     false
 }
 
-struct MediaFrames {
-    source: MediaSource,
-    folder: bool,
-    count: usize,
+/// Frames of opened media for the SAM 2 tracker: a video's frames, or a folder's images in
+/// order (each image one frame).
+pub struct MediaFrames {
+    /// The opened media.
+    pub source: MediaSource,
+    /// True when `source` is a folder: frame N is item N.
+    pub folder: bool,
+    /// Number of frames.
+    pub count: usize,
 }
 
 impl FrameSource for MediaFrames {
