@@ -2,15 +2,18 @@
 //! model (`$PIXELREFER_FIXTURES/sam2-tiny`, written by ./test.sh): the model loads in the
 //! background, a click prompt becomes a mask through the worker thread as one undo step, a
 //! refining click replaces it, propagation over a short video (made with the ffmpeg CLI)
-//! fills every frame as one undo step, cancel stops it quickly, and without a model the
-//! prompts are kept with a clear note.
+//! fills every frame as one undo step, cancel stops it quickly, without a model the prompts
+//! are kept with a clear note, and the worker encodes the frames near the shown one ahead.
 
 #![allow(clippy::unwrap_used)]
 
 use egui_kittest::Harness;
-use pixelrefer_studio::jobs::{FrameSource, PropagateDirection};
+use pixelrefer_studio::jobs::{
+    FrameSource, PropagateDirection, SegmentMessage, SegmentRequest, SegmentWorker,
+};
 use pixelrefer_studio::media::{Frame, MediaError};
 use pixelrefer_studio::project::{Document, Item, MaskSource, MediaKind, MediaRef};
+use pixelrefer_studio::runtime::SessionOptions;
 use pixelrefer_studio::ui::StudioApp;
 use pixelrefer_studio::ui::sam_panel::SamStatus;
 use std::path::PathBuf;
@@ -328,4 +331,124 @@ fn cancel_stops_propagation_quickly() {
         assert!(state.undo().unwrap());
     }
     assert_eq!(state.object(id).unwrap().frames.len(), 1);
+}
+
+/// Collects worker messages until `done` holds, at most `secs` seconds.
+fn worker_until(
+    worker: &SegmentWorker,
+    secs: u64,
+    what: &str,
+    seen: &mut Vec<SegmentMessage>,
+    mut done: impl FnMut(&[SegmentMessage]) -> bool,
+) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        seen.extend(worker.poll());
+        if done(seen) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}; messages so far: {seen:?}");
+}
+
+fn encoded_frames(seen: &[SegmentMessage]) -> Vec<(usize, u64)> {
+    seen.iter()
+        .filter_map(|m| match m {
+            SegmentMessage::Encoded { item, frame } => Some((*item, *frame)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Shows `(item, frame)` of `media` to a fresh worker and waits until the shown frame and its
+/// neighbours are encoded; returns the worker, the messages and the shown image.
+fn shown_and_neighbours(
+    media: &std::path::Path,
+    item: usize,
+    frame: u64,
+    expect: &[(usize, u64)],
+) -> (SegmentWorker, Vec<SegmentMessage>, Arc<Frame>) {
+    let worker = SegmentWorker::spawn(
+        sam2_dir(),
+        SessionOptions::default(),
+        Arc::new(pixelrefer_studio::jobs::NoRepaint),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    worker_until(&worker, 30, "the model", &mut seen, |m| {
+        m.iter().any(|m| matches!(m, SegmentMessage::Loaded { .. }))
+    });
+    let mut source = pixelrefer_studio::media::open(media).unwrap();
+    let image = source.frame(item, frame).unwrap();
+    assert!(worker.request(SegmentRequest::Media {
+        path: media.to_path_buf()
+    }));
+    assert!(worker.request(SegmentRequest::Preencode {
+        item,
+        frame,
+        image: Arc::clone(&image),
+    }));
+    worker_until(&worker, 60, "the frames ahead", &mut seen, |m| {
+        let got = encoded_frames(m);
+        expect.iter().all(|k| got.contains(k))
+    });
+    (worker, seen, image)
+}
+
+#[test]
+fn neighbours_of_the_shown_frame_are_encoded_ahead() {
+    let (_tmp, clip) = video(7);
+    // Frame 3 shown: frames 1..=5 get encoded, nearest first, and nothing further away.
+    let expect = [(0, 3), (0, 4), (0, 2), (0, 5), (0, 1)];
+    let (worker, mut seen, _) = shown_and_neighbours(&clip, 0, 3, &expect);
+    std::thread::sleep(Duration::from_millis(300));
+    seen.extend(worker.poll());
+    assert_eq!(
+        encoded_frames(&seen),
+        expect,
+        "order and extent of the look-ahead"
+    );
+
+    // A click on a neighbour is served from the cache: no further encoder run.
+    let mut source = pixelrefer_studio::media::open(&clip).unwrap();
+    let image = source.frame(0, 4).unwrap();
+    let prompts = pixelrefer_studio::project::Prompts {
+        points: vec![pixelrefer_studio::project::PointPrompt {
+            x: 240.0,
+            y: 135.0,
+            positive: true,
+        }],
+        bbox: None,
+    };
+    assert!(worker.request(SegmentRequest::Predict {
+        item: 0,
+        id: 1,
+        frame: 4,
+        image,
+        prompts,
+    }));
+    let before = seen.len();
+    worker_until(&worker, 30, "the mask", &mut seen, |m| {
+        m.iter().any(|m| matches!(m, SegmentMessage::Mask(_)))
+    });
+    assert_eq!(encoded_frames(&seen[before..]), []);
+}
+
+#[test]
+fn a_folder_looks_ahead_over_its_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        std::fs::copy(
+            sam2_dir().join(format!("reference/frames/{i:05}.png")),
+            tmp.path().join(format!("img{i}.png")),
+        )
+        .unwrap();
+    }
+    // Image 0 shown: images 1 and 2 follow; each image is frame 0 of its own item.
+    let expect = [(0, 0), (1, 0), (2, 0)];
+    let (worker, mut seen, _) = shown_and_neighbours(tmp.path(), 0, 0, &expect);
+    std::thread::sleep(Duration::from_millis(300));
+    seen.extend(worker.poll());
+    assert_eq!(encoded_frames(&seen), expect);
 }

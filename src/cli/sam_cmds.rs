@@ -2,7 +2,6 @@
 
 use crate::jobs;
 use crate::mask::Rle;
-use crate::media::{self, SourceKind};
 use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
@@ -177,14 +176,8 @@ pub fn track(
             prompts_path.display()
         );
     }
-    let source = media::open(media_path).map_err(|e| anyhow!("{e}"))?;
-    let folder = source.kind() == SourceKind::Folder;
-    let info = source.item_info(0).map_err(|e| anyhow!("{e}"))?;
-    let count = if folder {
-        source.item_count()
-    } else {
-        usize::try_from(info.frame_count).unwrap_or(usize::MAX)
-    };
+    let mut frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
+    let (folder, count, info) = (frames.folder, frames.count, frames.info.clone());
     let fps = info.fps;
     // A folder of frames is tracked as one sequence: one item with a frame per image.
     let mut doc = if folder {
@@ -197,12 +190,7 @@ pub fn track(
             vec![Item::new(None, info.width, info.height, count as u64, fps)],
         )
     } else {
-        jobs::new_document(&source).map_err(|e| anyhow!("{e}"))?
-    };
-    let mut frames = jobs::MediaFrames {
-        source,
-        folder,
-        count,
+        jobs::new_document(&frames.source).map_err(|e| anyhow!("{e}"))?
     };
     let model = load_sam2(model_dir, options)?;
     let variant = model.variant().to_string();

@@ -46,6 +46,34 @@ impl Repaint for NoRepaint {
     fn request_repaint(&self) {}
 }
 
+/// How long dropping a job handle waits for its thread to end after cancelling it. The model
+/// graphs stop at the next operator once terminated, so a thread normally ends in milliseconds;
+/// waiting matters at exit, where a thread still inside ONNX Runtime would outlive the runtime.
+pub(crate) const JOIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits up to `limit` for `handle`'s thread to end, calling `tick` while it waits (to drain a
+/// channel the thread may be blocked on); true when it ended. A thread still busy after that (a
+/// model load, which cannot be interrupted) is left to finish on its own.
+pub(crate) fn join_within(
+    handle: std::thread::JoinHandle<()>,
+    limit: Duration,
+    mut tick: impl FnMut(),
+) -> bool {
+    let start = std::time::Instant::now();
+    while !handle.is_finished() {
+        tick();
+        if start.elapsed() >= limit {
+            log::warn!(
+                "background thread {:?} did not stop within {limit:?}; leaving it",
+                handle.thread().name()
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    handle.join().is_ok()
+}
+
 /// Errors a job ends with.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

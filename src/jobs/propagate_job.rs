@@ -4,13 +4,13 @@
 //! [`CancelToken`] stops a running graph and is checked between frames.
 
 use super::Repaint;
-use crate::media::{MediaSource, SourceKind};
+use crate::media::{ItemInfo, MediaError, MediaSource, SourceKind};
 use crate::segment::{
     CancelToken, Direction, FrameSource, ObjectFrame, Prompts, RgbImage, Sam2Model, SegmentError,
     TrackerOptions, VideoTracker,
 };
 use crossbeam_channel::{Receiver, Sender};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +79,7 @@ pub enum PropagateMessage {
 pub struct PropagationJob {
     cancel: CancelToken,
     messages: Receiver<PropagateMessage>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PropagationJob {
@@ -97,7 +98,7 @@ impl PropagationJob {
         let cancel = CancelToken::new().map_err(|e| e.to_string())?;
         let (tx, rx) = crossbeam_channel::bounded(8);
         let thread_cancel = cancel.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sam2-propagate".into())
             .spawn(move || {
                 let end = match run(model, &request, &tx, &repaint, &thread_cancel) {
@@ -111,6 +112,7 @@ impl PropagationJob {
         Ok(Self {
             cancel,
             messages: rx,
+            thread: Some(thread),
         })
     }
 
@@ -122,6 +124,18 @@ impl PropagationJob {
     /// Messages since the last poll (never blocks).
     pub fn poll(&self) -> Vec<PropagateMessage> {
         self.messages.try_iter().collect()
+    }
+}
+
+impl Drop for PropagationJob {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(thread) = self.thread.take() {
+            let messages = &self.messages;
+            super::join_within(thread, super::JOIN_LIMIT, || {
+                while messages.try_recv().is_ok() {}
+            });
+        }
     }
 }
 
@@ -162,6 +176,28 @@ pub struct MediaFrames {
     pub folder: bool,
     /// Number of frames.
     pub count: usize,
+    /// Size and rate of the first item (every frame of a tracked sequence has this size).
+    pub info: ItemInfo,
+}
+
+impl MediaFrames {
+    /// Opens `path` (a video, an image, or a folder of frames) as one sequence.
+    pub fn open(path: &Path) -> Result<Self, MediaError> {
+        let source = crate::media::open(path)?;
+        let folder = source.kind() == SourceKind::Folder;
+        let info = source.item_info(0)?;
+        let count = if folder {
+            source.item_count()
+        } else {
+            usize::try_from(info.frame_count).unwrap_or(usize::MAX)
+        };
+        Ok(Self {
+            source,
+            folder,
+            count,
+            info,
+        })
+    }
 }
 
 impl FrameSource for MediaFrames {
@@ -192,19 +228,8 @@ fn run(
     repaint: &Arc<dyn Repaint>,
     cancel: &CancelToken,
 ) -> Result<(), String> {
-    let source = crate::media::open(&request.media_path).map_err(|e| e.to_string())?;
-    let folder = source.kind() == SourceKind::Folder;
-    let info = source.item_info(0).map_err(|e| e.to_string())?;
-    let count = if folder {
-        source.item_count()
-    } else {
-        usize::try_from(info.frame_count).unwrap_or(usize::MAX)
-    };
-    let mut frames = MediaFrames {
-        source,
-        folder,
-        count,
-    };
+    let mut frames = MediaFrames::open(&request.media_path).map_err(|e| e.to_string())?;
+    let (count, info) = (frames.count, frames.info.clone());
     let options = TrackerOptions {
         add_all_frames_to_correct_as_cond: Some(true),
         ..TrackerOptions::default()

@@ -139,6 +139,7 @@ pub enum ReferEvent {
 pub struct ReferJob {
     cancel: CancelToken,
     events: Receiver<ReferEvent>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ReferJob {
@@ -154,7 +155,7 @@ impl ReferJob {
         let (tx, rx) = crossbeam_channel::bounded(EVENT_CHANNEL_CAPACITY);
         let cancel = CancelToken::new();
         let token = cancel.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("job:refer".into())
             .spawn(move || {
                 let sink = Sink {
@@ -170,7 +171,11 @@ impl ReferJob {
                 }
                 sink.send(ReferEvent::Finished);
             })?;
-        Ok(Self { cancel, events: rx })
+        Ok(Self {
+            cancel,
+            events: rx,
+            thread: Some(thread),
+        })
     }
 
     /// Asks the job to stop (between tokens; the running graph is terminated).
@@ -204,6 +209,14 @@ impl ReferJob {
 impl Drop for ReferJob {
     fn drop(&mut self) {
         self.cancel.cancel();
+        // Wait for the thread to leave ONNX Runtime, draining events so it never blocks on a
+        // full channel meanwhile.
+        if let Some(thread) = self.thread.take() {
+            let events = &self.events;
+            super::join_within(thread, super::JOIN_LIMIT, || {
+                while events.try_recv().is_ok() {}
+            });
+        }
     }
 }
 

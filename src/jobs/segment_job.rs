@@ -4,15 +4,17 @@
 //! Results come back as [`SegmentMessage`]s over a bounded channel; the UI polls it every frame
 //! and is woken through [`Repaint`].
 
+use super::MediaFrames;
 use super::Repaint;
 use crate::media::Frame;
 use crate::project::ModelRecord;
 use crate::runtime::SessionOptions;
+use crate::segment::FrameSource as _;
 use crate::segment::{
     CancelToken, FrameKey, ImagePredictor, LowResLogits, Prompts, RgbImage, Sam2Model,
 };
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ use std::sync::Arc;
 const CACHE_BUDGET_BYTES: usize = 256 << 20;
 /// Capacity of the request and result channels.
 const CHANNEL_CAPACITY: usize = 16;
+/// Frames on each side of the shown one that the worker encodes ahead while idle.
+pub const AHEAD_FRAMES: usize = 2;
 
 /// A request to the worker.
 #[derive(Debug, Clone)]
@@ -32,6 +36,12 @@ pub enum SegmentRequest {
         frame: u64,
         /// The frame's pixels.
         image: Arc<Frame>,
+    },
+    /// The media whose frames near the shown one are encoded ahead while the worker is idle
+    /// (the worker opens its own copy).
+    Media {
+        /// The media file or folder.
+        path: PathBuf,
     },
     /// Predict the mask of object `id` on (item, frame) from `prompts`.
     Predict {
@@ -85,6 +95,14 @@ pub enum SegmentMessage {
     Mask(Box<SegmentResult>),
     /// A prediction failed (one sentence).
     Failed(String),
+    /// The encoder ran for (item, frame): the shown frame, a neighbour encoded ahead, or the
+    /// frame of a prediction that was not cached.
+    Encoded {
+        /// Item index.
+        item: usize,
+        /// Frame index.
+        frame: u64,
+    },
 }
 
 /// Handle to the SAM 2 worker thread. Dropping it stops the thread.
@@ -93,8 +111,12 @@ pub struct SegmentWorker {
     requests: Option<Sender<SegmentRequest>>,
     results: Receiver<SegmentMessage>,
     cancel: Option<CancelToken>,
+    /// The token of the running ahead-of-time encode, cancelled when a prediction arrives.
+    ahead: AheadSlot,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+type AheadSlot = Arc<parking_lot::Mutex<Option<CancelToken>>>;
 
 impl std::fmt::Debug for SegmentWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +138,8 @@ impl SegmentWorker {
         let thread_cancel = cancel.clone();
         let model = Arc::new(parking_lot::Mutex::new(None));
         let thread_model = Arc::clone(&model);
+        let ahead: AheadSlot = Arc::default();
+        let thread_ahead = Arc::clone(&ahead);
         let thread = std::thread::Builder::new()
             .name("sam2-segment".into())
             .spawn(move || {
@@ -125,7 +149,7 @@ impl SegmentWorker {
                     (req_rx, res_tx),
                     repaint,
                     thread_cancel,
-                    thread_model,
+                    (thread_model, thread_ahead),
                 );
             })?;
         Ok(Self {
@@ -133,12 +157,19 @@ impl SegmentWorker {
             requests: Some(req_tx),
             results: res_rx,
             cancel,
+            ahead,
             thread: Some(thread),
         })
     }
 
-    /// Queues a request (never blocks; a full queue drops the request and returns false).
+    /// Queues a request (never blocks; a full queue drops the request and returns false). A
+    /// prediction interrupts the encoding of a neighbour frame, which resumes afterwards.
     pub fn request(&self, request: SegmentRequest) -> bool {
+        if matches!(request, SegmentRequest::Predict { .. })
+            && let Some(token) = self.ahead.lock().as_ref()
+        {
+            token.cancel();
+        }
         match &self.requests {
             Some(tx) => match tx.try_send(request) {
                 Ok(()) => true,
@@ -164,10 +195,16 @@ impl Drop for SegmentWorker {
         if let Some(c) = &self.cancel {
             c.cancel();
         }
+        if let Some(token) = self.ahead.lock().as_ref() {
+            token.cancel();
+        }
         self.requests = None;
-        if let Some(t) = self.thread.take() {
-            // The thread ends as soon as the request channel is closed; do not wait on it.
-            drop(t);
+        if let Some(thread) = self.thread.take() {
+            // The thread ends once the request channel is closed and its graph is terminated.
+            let results = &self.results;
+            super::join_within(thread, super::JOIN_LIMIT, || {
+                while results.try_recv().is_ok() {}
+            });
         }
     }
 }
@@ -205,7 +242,7 @@ fn run(
     (requests, results): (Receiver<SegmentRequest>, Sender<SegmentMessage>),
     repaint: Arc<dyn Repaint>,
     cancel: Option<CancelToken>,
-    shared: Arc<parking_lot::Mutex<Option<Arc<Sam2Model>>>>,
+    (shared, ahead_slot): (Arc<parking_lot::Mutex<Option<Arc<Sam2Model>>>>, AheadSlot),
 ) {
     let model = match Sam2Model::load(&dir, &options) {
         Ok(m) => Arc::new(m),
@@ -230,34 +267,72 @@ fn run(
             warnings: model.warnings().to_vec(),
         },
     );
-    let mut predictor = ImagePredictor::new(model, CACHE_BUDGET_BYTES);
-    let mut prev: PrevLogits = HashMap::new();
-    while let Ok(first) = requests.recv() {
-        // Latest predict request wins; pre-encodes are kept only if nothing else is queued.
-        let mut request = first;
+    let mut worker = Worker {
+        predictor: ImagePredictor::new(model, CACHE_BUDGET_BYTES),
+        prev: HashMap::new(),
+        media: None,
+        ahead: VecDeque::new(),
+        results,
+        repaint,
+    };
+    loop {
+        let first = if worker.ahead.is_empty() {
+            match requests.recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        } else {
+            match requests.try_recv() {
+                Ok(r) => r,
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    worker.encode_ahead(&ahead_slot, cancel.as_ref());
+                    continue;
+                }
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            }
+        };
+        // A media change applies at once. Then the latest predict request wins; a pre-encode
+        // is kept only if nothing else is queued.
+        let mut request = match first {
+            SegmentRequest::Media { path } => {
+                worker.open_media(path);
+                continue;
+            }
+            r => r,
+        };
         while let Ok(next) = requests.try_recv() {
-            if matches!(next, SegmentRequest::Predict { .. })
-                || matches!(request, SegmentRequest::Preencode { .. })
-            {
-                request = next;
+            match next {
+                SegmentRequest::Media { path } => worker.open_media(path),
+                next if matches!(next, SegmentRequest::Predict { .. })
+                    || matches!(request, SegmentRequest::Preencode { .. }) =>
+                {
+                    request = next;
+                }
+                _ => {}
             }
         }
         if cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return;
         }
         match request {
+            SegmentRequest::Media { path } => worker.open_media(path),
             SegmentRequest::Preencode { item, frame, image } => {
                 let key = FrameKey {
                     item,
                     frame: frame as usize,
                 };
-                if let Err(e) = to_rgb(&image).and_then(|rgb| {
-                    predictor
+                let fresh = !worker.predictor.contains(key);
+                match to_rgb(&image).and_then(|rgb| {
+                    worker
+                        .predictor
                         .encode(key, &rgb, cancel.as_ref())
                         .map_err(|e| e.to_string())
                 }) {
-                    log::warn!("pre-encoding frame {frame}: {e}");
+                    Ok(_) if fresh => worker.encoded(key),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("pre-encoding frame {frame}: {e}"),
                 }
+                worker.plan_ahead(key);
             }
             SegmentRequest::Predict {
                 item,
@@ -266,9 +341,14 @@ fn run(
                 image,
                 prompts,
             } => {
+                let key = FrameKey {
+                    item,
+                    frame: frame as usize,
+                };
+                let fresh = !worker.predictor.contains(key);
                 let message = predict(
-                    &mut predictor,
-                    &mut prev,
+                    &mut worker.predictor,
+                    &mut worker.prev,
                     cancel.as_ref(),
                     (item, id, frame),
                     &image,
@@ -277,9 +357,118 @@ fn run(
                 .map_or_else(SegmentMessage::Failed, |r| {
                     SegmentMessage::Mask(Box::new(r))
                 });
+                if fresh && worker.predictor.contains(key) {
+                    worker.encoded(key);
+                }
                 log::debug!("sam2 {model_id}: {item}/{id}/{frame} done");
-                send(&results, &repaint, message);
+                send(&worker.results, &worker.repaint, message);
             }
+        }
+    }
+}
+
+/// The worker thread's state between requests.
+struct Worker {
+    predictor: ImagePredictor,
+    prev: PrevLogits,
+    /// Own copy of the media, for the neighbours of the shown frame.
+    media: Option<MediaFrames>,
+    /// Frames still to encode ahead, nearest first.
+    ahead: VecDeque<FrameKey>,
+    results: Sender<SegmentMessage>,
+    repaint: Arc<dyn Repaint>,
+}
+
+impl Worker {
+    fn open_media(&mut self, path: PathBuf) {
+        self.ahead.clear();
+        self.media = match MediaFrames::open(&path) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                log::warn!("frames ahead of the shown one will not be pre-encoded: {e}");
+                None
+            }
+        };
+    }
+
+    fn encoded(&self, key: FrameKey) {
+        send(
+            &self.results,
+            &self.repaint,
+            SegmentMessage::Encoded {
+                item: key.item,
+                frame: key.frame as u64,
+            },
+        );
+    }
+
+    /// Queues the neighbours of `shown` (nearest first, forward before backward) that are not
+    /// cached yet. A folder's neighbours are the next and previous images.
+    fn plan_ahead(&mut self, shown: FrameKey) {
+        self.ahead.clear();
+        let Some(media) = &self.media else {
+            return;
+        };
+        let (pos, count) = if media.folder {
+            (shown.item, media.count)
+        } else {
+            (shown.frame, media.count)
+        };
+        for d in 1..=AHEAD_FRAMES {
+            for p in [pos.checked_add(d), pos.checked_sub(d)]
+                .into_iter()
+                .flatten()
+            {
+                if p >= count {
+                    continue;
+                }
+                let key = if media.folder {
+                    FrameKey { item: p, frame: 0 }
+                } else {
+                    FrameKey {
+                        item: shown.item,
+                        frame: p,
+                    }
+                };
+                if !self.predictor.contains(key) {
+                    self.ahead.push_back(key);
+                }
+            }
+        }
+    }
+
+    /// Encodes the next queued neighbour under a token a prediction can cancel; an
+    /// interrupted frame goes back to the front of the queue.
+    fn encode_ahead(&mut self, slot: &AheadSlot, shutdown: Option<&CancelToken>) {
+        let Some(key) = self.ahead.pop_front() else {
+            return;
+        };
+        if self.predictor.contains(key) || shutdown.is_some_and(CancelToken::is_cancelled) {
+            return;
+        }
+        let Some(media) = self.media.as_mut() else {
+            self.ahead.clear();
+            return;
+        };
+        let index = if media.folder { key.item } else { key.frame };
+        let image = match media.frame(index) {
+            Ok(image) => image,
+            Err(e) => {
+                log::warn!("pre-encoding frame {index}: {e}");
+                return;
+            }
+        };
+        let Ok(token) = CancelToken::new() else {
+            return;
+        };
+        *slot.lock() = Some(token.clone());
+        let result = self.predictor.encode(key, &image, Some(&token));
+        *slot.lock() = None;
+        match result {
+            Ok(_) => self.encoded(key),
+            Err(crate::segment::SegmentError::Cancelled) => self.ahead.push_front(key),
+            Err(_) if token.is_cancelled() => self.ahead.push_front(key),
+            Err(e) => log::warn!("pre-encoding frame {index}: {e}"),
         }
     }
 }

@@ -241,6 +241,11 @@ impl ImagePredictor {
         self.cache.len()
     }
 
+    /// Whether the embedding of `key` is cached.
+    pub fn contains(&self, key: FrameKey) -> bool {
+        self.cache.contains_key(&key)
+    }
+
     /// How many times the encoder has run (cache misses).
     pub fn encoder_runs(&self) -> u64 {
         self.encoder_runs

@@ -595,8 +595,9 @@ impl StudioApp {
             }
         }
         if let Some((request, frame)) = newest {
+            let media = state.media_path();
             self.sam
-                .on_frame(request.item, request.index, Arc::clone(&frame));
+                .on_frame(&media, request.item, request.index, Arc::clone(&frame));
             let max_side = ctx.input(|i| i.max_texture_side);
             let image = color_image(&frame, max_side);
             let options = egui::TextureOptions {

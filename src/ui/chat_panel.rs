@@ -314,7 +314,7 @@ impl ChatPanel {
             spec,
             Arc::clone(&self.slot),
             self.frames.clone(),
-            media_path(state),
+            state.media_path(),
             Arc::clone(&self.repaint),
         ) {
             Ok(job) => job,
@@ -644,15 +644,6 @@ impl ChatPanel {
                 self.send(state);
             }
         });
-    }
-}
-
-/// The media file, resolved against the project's folder when stored relative to it.
-fn media_path(state: &AppState) -> PathBuf {
-    let path = &state.doc.media.path;
-    match state.project_path.as_deref().and_then(|p| p.parent()) {
-        Some(dir) if path.is_relative() => dir.join(path),
-        _ => path.clone(),
     }
 }
 

@@ -46,6 +46,10 @@ pub struct SamPanel {
     pending: Vec<(usize, u32, u64)>,
     in_flight: usize,
     propagation: Option<Propagation>,
+    /// The media path the worker was last told about.
+    media_sent: Option<PathBuf>,
+    /// Encoder runs the worker reported (shown frames, neighbours, prediction misses).
+    encoded: u64,
 }
 
 /// A running propagation and the inverses of what it applied so far (one undo step).
@@ -67,6 +71,8 @@ impl Default for SamPanel {
             pending: Vec::new(),
             in_flight: 0,
             propagation: None,
+            media_sent: None,
+            encoded: 0,
         }
     }
 }
@@ -127,6 +133,7 @@ impl SamPanel {
     /// Loads the model directory `dir` on the worker thread (replacing any current model).
     pub fn load(&mut self, dir: PathBuf, repaint: Arc<dyn Repaint>) {
         self.worker = None;
+        self.media_sent = None;
         self.record = None;
         self.in_flight = 0;
         match SegmentWorker::spawn(dir.clone(), SessionOptions::default(), repaint) {
@@ -141,6 +148,11 @@ impl SamPanel {
     /// Where the model stands.
     pub fn status(&self) -> &SamStatus {
         &self.status
+    }
+
+    /// How many frames the SAM 2 encoder has run on since the model loaded.
+    pub fn encoder_runs(&self) -> u64 {
+        self.encoded
     }
 
     /// Whether a mask request is running.
@@ -186,9 +198,16 @@ impl SamPanel {
         }
     }
 
-    /// The frame now shown; pre-encodes it so the first click is fast.
-    pub fn on_frame(&mut self, item: usize, frame: u64, image: Arc<Frame>) {
+    /// The frame now shown, from the media at `media`; pre-encodes it so the first click is
+    /// fast (the worker then encodes its neighbours while idle).
+    pub fn on_frame(&mut self, media: &Path, item: usize, frame: u64, image: Arc<Frame>) {
         if let Some(worker) = &self.worker {
+            if self.media_sent.as_deref() != Some(media) {
+                worker.request(SegmentRequest::Media {
+                    path: media.to_path_buf(),
+                });
+                self.media_sent = Some(media.to_path_buf());
+            }
             worker.request(SegmentRequest::Preencode {
                 item,
                 frame,
@@ -230,6 +249,10 @@ impl SamPanel {
                     SegmentMessage::Failed(e) => {
                         self.in_flight = self.in_flight.saturating_sub(1);
                         errors.push(format!("SAM 2: {e}"));
+                    }
+                    SegmentMessage::Encoded { item, frame } => {
+                        self.encoded += 1;
+                        log::debug!("SAM 2 encoded item {item} frame {frame}");
                     }
                 }
             }
@@ -325,14 +348,8 @@ impl SamPanel {
         if prompts.is_empty() {
             return Err("click on an object first: no object has prompts".into());
         }
-        let mut media_path = state.doc.media.path.clone();
-        if media_path.is_relative()
-            && let Some(dir) = state.project_path.as_deref().and_then(Path::parent)
-        {
-            media_path = dir.join(media_path);
-        }
         let request = PropagateRequest {
-            media_path,
+            media_path: state.media_path(),
             item,
             prompts,
             start: state.frame,

@@ -132,6 +132,19 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The media file or folder, resolved against the project's folder when stored relative.
+    pub fn media_path(&self) -> PathBuf {
+        let path = &self.doc.media.path;
+        match self
+            .project_path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+        {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.clone(),
+        }
+    }
+
     /// State for a freshly opened or loaded document (not dirty).
     pub fn new(doc: Document) -> Self {
         let selected = doc
