@@ -13,6 +13,7 @@ mkdir -p "$OUT"
 FIXTURES=(
   "pixelrefer-tiny|onnx/export_pixelrefer.py|--tiny-random DIR --variant full"
   "pixelrefer-lite-tiny|onnx/export_pixelrefer.py|--tiny-random DIR --variant lite"
+  "pixelrefer-tiny-fp16|onnx/export_pixelrefer.py|--tiny-random DIR --variant full --fp16"
   "sam2-tiny|onnx/export_sam2.py|--tiny-random DIR"
 )
 

@@ -15,6 +15,15 @@ struct Args {
     command: Option<Command>,
     /// Media file, image folder or `*.prj.json` project to open in the app.
     path: Option<PathBuf>,
+    /// App: look for model directories here first (SAM 2 and PixelRefer).
+    #[arg(long, global = false)]
+    models: Option<PathBuf>,
+    /// App: where SAM 2 runs, and the chat panel's default (auto: CUDA when available).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: cli::Device,
+    /// App: intra-op threads per model (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Subcommand)]
@@ -84,7 +93,7 @@ enum Command {
         out: PathBuf,
         /// Where to run the model.
         #[arg(long, value_enum, default_value = "auto")]
-        device: cli::sam_cmds::Device,
+        device: cli::Device,
         /// Intra-op threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -100,7 +109,7 @@ enum ModelsCommand {
         dir: PathBuf,
         /// Where to run the model.
         #[arg(long, value_enum, default_value = "auto")]
-        device: cli::sam_cmds::Device,
+        device: cli::Device,
         /// Intra-op threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -128,7 +137,7 @@ fn main() -> std::process::ExitCode {
                     device,
                     threads,
                 },
-        }) => cli::sam_cmds::verify(&dir, &cli::sam_cmds::session_options(device, threads)),
+        }) => cli::sam_cmds::verify(&dir, &cli::session_options(device, threads)),
         Some(Command::Track {
             video,
             model,
@@ -141,10 +150,16 @@ fn main() -> std::process::ExitCode {
             &model,
             &prompts,
             &out,
-            &cli::sam_cmds::session_options(device, threads),
+            &cli::session_options(device, threads),
         ),
         Some(Command::Ask(ask)) => cli::ask::run(&ask),
-        None => pixelrefer_studio::ui::run(args.path),
+        None => pixelrefer_studio::ui::run(
+            args.path,
+            pixelrefer_studio::ui::AppOptions {
+                models_dir: args.models,
+                session: cli::session_options(args.device, args.threads),
+            },
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

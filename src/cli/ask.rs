@@ -1,14 +1,19 @@
 //! `pixelrefer-studio ask`: one question about regions of an image or video, answered by
 //! PixelRefer / PixelRefer-Lite, streamed to stdout (or printed as JSON with `--json`).
+//!
+//! The media is opened by the media module (any image, video or frame folder it reads); the
+//! objects come from mask PNGs, a `*.regions.json` export or a project file; the request is
+//! built by [`crate::refer::build_request`], as the app's chat panel builds it.
 
-use crate::mask::Mask;
+use super::Device;
+use crate::mask::{Mask, Rle};
+use crate::media::{MediaSource, SourceKind};
 use crate::refer::{
-    CancelToken, FrameMask, GenerationOptions, Media, ObjectMasks, PixelRefer, Request, Variant,
+    AnnotatedObject, CancelToken, GenerationOptions, PixelRefer, ReferError, Request,
+    RequestFrames, Variant,
 };
-use crate::runtime::{ExecutionProvider, SessionOptions};
 use anyhow::{Context, Result, bail};
 use image::RgbImage;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +29,13 @@ pub struct AskArgs {
     /// The video file (or a folder of frame images; see --fps).
     #[arg(long)]
     pub video: Option<PathBuf>,
+    /// A project file (`*.prj.json`): its objects' masks, and its media unless --image or
+    /// --video is given.
+    #[arg(long, conflicts_with = "regions")]
+    pub project: Option<PathBuf>,
+    /// Item of a project or regions file (an image of a folder); 0 for a single video or image.
+    #[arg(long, default_value_t = 0)]
+    pub item: usize,
     /// Mask PNG of the image's size (non-zero = set); the n-th is `<object{n-1}>`. Repeatable.
     #[arg(long = "mask")]
     pub masks: Vec<PathBuf>,
@@ -34,7 +46,7 @@ pub struct AskArgs {
     #[arg(long)]
     pub fps: Option<f64>,
     /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = crate::refer::DEFAULT_MAX_VIDEO_FRAMES)]
     pub max_frames: usize,
     /// The question; `<object0>`, `<object1>`… name the objects.
     pub question: String,
@@ -53,233 +65,112 @@ pub struct AskArgs {
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Execution provider.
-    #[arg(long, value_enum, default_value_t = ProviderArg::Cpu)]
-    pub provider: ProviderArg,
+    /// Where to run the model (auto: CUDA when this ONNX Runtime has it, else the CPU).
+    #[arg(long, alias = "provider", value_enum, default_value = "auto")]
+    pub device: Device,
     /// Intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
 
-/// `--provider`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProviderArg {
-    /// CPU.
-    Cpu,
-    /// CUDA (falls back to the CPU with a warning).
-    Cuda,
-}
-
-/// Frames of a video, by index (implemented for frame folders here; the media module's
-/// `MediaSource` plugs in the same way).
-pub trait FrameProvider {
-    /// Number of frames.
-    fn frame_count(&self) -> u64;
-    /// Presentation time of a frame, seconds.
-    fn frame_time_secs(&self, index: u64) -> f64;
-    /// Average frames per second.
-    fn fps(&self) -> f64;
-    /// One frame as RGB.
-    fn frame_rgb(&mut self, index: u64) -> Result<RgbImage>;
-}
-
-/// A folder of frame images in natural name order at a fixed rate.
-pub struct FrameFolder {
-    paths: Vec<PathBuf>,
-    fps: f64,
-}
-
-impl FrameFolder {
-    /// Lists the images in `dir`.
-    pub fn open(dir: &Path, fps: f64) -> Result<Self> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "png" | "jpg" | "jpeg" | "bmp" | "webp"
-                    )
-                })
-            })
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            bail!("{} contains no frame images", dir.display());
-        }
-        if fps <= 0.0 {
-            bail!("--fps must be positive");
-        }
-        Ok(Self { paths, fps })
-    }
-}
-
-impl FrameProvider for FrameFolder {
-    fn frame_count(&self) -> u64 {
-        self.paths.len() as u64
-    }
-    fn frame_time_secs(&self, index: u64) -> f64 {
-        index as f64 / self.fps
-    }
-    fn fps(&self) -> f64 {
-        self.fps
-    }
-    fn frame_rgb(&mut self, index: u64) -> Result<RgbImage> {
-        let p = self.paths.get(index as usize).with_context(|| {
-            format!(
-                "frame {index} is outside the folder ({} frames)",
-                self.paths.len()
-            )
-        })?;
-        load_rgb(p)
-    }
-}
-
-/// A decoded video (`media::open`), item 0.
-pub struct MediaFrames {
-    source: crate::media::MediaSource,
+/// One item of opened media as the request builder reads it. A frame folder asked about as a
+/// video (or a project tracked over one) is a sequence: frame N is the folder's image N.
+struct ItemFrames {
+    source: MediaSource,
+    item: usize,
+    sequence: bool,
     count: u64,
     fps: f64,
 }
 
-impl MediaFrames {
-    /// Opens a video file.
-    pub fn open(path: &Path) -> Result<Self> {
+impl ItemFrames {
+    /// Opens `path`; `sequence_fps` makes a folder one sequence at that rate.
+    fn open(path: &Path, item: usize, sequence_fps: Option<f64>) -> Result<Self> {
         let source = crate::media::open(path)?;
-        let info = source.item_info(0)?;
+        let folder = source.kind() == SourceKind::Folder;
+        if let Some(fps) = sequence_fps.filter(|_| folder) {
+            if fps <= 0.0 || !fps.is_finite() {
+                bail!("--fps must be positive");
+            }
+            let count = source.item_count() as u64;
+            return Ok(Self {
+                source,
+                item: 0,
+                sequence: true,
+                count,
+                fps,
+            });
+        }
+        if item >= source.item_count() {
+            bail!(
+                "{} has {} item(s); there is no item {item}",
+                path.display(),
+                source.item_count()
+            );
+        }
+        let info = source.item_info(item)?;
         Ok(Self {
             source,
-            count: info.frame_count,
-            fps: if info.fps > 0.0 { info.fps } else { 1.0 },
+            item,
+            sequence: false,
+            count: info.frame_count.max(1),
+            fps: info.fps,
         })
     }
 }
 
-impl FrameProvider for MediaFrames {
+impl RequestFrames for ItemFrames {
     fn frame_count(&self) -> u64 {
         self.count
-    }
-    fn frame_time_secs(&self, index: u64) -> f64 {
-        self.source.frame_time_secs(0, index)
     }
     fn fps(&self) -> f64 {
         self.fps
     }
-    fn frame_rgb(&mut self, index: u64) -> Result<RgbImage> {
-        let f = self.source.frame(0, index)?;
-        let rgb: Vec<u8> = f
-            .rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        RgbImage::from_raw(f.width, f.height, rgb).context("frame buffer has the wrong size")
+    fn time_secs(&self, index: u64) -> f64 {
+        if self.sequence {
+            index as f64 / self.fps
+        } else {
+            self.source.frame_time_secs(self.item, index)
+        }
+    }
+    fn frame(&mut self, index: u64) -> Result<RgbImage, ReferError> {
+        let read = if self.sequence {
+            let item = usize::try_from(index).unwrap_or(usize::MAX);
+            self.source.frame(item, 0)
+        } else {
+            self.source.frame(self.item, index)
+        };
+        let f = read.map_err(|e| ReferError::InvalidRequest(format!("frame {index}: {e}")))?;
+        f.to_rgb_image()
+            .ok_or_else(|| ReferError::InvalidRequest(format!("frame {index} has a bad size")))
     }
 }
 
-fn load_rgb(path: &Path) -> Result<RgbImage> {
-    Ok(image::open(path)
-        .with_context(|| format!("cannot decode {}", path.display()))?
-        .to_rgb8())
-}
-
-fn load_mask_png(path: &Path, w: u32, h: u32) -> Result<Mask> {
+fn load_mask_png(path: &Path) -> Result<Rle> {
     let img = image::open(path)
         .with_context(|| format!("cannot decode mask {}", path.display()))?
         .to_luma8();
-    if img.width() != w || img.height() != h {
-        bail!(
-            "mask {} is {}x{} but the image is {w}x{h}",
-            path.display(),
-            img.width(),
-            img.height()
-        );
-    }
-    Ok(Mask::from_raw(w, h, img.into_raw())?)
-}
-
-/// Decodes a COCO compressed RLE string (pycocotools `rleFrString`) into run lengths.
-fn coco_counts(s: &str) -> Result<Vec<u64>> {
-    let b = s.as_bytes();
-    let mut counts: Vec<i64> = Vec::new();
-    let mut p = 0;
-    while p < b.len() {
-        let (mut x, mut k, mut more) = (0i64, 0u32, true);
-        while more {
-            let Some(&ch) = b.get(p) else {
-                bail!("truncated RLE string");
-            };
-            let c = i64::from(ch) - 48;
-            x |= (c & 0x1f) << (5 * k);
-            more = c & 0x20 != 0;
-            p += 1;
-            k += 1;
-            if !more && c & 0x10 != 0 {
-                x |= -1i64 << (5 * k);
-            }
-        }
-        if counts.len() > 2 {
-            x += counts[counts.len() - 2];
-        }
-        counts.push(x);
-    }
-    counts
+    let (w, h) = img.dimensions();
+    let bits = img
+        .into_raw()
         .into_iter()
-        .map(|c| u64::try_from(c).context("negative RLE run"))
-        .collect()
+        .map(|v| u8::from(v > 0))
+        .collect();
+    Ok(Rle::from_mask(&Mask::from_raw(w, h, bits)?))
 }
 
-/// Column-major COCO RLE → row-major mask.
-fn rle_to_mask(rle: &serde_json::Value, w: u32, h: u32) -> Result<Mask> {
-    let size = rle["size"].as_array().context("RLE without size")?;
-    let (rh, rw) = (
-        size.first().and_then(|v| v.as_u64()).unwrap_or(0) as u32,
-        size.get(1).and_then(|v| v.as_u64()).unwrap_or(0) as u32,
-    );
-    if (rw, rh) != (w, h) {
-        bail!("an RLE mask is {rw}x{rh} but the frame is {w}x{h}");
-    }
-    let counts = match &rle["counts"] {
-        serde_json::Value::String(s) => coco_counts(s)?,
-        serde_json::Value::Array(a) => a.iter().map(|v| v.as_u64().unwrap_or(0)).collect(),
-        _ => bail!("RLE counts must be a string or a list"),
-    };
-    let n = (w as usize) * (h as usize);
-    let mut data = vec![0u8; n];
-    let (mut pos, mut val) = (0usize, 0u8);
-    for c in counts {
-        let end = pos + c as usize;
-        if end > n {
-            bail!("RLE runs exceed the mask size");
-        }
-        if val == 1 {
-            for i in pos..end {
-                let (col, row) = (i / h as usize, i % h as usize);
-                data[row * w as usize + col] = 1;
-            }
-        }
-        pos = end;
-        val ^= 1;
-    }
-    Ok(Mask::from_raw(w, h, data)?)
-}
-
-/// Per object tag number, its annotated frames: `(frame index, RLE JSON)`.
-pub type RegionFrames = BTreeMap<u32, Vec<(u64, serde_json::Value)>>;
-
-/// Objects of a regions export (first item) and the item's fps.
-fn regions_objects(path: &Path) -> Result<(Option<f64>, RegionFrames)> {
+/// Objects of item `item` of a regions export, and the item's fps.
+fn regions_objects(path: &Path, item: usize) -> Result<(Option<f64>, Vec<AnnotatedObject>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let item = v["items"]
+    let entry = v["items"]
         .as_array()
-        .and_then(|a| a.first())
-        .with_context(|| format!("{} has no items", path.display()))?;
-    let mut out = BTreeMap::new();
-    for o in item["objects"].as_array().into_iter().flatten() {
+        .and_then(|a| a.get(item))
+        .with_context(|| format!("{} has no item {item}", path.display()))?;
+    let mut out = Vec::new();
+    for o in entry["objects"].as_array().into_iter().flatten() {
         let tag = o["tag"].as_str().unwrap_or_default();
         let Some(id) = tag
             .strip_prefix("<object")
@@ -288,15 +179,50 @@ fn regions_objects(path: &Path) -> Result<(Option<f64>, RegionFrames)> {
         else {
             bail!("{}: object tag `{tag}` is not <objectN>", path.display());
         };
-        let frames = o["frames"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| Some((f["index"].as_u64()?, f["rle"].clone())))
-            .collect();
-        out.insert(id, frames);
+        let mut masks = Vec::new();
+        for f in o["frames"].as_array().into_iter().flatten() {
+            let index = f["index"]
+                .as_u64()
+                .with_context(|| format!("{}: {tag} has a frame without index", path.display()))?;
+            let rle: Rle = serde_json::from_value(f["rle"].clone()).with_context(|| {
+                format!("{}: {tag} frame {index}: not a COCO RLE", path.display())
+            })?;
+            rle.validate()
+                .with_context(|| format!("{}: {tag} frame {index}", path.display()))?;
+            masks.push((index, rle));
+        }
+        out.push(AnnotatedObject { tag_id: id, masks });
     }
-    Ok((item["fps"].as_f64().filter(|f| *f > 0.0), out))
+    Ok((entry["fps"].as_f64().filter(|f| *f > 0.0), out))
+}
+
+/// Objects of item `item` of a project, the project's media path, and the frame rate when the
+/// item is a frame folder tracked as one sequence.
+fn project_objects(
+    path: &Path,
+    item: usize,
+) -> Result<(PathBuf, Option<f64>, Vec<AnnotatedObject>)> {
+    let doc = crate::project::load_project(path)?;
+    let entry = doc.items.get(item).with_context(|| {
+        format!(
+            "{} has {} item(s); there is no item {item}",
+            path.display(),
+            doc.items.len()
+        )
+    })?;
+    // load_project resolves a media path stored relative to the project's folder.
+    let media = doc.media.path.clone();
+    let sequence = (doc.media.kind == crate::project::MediaKind::Folder && entry.frame_count > 1)
+        .then_some(if entry.fps > 0.0 { entry.fps } else { 1.0 });
+    let objects = entry
+        .objects
+        .iter()
+        .map(|o| AnnotatedObject {
+            tag_id: o.id,
+            masks: o.masks(),
+        })
+        .collect();
+    Ok((media, sequence, objects))
 }
 
 fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
@@ -307,158 +233,77 @@ fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
         seed: args.seed,
         repetition_penalty: None,
     };
-    if let Some(path) = &args.image {
-        let img = load_rgb(path)?;
-        let (w, h) = img.dimensions();
-        let mut objects: Vec<ObjectMasks> = args
-            .masks
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                Ok(ObjectMasks {
-                    tag_id: i as u32,
-                    masks: vec![FrameMask {
-                        frame: 0,
-                        mask: load_mask_png(p, w, h)?,
-                    }],
-                })
-            })
-            .collect::<Result<_>>()?;
-        if let Some(r) = &args.regions {
-            let (_, objs) = regions_objects(r)?;
-            for (id, frames) in objs {
-                if let Some((_, rle)) = frames.first() {
-                    objects.push(ObjectMasks {
-                        tag_id: id,
-                        masks: vec![FrameMask {
-                            frame: 0,
-                            mask: rle_to_mask(rle, w, h)?,
-                        }],
-                    });
-                }
-            }
-        }
-        if objects.is_empty() {
-            bail!("give at least one --mask PNG or a --regions file");
-        }
-        return Ok(Request {
-            media: Media::Image(img),
-            objects,
-            history: Vec::new(),
-            question: args.question.clone(),
-            options,
-        });
+    let mut objects: Vec<AnnotatedObject> = Vec::new();
+    let mut media = args.image.clone().or_else(|| args.video.clone());
+    let mut sequence_fps = None;
+    if let Some(project) = &args.project {
+        let (path, fps, objs) = project_objects(project, args.item)?;
+        media = media.or(Some(path));
+        sequence_fps = fps;
+        objects = objs;
     }
-    let Some(video) = &args.video else {
-        bail!("give --image or --video");
+    if let Some(regions) = &args.regions {
+        let (fps, objs) = regions_objects(regions, args.item)?;
+        sequence_fps = fps;
+        objects = objs;
+    }
+    let Some(media) = media else {
+        bail!("give --image, --video or --project");
     };
-    let Some(regions) = &args.regions else {
-        bail!("a video question needs --regions R.regions.json with the objects' masks");
-    };
-    let (regions_fps, objs) = regions_objects(regions)?;
-    let mut provider: Box<dyn FrameProvider> = if video.is_dir() {
-        Box::new(FrameFolder::open(
-            video,
-            args.fps.or(regions_fps).unwrap_or(1.0),
-        )?)
-    } else {
-        Box::new(MediaFrames::open(video)?)
-    };
-    video_request(
-        provider.as_mut(),
-        objs,
-        variant,
-        args.max_frames,
-        &args.question,
-        options,
-    )
-}
-
-/// Builds a video request: Lite uses only the annotated frames (upstream
-/// `load_video_from_specific_ids`); PixelRefer samples 1 fps (at most `max_frames`, evenly) and
-/// adds the annotated frames, each object using its first annotated frame.
-pub fn video_request(
-    provider: &mut dyn FrameProvider,
-    objs: RegionFrames,
-    variant: Variant,
-    max_frames: usize,
-    question: &str,
-    options: GenerationOptions,
-) -> Result<Request> {
-    let n = provider.frame_count();
-    let mut wanted: Vec<u64> = objs
-        .values()
-        .flat_map(|f| {
-            let take = if variant == Variant::Full { 1 } else { f.len() };
-            f.iter().take(take).map(|(i, _)| *i)
-        })
-        .collect();
-    if variant == Variant::Full {
-        let step = provider.fps().round().max(1.0) as u64;
-        let sampled: Vec<u64> = (0..n).step_by(step as usize).collect();
-        let k = sampled.len().min(max_frames.max(1));
-        for j in 0..k {
-            // numpy linspace(0, T-1, k).astype(int) (mm_utils.py load_video).
-            let idx = if k > 1 {
-                j * (sampled.len() - 1) / (k - 1)
-            } else {
-                0
-            };
-            wanted.push(sampled[idx]);
+    if args.video.is_some() {
+        sequence_fps = args.fps.or(sequence_fps).or(Some(1.0));
+    }
+    let mut frames = ItemFrames::open(&media, args.item, sequence_fps)?;
+    if !args.masks.is_empty() {
+        if frames.count > 1 {
+            bail!("--mask PNGs are for images; give a video's masks with --regions or --project");
         }
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
-    if let Some(&bad) = wanted.iter().find(|&&i| i >= n) {
-        bail!("the regions file annotates frame {bad} but the video has {n} frames");
-    }
-    let mut frames = Vec::with_capacity(wanted.len());
-    let mut timestamps_secs = Vec::with_capacity(wanted.len());
-    for &i in &wanted {
-        frames.push(provider.frame_rgb(i)?);
-        timestamps_secs.push(provider.frame_time_secs(i));
-    }
-    let (w, h) = frames
-        .first()
-        .map(|f| f.dimensions())
-        .context("no frames")?;
-    let mut objects = Vec::new();
-    for (id, fr) in objs {
-        let mut masks = Vec::new();
-        for (i, rle) in fr {
-            let Some(pos) = wanted.iter().position(|&x| x == i) else {
-                continue;
-            };
-            masks.push(FrameMask {
-                frame: pos,
-                mask: rle_to_mask(&rle, w, h)?,
+        for (i, p) in args.masks.iter().enumerate() {
+            objects.push(AnnotatedObject {
+                tag_id: u32::try_from(i).unwrap_or(u32::MAX),
+                masks: vec![(0, load_mask_png(p)?)],
             });
         }
-        if !masks.is_empty() {
-            objects.push(ObjectMasks { tag_id: id, masks });
-        }
     }
-    Ok(Request {
-        media: Media::Video {
-            frames,
-            timestamps_secs,
-        },
-        objects,
-        history: Vec::new(),
-        question: question.to_string(),
+    // Only the objects the question names (all of them when it names none).
+    let named = crate::jobs::refer_job::mentioned_tags([args.question.as_str()]);
+    if let Some(missing) = named
+        .iter()
+        .find(|&&t| !objects.iter().any(|o| o.tag_id == t))
+    {
+        let known: Vec<String> = objects
+            .iter()
+            .map(|o| format!("<object{}>", o.tag_id))
+            .collect();
+        bail!(
+            "the question names <object{missing}>, but there is no such object (objects: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    if !named.is_empty() {
+        objects.retain(|o| named.contains(&o.tag_id));
+        objects.sort_by_key(|o| named.iter().position(|&t| t == o.tag_id));
+    }
+    if objects.is_empty() {
+        bail!("no objects: give --mask PNGs, a --regions file or a --project with masks");
+    }
+    Ok(crate::refer::build_request(
+        &mut frames,
+        variant,
+        args.max_frames,
+        &objects,
+        &args.question,
         options,
-    })
+    )?)
 }
 
 /// Runs `ask`.
 pub fn run(args: &AskArgs) -> Result<()> {
-    let options = SessionOptions {
-        provider: match args.provider {
-            ProviderArg::Cpu => ExecutionProvider::Cpu,
-            ProviderArg::Cuda => ExecutionProvider::Cuda,
-        },
-        intra_threads: args.threads,
-    };
+    let options = super::session_options(args.device, args.threads);
     let mut model = PixelRefer::load(&args.model, &options)
         .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
     for w in model.warnings() {
@@ -493,20 +338,4 @@ pub fn run(args: &AskArgs) -> Result<()> {
         println!();
     }
     Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coco_string_rle_round_trip() {
-        // pycocotools: a 3x2 mask [[1,0],[1,1],[0,1]] (column-major 1,1,0,0,1,1) -> counts [0,2,2,2].
-        let rle = serde_json::json!({"size": [3, 2], "counts": [0, 2, 2, 2]});
-        let m = rle_to_mask(&rle, 2, 3).unwrap();
-        assert_eq!(m.data(), &[1, 0, 1, 1, 0, 1]);
-        // The compressed string of [0, 2, 2, 2] is "0220" (from the 4th on, deltas to the count two back; small values are one char + 48).
-        assert_eq!(coco_counts("0220").unwrap(), vec![0, 2, 2, 2]);
-    }
 }

@@ -5,3 +5,32 @@ pub mod ask;
 pub mod media_cmds;
 pub mod project_cmds;
 pub mod sam_cmds;
+
+use crate::runtime::{ExecutionProvider, SessionOptions};
+
+/// Where models run (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Device {
+    /// CUDA when this ONNX Runtime build has the CUDA provider, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU only.
+    Cpu,
+    /// CUDA (falls back to the CPU with a warning).
+    Cuda,
+}
+
+/// Session options for `--device` and `--threads`.
+pub fn session_options(device: Device, threads: usize) -> SessionOptions {
+    match device {
+        Device::Auto => SessionOptions::auto(threads),
+        Device::Cpu => SessionOptions {
+            provider: ExecutionProvider::Cpu,
+            intra_threads: threads,
+        },
+        Device::Cuda => SessionOptions {
+            provider: ExecutionProvider::Cuda,
+            intra_threads: threads,
+        },
+    }
+}

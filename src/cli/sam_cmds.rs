@@ -6,7 +6,7 @@ use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
 };
-use crate::runtime::{ExecutionProvider, Manifest, ModelKind, SessionOptions};
+use crate::runtime::{Manifest, ModelKind, SessionOptions};
 use crate::segment::reference::{Tolerances, run_reference};
 use crate::segment::{
     Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackerOptions, VideoTracker,
@@ -19,28 +19,6 @@ use std::sync::Arc;
 
 /// Model id recorded on masks and in the document's model list.
 const MODEL_ID: &str = "sam2";
-
-/// Where models run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// CUDA when available (with a warning when it is not), else the CPU.
-    Auto,
-    /// The CPU only.
-    Cpu,
-    /// CUDA (falls back to the CPU with a warning).
-    Cuda,
-}
-
-/// Session options from the command line.
-pub fn session_options(device: Device, threads: usize) -> SessionOptions {
-    SessionOptions {
-        provider: match device {
-            Device::Cpu => ExecutionProvider::Cpu,
-            Device::Auto | Device::Cuda => ExecutionProvider::Cuda,
-        },
-        intra_threads: threads,
-    }
-}
 
 fn load_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<Arc<Sam2Model>> {
     let model = Sam2Model::load(dir, options).map_err(|e| anyhow!("{e}"))?;

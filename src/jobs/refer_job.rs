@@ -8,10 +8,10 @@
 //! running graph.
 
 use super::{FrameSource, Repaint};
-use crate::mask::{Mask, Rle};
+use crate::mask::Rle;
 use crate::refer::{
-    CancelToken, FrameMask, GenerationOptions, Media, ObjectMasks, PixelRefer, ReferError, Request,
-    Turn, Variant,
+    AnnotatedObject, CancelToken, DEFAULT_MAX_VIDEO_FRAMES, GenerationOptions, PixelRefer,
+    ReferError, Request, RequestFrames, Turn, Variant,
 };
 use crate::runtime::{ExecutionProvider, SessionOptions};
 use crossbeam_channel::{Receiver, Sender};
@@ -22,9 +22,6 @@ use std::sync::Arc;
 
 /// Capacity of a job's event channel (a token is one event; the UI drains it every frame).
 pub const EVENT_CHANNEL_CAPACITY: usize = 256;
-
-/// PixelRefer video: at most this many frames sampled at 1 fps (plus the annotated frames).
-pub const MAX_VIDEO_FRAMES: usize = 16;
 
 /// The prompt of the "Describe" quick action for `<object{id}>`.
 pub fn describe_prompt(id: u32) -> String {
@@ -355,29 +352,38 @@ pub fn mentioned_tags<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<u32> 
     out
 }
 
-fn frame_rgb(frames: &SharedFrames, item: usize, index: u64) -> Result<RgbImage, ReferError> {
-    let frame = frames
-        .lock()
-        .frame(item, index)
-        .map_err(|e| invalid(format!("cannot read frame {index}: {e}")))?;
-    let rgb: Vec<u8> = frame
-        .rgba
-        .chunks_exact(4)
-        .flat_map(|p| [p[0], p[1], p[2]])
-        .collect();
-    RgbImage::from_raw(frame.width, frame.height, rgb)
-        .ok_or_else(|| invalid(format!("frame {index} has the wrong buffer size")))
+/// The job's item as [`RequestFrames`]: frames from the shared source, times from the frame rate.
+struct ItemFrames<'a> {
+    frames: &'a SharedFrames,
+    item: usize,
+    count: u64,
+    fps: f64,
 }
 
-fn decode(rle: &Rle, id: u32) -> Result<Mask, ReferError> {
-    rle.to_mask()
-        .map_err(|e| invalid(format!("the mask of <object{id}> cannot be read: {e}")))
+impl RequestFrames for ItemFrames<'_> {
+    fn frame_count(&self) -> u64 {
+        self.count
+    }
+    fn fps(&self) -> f64 {
+        self.fps
+    }
+    fn time_secs(&self, index: u64) -> f64 {
+        index as f64 / if self.fps > 0.0 { self.fps } else { 1.0 }
+    }
+    fn frame(&mut self, index: u64) -> Result<RgbImage, ReferError> {
+        let frame = self
+            .frames
+            .lock()
+            .frame(self.item, index)
+            .map_err(|e| invalid(format!("cannot read frame {index}: {e}")))?;
+        frame
+            .to_rgb_image()
+            .ok_or_else(|| invalid(format!("frame {index} has the wrong buffer size")))
+    }
 }
 
-/// Builds the request about the objects `tags` (as `cli/ask.rs` does): an image uses frame 0;
-/// a video uses the annotated frames (Lite) or 1 fps samples plus each object's prompt frame
-/// (PixelRefer), with timestamps from the item's frame rate. The frame the question is asked
-/// on comes first among an object's masks.
+/// Builds the request about the objects `tags` with [`crate::refer::build_request`]; the frame
+/// the question is asked on comes first among an object's masks.
 fn build_request(
     spec: &ReferJobSpec,
     variant: Variant,
@@ -385,113 +391,34 @@ fn build_request(
     tags: &[u32],
     question: &str,
 ) -> Result<Request, ReferError> {
-    let mut chosen: Vec<(u32, Vec<&(u64, Rle)>)> = Vec::new();
+    let mut objects = Vec::with_capacity(tags.len());
     for &tag in tags {
         let Some(object) = spec.objects.iter().find(|o| o.id == tag) else {
             return Err(ReferError::UnknownTag {
                 tag: format!("<object{tag}>"),
             });
         };
-        let mut masks: Vec<&(u64, Rle)> =
-            object.masks.iter().filter(|(_, r)| !r.is_empty()).collect();
-        if masks.is_empty() {
-            return Err(invalid(format!(
-                "<object{tag}> has no mask yet: paint or click the object first"
-            )));
-        }
+        let mut masks = object.masks.clone();
         if let Some(pos) = masks.iter().position(|(f, _)| *f == spec.frame) {
             let current = masks.remove(pos);
             masks.insert(0, current);
         }
-        chosen.push((tag, masks));
+        objects.push(AnnotatedObject { tag_id: tag, masks });
     }
-    if spec.frame_count <= 1 {
-        let image = frame_rgb(frames, spec.item, 0)?;
-        let mut objects = Vec::new();
-        for (tag, masks) in &chosen {
-            let Some((_, rle)) = masks.first() else {
-                continue;
-            };
-            objects.push(ObjectMasks {
-                tag_id: *tag,
-                masks: vec![FrameMask {
-                    frame: 0,
-                    mask: decode(rle, *tag)?,
-                }],
-            });
-        }
-        return Ok(Request {
-            media: Media::Image(image),
-            objects,
-            history: Vec::new(),
-            question: question.to_string(),
-            options: GenerationOptions::default(),
-        });
-    }
-    let n = spec.frame_count;
-    let fps = if spec.fps > 0.0 { spec.fps } else { 1.0 };
-    let mut wanted: Vec<u64> = chosen
-        .iter()
-        .flat_map(|(_, masks)| {
-            let take = if variant == Variant::Full {
-                1
-            } else {
-                masks.len()
-            };
-            masks.iter().take(take).map(|(f, _)| *f)
-        })
-        .collect();
-    if variant == Variant::Full {
-        let step = fps.round().max(1.0) as usize;
-        let sampled: Vec<u64> = (0..n).step_by(step).collect();
-        let k = sampled.len().min(MAX_VIDEO_FRAMES);
-        for j in 0..k {
-            // numpy linspace(0, T-1, k).astype(int) (upstream mm_utils.py load_video).
-            let idx = if k > 1 {
-                j * (sampled.len() - 1) / (k - 1)
-            } else {
-                0
-            };
-            if let Some(&f) = sampled.get(idx) {
-                wanted.push(f);
-            }
-        }
-    }
-    wanted.retain(|&f| f < n);
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut images = Vec::with_capacity(wanted.len());
-    let mut timestamps_secs = Vec::with_capacity(wanted.len());
-    for &f in &wanted {
-        images.push(frame_rgb(frames, spec.item, f)?);
-        timestamps_secs.push(f as f64 / fps);
-    }
-    let mut objects = Vec::new();
-    for (tag, masks) in &chosen {
-        let mut out = Vec::new();
-        for (f, rle) in masks {
-            if let Some(pos) = wanted.iter().position(|w| w == f) {
-                out.push(FrameMask {
-                    frame: pos,
-                    mask: decode(rle, *tag)?,
-                });
-            }
-        }
-        objects.push(ObjectMasks {
-            tag_id: *tag,
-            masks: out,
-        });
-    }
-    Ok(Request {
-        media: Media::Video {
-            frames: images,
-            timestamps_secs,
-        },
-        objects,
-        history: Vec::new(),
-        question: question.to_string(),
-        options: GenerationOptions::default(),
-    })
+    let mut source = ItemFrames {
+        frames,
+        item: spec.item,
+        count: spec.frame_count,
+        fps: spec.fps,
+    };
+    crate::refer::build_request(
+        &mut source,
+        variant,
+        DEFAULT_MAX_VIDEO_FRAMES,
+        &objects,
+        question,
+        GenerationOptions::default(),
+    )
 }
 
 #[cfg(test)]

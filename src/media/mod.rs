@@ -84,6 +84,18 @@ pub struct Frame {
     pub rgba: Vec<u8>,
 }
 
+impl Frame {
+    /// The frame as 8-bit RGB (alpha dropped); `None` when the buffer does not match the size.
+    pub fn to_rgb_image(&self) -> Option<image::RgbImage> {
+        let rgb: Vec<u8> = self
+            .rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        image::RgbImage::from_raw(self.width, self.height, rgb)
+    }
+}
+
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Frame({}x{})", self.width, self.height)

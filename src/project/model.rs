@@ -175,6 +175,14 @@ impl Object {
         }
     }
 
+    /// The object's masks by frame, in frame order (frames with prompts only are left out).
+    pub fn masks(&self) -> Vec<(u64, crate::mask::Rle)> {
+        self.frames
+            .iter()
+            .filter_map(|(&f, a)| Some((f, a.mask.clone()?)))
+            .collect()
+    }
+
     /// The chat tag, `<objectN>`.
     pub fn tag(&self) -> String {
         format!("<object{}>", self.id)

@@ -18,7 +18,8 @@ pub struct KmeansTol {
 /// Host constants of a PixelRefer / PixelRefer-Lite export (manifest `constants`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ReferConfig {
-    /// `float32` (the only dtype this engine runs) or `float16`.
+    /// Float type of the graphs' inputs and outputs: `float32` (CPU) or `float16` (`--fp16`
+    /// exports, for CUDA); the host converts at the graph boundary.
     pub dtype: String,
     /// Vision patch size, 14 (VL3-SigLIP-NaViT `config.json`).
     pub patch_size: usize,
@@ -114,9 +115,9 @@ impl ReferConfig {
         };
         let cfg: ReferConfig =
             serde_json::from_value(constants.clone()).map_err(|e| err(e.to_string()))?;
-        if cfg.dtype != "float32" {
+        if cfg.dtype != "float32" && cfg.dtype != "float16" {
             return Err(err(format!(
-                "dtype is {}, but this build runs float32 exports only (export without --fp16)",
+                "dtype is {}, but the engine runs float32 and float16 exports only",
                 cfg.dtype
             )));
         }

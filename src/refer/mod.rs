@@ -18,6 +18,7 @@ pub mod generation;
 mod model;
 pub mod preprocess;
 pub mod prompt;
+pub mod request;
 pub mod resize;
 pub mod saot;
 
@@ -25,6 +26,7 @@ pub use config::ReferConfig;
 pub use error::ReferError;
 pub use generation::{LogitsProcessor, Sampling, TokenOutputStream};
 pub use model::{FrameTrace, KvCache, MaskTrace, PixelRefer, Prepared, PreparedMask, PromptEmbeds};
+pub use request::{AnnotatedObject, DEFAULT_MAX_VIDEO_FRAMES, RequestFrames, build_request};
 pub use saot::Variant;
 
 use crate::mask::Mask;

@@ -140,6 +140,8 @@ pub struct PixelRefer {
     provider: ExecutionProvider,
     warnings: Vec<String>,
     cache: Cache,
+    /// The graphs take and give float16 (a `--fp16` export).
+    half: bool,
 }
 
 impl std::fmt::Debug for PixelRefer {
@@ -148,13 +150,18 @@ impl std::fmt::Debug for PixelRefer {
     }
 }
 
-fn tensor_f32(shape: Vec<i64>, data: Vec<f32>) -> Result<DynValue, ReferError> {
-    Tensor::from_array((shape, data))
-        .map(|t| t.into_dyn())
-        .map_err(|e| ReferError::Run {
-            graph: "input".into(),
-            reason: e.to_string(),
-        })
+/// A float input: f32, or f16 for `float16` exports (`half`).
+fn tensor_float(shape: Vec<i64>, data: Vec<f32>, half: bool) -> Result<DynValue, ReferError> {
+    let made = if half {
+        let data: Vec<half::f16> = data.into_iter().map(half::f16::from_f32).collect();
+        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+    } else {
+        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+    };
+    made.map_err(|e| ReferError::Run {
+        graph: "input".into(),
+        reason: e.to_string(),
+    })
 }
 
 fn tensor_i64(shape: Vec<i64>, data: Vec<i64>) -> Result<DynValue, ReferError> {
@@ -206,13 +213,16 @@ fn run_graph(
         .collect()
 }
 
+/// A float output as f32 (f16 outputs of `float16` exports are widened).
 fn extract(value: &DynValue, graph: &str) -> Result<(Vec<i64>, Vec<f32>), ReferError> {
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| ReferError::Output {
-            graph: graph.into(),
-            reason: e.to_string(),
-        })?;
+    let err = |e: ort::Error| ReferError::Output {
+        graph: graph.into(),
+        reason: e.to_string(),
+    };
+    if let Ok((shape, data)) = value.try_extract_tensor::<half::f16>() {
+        return Ok((shape.to_vec(), data.iter().map(|v| v.to_f32()).collect()));
+    }
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
     Ok((shape.to_vec(), data.to_vec()))
 }
 
@@ -287,7 +297,9 @@ impl PixelRefer {
         };
         let embed = open("embed_tokens")?;
         let decoder = open("decoder")?;
+        let half = cfg.dtype == "float16";
         Ok(Self {
+            half,
             dir: dir.to_path_buf(),
             cfg,
             variant,
@@ -572,10 +584,16 @@ impl PixelRefer {
             vec![
                 (
                     "pixel_patches".into(),
-                    tensor_f32(vec![n, dim], patches.data.clone())?,
+                    tensor_float(vec![n, dim], patches.data.clone(), self.half)?,
                 ),
-                ("rope_cos".into(), tensor_f32(vec![n, hd as i64], cos)?),
-                ("rope_sin".into(), tensor_f32(vec![n, hd as i64], sin)?),
+                (
+                    "rope_cos".into(),
+                    tensor_float(vec![n, hd as i64], cos, self.half)?,
+                ),
+                (
+                    "rope_sin".into(),
+                    tensor_float(vec![n, hd as i64], sin, self.half)?,
+                ),
             ],
             &["vision_features"],
             run_options,
@@ -614,7 +632,7 @@ impl PixelRefer {
         let out = run_graph(
             session,
             which,
-            vec![(input.into(), tensor_f32(shape, data)?)],
+            vec![(input.into(), tensor_float(shape, data, self.half)?)],
             &[output],
             run_options,
             cancel,
@@ -669,9 +687,12 @@ impl PixelRefer {
             vec![
                 (
                     "features".into(),
-                    tensor_f32(vec![cells, c as i64], feats.clone())?,
+                    tensor_float(vec![cells, c as i64], feats.clone(), self.half)?,
                 ),
-                ("positions".into(), tensor_f32(vec![cells, 2], pos)?),
+                (
+                    "positions".into(),
+                    tensor_float(vec![cells, 2], pos, self.half)?,
+                ),
             ],
             &["features_with_pos"],
             run_options,
@@ -732,15 +753,15 @@ impl PixelRefer {
                 vec![
                     (
                         "object_tokens".into(),
-                        tensor_f32(vec![1, cfg.mask_num as i64, c as i64], selected)?,
+                        tensor_float(vec![1, cfg.mask_num as i64, c as i64], selected, self.half)?,
                     ),
                     (
                         "local_features".into(),
-                        tensor_f32(vec![1, nl, c as i64], lf)?,
+                        tensor_float(vec![1, nl, c as i64], lf, self.half)?,
                     ),
                     (
                         "global_features".into(),
-                        tensor_f32(vec![1, ng, c as i64], gf)?,
+                        tensor_float(vec![1, ng, c as i64], gf, self.half)?,
                     ),
                 ],
                 &["fused_tokens"],
@@ -1009,7 +1030,7 @@ impl PixelRefer {
         let cfg = &self.cfg;
         let shape = vec![1, cfg.num_key_value_heads as i64, 0, cfg.head_dim as i64];
         let values = (0..2 * cfg.num_hidden_layers)
-            .map(|_| tensor_f32(shape.clone(), Vec::new()))
+            .map(|_| tensor_float(shape.clone(), Vec::new(), self.half))
             .collect::<Result<_, _>>()?;
         Ok(KvCache { values, len: 0 })
     }
@@ -1030,7 +1051,11 @@ impl PixelRefer {
         let mut inputs = vec![
             (
                 "inputs_embeds".to_string(),
-                tensor_f32(vec![1, seq as i64, cfg.hidden_size as i64], embeds)?,
+                tensor_float(
+                    vec![1, seq as i64, cfg.hidden_size as i64],
+                    embeds,
+                    self.half,
+                )?,
             ),
             (
                 "attention_mask".to_string(),

@@ -41,6 +41,31 @@ impl Default for SessionOptions {
     }
 }
 
+impl SessionOptions {
+    /// CUDA when this ONNX Runtime build has the CUDA provider ([`cuda_available`]), else the
+    /// CPU; `intra_threads` as given.
+    pub fn auto(intra_threads: usize) -> Self {
+        Self {
+            provider: if cuda_available() {
+                ExecutionProvider::Cuda
+            } else {
+                ExecutionProvider::Cpu
+            },
+            intra_threads,
+        }
+    }
+}
+
+/// Whether the loaded ONNX Runtime was built with the CUDA provider (the `onnxruntime-gpu`
+/// wheel). Whether CUDA really starts is only known when a session is built; a failure there
+/// falls back to the CPU with a warning.
+pub fn cuda_available() -> bool {
+    if ensure_initialized().is_err() {
+        return false;
+    }
+    <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available().unwrap_or(false)
+}
+
 /// Builds a session for `file` on the preferred provider. Returns the session, the provider it
 /// really runs on, and a warning when CUDA was asked for but could not start (never silent).
 pub fn build_session(

@@ -192,6 +192,14 @@ impl StudioApp {
         app
     }
 
+    /// Sets where models run (SAM 2 is reloaded with them; the chat panel takes the provider as
+    /// its default choice).
+    pub fn set_session_options(&mut self, options: crate::runtime::SessionOptions) {
+        self.chat.set_provider(options.provider);
+        self.sam
+            .set_session_options(options, Arc::clone(&self.repaint));
+    }
+
     /// Looks for models in `dir` first (like `--models DIR`): loads the SAM 2 model found there
     /// and offers its PixelRefer models in the chat panel.
     pub fn set_models_dir(&mut self, dir: Option<&Path>) {

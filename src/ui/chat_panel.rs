@@ -128,6 +128,11 @@ impl ChatPanel {
         }
     }
 
+    /// The provider chosen for the next question (the menu can change it).
+    pub fn set_provider(&mut self, provider: ExecutionProvider) {
+        self.provider = provider;
+    }
+
     /// Looks for models in `dir` (and its subfolders) instead of the default places.
     pub fn set_models_dir(&mut self, dir: impl Into<PathBuf>) {
         self.models_dir = Some(dir.into());
@@ -292,11 +297,7 @@ impl ChatPanel {
             .iter()
             .map(|o| ObjectSnapshot {
                 id: o.id,
-                masks: o
-                    .frames
-                    .iter()
-                    .filter_map(|(f, a)| a.mask.clone().map(|m| (*f, m)))
-                    .collect(),
+                masks: o.masks(),
             })
             .collect();
         let spec = ReferJobSpec {

@@ -22,10 +22,20 @@ pub mod transform;
 pub use app::StudioApp;
 pub use state::{AppEvent, AppState, Tool};
 
+use crate::runtime::SessionOptions;
 use std::path::PathBuf;
 
+/// How the app starts (the binary's `--models`, `--device` and `--threads`).
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Where to look for model directories first.
+    pub models_dir: Option<PathBuf>,
+    /// Provider and threads of SAM 2, and the chat panel's default provider.
+    pub session: SessionOptions,
+}
+
 /// Opens the main window, optionally on a media file, folder or project file.
-pub fn run(open: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(open: Option<PathBuf>, app_options: AppOptions) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("PixelRefer Studio")
@@ -37,7 +47,14 @@ pub fn run(open: Option<PathBuf>) -> anyhow::Result<()> {
     eframe::run_native(
         "PixelRefer Studio",
         options,
-        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, open)))),
+        Box::new(move |cc| {
+            let mut app = StudioApp::new(cc, open);
+            app.set_session_options(app_options.session);
+            if app_options.models_dir.is_some() {
+                app.set_models_dir(app_options.models_dir.as_deref());
+            }
+            Ok(Box::new(app))
+        }),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }

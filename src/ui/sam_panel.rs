@@ -48,6 +48,10 @@ pub struct SamPanel {
     propagation: Option<Propagation>,
     /// The media path the worker was last told about.
     media_sent: Option<PathBuf>,
+    /// The model directory loaded or loading.
+    dir: Option<PathBuf>,
+    /// Provider and threads the model is loaded with.
+    options: SessionOptions,
     /// Encoder runs the worker reported (shown frames, neighbours, prediction misses).
     encoded: u64,
 }
@@ -72,6 +76,8 @@ impl Default for SamPanel {
             in_flight: 0,
             propagation: None,
             media_sent: None,
+            dir: None,
+            options: SessionOptions::default(),
             encoded: 0,
         }
     }
@@ -130,13 +136,24 @@ impl SamPanel {
         }
     }
 
+    /// Sets the provider and threads, reloading a loaded model with them.
+    pub fn set_session_options(&mut self, options: SessionOptions, repaint: Arc<dyn Repaint>) {
+        self.options = options;
+        if let Some(dir) = self.dir.clone()
+            && self.worker.is_some()
+        {
+            self.load(dir, repaint);
+        }
+    }
+
     /// Loads the model directory `dir` on the worker thread (replacing any current model).
     pub fn load(&mut self, dir: PathBuf, repaint: Arc<dyn Repaint>) {
         self.worker = None;
         self.media_sent = None;
         self.record = None;
         self.in_flight = 0;
-        match SegmentWorker::spawn(dir.clone(), SessionOptions::default(), repaint) {
+        self.dir = Some(dir.clone());
+        match SegmentWorker::spawn(dir.clone(), self.options.clone(), repaint) {
             Ok(worker) => {
                 self.worker = Some(worker);
                 self.status = SamStatus::Loading(dir);

@@ -28,6 +28,25 @@ pub fn fixture(name: &str) -> PathBuf {
     dir
 }
 
+/// The `cases.json` entry of reference case `name` in model directory `dir`, and its tensors.
+pub fn reference_case(
+    dir: &std::path::Path,
+    name: &str,
+) -> (serde_json::Value, HashMap<String, StTensor>) {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/cases.json")).unwrap())
+            .unwrap();
+    let meta = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("case {name} missing: re-run ./test.sh"))
+        .clone();
+    let st = read_safetensors(&dir.join(meta["file"].as_str().unwrap()));
+    (meta, st)
+}
+
 /// One tensor of a safetensors file.
 pub struct StTensor {
     pub dtype: String,

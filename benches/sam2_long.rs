@@ -1,0 +1,142 @@
+//! Memory over a long propagation (not a timed test): `pixelrefer-studio track` on a synthetic
+//! 1-minute and 10-minute video with the tiny SAM 2 model, one object clicked on frame 0 and
+//! tracked through every frame; prints the peak resident set of each run, sampled from
+//! `/proc/<pid>/status` (VmHWM) every 100 ms. Bounded memory means the 10-minute run peaks near
+//! the 1-minute run: the memory bank keeps the prompted frames and a recent window, and what
+//! grows with the video is only the written masks (COCO RLE) and a per-frame object pointer.
+//!
+//! cargo bench --bench sam2_long --profile test
+//! Environment: PIXELREFER_FIXTURES (default .fixtures/models, the `sam2-tiny` model),
+//! SAM2_LONG_FPS (default 30), SAM2_LONG_MINUTES (default "1,10").
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A `minutes`-long 320x180 H.264 video of a ball crossing a textured background.
+fn make_video(dir: &Path, minutes: u32, fps: u32) -> PathBuf {
+    let out = dir.join(format!("long-{minutes}min.mp4"));
+    let secs = minutes * 60;
+    let filter = format!(
+        "testsrc2=size=320x180:rate={fps}:duration={secs}[bg];\
+         color=c=red:size=48x48:rate={fps}:duration={secs},format=yuva420p,\
+         geq=lum='p(X,Y)':a='if(lt((X-24)*(X-24)+(Y-24)*(Y-24),400),255,0)'[ball];\
+         [bg][ball]overlay=x='136+100*sin(t/3)':y='66+40*cos(t/5)'"
+    );
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-filter_complex",
+        ])
+        .arg(&filter)
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&out)
+        .status()
+        .expect("the ffmpeg CLI is needed");
+    assert!(status.success(), "ffmpeg failed");
+    out
+}
+
+fn main() {
+    let models = std::env::var_os("PIXELREFER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
+    let model = models.join("sam2-tiny");
+    assert!(
+        model.join("manifest.json").is_file(),
+        "{} is missing: run ./test.sh first",
+        model.display()
+    );
+    let fps: u32 = std::env::var("SAM2_LONG_FPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let minutes: Vec<u32> = std::env::var("SAM2_LONG_MINUTES")
+        .unwrap_or_else(|_| "1,10".into())
+        .split(',')
+        .filter_map(|m| m.trim().parse().ok())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("prompts.json");
+    // The ball starts at (136 + 24, 66 + 40 + 24) on frame 0.
+    std::fs::write(
+        &prompts,
+        r#"{"objects":[{"id":0,"label":"ball","prompts":[{"frame":0,"points":[[160,130,1]],"box":null}]}]}"#,
+    )
+    .unwrap();
+    println!("model {}; {fps} fps, 320x180", model.display());
+    for m in minutes {
+        let video = make_video(tmp.path(), m, fps);
+        let out = tmp.path().join(format!("r{m}.regions.json"));
+        let start = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+            .args(["track"])
+            .arg(&video)
+            .arg("--model")
+            .arg(&model)
+            .arg("--prompts")
+            .arg(&prompts)
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", "cpu"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (mut peak, mut samples) = (0u64, Vec::new());
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if let Some(hwm) = status_kib(pid, "VmHWM:") {
+                peak = peak.max(hwm);
+            }
+            if let Some(rss) = status_kib(pid, "VmRSS:") {
+                samples.push((start.elapsed().as_secs_f64(), rss));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(status.success(), "track failed on the {m}-minute video");
+        let secs = start.elapsed().as_secs_f64();
+        let frames = u64::from(m) * 60 * u64::from(fps);
+        let at = |frac: f64| {
+            let t = secs * frac;
+            samples
+                .iter()
+                .find(|(s, _)| *s >= t)
+                .map_or(0, |(_, r)| *r / 1024)
+        };
+        let out_mib = std::fs::metadata(&out).map_or(0, |m| m.len()) as f64 / (1 << 20) as f64;
+        println!(
+            "{m:>3} min ({frames} frames): {secs:.1} s ({:.2} ms/frame), peak RSS {} MiB; RSS at 25/50/75% of the run {}/{}/{} MiB; regions file {out_mib:.1} MiB",
+            secs * 1000.0 / frames as f64,
+            peak / 1024,
+            at(0.25),
+            at(0.5),
+            at(0.75),
+        );
+    }
+}
