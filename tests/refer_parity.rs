@@ -8,9 +8,10 @@
 //! What is exact and what has a tolerance:
 //! * exact: prompt ids (`turn*.input_ids`), greedy ids (`turn*.generated_ids`), crop sizes,
 //!   mask-grid selections, image/frame patches (PIL bicubic port), video keep mask, token counts;
-//! * OpenCV's uint8 crop / 224 / 336 resizes are not bit-exact (see `refer_host.rs`), so each
-//!   case runs twice: with the reference crops fed in (every check below, exact ids), and from the
-//!   raw inputs end to end (ids compared and reported; asserted where they match today);
+//! * exact too: the object crops and the Lite 336 / 224 images (our OpenCV `INTER_LINEAR` /
+//!   `INTER_AREA` ports are bit-exact with `cv2.resize`, see `refer_cv2.rs`). Each case still
+//!   runs twice: with the reference crops fed in (every check below), and from the raw inputs end
+//!   to end; both must give the reference ids;
 //! * graph outputs (ONNX Runtime here vs PyTorch in the reference): vision features, features
 //!   with positions, object tokens, projected tokens, inputs_embeds ≤ 1e-4 abs; k-means tokens
 //!   ≤ 1e-4 abs; first-step logits ≤ 2e-4 abs.
@@ -136,8 +137,9 @@ fn ids_u32(t: &StTensor) -> Vec<u32> {
     t.i64().into_iter().map(|v| v as u32).collect()
 }
 
-/// Checks one case: intermediates with the reference crops fed in, then the exact ids of every
-/// turn; returns whether the run from raw inputs (our OpenCV ports) gives the same ids too.
+/// Checks one case: our crops equal the reference's, intermediates with the reference crops fed
+/// in, then the exact ids of every turn; returns whether the run from raw inputs (our OpenCV
+/// ports) gives the same ids too.
 fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
     let case = load_case(dir, case_name);
     let st = &case.st;
@@ -158,7 +160,8 @@ fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
             };
             assert!(p.data == st[&key].f32(), "{case_name}: {key} differ");
         }
-        // Object crops: sizes and grids exact; pixels from the reference from here on.
+        // Object crops: sizes, grids and pixels exact (bit-exact OpenCV ports); the reference's
+        // pixels are fed in from here on all the same.
         for (k, pm) in prepared.masks.iter_mut().enumerate() {
             let want = rgb(&st[&format!("obj{k}.crop")]);
             assert_eq!(
@@ -173,10 +176,21 @@ fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
                 grid.iter().map(|&v| v > 0.0).collect::<Vec<_>>(),
                 "{case_name} obj{k} grid"
             );
+            assert!(pm.saot.crop == want, "{case_name} obj{k} crop pixels");
             pm.saot.crop = want;
             if lite {
-                pm.global_image = Some(rgb(&st[&format!("obj{k}.global_image")]));
-                pm.local_image = Some(rgb(&st[&format!("obj{k}.local_image")]));
+                let global = rgb(&st[&format!("obj{k}.global_image")]);
+                let local = rgb(&st[&format!("obj{k}.local_image")]);
+                assert!(
+                    pm.global_image.as_ref() == Some(&global),
+                    "{case_name} obj{k} global image pixels"
+                );
+                assert!(
+                    pm.local_image.as_ref() == Some(&local),
+                    "{case_name} obj{k} local image pixels"
+                );
+                pm.global_image = Some(global);
+                pm.local_image = Some(local);
             }
         }
         if t == 0 {
@@ -350,9 +364,10 @@ fn full_two_turn_parity() {
 fn lite_image_parity() {
     let (mut m, dir) = load("pixelrefer-lite-tiny");
     let raw = check_case(&mut m, "lite_image", &dir);
-    // Not asserted: our OpenCV INTER_AREA / INTER_LINEAR ports are within ±2 grey levels of
-    // cv2 (refer_host.rs), which is enough to change these random-weight greedy ids.
-    eprintln!("lite_image from raw inputs: same ids = {raw}");
+    assert!(
+        raw,
+        "lite_image: from raw inputs (our OpenCV ports) the ids differ"
+    );
 }
 
 #[test]

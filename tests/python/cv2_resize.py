@@ -1,0 +1,43 @@
+"""Runs OpenCV's cv2.resize for tests/refer_cv2.rs (bit-exactness of the Rust ports).
+
+Usage: cv2_resize.py WORKDIR
+
+Reads WORKDIR/cases.json (a list of {"w", "h", "out_w", "out_h", "interp": "linear"|"area",
+"offset"}) and WORKDIR/inputs.bin (the RGB8 inputs, row-major, at their byte offsets), runs
+cv2.resize(img, (out_w, out_h), interpolation=INTER_LINEAR|INTER_AREA) on each and writes the
+outputs back to back to WORKDIR/outputs.bin, and WORKDIR/info.json with cv2.__version__ and the
+IPP setting that decides whether OpenCV's own (exact) code runs.
+"""
+
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+
+
+def main():
+    work = sys.argv[1]
+    with open(os.path.join(work, "cases.json")) as f:
+        cases = json.load(f)
+    with open(os.path.join(work, "inputs.bin"), "rb") as f:
+        data = f.read()
+    flags = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+    out = bytearray()
+    for c in cases:
+        w, h = c["w"], c["h"]
+        img = np.frombuffer(data, np.uint8, count=w * h * 3, offset=c["offset"]).reshape(h, w, 3)
+        r = cv2.resize(img, (c["out_w"], c["out_h"]), interpolation=flags[c["interp"]])
+        assert r.shape == (c["out_h"], c["out_w"], 3), r.shape
+        out += r.tobytes()
+    with open(os.path.join(work, "outputs.bin"), "wb") as f:
+        f.write(out)
+    info = {"version": cv2.__version__, "ipp_not_exact": bool(cv2.ipp.useIPP_NotExact())}
+    with open(os.path.join(work, "info.json"), "w") as f:
+        json.dump(info, f)
+    print("ok:", len(cases), "cases, cv2", cv2.__version__)
+
+
+if __name__ == "__main__":
+    main()
