@@ -102,8 +102,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// Replay a model directory's bundled reference cases and check parity with the official
-    /// predictors (exits non-zero beyond the tolerances).
+    /// Replay a model directory's bundled reference cases (SAM 2, PixelRefer, PixelRefer-Lite)
+    /// and check parity with the official pipelines (exits non-zero beyond the tolerances).
     Verify {
         /// The model directory.
         dir: PathBuf,

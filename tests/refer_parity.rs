@@ -36,17 +36,12 @@ use std::time::{Duration, Instant};
 const TOL_FEATURES: f32 = 1e-4;
 const TOL_LOGITS: f32 = 2e-4;
 
-/// The questions of `onnx/pixelrefer_export/cases.py` (cases.json keeps only the rendered prompts).
-fn questions(case: &str) -> Vec<&'static str> {
-    match case {
-        "image_1obj" => vec!["What is <region0> doing?"],
-        "image_3obj" | "lite_image" => {
-            vec!["Which one is bigger, <region0> or <region2>? Describe <region1>."]
-        }
-        "video_2obj" | "lite_video" => vec!["Does <object0> touch <object1>?"],
-        "two_turn" | "lite_two_turn" => vec!["What is <region0> doing?", "And what colour is it?"],
-        other => panic!("unknown case {other}"),
-    }
+/// The raw question of turn `turn` (`turns[i].question` of cases.json).
+fn question(case: &Case, turn: usize) -> String {
+    case.meta["turns"][turn]["question"]
+        .as_str()
+        .expect("cases.json stores each turn's question: re-run ./test.sh")
+        .to_string()
 }
 
 struct Case {
@@ -114,12 +109,11 @@ fn request(case: &Case, turn: usize, history: Vec<Turn>) -> Request {
                 .collect(),
         })
         .collect();
-    let name = case.meta["name"].as_str().unwrap();
     Request {
         media,
         objects,
         history,
-        question: questions(name)[turn].to_string(),
+        question: question(case, turn),
         options: GenerationOptions {
             max_new_tokens: Some(case.meta["max_new_tokens"].as_u64().unwrap() as usize),
             ..GenerationOptions::default()

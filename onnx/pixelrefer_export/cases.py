@@ -122,6 +122,6 @@ def write_reference(model, cfg, out_dir: str, gen: Dict, verify_ort: bool = True
     with open(os.path.join(ref_dir, "cases.json"), "w") as f:
         json.dump({"format": "pixelrefer-studio-reference", "version": 1,
                    "note": "inputs, intermediates and greedy ids of the PyTorch reference pipeline "
-                           "(onnx/pixelrefer_export/pipeline.py); array names in each safetensors file are listed "
-                           "in 'arrays'", "cases": index}, f, indent=1)
+                           "(onnx/pixelrefer_export/pipeline.py); each turn keeps its raw question, rendered prompt, "
+                           "answer and greedy ids; array names in each safetensors file are listed in 'arrays'", "cases": index}, f, indent=1)
     return index

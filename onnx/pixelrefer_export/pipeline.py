@@ -384,7 +384,9 @@ def run_case(backend, cfg: PixelReferConfig, tok: Tok, case: Dict, gen: Dict) ->
         rec[f"turn{ti}.inputs_embeds"] = embeds[0]
         rec[f"turn{ti}.first_logits"] = first[0]
         rec[f"turn{ti}.generated_ids"] = np.asarray(out, np.int64)
-        meta["turns"].append({"prompt": prompt, "answer": answer, "generated_ids": out, "n_input": int(len(ids)),
+        # the raw question too, so that reference/cases.json is self-contained (the Rust verifier
+        # and parity tests rebuild each request from it)
+        meta["turns"].append({"question": query, "prompt": prompt, "answer": answer, "generated_ids": out, "n_input": int(len(ids)),
                               "n_image_tokens": n_img, "n_region_tokens": n_reg})
         history.append(("assistant", answer))
     meta["objects"] = rec.pop("_meta_objects", [])

@@ -83,6 +83,14 @@ def test_reference_cases(exported):
         assert c["ort_check"]["same_generated_ids"], c["name"]
         assert c["ort_check"]["max_abs_diff_first_logits"] < 1e-3
         for ti, t in enumerate(c["turns"]):
+            # the raw question is stored (the Rust side rebuilds requests from it); turn 0 names
+            # every object, and its rendered prompt carries the question's text
+            assert isinstance(t["question"], str) and t["question"], c["name"]
+            if ti == 0:
+                assert all(f"<region{i}>" in t["question"] or f"<object{i}>" in t["question"]
+                           for i in range(len(c["objects_masks"]))), c["name"]
+            else:
+                assert t["question"] in t["prompt"], c["name"]
             ids = arr[f"turn{ti}.generated_ids"].tolist()
             assert ids == t["generated_ids"] and 1 <= len(ids) <= c["max_new_tokens"]
             not_stopped_at_once += ids[0] not in _manifest(out)["constants"]["eos_token_ids"]
@@ -100,6 +108,8 @@ def test_reference_cases(exported):
         assert by["video_2obj"]["turns"][0]["prompt"].startswith("<|im_start|>user\nTime 0.0s:<image>")
         assert by["video_2obj"]["turns"][0]["n_image_tokens"] < 24  # pruning dropped static tokens
         assert len(by["two_turn"]["turns"]) == 2
+        assert [t["question"] for t in by["two_turn"]["turns"]] == ["What is <region0> doing?",
+                                                                     "And what colour is it?"]
 
 
 def test_host_vectors_written(exported):

@@ -1,4 +1,5 @@
-//! `models verify` and `track`: the SAM 2 engine from the command line.
+//! `models verify` (SAM 2, PixelRefer and PixelRefer-Lite directories) and `track` (SAM 2) from
+//! the command line.
 
 use crate::jobs;
 use crate::mask::Rle;
@@ -6,6 +7,8 @@ use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
 };
+use crate::refer::PixelRefer;
+use crate::refer::reference as refer_reference;
 use crate::runtime::{Manifest, ModelKind, SessionOptions};
 use crate::segment::reference::{Tolerances, run_reference};
 use crate::segment::{
@@ -37,7 +40,7 @@ fn load_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<Arc<Sam2Mod
 /// `pixelrefer-studio models verify DIR`: replays the directory's bundled `reference/` inputs
 /// through the Rust pipeline, prints the differences, and fails beyond the tolerances
 /// (SAM 2: image mask IoU ≥ 0.99 and low-res logits max|diff| ≤ 1e-3; video mask IoU ≥ 0.98 on
-/// every frame, object, direction and correction).
+/// every frame, object, direction and correction; PixelRefer: see [`verify_pixelrefer`]).
 pub fn verify(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
     let manifest = Manifest::load(dir).map_err(|e| anyhow!("{e}"))?;
     match manifest.kind {
@@ -48,18 +51,62 @@ pub fn verify(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
     }
 }
 
-/// Reference check of a PixelRefer / PixelRefer-Lite directory: not supported yet (the `refer`
-/// engine's owner fills this in).
+/// Reference check of a PixelRefer / PixelRefer-Lite directory (`refer::reference`): every case
+/// runs with the reference crops fed in (prompt and greedy ids exact; vision features, object
+/// tokens and inputs_embeds max|diff| ≤ 1e-4; first-step logits ≤ 2e-4) and from raw inputs
+/// (ids exact too).
 pub fn verify_pixelrefer(
     dir: &Path,
     manifest: &Manifest,
-    _options: &SessionOptions,
+    options: &SessionOptions,
 ) -> anyhow::Result<()> {
-    bail!(
-        "{}: verifying {} model directories is not supported yet (only sam2 for now)",
+    if !dir.join("reference").join("cases.json").is_file() {
+        bail!(
+            "{} has no reference data (reference/cases.json): export the model with `onnx/export_pixelrefer.py --checkpoint CKPT --out {} --reference` to verify it",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let mut model = PixelRefer::load(dir, options)
+        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    for w in model.warnings() {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "[{}] {} on {}",
+        manifest.kind,
         dir.display(),
-        manifest.kind
-    )
+        model.provider()
+    );
+    let report = refer_reference::run_reference(&mut model, dir, &mut |line| println!("{line}"))
+        .map_err(|e| anyhow!("{e}"))?;
+    let tol = refer_reference::Tolerances::default();
+    let turns = report.turn_count();
+    println!(
+        "[summary] {} cases, {turns} turns; reference crops: ids exact {}/{turns}; raw inputs ({}): ids exact {}/{turns}; vision features max|diff| {:.2e}, object tokens {:.2e}, inputs_embeds {:.2e} (≤ {:.0e}); first logits max|diff| {:.2e} (≤ {:.0e}); exact host mismatches {}",
+        report.cases.len(),
+        report.reference_crops_exact(),
+        refer_reference::raw_role(&tol),
+        report.raw_inputs_exact(),
+        report.vision_features_max_abs_diff(),
+        report.object_tokens_max_abs_diff(),
+        report.inputs_embeds_max_abs_diff(),
+        tol.features_max_abs_diff,
+        report.first_logits_max_abs_diff(),
+        tol.logits_max_abs_diff,
+        report.exact_mismatch_count()
+    );
+    let failures = report.failures(&tol);
+    if failures.is_empty() {
+        println!("PASS");
+        Ok(())
+    } else {
+        bail!(
+            "{} does not match its reference: {}",
+            dir.display(),
+            failures.join("; ")
+        )
+    }
 }
 
 fn verify_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {

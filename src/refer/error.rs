@@ -97,4 +97,12 @@ pub enum ReferError {
     /// The request was cancelled.
     #[error("cancelled")]
     Cancelled,
+    /// A model directory's `reference/` data (for `models verify`) is missing or malformed.
+    #[error("{path}: {reason}")]
+    Reference {
+        /// The file (or folder) at fault.
+        path: PathBuf,
+        /// What is wrong, as a sentence a user can act on.
+        reason: String,
+    },
 }

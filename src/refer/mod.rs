@@ -18,6 +18,7 @@ pub mod generation;
 mod model;
 pub mod preprocess;
 pub mod prompt;
+pub mod reference;
 pub mod request;
 pub mod resize;
 pub mod saot;

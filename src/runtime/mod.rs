@@ -13,6 +13,7 @@ pub use library::{RuntimeInfo, ensure_initialized, find_library, library_candida
 pub use manifest::{
     GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, find_model_dirs, model_search_dirs,
 };
+pub mod safetensors;
 pub use session::{ExecutionProvider, SessionOptions, build_session, cuda_available, validate_io};
 
 use std::path::PathBuf;

@@ -239,78 +239,14 @@ fn yes() -> bool {
     true
 }
 
-// ---- safetensors (format: u64 LE header size, JSON header, raw little-endian data) -------------
-
-/// A tensor of a safetensors file: dtype, shape and raw bytes.
-#[derive(Debug, Clone)]
-pub struct RawTensor {
-    /// `F32`, `U8`, ...
-    pub dtype: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Little-endian bytes.
-    pub bytes: Vec<u8>,
-}
-
-impl RawTensor {
-    /// The values as f32 (`F32` tensors only).
-    pub fn f32s(&self) -> Option<Vec<f32>> {
-        (self.dtype == "F32").then(|| {
-            self.bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        })
-    }
-}
+pub use crate::runtime::safetensors::RawTensor;
 
 /// Reads every tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, SegmentError> {
-    let bad = |reason: String| SegmentError::Reference {
+    crate::runtime::safetensors::read_safetensors(path).map_err(|reason| SegmentError::Reference {
         path: path.to_path_buf(),
         reason,
-    };
-    let data = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    if data.len() < 8 {
-        return Err(bad("too short for a safetensors file".into()));
-    }
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&data[..8]);
-    let n = u64::from_le_bytes(n) as usize;
-    let header = data
-        .get(8..8usize.saturating_add(n))
-        .ok_or_else(|| bad("header runs past the end".into()))?;
-    let body = &data[8 + n..];
-    let header: HashMap<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| bad(format!("bad header: {e}")))?;
-    let mut out = HashMap::new();
-    for (name, v) in header {
-        if name == "__metadata__" {
-            continue;
-        }
-        #[derive(Deserialize)]
-        struct Info {
-            dtype: String,
-            shape: Vec<usize>,
-            data_offsets: [usize; 2],
-        }
-        let info: Info =
-            serde_json::from_value(v).map_err(|e| bad(format!("tensor {name}: {e}")))?;
-        let [a, b] = info.data_offsets;
-        let bytes = body
-            .get(a..b)
-            .ok_or_else(|| bad(format!("tensor {name} runs past the end")))?
-            .to_vec();
-        out.insert(
-            name,
-            RawTensor {
-                dtype: info.dtype,
-                shape: info.shape,
-                bytes,
-            },
-        );
-    }
-    Ok(out)
+    })
 }
 
 /// Loads an image file as 8-bit RGB (`PIL.Image.open(p).convert("RGB")`).
