@@ -26,7 +26,7 @@ use pixelrefer_studio::refer::{
     Turn,
 };
 use pixelrefer_studio::runtime::SessionOptions;
-use refer_common::{StTensor, assert_close, fixture, read_safetensors};
+use refer_common::{StTensor, assert_close, fixture, reference_case};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,17 +50,7 @@ struct Case {
 }
 
 fn load_case(dir: &Path, name: &str) -> Case {
-    let cases: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference/cases.json")).unwrap())
-            .unwrap();
-    let meta = cases["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("case {name} missing: re-run ./test.sh"))
-        .clone();
-    let st = read_safetensors(&dir.join(meta["file"].as_str().unwrap()));
+    let (meta, st) = reference_case(dir, name);
     Case { meta, st }
 }
 

@@ -10,17 +10,11 @@ use pixelrefer_studio::segment::reference::{Tolerances, run_reference};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 fn fixture() -> PathBuf {
-    let root = std::env::var_os("PIXELREFER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
-    let dir = root.join("sam2-tiny");
-    assert!(
-        dir.join("manifest.json").is_file() && dir.join("reference/cases.json").is_file(),
-        "the tiny SAM 2 fixture is missing at {}: run ./test.sh (or scripts/make_fixtures.sh) to generate it",
-        dir.display()
-    );
-    dir
+    fixtures::fixture("sam2-tiny")
 }
 
 #[test]

@@ -20,17 +20,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 fn sam2_dir() -> PathBuf {
-    let root = std::env::var_os("PIXELREFER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
-    let dir = root.join("sam2-tiny");
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "{} is missing: run ./test.sh (it writes the tiny models) or set PIXELREFER_FIXTURES",
-        dir.display()
-    );
-    dir
+    fixtures::fixture("sam2-tiny")
 }
 
 /// The reference frame of the tiny model, served for every frame index.

@@ -96,7 +96,11 @@ pub fn verify_pixelrefer(
         tol.logits_max_abs_diff,
         report.exact_mismatch_count()
     );
-    let failures = report.failures(&tol);
+    outcome(dir, &report.failures(&tol))
+}
+
+/// `PASS`, or one sentence naming every failed check.
+fn outcome(dir: &Path, failures: &[String]) -> anyhow::Result<()> {
     if failures.is_empty() {
         println!("PASS");
         Ok(())
@@ -127,17 +131,7 @@ fn verify_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
         report.video_logits_pool4_max_abs_diff(),
         report.bank_mismatches()
     );
-    let failures = report.failures(&tol);
-    if failures.is_empty() {
-        println!("PASS");
-        Ok(())
-    } else {
-        bail!(
-            "{} does not match its reference: {}",
-            dir.display(),
-            failures.join("; ")
-        )
-    }
+    outcome(dir, &report.failures(&tol))
 }
 
 // ---- track ------------------------------------------------------------------------------------

@@ -52,8 +52,6 @@ pub struct SamPanel {
     dir: Option<PathBuf>,
     /// Provider and threads the model is loaded with.
     options: SessionOptions,
-    /// Encoder runs the worker reported (shown frames, neighbours, prediction misses).
-    encoded: u64,
 }
 
 /// A running propagation and the inverses of what it applied so far (one undo step).
@@ -78,7 +76,6 @@ impl Default for SamPanel {
             media_sent: None,
             dir: None,
             options: SessionOptions::default(),
-            encoded: 0,
         }
     }
 }
@@ -165,11 +162,6 @@ impl SamPanel {
     /// Where the model stands.
     pub fn status(&self) -> &SamStatus {
         &self.status
-    }
-
-    /// How many frames the SAM 2 encoder has run on since the model loaded.
-    pub fn encoder_runs(&self) -> u64 {
-        self.encoded
     }
 
     /// Whether a mask request is running.
@@ -268,7 +260,6 @@ impl SamPanel {
                         errors.push(format!("SAM 2: {e}"));
                     }
                     SegmentMessage::Encoded { item, frame } => {
-                        self.encoded += 1;
                         log::debug!("SAM 2 encoded item {item} frame {frame}");
                     }
                 }

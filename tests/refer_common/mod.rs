@@ -11,22 +11,10 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-/// `$PIXELREFER_FIXTURES/<name>`, default `<crate>/.fixtures/models/<name>`; panics with a
-/// clear message when it is missing (these tests must not silently skip).
-pub fn fixture(name: &str) -> PathBuf {
-    let root = std::env::var("PIXELREFER_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
-    let dir = root.join(name);
-    assert!(
-        dir.join("manifest.json").is_file() && dir.join("reference/cases.json").is_file(),
-        "missing test fixture {}: run ./test.sh (or scripts/make_fixtures.sh) to export the tiny PixelRefer models",
-        dir.display()
-    );
-    dir
-}
+#[path = "../support/fixtures.rs"]
+mod fixtures;
+pub use fixtures::fixture;
 
 /// The `cases.json` entry of reference case `name` in model directory `dir`, and its tensors.
 pub fn reference_case(
