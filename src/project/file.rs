@@ -346,3 +346,53 @@ pub fn discard_autosave(path: &Path) -> Result<(), ProjectError> {
         }),
     }
 }
+
+/// Whether two paths name the same file or folder: the same device and inode when both exist
+/// (through links, hard links and `..`), else the same absolute path after resolving the
+/// deepest existing ancestor (so a file not yet written still compares equal).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+    }
+    resolved(a) == resolved(b)
+}
+
+/// `path` made absolute with its deepest existing ancestor canonicalised (links resolved) and
+/// the rest appended as written.
+fn resolved(path: &Path) -> PathBuf {
+    let path = absolute(path);
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            let mut out = canonical;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return path,
+        }
+    }
+}
+
+/// Refuses an output path that names one of the command's inputs (the project being exported,
+/// the media, a COCO or prompts file), so no command ever writes over what it reads. Call it
+/// before any work is done.
+pub fn check_output_path(out: &Path, inputs: &[&Path]) -> Result<(), ProjectError> {
+    for input in inputs {
+        if same_file(out, input) {
+            return Err(ProjectError::OutputIsInput {
+                out: out.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -16,8 +16,8 @@ pub use export::{
     export_regions, item_name, png_item_dir, qa_turns, regions_json,
 };
 pub use file::{
-    MediaStatus, autosave_path, check_media, discard_autosave, find_recovery, load_project,
-    migrate, relative_path, relink_media, save_project, write_atomic, write_autosave,
+    MediaStatus, autosave_path, check_media, check_output_path, discard_autosave, find_recovery, load_project,
+    migrate, relative_path, relink_media, same_file, save_project, write_atomic, write_autosave,
 };
 pub use import::{import_coco, import_project, parse_segmentation, read_coco};
 pub use model::*;
@@ -51,6 +51,12 @@ pub enum ProjectError {
     /// A COCO file that cannot be imported into this project.
     #[error("COCO import: {0}")]
     Import(String),
+    /// An output path that names one of the command's inputs.
+    #[error("refusing to write {out}: it is one of the inputs; choose another output path")]
+    OutputIsInput {
+        /// The output path given.
+        out: std::path::PathBuf,
+    },
     /// A mask error (size mismatch, bad RLE).
     #[error(transparent)]
     Mask(#[from] crate::mask::MaskError),

@@ -504,3 +504,30 @@ fn set_mask_edit_keeps_prompts_and_undoes_in_one_step() {
             .is_err()
     );
 }
+
+#[test]
+fn output_paths_that_name_an_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.prj.json");
+    std::fs::write(&input, b"{}").unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    // The same file spelled differently, through `..`, and through a symbolic link.
+    let dotted = sub.join("..").join("a.prj.json");
+    assert!(super::check_output_path(&dotted, &[&input]).is_err());
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        assert!(super::check_output_path(&link, &[&input]).is_err());
+        let linked_dir = dir.path().join("ld");
+        std::os::unix::fs::symlink(&sub, &linked_dir).unwrap();
+        // A file that does not exist yet, reached through a linked folder.
+        let want = sub.join("new.json");
+        assert!(super::same_file(&linked_dir.join("new.json"), &want));
+    }
+    // Another file, or one not yet written, is fine.
+    assert!(super::check_output_path(&dir.path().join("b.json"), &[&input]).is_ok());
+    let err = super::check_output_path(&input, &[&dir.path().join("x"), &input]).unwrap_err();
+    assert!(err.to_string().contains("one of the inputs"), "{err}");
+}
