@@ -5,15 +5,59 @@
 //! the 1-minute run: the memory bank keeps the prompted frames and a recent window, and what
 //! grows with the video is only the written masks (COCO RLE) and a per-frame object pointer.
 //!
+//! Then peak RSS against the object count: `track` on a 4-frame clip of the same video with 1,
+//! 10 and 50 objects clicked on frame 1 (peak from `wait4`'s `ru_maxrss`). Bounded memory means
+//! the 50-object run peaks near the 1-object run: graph calls batch objects only within
+//! `TrackerOptions::batch_budget_bytes`.
+//!
 //! cargo bench --bench sam2_long --profile test
 //! Environment: PIXELREFER_FIXTURES (default .fixtures/models, the `sam2-tiny` model),
-//! SAM2_LONG_FPS (default 30), SAM2_LONG_MINUTES (default "1,10").
+//! SAM2_LONG_FPS (default 30), SAM2_LONG_MINUTES (default "1,10"; empty to skip),
+//! SAM2_LONG_OBJECTS (default "1,10,50"; empty to skip), SAM2_LONG_THREADS (default 0: one per
+//! core).
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// `struct rusage` of Linux (x86_64 and aarch64): two `timeval`s, then 14 `long`s.
+#[repr(C)]
+struct Rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    maxrss_kib: i64,
+    rest: [i64; 13],
+}
+
+unsafe extern "C" {
+    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
+}
+
+/// Waits for `child` and returns (exit status == 0, peak RSS in KiB).
+fn wait_peak_kib(child: &std::process::Child) -> (bool, u64) {
+    let mut status = 0i32;
+    let mut usage = Rusage {
+        utime: [0; 2],
+        stime: [0; 2],
+        maxrss_kib: 0,
+        rest: [0; 13],
+    };
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: `pid` is our own unwaited child; both pointers are valid for the call.
+    let r = unsafe { wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    (status == 0, u64::try_from(usage.maxrss_kib).unwrap_or(0))
+}
+
+fn list(var: &str, default: &str) -> Vec<u32> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|m| m.trim().parse().ok())
+        .collect()
+}
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -74,11 +118,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let minutes: Vec<u32> = std::env::var("SAM2_LONG_MINUTES")
-        .unwrap_or_else(|_| "1,10".into())
-        .split(',')
-        .filter_map(|m| m.trim().parse().ok())
-        .collect();
+    let minutes = list("SAM2_LONG_MINUTES", "1,10");
+    let object_counts = list("SAM2_LONG_OBJECTS", "1,10,50");
+    let threads = std::env::var("SAM2_LONG_THREADS").unwrap_or_else(|_| "0".into());
     let tmp = tempfile::tempdir().unwrap();
     let prompts = tmp.path().join("prompts.json");
     // The ball starts at (136 + 24, 66 + 40 + 24) on frame 0.
@@ -101,7 +143,7 @@ fn main() {
             .arg(&prompts)
             .arg("--out")
             .arg(&out)
-            .args(["--device", "cpu"])
+            .args(["--device", "cpu", "--threads", &threads])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -137,6 +179,56 @@ fn main() {
             at(0.25),
             at(0.5),
             at(0.75),
+        );
+    }
+    if !object_counts.is_empty() {
+        objects_peak(tmp.path(), &model, fps, &threads, &object_counts);
+    }
+}
+
+/// Peak RSS of `track` on a 4-frame clip against the number of objects.
+fn objects_peak(dir: &Path, model: &Path, fps: u32, threads: &str, counts: &[u32]) {
+    let long = make_video(dir, 1, fps);
+    let clip = dir.join("clip4.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&long)
+        .args(["-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .expect("the ffmpeg CLI is needed");
+    assert!(status.success(), "ffmpeg failed");
+    for &n in counts {
+        // clicks on a 10 x 5 grid over the 320x180 frame, all on frame 1
+        let objects: Vec<String> = (0..n)
+            .map(|i| {
+                let (x, y) = (16 + 32 * (i % 10), 18 + 36 * (i / 10 % 5));
+                format!(r#"{{"id":{i},"prompts":[{{"frame":1,"points":[[{x},{y},1]]}}]}}"#)
+            })
+            .collect();
+        let prompts = dir.join(format!("objects{n}.json"));
+        std::fs::write(&prompts, format!(r#"{{"objects":[{}]}}"#, objects.join(","))).unwrap();
+        let out = dir.join(format!("objects{n}.regions.json"));
+        let start = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+            .args(["track"])
+            .arg(&clip)
+            .arg("--model")
+            .arg(model)
+            .arg("--prompts")
+            .arg(&prompts)
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", "cpu", "--threads", threads])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (ok, peak_kib) = wait_peak_kib(&child);
+        assert!(ok, "track failed with {n} objects");
+        println!(
+            "{n:>3} objects, 4 frames: {:.1} s, peak RSS {} MiB",
+            start.elapsed().as_secs_f64(),
+            peak_kib / 1024
         );
     }
 }

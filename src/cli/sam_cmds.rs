@@ -189,14 +189,15 @@ pub fn track(
         .with_context(|| format!("cannot read {}", prompts_path.display()))?;
     let prompts: PromptFile = serde_json::from_str(&text)
         .map_err(|e| anyhow!("{}: not a prompts file: {e}", prompts_path.display()))?;
-    if prompts.objects.is_empty() || prompts.objects.iter().any(|o| o.prompts.is_empty()) {
-        bail!(
-            "{}: every object needs at least one prompt, and at least one object is needed",
-            prompts_path.display()
-        );
-    }
+    // Everything that can be checked is checked before the model loads and the video is decoded:
+    // a bad prompt or output path costs nothing, and never a finished propagation.
+    project::check_output_path(out, &[media_path, prompts_path, model_dir])?;
+    check_output_writable(out)?;
+    let checked = check_prompt_file(&prompts).map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
     let mut frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
     let (folder, count, info) = (frames.folder, frames.count, frames.info.clone());
+    check_prompts_fit(&checked, count, info.width, info.height)
+        .map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
     let fps = info.fps;
     // A folder of frames is tracked as one sequence: one item with a frame per image.
     let mut doc = if folder {
@@ -225,41 +226,28 @@ pub fn track(
         .map_err(|e| anyhow!("{}: {e}", media_path.display()))?;
     let mut first = usize::MAX;
     let mut placed: BTreeMap<(u32, usize), project::Prompts> = BTreeMap::new();
-    for obj in &prompts.objects {
-        for p in &obj.prompts {
-            let pr = Prompts {
-                points: p
+    for (id, frame, pr) in &checked {
+        let (id, frame) = (*id, *frame);
+        tracker
+            .add_prompts(&mut frames, frame, id, pr, true, None)
+            .map_err(|e| anyhow!("object {id} frame {frame}: {e}"))?;
+        placed.insert(
+            (id, frame),
+            project::Prompts {
+                points: pr
                     .points
                     .iter()
-                    .map(|[x, y, l]| Point {
-                        x: *x,
-                        y: *y,
-                        positive: *l > 0.5,
+                    .map(|q| project::PointPrompt {
+                        x: q.x,
+                        y: q.y,
+                        positive: q.positive,
                     })
                     .collect(),
-                bbox: p.bbox,
-            };
-            tracker
-                .add_prompts(&mut frames, p.frame, obj.id, &pr, true, None)
-                .map_err(|e| anyhow!("object {} frame {}: {e}", obj.id, p.frame))?;
-            placed.insert(
-                (obj.id, p.frame),
-                project::Prompts {
-                    points: pr
-                        .points
-                        .iter()
-                        .map(|q| project::PointPrompt {
-                            x: q.x,
-                            y: q.y,
-                            positive: q.positive,
-                        })
-                        .collect(),
-                    bbox: pr.bbox,
-                },
-            );
-            first = first.min(p.frame);
-            eprintln!("[track] object {} prompted on frame {}", obj.id, p.frame);
-        }
+                bbox: pr.bbox,
+            },
+        );
+        first = first.min(frame);
+        eprintln!("[track] object {id} prompted on frame {frame}");
     }
     let mut results: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
     let started = std::time::Instant::now();
@@ -312,6 +300,135 @@ pub fn track(
     });
     project::export_regions(&doc, out)?;
     eprintln!("[track] wrote {}", out.display());
+    Ok(())
+}
+
+/// Checks the prompts file on its own (no media needed) and returns its prompts as
+/// `(object id, frame, prompts)` in file order. Refused: no objects, an object without prompts,
+/// an id used twice (two objects would share one `<objectN>` tag), two prompts of one object on
+/// one frame (the second would silently replace the first), a point label other than 0 or 1, a
+/// non-finite coordinate, a box with swapped corners, and a prompt with neither points nor box.
+pub fn check_prompt_file(file: &PromptFile) -> Result<Vec<(u32, usize, Prompts)>, String> {
+    if file.objects.is_empty() {
+        return Err("the objects list is empty: at least one object with a prompt is needed".into());
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for obj in &file.objects {
+        let id = obj.id;
+        if !ids.insert(id) {
+            return Err(format!(
+                "object id {id} is used twice (each object needs its own id)"
+            ));
+        }
+        if obj.prompts.is_empty() {
+            return Err(format!(
+                "object {id} has no prompts (every object needs a click or a box on some frame)"
+            ));
+        }
+        let mut frames = std::collections::BTreeSet::new();
+        for p in &obj.prompts {
+            let frame = p.frame;
+            if !frames.insert(frame) {
+                return Err(format!(
+                    "object {id} has two prompts on frame {frame} (put all its clicks of that frame in one prompt)"
+                ));
+            }
+            let at = |what: String| format!("object {id} frame {frame}: {what}");
+            let mut points = Vec::with_capacity(p.points.len());
+            for &[x, y, label] in &p.points {
+                if !x.is_finite() || !y.is_finite() {
+                    return Err(at(format!("point ({x}, {y}) is not a finite position")));
+                }
+                let positive = if label == 1.0 {
+                    true
+                } else if label == 0.0 {
+                    false
+                } else {
+                    return Err(at(format!(
+                        "point ({x}, {y}) has label {label} (1 is a positive click, 0 a negative one)"
+                    )));
+                };
+                points.push(Point { x, y, positive });
+            }
+            if let Some([x0, y0, x1, y1]) = p.bbox {
+                if [x0, y0, x1, y1].iter().any(|v| !v.is_finite()) {
+                    return Err(at(format!(
+                        "box [{x0}, {y0}, {x1}, {y1}] is not made of finite numbers"
+                    )));
+                }
+                if x1 < x0 || y1 < y0 {
+                    return Err(at(format!(
+                        "box [{x0}, {y0}, {x1}, {y1}] has swapped corners (expected x0 <= x1 and y0 <= y1)"
+                    )));
+                }
+            }
+            let prompts = Prompts {
+                points,
+                bbox: p.bbox,
+            };
+            if prompts.is_empty() {
+                return Err(at("the prompt has neither points nor a box".into()));
+            }
+            out.push((id, frame, prompts));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks checked prompts against the video: every frame inside it, every point and box corner
+/// inside the `width × height` frame.
+pub fn check_prompts_fit(
+    prompts: &[(u32, usize, Prompts)],
+    count: usize,
+    width: u32,
+    height: u32,
+) -> Result<(), String> {
+    for (id, frame, p) in prompts {
+        if *frame >= count {
+            return Err(format!(
+                "object {id}: frame {frame} is outside the video ({count} frames, 0 to {})",
+                count.saturating_sub(1)
+            ));
+        }
+        p.to_points(width, height)
+            .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Refuses an output path that cannot be written, before any work is done: an existing folder,
+/// a parent folder that does not exist or is not a folder, or a folder where no file can be
+/// created (checked by creating and removing a temporary file there).
+pub fn check_output_writable(out: &Path) -> anyhow::Result<()> {
+    if out.as_os_str().is_empty() {
+        bail!("the output path is empty");
+    }
+    if out.is_dir() {
+        bail!("{} is a folder, not a file to write", out.display());
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.exists() {
+        bail!(
+            "cannot write {}: the folder {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: {} is not a folder",
+            out.display(),
+            dir.display()
+        );
+    }
+    tempfile::Builder::new()
+        .prefix(".pixelrefer-write-check.")
+        .tempfile_in(&dir)
+        .map_err(|e| anyhow!("cannot write {}: {e}", out.display()))?;
     Ok(())
 }
 

@@ -25,7 +25,8 @@ pub use image::{
 };
 pub use model::{DecoderOutput, EncoderOutput, GRAPH_ROLES, Sam2Model};
 pub use video::{
-    Direction, FrameSource, ObjectFrame, PropagationProgress, TrackerOptions, VideoTracker,
+    BatchGraph, Direction, FrameSource, ObjectFrame, PropagationProgress, TrackerOptions,
+    VideoTracker,
 };
 
 use crate::runtime::RuntimeError;
@@ -226,6 +227,12 @@ impl Prompts {
             labels.extend([2, 3]);
         }
         for p in &self.points {
+            if !p.x.is_finite() || !p.y.is_finite() {
+                return Err(SegmentError::Prompt(format!(
+                    "point ({}, {}) is not a finite position",
+                    p.x, p.y
+                )));
+            }
             if !inside(p.x, p.y) {
                 return Err(SegmentError::Prompt(format!(
                     "point ({}, {}) is outside the {width}x{height} image",

@@ -64,8 +64,14 @@ pub struct TrackerOptions {
     pub add_all_frames_to_correct_as_cond: Option<bool>,
     /// `non_overlap_masks`: one object per pixel in the returned masks.
     pub non_overlap_masks: Option<bool>,
-    /// Byte budget of the stored per-frame memories (see the module docs).
+    /// Byte budget of the stored per-frame memories: memory features, low-res logits and object
+    /// pointers of every object (see the module docs).
     pub memory_budget_bytes: usize,
+    /// Byte budget of one graph call's working memory. Objects tracked on the same frame are
+    /// batched in the decoder, memory encoder and memory attention only as far as their estimated
+    /// activations fit (always at least one object a call), so the peak does not grow with the
+    /// number of objects; see [`VideoTracker::batch_size`].
+    pub batch_budget_bytes: usize,
     /// Record which frames each memory bank used (tests, `models verify`).
     pub trace_banks: bool,
 }
@@ -77,6 +83,7 @@ impl Default for TrackerOptions {
             add_all_frames_to_correct_as_cond: None,
             non_overlap_masks: None,
             memory_budget_bytes: 1 << 30,
+            batch_budget_bytes: 256 << 20,
             trace_banks: false,
         }
     }
@@ -138,9 +145,15 @@ struct FrameOut {
 }
 
 impl FrameOut {
-    fn bytes(&self) -> usize {
+    /// Bytes that [`VideoTracker::enforce_budget`] can free.
+    fn evictable_bytes(&self) -> usize {
         self.pred_masks.as_ref().map_or(0, |p| p.data.len() * 4)
             + self.maskmem.as_ref().map_or(0, |m| m.len() * 2)
+    }
+
+    /// All bytes held, the object pointer included.
+    fn bytes(&self) -> usize {
+        self.evictable_bytes() + self.obj_ptr.len() * 4 + std::mem::size_of::<Self>()
     }
 }
 
@@ -214,6 +227,17 @@ type Bank<'a> = (
 /// One object's consolidated output on a frame: (id, (low-res logits, score) if any,
 /// conditioning frame).
 type Slot = (u32, Option<(Arc<LowResLogits>, f32)>, bool);
+
+/// The graphs that run once per batch of objects (the image encoder runs once per frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchGraph {
+    /// `prompt_decoder`.
+    Decoder,
+    /// `memory_encoder`.
+    MemoryEncoder,
+    /// `memory_attention`.
+    MemoryAttention,
+}
 
 /// SAM 2 video tracker: per-object memory banks over one video.
 pub struct VideoTracker {
@@ -299,7 +323,8 @@ impl VideoTracker {
         self.encoder_runs
     }
 
-    /// Bytes held by stored per-frame memories (memory features and low-res logits).
+    /// Bytes held by stored per-frame memories (memory features, low-res logits and object
+    /// pointers of every object and frame).
     pub fn memory_bytes(&self) -> usize {
         self.objs
             .iter()
@@ -386,6 +411,47 @@ impl VideoTracker {
             .as_ref()
             .map(|(_, f)| f)
             .ok_or_else(|| SegmentError::Frame("no frame features".into()))
+    }
+
+    /// Estimated working memory (bytes) of one object in one call of `graph`: the activations
+    /// ONNX Runtime allocates for it, which grow linearly with the batch. `memory_tokens` is the
+    /// memory bank's length for memory attention (spatial frames × F² plus pointer tokens).
+    ///
+    /// Memory attention dominates: each layer's self-attention holds an `F² × F²` score matrix and
+    /// its cross-attention an `F² × memory_tokens` one, each alive as logits and as softmax
+    /// (4096 × 4096 × 4 bytes = 64 MiB per matrix at F = 64). The memory encoder works on the mask
+    /// at encoder resolution (`S²`, a few planes), the decoder on 4 low-res masks and upscaled
+    /// features.
+    fn per_object_bytes(&self, graph: BatchGraph, memory_tokens: usize) -> usize {
+        let c = &self.c;
+        let q = c.feat_size * c.feat_size;
+        let f32s = match graph {
+            BatchGraph::MemoryAttention => {
+                2 * q * (q + memory_tokens) + 8 * q * c.hidden_dim + memory_tokens * c.mem_dim
+            }
+            BatchGraph::MemoryEncoder => {
+                4 * c.image_size * c.image_size + 4 * q * c.hidden_dim + q * c.mem_dim
+            }
+            BatchGraph::Decoder => {
+                8 * c.low_res_mask_size * c.low_res_mask_size + 4 * q * c.hidden_dim
+            }
+        };
+        f32s.saturating_mul(4)
+    }
+
+    /// How many objects one call of `graph` may take: as many as fit
+    /// [`TrackerOptions::batch_budget_bytes`] by [`Self::per_object_bytes`], at least one.
+    pub fn batch_size(&self, graph: BatchGraph, memory_tokens: usize) -> usize {
+        (self.options.batch_budget_bytes / self.per_object_bytes(graph, memory_tokens).max(1))
+            .max(1)
+    }
+
+    /// Memory-attention tokens of a bank with `spatial` frames and `pointers` object pointers
+    /// (each pointer is split into `C / Cm` tokens of the memory width).
+    fn memory_tokens(&self, spatial: usize, pointers: usize) -> usize {
+        let c = &self.c;
+        let per_ptr = (c.hidden_dim / c.mem_dim.max(1)).max(1);
+        spatial * c.feat_size * c.feat_size + pointers * per_ptr
     }
 
     // -- memory bank: SAM2Base._prepare_memory_conditioned_features -----------------------------
@@ -484,45 +550,52 @@ impl VideoTracker {
         (spatial, pointers)
     }
 
-    /// Memory-attention inputs of one object's bank: (tpos_index, ptr_pos, mem `[S*Cm*F*F]`,
-    /// ptrs `[P*C]`, trace).
-    fn bank_inputs(
-        &self,
-        st: &ObjState,
-        t: usize,
-        reverse: bool,
-    ) -> (Vec<i64>, Vec<f32>, Vec<f32>, Vec<f32>, BankTrace) {
+    /// Layout of one object's memory bank: (tpos_index, ptr_pos, trace). Objects with equal
+    /// layouts can share one memory-attention call.
+    fn bank_layout(&self, st: &ObjState, t: usize, reverse: bool) -> (Vec<i64>, Vec<f32>, BankTrace) {
         let (spatial, pointers) = self.memory_bank(st, t, reverse);
         let n_mem = self.c.num_maskmem;
         let tpos: Vec<i64> = spatial
             .iter()
             .map(|(_, tp, _)| (n_mem - tp - 1) as i64)
             .collect();
-        let mut mem = Vec::new();
-        for (_, _, o) in &spatial {
-            if let Some(m) = &o.maskmem {
-                mem.extend(m.iter().map(|&b| f32::from_bits(u32::from(b) << 16)));
-            }
-        }
         // t_diff_max = min(num_frames, max_obj_ptrs_in_encoder) - 1 (1 for a one-frame video)
         let t_diff_max = (self.num_frames.min(self.c.max_obj_ptrs_in_encoder) as i64 - 1).max(1);
         let pos: Vec<f32> = pointers
             .iter()
             .map(|(_, d, _)| *d as f32 / t_diff_max as f32)
             .collect();
-        let mut ptrs = Vec::new();
-        for (_, _, o) in &pointers {
-            ptrs.extend_from_slice(&o.obj_ptr);
-        }
         let trace = BankTrace {
             spatial: spatial.iter().map(|(f, tp, _)| (*f, *tp)).collect(),
             pointers: pointers.iter().map(|(f, d, _)| (*f, *d)).collect(),
         };
-        (tpos, pos, mem, ptrs, trace)
+        (tpos, pos, trace)
     }
 
-    /// Memory-conditioned features for the objects `idx` on frame `t` (batched by bank layout).
-    /// Returns `[len(idx) * C * F * F]` in the order of `idx`.
+    /// Appends one object's memory-attention tensors to `mem` (`[S*Cm*F*F]`, widened from
+    /// bfloat16) and `ptrs` (`[P*C]`), in the order of [`Self::bank_layout`].
+    fn bank_tensors(
+        &self,
+        st: &ObjState,
+        t: usize,
+        reverse: bool,
+        mem: &mut Vec<f32>,
+        ptrs: &mut Vec<f32>,
+    ) {
+        let (spatial, pointers) = self.memory_bank(st, t, reverse);
+        for (_, _, o) in &spatial {
+            if let Some(m) = &o.maskmem {
+                mem.extend(m.iter().map(|&b| f32::from_bits(u32::from(b) << 16)));
+            }
+        }
+        for (_, _, o) in &pointers {
+            ptrs.extend_from_slice(&o.obj_ptr);
+        }
+    }
+
+    /// Memory-conditioned features for the objects `idx` on frame `t`, batched by bank layout
+    /// and at most [`Self::batch_size`] objects a call; each call's memory tensors are built
+    /// just before it runs. Returns `[len(idx) * C * F * F]` in the order of `idx`.
     fn memory_conditioned(
         &mut self,
         idx: &[usize],
@@ -532,13 +605,13 @@ impl VideoTracker {
     ) -> Result<Vec<f32>, SegmentError> {
         let c = &self.c;
         let emb = c.hidden_dim * c.feat_size * c.feat_size;
-        let mut inputs = Vec::with_capacity(idx.len());
+        let mut layouts = Vec::with_capacity(idx.len());
         for &i in idx {
-            let (tpos, pos, mem, ptrs, trace) = self.bank_inputs(&self.objs[i], t, reverse);
+            let (tpos, pos, trace) = self.bank_layout(&self.objs[i], t, reverse);
             if self.options.trace_banks {
                 self.bank_log.insert((t, self.objs[i].id), trace);
             }
-            inputs.push((tpos, pos, mem, ptrs));
+            layouts.push((tpos, pos));
         }
         let mut out = vec![0f32; idx.len() * emb];
         let mut done = vec![false; idx.len()];
@@ -546,35 +619,32 @@ impl VideoTracker {
             if done[a] {
                 continue;
             }
+            let (tpos, pos) = &layouts[a];
+            let tokens = self.memory_tokens(tpos.len(), pos.len());
+            let cap = self.batch_size(BatchGraph::MemoryAttention, tokens);
             let group: Vec<usize> = (a..idx.len())
                 .filter(|&b| {
                     !done[b]
-                        && inputs[b].0 == inputs[a].0
-                        && inputs[b].1.len() == inputs[a].1.len()
-                        && inputs[b]
+                        && layouts[b].0 == *tpos
+                        && layouts[b].1.len() == pos.len()
+                        && layouts[b]
                             .1
                             .iter()
-                            .zip(&inputs[a].1)
+                            .zip(pos)
                             .all(|(x, y)| x.to_bits() == y.to_bits())
                 })
+                .take(cap)
                 .collect();
             let mut mem = Vec::new();
             let mut ptrs = Vec::new();
             for &g in &group {
-                mem.extend_from_slice(&inputs[g].2);
-                ptrs.extend_from_slice(&inputs[g].3);
+                self.bank_tensors(&self.objs[idx[g]], t, reverse, &mut mem, &mut ptrs);
                 done[g] = true;
             }
             let pix = &self.feats()?.pix_feat;
-            let res = self.model.attend(
-                pix,
-                group.len(),
-                &mem,
-                &inputs[a].0,
-                &ptrs,
-                &inputs[a].1,
-                cancel,
-            )?;
+            let res = self
+                .model
+                .attend(pix, group.len(), &mem, tpos, &ptrs, pos, cancel)?;
             for (k, &g) in group.iter().enumerate() {
                 out[g * emb..(g + 1) * emb].copy_from_slice(&res[k * emb..(k + 1) * emb]);
             }
@@ -582,10 +652,43 @@ impl VideoTracker {
         Ok(out)
     }
 
+    /// [`Self::run_batch`] over `idx` in batches that fit the decoder's and memory encoder's
+    /// [`Self::batch_size`], so the working memory does not grow with the number of objects.
+    #[allow(clippy::too_many_arguments)]
+    fn run_single_frame(
+        &mut self,
+        idx: &[usize],
+        t: usize,
+        is_init_cond: bool,
+        points: Option<(&[f32], &[i32])>,
+        reverse: bool,
+        run_mem_encoder: bool,
+        prev_logits: Option<&[f32]>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<FrameOut>, SegmentError> {
+        let cap = self
+            .batch_size(BatchGraph::Decoder, 0)
+            .min(self.batch_size(BatchGraph::MemoryEncoder, 0));
+        let mut outs = Vec::with_capacity(idx.len());
+        for chunk in idx.chunks(cap) {
+            outs.extend(self.run_batch(
+                chunk,
+                t,
+                is_init_cond,
+                points,
+                reverse,
+                run_mem_encoder,
+                prev_logits,
+                cancel,
+            )?);
+        }
+        Ok(outs)
+    }
+
     /// `track_step` + `_run_single_frame_inference` for the objects `idx` on frame `t` (features
     /// of `t` already computed). `points[k]` are 1024-space prompts of object `idx[k]`.
     #[allow(clippy::too_many_arguments)]
-    fn run_single_frame(
+    fn run_batch(
         &mut self,
         idx: &[usize],
         t: usize,
@@ -689,7 +792,10 @@ impl VideoTracker {
             .collect())
     }
 
-    /// Video-size outputs of all objects on frame `t` from their low-res logits (`_get_orig_video_res_output`).
+    /// Video-size outputs of all objects on frame `t` from their low-res logits
+    /// (`_get_orig_video_res_output`). One object's video-size logit plane is alive at a time
+    /// (plus, with `non_overlap_masks`, the running per-pixel maximum and its owner), so the
+    /// transient memory does not grow with the number of objects.
     fn video_res(&self, t: usize, outs: Vec<Slot>) -> Vec<ObjectFrame> {
         let c = &self.c;
         let l = c.low_res_mask_size;
@@ -698,30 +804,63 @@ impl VideoTracker {
             size: l,
             data: vec![c.no_obj_score; l * l],
         });
-        let lows: Vec<(Arc<LowResLogits>, f32)> = outs
-            .iter()
-            .map(|(_, o, _)| o.clone().unwrap_or((Arc::clone(&empty), c.no_obj_score)))
-            .collect();
-        let mut planes: Vec<Vec<f32>> = lows
-            .iter()
-            .map(|(lr, _)| ops::resize_bilinear(&lr.data, l, l, h, w))
-            .collect();
-        if c.non_overlap_masks {
-            ops::apply_non_overlapping_constraints(&mut planes);
-        }
-        outs.into_iter()
-            .zip(planes)
-            .zip(lows)
-            .map(|(((id, _, conditioning), plane), (lr, score))| {
-                let visible = score > 0.0;
-                let data: Vec<u8> = if visible {
-                    plane
-                        .iter()
-                        .map(|&v| u8::from(v > c.mask_threshold))
-                        .collect()
+        let non_overlap = c.non_overlap_masks && outs.len() > 1;
+        // `_apply_non_overlapping_constraints` gives every object but the first maximum
+        // `min(v, -10)`, which is above the threshold only where `v` is and -10 is too.
+        let loser_keeps = -10.0 > c.mask_threshold;
+        let mut best_value: Vec<f32> = Vec::new();
+        let mut best_owner: Vec<u32> = Vec::new();
+        let mut results = Vec::with_capacity(outs.len());
+        for (k, (id, lr, conditioning)) in outs.into_iter().enumerate() {
+            let (lr, score) = lr.unwrap_or((Arc::clone(&empty), c.no_obj_score));
+            let visible = score > 0.0;
+            let needs_plane = visible || non_overlap;
+            let plane = if needs_plane {
+                ops::resize_bilinear(&lr.data, l, l, h, w)
+            } else {
+                Vec::new()
+            };
+            if non_overlap {
+                if k == 0 {
+                    best_value = plane.clone();
+                    best_owner = vec![0; w * h];
                 } else {
-                    vec![0; w * h]
-                };
+                    let owner = u32::try_from(k).unwrap_or(u32::MAX);
+                    for ((bv, bo), &v) in best_value.iter_mut().zip(&mut best_owner).zip(&plane) {
+                        // first maximum, as np.argmax (NaN never wins)
+                        if v > *bv {
+                            *bv = v;
+                            *bo = owner;
+                        }
+                    }
+                }
+            }
+            let data: Vec<u8> = if visible {
+                plane
+                    .iter()
+                    .map(|&v| u8::from(v > c.mask_threshold))
+                    .collect()
+            } else {
+                vec![0; w * h]
+            };
+            results.push((id, conditioning, data, lr, score, visible));
+        }
+        if non_overlap && !loser_keeps {
+            for (k, (_, _, data, _, _, visible)) in results.iter_mut().enumerate() {
+                if !*visible {
+                    continue;
+                }
+                let owner = u32::try_from(k).unwrap_or(u32::MAX);
+                for (d, &bo) in data.iter_mut().zip(&best_owner) {
+                    if bo != owner {
+                        *d = 0;
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|(id, conditioning, data, lr, score, visible)| {
                 let mask = Mask::from_raw(self.width, self.height, data)
                     .unwrap_or_else(|_| Mask::new(self.width, self.height));
                 ObjectFrame {
@@ -924,7 +1063,7 @@ impl VideoTracker {
         for (i, o) in self.objs.iter().enumerate() {
             for (&f, v) in &o.non_cond {
                 let d = f.abs_diff(t);
-                if d as i64 > window && v.bytes() > 0 {
+                if d as i64 > window && v.evictable_bytes() > 0 {
                     victims.push((d, i, f));
                 }
             }
@@ -935,7 +1074,7 @@ impl VideoTracker {
                 break;
             }
             if let Some(v) = self.objs[i].non_cond.get_mut(&f) {
-                total -= v.bytes();
+                total -= v.evictable_bytes();
                 v.maskmem = None;
                 v.pred_masks = None;
             }

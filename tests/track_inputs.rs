@@ -1,0 +1,183 @@
+//! `pixelrefer-studio track` refuses bad prompts files and unusable output paths with one
+//! sentence, before the model loads (no `[sam2]` line on stderr) and before any propagation,
+//! and never writes over its inputs. Uses the tiny SAM 2 fixture (`$PIXELREFER_FIXTURES`), so a
+//! prompt that slipped through would really be tracked.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+/// A folder with the fixture's first two reference frames (480x270): a 2-frame sequence.
+fn frames_folder(dir: &Path) -> PathBuf {
+    let model = fixtures::fixture("sam2-tiny");
+    let folder = dir.join("frames");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..2 {
+        let name = format!("{i:05}.png");
+        std::fs::copy(model.join("reference/frames").join(&name), folder.join(&name)).unwrap();
+    }
+    folder
+}
+
+fn track(media: &Path, prompts: &Path, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("track")
+        .arg(media)
+        .arg("--model")
+        .arg(fixtures::fixture("sam2-tiny"))
+        .arg("--prompts")
+        .arg(prompts)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu", "--threads", "2"])
+        .output()
+        .unwrap()
+}
+
+/// Asserts a refusal before the model loaded, whose one-line message holds every `needles`.
+fn assert_refused_early(run: &Output, needles: &[&str], case: &str) {
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{case}: accepted\n{stderr}");
+    assert!(
+        !stderr.contains("[sam2]") && !stderr.contains("[track]"),
+        "{case}: refused only after loading the model or tracking\n{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{case}: no error line\n{stderr}"));
+    for n in needles {
+        assert!(line.contains(n), "{case}: {line:?} does not say {n:?}");
+    }
+}
+
+#[test]
+fn bad_prompt_files_are_refused_before_the_model_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = frames_folder(tmp.path());
+    let out = tmp.path().join("r.regions.json");
+    let ok_point = r#"{"frame":0,"points":[[120,130,1]]}"#;
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "duplicate object id",
+            format!(
+                r#"{{"objects":[{{"id":0,"prompts":[{ok_point}]}},{{"id":0,"prompts":[{{"frame":1,"points":[[300,100,1]]}}]}}]}}"#
+            ),
+            vec!["object id 0", "twice"],
+        ),
+        (
+            "point label 7",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[120,130,7]]}]}]}"#.into(),
+            vec!["label 7", "1 is a positive click, 0 a negative one"],
+        ),
+        (
+            "point label 0.5",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[120,130,0.5]]}]}]}"#.into(),
+            vec!["label 0.5"],
+        ),
+        (
+            "non-finite coordinate (1e39 overflows f32)",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[1e39,130,1]]}]}]}"#.into(),
+            vec!["inf", "not a finite position"],
+        ),
+        (
+            "box with swapped corners",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"box":[300,60,250,220]}]}]}"#.into(),
+            vec!["swapped corners"],
+        ),
+        (
+            "two prompts of one object on one frame",
+            format!(r#"{{"objects":[{{"id":2,"prompts":[{ok_point},{ok_point}]}}]}}"#),
+            vec!["object 2", "two prompts on frame 0"],
+        ),
+        (
+            "frame beyond the video",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":5,"points":[[120,130,1]]}]}]}"#.into(),
+            vec!["frame 5 is outside the video (2 frames"],
+        ),
+        (
+            "point outside the frame",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[481,130,1]]}]}]}"#.into(),
+            vec!["outside the 480x270 image"],
+        ),
+        (
+            "prompt with neither points nor box",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0}]}]}"#.into(),
+            vec!["neither points nor a box"],
+        ),
+        (
+            "empty objects list",
+            r#"{"objects":[]}"#.into(),
+            vec!["objects list is empty"],
+        ),
+    ];
+    for (case, json, needles) in cases {
+        let prompts = tmp.path().join("prompts.json");
+        std::fs::write(&prompts, json).unwrap();
+        let run = track(&media, &prompts, &out);
+        assert_refused_early(&run, &needles, case);
+        assert!(!out.exists(), "{case}: wrote an output");
+    }
+}
+
+#[test]
+fn unusable_output_paths_are_refused_before_the_model_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = frames_folder(tmp.path());
+    let prompts = tmp.path().join("prompts.json");
+    let text = r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[120,130,1]]}]}]}"#;
+    std::fs::write(&prompts, text).unwrap();
+
+    // a folder that does not exist: the old code failed only after the whole propagation
+    let missing = tmp.path().join("no-such-folder").join("r.regions.json");
+    let run = track(&media, &prompts, &missing);
+    assert_refused_early(&run, &["no-such-folder", "does not exist"], "missing folder");
+
+    // an existing folder as the output file
+    let run = track(&media, &prompts, tmp.path());
+    assert_refused_early(&run, &["is a folder"], "folder as output");
+
+    // the prompts file itself, also through a relative path with `..`
+    let run = track(&media, &prompts, &prompts);
+    assert_refused_early(&run, &["one of the inputs"], "prompts as output");
+    let dotted = tmp.path().join("frames/../prompts.json");
+    let run = track(&media, &prompts, &dotted);
+    assert_refused_early(&run, &["one of the inputs"], "prompts through ..");
+    assert_eq!(std::fs::read_to_string(&prompts).unwrap(), text);
+}
+
+#[test]
+fn out_naming_the_video_is_refused_and_the_video_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = frames_folder(tmp.path());
+    let video = tmp.path().join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "5", "-i"])
+        .arg(frames.join("%05d.png"))
+        .args(["-frames:v", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let before = std::fs::read(&video).unwrap();
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(
+        &prompts,
+        r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[120,130,1]]}]}]}"#,
+    )
+    .unwrap();
+    let run = track(&video, &prompts, &video);
+    assert_refused_early(&run, &["one of the inputs"], "video as output");
+    // and through a symbolic link to it
+    #[cfg(unix)]
+    {
+        let link = tmp.path().join("link.mp4");
+        std::os::unix::fs::symlink(&video, &link).unwrap();
+        let run = track(&video, &prompts, &link);
+        assert_refused_early(&run, &["one of the inputs"], "link to the video as output");
+    }
+    assert_eq!(std::fs::read(&video).unwrap(), before, "the video changed");
+}
