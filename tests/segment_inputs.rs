@@ -430,3 +430,46 @@ fn cancel_returns_quickly() {
         );
     }
 }
+
+#[test]
+fn objects_run_one_by_one_or_batched_give_the_same_masks() {
+    // batch budget 0: every graph call takes one object; usize::MAX: all three in one batch
+    let mut f = frames(3);
+    let (w, h) = (f[0].width, f[0].height);
+    let run = |budget: usize, f: &mut Vec<RgbImage>| {
+        let options = TrackerOptions {
+            batch_budget_bytes: budget,
+            ..TrackerOptions::default()
+        };
+        let mut t = VideoTracker::new(model(), 3, w, h, options).unwrap();
+        for (id, (x, y)) in [(110.0, 80.0), (300.0, 100.0), (200.0, 200.0)]
+            .into_iter()
+            .enumerate()
+        {
+            t.add_prompts(f, 0, id as u32, &click(x, y), true, None)
+                .unwrap();
+        }
+        let mut all = Vec::new();
+        t.propagate(f, None, Direction::Forward, None, None, &mut |_, objs| {
+            all.extend(objs)
+        })
+        .unwrap();
+        all
+    };
+    let one = run(0, &mut f);
+    let batched = run(usize::MAX, &mut f);
+    assert_eq!(one.len(), 9);
+    assert_eq!(one.len(), batched.len());
+    for (a, b) in one.iter().zip(&batched) {
+        assert_eq!((a.obj_id, a.frame), (b.obj_id, b.frame));
+        assert!((a.score - b.score).abs() <= 1e-3, "{} vs {}", a.score, b.score);
+        let diff = a
+            .low_res_logits
+            .data
+            .iter()
+            .zip(&b.low_res_logits.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-3, "object {} frame {}: logits differ by {diff}", a.obj_id, a.frame);
+    }
+}

@@ -181,3 +181,55 @@ fn out_naming_the_video_is_refused_and_the_video_is_kept() {
     }
     assert_eq!(std::fs::read(&video).unwrap(), before, "the video changed");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_prompts_file_is_refused_instead_of_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = frames_folder(tmp.path());
+    let fifo = tmp.path().join("prompts.json");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("track")
+        .arg(&media)
+        .arg("--model")
+        .arg(fixtures::fixture("sam2-tiny"))
+        .arg("--prompts")
+        .arg(&fifo)
+        .arg("--out")
+        .arg(tmp.path().join("r.regions.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // nobody ever writes to the FIFO: reading it would block forever
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("track is still waiting on a FIFO after 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let run = Output {
+        status,
+        stdout: Vec::new(),
+        stderr: {
+            use std::io::Read as _;
+            let mut e = Vec::new();
+            child.stderr.take().unwrap().read_to_end(&mut e).unwrap();
+            e
+        },
+    };
+    assert_refused_early(&run, &["is not a regular file"], "FIFO as prompts");
+}

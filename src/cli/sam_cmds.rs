@@ -185,15 +185,24 @@ pub fn track(
     out: &Path,
     options: &SessionOptions,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(prompts_path)
-        .with_context(|| format!("cannot read {}", prompts_path.display()))?;
-    let prompts: PromptFile = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{}: not a prompts file: {e}", prompts_path.display()))?;
     // Everything that can be checked is checked before the model loads and the video is decoded:
     // a bad prompt or output path costs nothing, and never a finished propagation.
     project::check_output_path(out, &[media_path, prompts_path, model_dir])?;
+    if let Some(parent) = out.parent()
+        && !parent.as_os_str().is_empty()
+        && project::same_file(parent, model_dir)
+    {
+        bail!(
+            "refusing to write {}: it is inside the model folder; choose another output path",
+            out.display()
+        );
+    }
     check_output_writable(out)?;
-    let checked = check_prompt_file(&prompts).map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
+    let text = read_prompt_text(prompts_path)?;
+    let prompts: PromptFile = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: not a prompts file: {e}", prompts_path.display()))?;
+    let checked =
+        check_prompt_file(&prompts).map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
     let mut frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
     let (folder, count, info) = (frames.folder, frames.count, frames.info.clone());
     check_prompts_fit(&checked, count, info.width, info.height)
@@ -301,6 +310,33 @@ pub fn track(
     project::export_regions(&doc, out)?;
     eprintln!("[track] wrote {}", out.display());
     Ok(())
+}
+
+/// Largest prompts file read (a file of clicks and boxes; 64 MiB is millions of prompts).
+const MAX_PROMPTS_BYTES: u64 = 64 << 20;
+
+/// Reads the prompts file: a regular file (not a FIFO or a device, which could block or never
+/// end) of at most [`MAX_PROMPTS_BYTES`].
+fn read_prompt_text(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_PROMPTS_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > MAX_PROMPTS_BYTES {
+        bail!(
+            "{} is larger than {} MiB: not a prompts file",
+            path.display(),
+            MAX_PROMPTS_BYTES >> 20
+        );
+    }
+    Ok(text)
 }
 
 /// Checks the prompts file on its own (no media needed) and returns its prompts as

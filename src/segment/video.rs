@@ -5,7 +5,10 @@
 //! Differences from the spec, none of which changes a result on the reference clip:
 //! * objects that are tracked on the same frame share one encoder pass and are batched in the
 //!   decoder and memory encoder, and in memory attention when their memory banks have the same
-//!   layout (same temporal indices and pointer distances);
+//!   layout (same temporal indices and pointer distances), as many a call as fit
+//!   [`TrackerOptions::batch_budget_bytes`] (memory attention holds `F² × F²` and
+//!   `F² × memory` score matrices per object: about 0.5 GiB at F = 64, so one batch of every
+//!   object made the peak grow by that much per object);
 //! * only the last encoded frame's features are kept; the memory features of non-conditioning
 //!   frames are kept in bfloat16 (exactly the values the official code stores) within a byte
 //!   budget ([`TrackerOptions::memory_budget_bytes`]); past it, the frames farthest from the
@@ -237,6 +240,74 @@ pub enum BatchGraph {
     MemoryEncoder,
     /// `memory_attention`.
     MemoryAttention,
+}
+
+/// Binary masks (`v > threshold`, all zeros when not visible) of several objects' logit planes of
+/// `len` pixels, given one `(plane, visible)` at a time; a plane may be `None` only when it is
+/// not visible and `non_overlap` is off. With `non_overlap`, the result equals
+/// [`ops::apply_non_overlapping_constraints`] followed by the threshold, but only the running
+/// per-pixel maximum and its owner are kept instead of every plane: every object but the first
+/// maximum gets `min(v, -10)`, which is above the threshold only where `v` is and -10 is too.
+fn binary_masks(
+    planes: impl Iterator<Item = (Option<Vec<f32>>, bool)>,
+    len: usize,
+    threshold: f32,
+    non_overlap: bool,
+) -> Vec<Vec<u8>> {
+    let loser_keeps = -10.0 > threshold;
+    let mut best_value: Vec<f32> = Vec::new();
+    let mut best_owner: Vec<u32> = Vec::new();
+    let mut masks = Vec::new();
+    let mut visible_flags = Vec::new();
+    for (k, (plane, visible)) in planes.enumerate() {
+        let plane = plane.unwrap_or_default();
+        if non_overlap {
+            if k == 0 {
+                best_value.clone_from(&plane);
+                best_value.resize(len, f32::NEG_INFINITY);
+                best_owner = vec![0; len];
+            } else {
+                let owner = u32::try_from(k).unwrap_or(u32::MAX);
+                for ((bv, bo), &v) in best_value.iter_mut().zip(&mut best_owner).zip(&plane) {
+                    // first maximum, as np.argmax (NaN never wins)
+                    if v > *bv {
+                        *bv = v;
+                        *bo = owner;
+                    }
+                }
+            }
+        }
+        // 2 marks NaN while it is not known whether the pixel's owner is this object (a loser's
+        // `min(NaN, -10)` is -10)
+        let nan = if non_overlap && loser_keeps { 2 } else { 0 };
+        let data: Vec<u8> = if visible && plane.len() == len {
+            plane
+                .iter()
+                .map(|&v| if v.is_nan() { nan } else { u8::from(v > threshold) })
+                .collect()
+        } else {
+            vec![0; len]
+        };
+        masks.push(data);
+        visible_flags.push(visible);
+    }
+    if non_overlap {
+        for (k, data) in masks.iter_mut().enumerate() {
+            if !visible_flags[k] {
+                continue;
+            }
+            let owner = u32::try_from(k).unwrap_or(u32::MAX);
+            for (d, &bo) in data.iter_mut().zip(&best_owner) {
+                let loser = bo != owner;
+                *d = match (*d, loser) {
+                    (2, loser) => u8::from(loser),
+                    (_, true) if !loser_keeps => 0,
+                    (d, _) => d,
+                };
+            }
+        }
+    }
+    masks
 }
 
 /// SAM 2 video tracker: per-object memory banks over one video.
@@ -794,8 +865,7 @@ impl VideoTracker {
 
     /// Video-size outputs of all objects on frame `t` from their low-res logits
     /// (`_get_orig_video_res_output`). One object's video-size logit plane is alive at a time
-    /// (plus, with `non_overlap_masks`, the running per-pixel maximum and its owner), so the
-    /// transient memory does not grow with the number of objects.
+    /// (see [`binary_masks`]), so the transient memory does not grow with the number of objects.
     fn video_res(&self, t: usize, outs: Vec<Slot>) -> Vec<ObjectFrame> {
         let c = &self.c;
         let l = c.low_res_mask_size;
@@ -804,63 +874,29 @@ impl VideoTracker {
             size: l,
             data: vec![c.no_obj_score; l * l],
         });
-        let non_overlap = c.non_overlap_masks && outs.len() > 1;
-        // `_apply_non_overlapping_constraints` gives every object but the first maximum
-        // `min(v, -10)`, which is above the threshold only where `v` is and -10 is too.
-        let loser_keeps = -10.0 > c.mask_threshold;
-        let mut best_value: Vec<f32> = Vec::new();
-        let mut best_owner: Vec<u32> = Vec::new();
-        let mut results = Vec::with_capacity(outs.len());
-        for (k, (id, lr, conditioning)) in outs.into_iter().enumerate() {
-            let (lr, score) = lr.unwrap_or((Arc::clone(&empty), c.no_obj_score));
-            let visible = score > 0.0;
-            let needs_plane = visible || non_overlap;
-            let plane = if needs_plane {
-                ops::resize_bilinear(&lr.data, l, l, h, w)
-            } else {
-                Vec::new()
-            };
-            if non_overlap {
-                if k == 0 {
-                    best_value = plane.clone();
-                    best_owner = vec![0; w * h];
-                } else {
-                    let owner = u32::try_from(k).unwrap_or(u32::MAX);
-                    for ((bv, bo), &v) in best_value.iter_mut().zip(&mut best_owner).zip(&plane) {
-                        // first maximum, as np.argmax (NaN never wins)
-                        if v > *bv {
-                            *bv = v;
-                            *bo = owner;
-                        }
-                    }
-                }
-            }
-            let data: Vec<u8> = if visible {
-                plane
-                    .iter()
-                    .map(|&v| u8::from(v > c.mask_threshold))
-                    .collect()
-            } else {
-                vec![0; w * h]
-            };
-            results.push((id, conditioning, data, lr, score, visible));
-        }
-        if non_overlap && !loser_keeps {
-            for (k, (_, _, data, _, _, visible)) in results.iter_mut().enumerate() {
-                if !*visible {
-                    continue;
-                }
-                let owner = u32::try_from(k).unwrap_or(u32::MAX);
-                for (d, &bo) in data.iter_mut().zip(&best_owner) {
-                    if bo != owner {
-                        *d = 0;
-                    }
-                }
-            }
-        }
-        results
+        let slots: Vec<(u32, bool, Arc<LowResLogits>, f32)> = outs
             .into_iter()
-            .map(|(id, conditioning, data, lr, score, visible)| {
+            .map(|(id, lr, conditioning)| {
+                let (lr, score) = lr.unwrap_or((Arc::clone(&empty), c.no_obj_score));
+                (id, conditioning, lr, score)
+            })
+            .collect();
+        let non_overlap = c.non_overlap_masks && slots.len() > 1;
+        let masks = binary_masks(
+            slots.iter().map(|(_, _, lr, score)| {
+                let visible = *score > 0.0;
+                let plane = (visible || non_overlap)
+                    .then(|| ops::resize_bilinear(&lr.data, l, l, h, w));
+                (plane, visible)
+            }),
+            w * h,
+            c.mask_threshold,
+            non_overlap,
+        );
+        slots
+            .into_iter()
+            .zip(masks)
+            .map(|((id, conditioning, lr, score), data)| {
                 let mask = Mask::from_raw(self.width, self.height, data)
                     .unwrap_or_else(|_| Mask::new(self.width, self.height));
                 ObjectFrame {
@@ -868,7 +904,7 @@ impl VideoTracker {
                     frame: t,
                     mask,
                     score,
-                    visible,
+                    visible: score > 0.0,
                     conditioning,
                     low_res_logits: lr,
                 }
@@ -1171,5 +1207,48 @@ impl VideoTracker {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streaming non-overlap constraint equals the spec's all-planes version, ties (first
+    /// maximum wins), NaN and thresholds on both sides of -10 included.
+    #[test]
+    fn binary_masks_match_apply_non_overlapping_constraints() {
+        let len = 64;
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            // few distinct values so ties are common
+            f32::from((seed >> 24) as u8 % 9) * 4.0 - 16.0
+        };
+        for objects in 1..5 {
+            for threshold in [0.0f32, -12.0] {
+                let mut planes: Vec<Vec<f32>> =
+                    (0..objects).map(|_| (0..len).map(|_| next()).collect()).collect();
+                planes[0][3] = f32::NAN;
+                if objects > 1 {
+                    planes[1][5] = f32::NAN;
+                }
+                let visible: Vec<bool> = (0..objects).map(|k| k != 2).collect();
+                let mut expected = planes.clone();
+                ops::apply_non_overlapping_constraints(&mut expected);
+                let expected: Vec<Vec<u8>> = expected
+                    .iter()
+                    .zip(&visible)
+                    .map(|(p, &v)| p.iter().map(|&x| u8::from(v && x > threshold)).collect())
+                    .collect();
+                let got = binary_masks(
+                    planes.into_iter().zip(visible.iter().copied()).map(|(p, v)| (Some(p), v)),
+                    len,
+                    threshold,
+                    objects > 1,
+                );
+                assert_eq!(got, expected, "{objects} objects, threshold {threshold}");
+            }
+        }
     }
 }
