@@ -207,7 +207,11 @@ fn objects_peak(dir: &Path, model: &Path, fps: u32, threads: &str, counts: &[u32
             })
             .collect();
         let prompts = dir.join(format!("objects{n}.json"));
-        std::fs::write(&prompts, format!(r#"{{"objects":[{}]}}"#, objects.join(","))).unwrap();
+        std::fs::write(
+            &prompts,
+            format!(r#"{{"objects":[{}]}}"#, objects.join(",")),
+        )
+        .unwrap();
         let out = dir.join(format!("objects{n}.regions.json"));
         let start = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))

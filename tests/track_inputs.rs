@@ -17,7 +17,11 @@ fn frames_folder(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&folder).unwrap();
     for i in 0..2 {
         let name = format!("{i:05}.png");
-        std::fs::copy(model.join("reference/frames").join(&name), folder.join(&name)).unwrap();
+        std::fs::copy(
+            model.join("reference/frames").join(&name),
+            folder.join(&name),
+        )
+        .unwrap();
     }
     folder
 }
@@ -134,7 +138,11 @@ fn unusable_output_paths_are_refused_before_the_model_loads() {
     // a folder that does not exist: the old code failed only after the whole propagation
     let missing = tmp.path().join("no-such-folder").join("r.regions.json");
     let run = track(&media, &prompts, &missing);
-    assert_refused_early(&run, &["no-such-folder", "does not exist"], "missing folder");
+    assert_refused_early(
+        &run,
+        &["no-such-folder", "does not exist"],
+        "missing folder",
+    );
 
     // an existing folder as the output file
     let run = track(&media, &prompts, tmp.path());

@@ -28,7 +28,7 @@ unsafe extern "C" {
 }
 
 /// Frames the clip has (the fixture's first reference frames, 480x270).
-const FRAMES: usize = 3;
+const FRAMES: usize = 2;
 /// What one more object may add beyond the batch budget: its stored memories (about 0.4 MiB a
 /// frame), its masks and RLE results, and allocator slack.
 const PER_OBJECT_MARGIN: u64 = 16 << 20;
@@ -39,12 +39,16 @@ fn frames_folder(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&folder).unwrap();
     for i in 0..FRAMES {
         let name = format!("{i:05}.png");
-        std::fs::copy(model.join("reference/frames").join(&name), folder.join(&name)).unwrap();
+        std::fs::copy(
+            model.join("reference/frames").join(&name),
+            folder.join(&name),
+        )
+        .unwrap();
     }
     folder
 }
 
-/// Runs `track` with `objects` objects (clicks spread over the frame, all on the middle frame)
+/// Runs `track` with `objects` objects (clicks spread over the frame, all on the last frame)
 /// and returns the child's peak RSS in bytes.
 fn peak_rss(dir: &Path, media: &Path, objects: usize) -> u64 {
     let list: Vec<String> = (0..objects)
@@ -88,8 +92,7 @@ fn peak_rss(dir: &Path, media: &Path, objects: usize) -> u64 {
         "track with {objects} objects failed:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let regions: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(
         regions["items"][0]["objects"].as_array().unwrap().len(),
         objects

@@ -324,7 +324,8 @@ fn read_prompt_text(path: &Path) -> anyhow::Result<String> {
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_PROMPTS_BYTES + 1)
         .read_to_string(&mut text)
@@ -346,7 +347,9 @@ fn read_prompt_text(path: &Path) -> anyhow::Result<String> {
 /// non-finite coordinate, a box with swapped corners, and a prompt with neither points nor box.
 pub fn check_prompt_file(file: &PromptFile) -> Result<Vec<(u32, usize, Prompts)>, String> {
     if file.objects.is_empty() {
-        return Err("the objects list is empty: at least one object with a prompt is needed".into());
+        return Err(
+            "the objects list is empty: at least one object with a prompt is needed".into(),
+        );
     }
     let mut ids = std::collections::BTreeSet::new();
     let mut out = Vec::new();

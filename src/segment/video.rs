@@ -86,7 +86,7 @@ impl Default for TrackerOptions {
             add_all_frames_to_correct_as_cond: None,
             non_overlap_masks: None,
             memory_budget_bytes: 1 << 30,
-            batch_budget_bytes: 256 << 20,
+            batch_budget_bytes: 128 << 20,
             trace_banks: false,
         }
     }
@@ -283,7 +283,13 @@ fn binary_masks(
         let data: Vec<u8> = if visible && plane.len() == len {
             plane
                 .iter()
-                .map(|&v| if v.is_nan() { nan } else { u8::from(v > threshold) })
+                .map(|&v| {
+                    if v.is_nan() {
+                        nan
+                    } else {
+                        u8::from(v > threshold)
+                    }
+                })
                 .collect()
         } else {
             vec![0; len]
@@ -492,7 +498,8 @@ impl VideoTracker {
     /// its cross-attention an `F² × memory_tokens` one, each alive as logits and as softmax
     /// (4096 × 4096 × 4 bytes = 64 MiB per matrix at F = 64). The memory encoder works on the mask
     /// at encoder resolution (`S²`, a few planes), the decoder on 4 low-res masks and upscaled
-    /// features.
+    /// features. The factors are conservative: the mask downsampler keeps about four
+    /// `S²`-sized activations alive, each as a conv output and its normalised copy.
     fn per_object_bytes(&self, graph: BatchGraph, memory_tokens: usize) -> usize {
         let c = &self.c;
         let q = c.feat_size * c.feat_size;
@@ -501,10 +508,10 @@ impl VideoTracker {
                 2 * q * (q + memory_tokens) + 8 * q * c.hidden_dim + memory_tokens * c.mem_dim
             }
             BatchGraph::MemoryEncoder => {
-                4 * c.image_size * c.image_size + 4 * q * c.hidden_dim + q * c.mem_dim
+                16 * c.image_size * c.image_size + 4 * q * c.hidden_dim + q * c.mem_dim
             }
             BatchGraph::Decoder => {
-                8 * c.low_res_mask_size * c.low_res_mask_size + 4 * q * c.hidden_dim
+                16 * c.low_res_mask_size * c.low_res_mask_size + 8 * q * c.hidden_dim
             }
         };
         f32s.saturating_mul(4)
@@ -623,7 +630,12 @@ impl VideoTracker {
 
     /// Layout of one object's memory bank: (tpos_index, ptr_pos, trace). Objects with equal
     /// layouts can share one memory-attention call.
-    fn bank_layout(&self, st: &ObjState, t: usize, reverse: bool) -> (Vec<i64>, Vec<f32>, BankTrace) {
+    fn bank_layout(
+        &self,
+        st: &ObjState,
+        t: usize,
+        reverse: bool,
+    ) -> (Vec<i64>, Vec<f32>, BankTrace) {
         let (spatial, pointers) = self.memory_bank(st, t, reverse);
         let n_mem = self.c.num_maskmem;
         let tpos: Vec<i64> = spatial
@@ -885,8 +897,8 @@ impl VideoTracker {
         let masks = binary_masks(
             slots.iter().map(|(_, _, lr, score)| {
                 let visible = *score > 0.0;
-                let plane = (visible || non_overlap)
-                    .then(|| ops::resize_bilinear(&lr.data, l, l, h, w));
+                let plane =
+                    (visible || non_overlap).then(|| ops::resize_bilinear(&lr.data, l, l, h, w));
                 (plane, visible)
             }),
             w * h,
@@ -1227,8 +1239,9 @@ mod tests {
         };
         for objects in 1..5 {
             for threshold in [0.0f32, -12.0] {
-                let mut planes: Vec<Vec<f32>> =
-                    (0..objects).map(|_| (0..len).map(|_| next()).collect()).collect();
+                let mut planes: Vec<Vec<f32>> = (0..objects)
+                    .map(|_| (0..len).map(|_| next()).collect())
+                    .collect();
                 planes[0][3] = f32::NAN;
                 if objects > 1 {
                     planes[1][5] = f32::NAN;
@@ -1242,7 +1255,10 @@ mod tests {
                     .map(|(p, &v)| p.iter().map(|&x| u8::from(v && x > threshold)).collect())
                     .collect();
                 let got = binary_masks(
-                    planes.into_iter().zip(visible.iter().copied()).map(|(p, v)| (Some(p), v)),
+                    planes
+                        .into_iter()
+                        .zip(visible.iter().copied())
+                        .map(|(p, v)| (Some(p), v)),
                     len,
                     threshold,
                     objects > 1,
