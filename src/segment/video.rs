@@ -518,7 +518,8 @@ impl VideoTracker {
     }
 
     /// How many objects one call of `graph` may take: as many as fit
-    /// [`TrackerOptions::batch_budget_bytes`] by [`Self::per_object_bytes`], at least one.
+    /// [`TrackerOptions::batch_budget_bytes`] by a conservative per-object estimate of the
+    /// graph's activations (for memory attention, given the bank's `memory_tokens`), at least one.
     pub fn batch_size(&self, graph: BatchGraph, memory_tokens: usize) -> usize {
         (self.options.batch_budget_bytes / self.per_object_bytes(graph, memory_tokens).max(1))
             .max(1)
