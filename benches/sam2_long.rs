@@ -214,6 +214,7 @@ fn objects_peak(dir: &Path, model: &Path, fps: u32, threads: &str, counts: &[u32
         .unwrap();
         let out = dir.join(format!("objects{n}.regions.json"));
         let start = Instant::now();
+        #[allow(clippy::zombie_processes)] // reaped by `wait4` below
         let child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
             .args(["track"])
             .arg(&clip)

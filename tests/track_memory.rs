@@ -61,6 +61,7 @@ fn peak_rss(dir: &Path, media: &Path, objects: usize) -> u64 {
     std::fs::write(&prompts, format!(r#"{{"objects":[{}]}}"#, list.join(","))).unwrap();
     let out = dir.join(format!("out{objects}.regions.json"));
     let log = dir.join(format!("track{objects}.log"));
+    #[allow(clippy::zombie_processes)] // reaped by `wait4` below
     let child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
         .arg("track")
         .arg(media)
