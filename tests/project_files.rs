@@ -6,7 +6,6 @@
 use pixelrefer_studio::project::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A valid version 2 project of an 8×6 video with 10 frames and one object with a mask on
@@ -333,22 +332,21 @@ fn save_and_reload(doc: &Document, dir: &Path) -> Document {
 
 /// A random change to one value of the valid project: a number, a string, null, a deletion.
 fn mutate(v: &mut Value, path: &[usize], replacement: &Value) {
-    let mut node = v;
-    for &i in path {
-        let next = match node {
-            Value::Object(map) if !map.is_empty() => {
-                let key = map.keys().nth(i % map.len()).unwrap().clone();
-                map.get_mut(&key).unwrap()
-            }
-            Value::Array(items) if !items.is_empty() => {
-                let n = items.len();
-                &mut items[i % n]
-            }
-            _ => break,
-        };
-        node = next;
+    let Some((&i, rest)) = path.split_first() else {
+        *v = replacement.clone();
+        return;
+    };
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            let key = map.keys().nth(i % map.len()).unwrap().clone();
+            mutate(map.get_mut(&key).unwrap(), rest, replacement);
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let n = items.len();
+            mutate(&mut items[i % n], rest, replacement);
+        }
+        _ => *v = replacement.clone(),
     }
-    *node = replacement.clone();
 }
 
 fn replacement() -> impl Strategy<Value = Value> {
@@ -401,4 +399,74 @@ proptest! {
             }
         }
     }
+}
+
+fn cli_export(project: &Path, out: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .args(["export", project.to_str().unwrap(), "--format", "coco"])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+fn image_project(dir: &Path, png_w: u32, png_h: u32) -> PathBuf {
+    let png = dir.join("photo.png");
+    image::RgbImage::new(png_w, png_h).save(&png).unwrap();
+    let text = with(|v| {
+        v["media"] = json!({ "kind": "image", "path": "photo.png" });
+        v["items"][0]["frame_count"] = json!(1);
+        v["items"][0]["fps"] = json!(0.0);
+        v["items"][0]["objects"][0]["frames"]
+            .as_object_mut()
+            .unwrap()
+            .remove("3");
+    });
+    write(dir, "p.prj.json", &text)
+}
+
+#[test]
+fn cli_export_checks_the_media_and_only_warns_when_it_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let project = image_project(dir.path(), 8, 6);
+    let ok = cli_export(&project, &out);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(ok.stderr.is_empty(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let project = image_project(dir.path(), 6, 4);
+    let wrong = cli_export(&project, &out);
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("does not fit its media")
+            && stderr.contains("item 0 is 8x6 in the project but 6x4 in the media"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(dir.path().join("photo.png")).unwrap();
+    let missing = cli_export(&project, &out);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(missing.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("photo.png does not exist"),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn cli_export_of_a_fifo_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.prj.json");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = cli_export(&fifo, &dir.path().join("out"));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a FIFO (named pipe), not a regular file"), "{stderr}");
 }

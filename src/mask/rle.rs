@@ -444,7 +444,8 @@ mod proptests {
         let set = mask.data().iter().filter(|&&v| v != 0).count() as u64;
         prop_assert_eq!(set, rle.area());
         let again = Rle::from_mask(&mask);
-        prop_assert_eq!(again.to_mask().unwrap().data(), mask.data());
+        let decoded = again.to_mask().unwrap();
+        prop_assert_eq!(decoded.data(), mask.data());
         prop_assert_eq!(again.area(), rle.area());
         prop_assert_eq!(again.bbox(), rle.bbox());
         Ok(())
@@ -498,12 +499,5 @@ mod proptests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_huge_size_with_short_runs_is_refused_without_allocating() {
-        let text = r#"{"size": [4294967295, 4294967295], "counts": [0]}"#;
-        let err = serde_json::from_str::<Rle>(text).unwrap_err().to_string();
-        assert!(err.contains("add up to 0 pixels"), "{err}");
     }
 }

@@ -549,7 +549,7 @@ impl StudioApp {
                 if let Some(state) = &mut self.state {
                     match state.apply(*edit) {
                         Ok(()) => self.notify(ctx, "Imported the COCO annotations."),
-                        Err(err) => self.show_error("Cannot import the COCO file", err),
+                        Err(err) => self.show_error("Cannot import the COCO file", err.to_string()),
                     }
                 }
             }
