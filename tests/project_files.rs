@@ -69,9 +69,7 @@ fn the_valid_base_loads() {
 
 #[test]
 fn impossible_item_sizes_frame_counts_and_fps_are_refused() {
-    let item = |key: &'static str, value: Value| {
-        with(move |v| v["items"][0][key] = value)
-    };
+    let item = |key: &'static str, value: Value| with(move |v| v["items"][0][key] = value);
     let cases = [
         (item("width", json!(0)), "is 0x6 pixels"),
         (item("height", json!(0)), "is 8x0 pixels"),
@@ -92,7 +90,10 @@ fn impossible_item_sizes_frame_counts_and_fps_are_refused() {
             "claims 4x4294967295 pixels",
         ),
         (item("frame_count", json!(0)), "claims 0 frames"),
-        (item("frame_count", json!(1u64 << 40)), "claims 1099511627776 frames"),
+        (
+            item("frame_count", json!(1u64 << 40)),
+            "claims 1099511627776 frames",
+        ),
         (item("fps", json!(-25.0)), "has -25 frames per second"),
     ];
     for (text, want) in cases {
@@ -142,7 +143,10 @@ fn empty_directory_and_wrong_kind_media_paths_are_refused() {
         &with(|v| v["media"]["path"] = json!("frames")),
     );
     let err = load_project(&path).unwrap_err().to_string();
-    assert!(err.contains("is a directory, but the project is of one video"), "{err}");
+    assert!(
+        err.contains("is a directory, but the project is of one video"),
+        "{err}"
+    );
 
     let err = load_error(&with(|v| {
         v["items"] = json!([v["items"][0].clone(), v["items"][0].clone()]);
@@ -164,8 +168,13 @@ fn fifos_devices_and_directories_are_refused_before_reading() {
     assert!(status.success());
     // Nothing ever writes to the FIFO: reading it would hang this test.
     let err = load_project(&fifo).unwrap_err().to_string();
-    assert!(err.contains("is a FIFO (named pipe), not a regular file"), "{err}");
-    let err = load_project(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(
+        err.contains("is a FIFO (named pipe), not a regular file"),
+        "{err}"
+    );
+    let err = load_project(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/dev/zero is a device"), "{err}");
     let err = load_project(dir.path()).unwrap_err().to_string();
     assert!(err.contains("is a directory"), "{err}");
@@ -206,8 +215,18 @@ fn saving_through_links_replaces_the_target_and_keeps_the_links() {
     std::os::unix::fs::symlink(&first, &second).unwrap();
     doc.items[0].objects[0].label = "saved through links".into();
     save_project(&doc, &second).unwrap();
-    assert!(std::fs::symlink_metadata(&second).unwrap().file_type().is_symlink());
-    assert!(std::fs::symlink_metadata(&first).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&second)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::symlink_metadata(&first)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     let text = std::fs::read_to_string(&real).unwrap();
     assert!(text.contains("saved through links"), "{text}");
     assert_eq!(load_project(&second).unwrap().items, doc.items);
@@ -216,7 +235,12 @@ fn saving_through_links_replaces_the_target_and_keeps_the_links() {
     std::os::unix::fs::symlink("created.prj.json", &dangling).unwrap();
     save_project(&doc, &dangling).unwrap();
     assert!(dir.path().join("created.prj.json").is_file());
-    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -297,9 +321,17 @@ fn a_killed_save_leaves_a_file_the_next_save_removes() {
     assert_eq!(remove_stale_temp_files(&path), 0);
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(temp_files(dir.path()), live, "SIGKILL leaves the file behind");
+    assert_eq!(
+        temp_files(dir.path()),
+        live,
+        "SIGKILL leaves the file behind"
+    );
     save_project(&doc, &path).unwrap();
-    assert!(temp_files(dir.path()).is_empty(), "{:?}", temp_files(dir.path()));
+    assert!(
+        temp_files(dir.path()).is_empty(),
+        "{:?}",
+        temp_files(dir.path())
+    );
     assert_eq!(load_project(&path).unwrap().items, doc.items);
 }
 
@@ -430,8 +462,16 @@ fn cli_export_checks_the_media_and_only_warns_when_it_is_missing() {
     let out = dir.path().join("out");
     let project = image_project(dir.path(), 8, 6);
     let ok = cli_export(&project, &out);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(ok.stderr.is_empty(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        ok.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let project = image_project(dir.path(), 6, 4);
     let wrong = cli_export(&project, &out);
@@ -468,5 +508,8 @@ fn cli_export_of_a_fifo_fails_at_once() {
     let output = cli_export(&fifo, &dir.path().join("out"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("is a FIFO (named pipe), not a regular file"), "{stderr}");
+    assert!(
+        stderr.contains("is a FIFO (named pipe), not a regular file"),
+        "{stderr}"
+    );
 }

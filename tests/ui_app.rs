@@ -671,7 +671,13 @@ fn a_bad_project_opens_a_dialog_with_the_cli_sentence() {
     doc.apply(add).unwrap();
     let mask = pixelrefer_studio::mask::Rle::empty(H, W);
     let edit = doc
-        .set_mask_edit(0, 0, 0, mask, pixelrefer_studio::project::MaskSource::Painted)
+        .set_mask_edit(
+            0,
+            0,
+            0,
+            mask,
+            pixelrefer_studio::project::MaskSource::Painted,
+        )
         .unwrap();
     doc.apply(edit).unwrap();
     pixelrefer_studio::project::save_project(&doc, &project).unwrap();
@@ -706,6 +712,9 @@ fn a_project_that_does_not_fit_its_media_opens_a_dialog() {
     let sentence = pixelrefer_studio::jobs::check_project_media(&loaded, &project)
         .unwrap_err()
         .to_string();
-    assert!(sentence.contains("is 320x120 in the project but 160x120"), "{sentence}");
+    assert!(
+        sentence.contains("is 320x120 in the project but 160x120"),
+        "{sentence}"
+    );
     dialog_shows_then_dismisses(open_in_app(project), &sentence);
 }

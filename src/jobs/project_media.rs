@@ -100,9 +100,8 @@ pub fn compare_with_media(
         }
         for index in 0..source.item_count() {
             let info = source.item_info(index).map_err(unreadable)?;
-            check_size(item, 0, info.width, info.height).map_err(|reason| {
-                mismatch(format!("{reason} (image {})", info.name))
-            })?;
+            check_size(item, 0, info.width, info.height)
+                .map_err(|reason| mismatch(format!("{reason} (image {})", info.name)))?;
         }
         return Ok(());
     }
@@ -205,7 +204,11 @@ mod tests {
         ));
         let empty = dir.path().join("empty.mp4");
         std::fs::write(&empty, b"").unwrap();
-        let empty_doc = doc_for(&empty, MediaKind::Video, vec![Item::new(None, 6, 4, 3, 5.0)]);
+        let empty_doc = doc_for(
+            &empty,
+            MediaKind::Video,
+            vec![Item::new(None, 6, 4, 3, 5.0)],
+        );
         assert!(matches!(
             check_project_media(&empty_doc, &project),
             Err(ProjectMediaError::Unreadable { .. })
@@ -215,20 +218,47 @@ mod tests {
         std::fs::create_dir(&folder).unwrap();
         write_png(&folder.join("a.png"), 6, 4);
         write_png(&folder.join("b.png"), 6, 4);
-        let as_video = doc_for(&folder, MediaKind::Video, vec![Item::new(None, 6, 4, 2, 5.0)]);
-        let err = check_project_media(&as_video, &project).unwrap_err().to_string();
-        assert!(err.contains("is of a video but the media is a folder"), "{err}");
+        let as_video = doc_for(
+            &folder,
+            MediaKind::Video,
+            vec![Item::new(None, 6, 4, 2, 5.0)],
+        );
+        let err = check_project_media(&as_video, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is of a video but the media is a folder"),
+            "{err}"
+        );
         let items = vec![
             Item::new(Some("a.png".into()), 6, 4, 1, 0.0),
             Item::new(Some("c.png".into()), 6, 4, 1, 0.0),
         ];
         let renamed = doc_for(&folder, MediaKind::Folder, items);
-        let err = check_project_media(&renamed, &project).unwrap_err().to_string();
-        assert!(err.contains("item 1 is c.png in the project but b.png"), "{err}");
-        let sequence = doc_for(&folder, MediaKind::Folder, vec![Item::new(None, 6, 4, 2, 5.0)]);
+        let err = check_project_media(&renamed, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("item 1 is c.png in the project but b.png"),
+            "{err}"
+        );
+        let sequence = doc_for(
+            &folder,
+            MediaKind::Folder,
+            vec![Item::new(None, 6, 4, 2, 5.0)],
+        );
         check_project_media(&sequence, &project).unwrap();
-        let longer = doc_for(&folder, MediaKind::Folder, vec![Item::new(None, 6, 4, 3, 5.0)]);
-        let err = check_project_media(&longer, &project).unwrap_err().to_string();
-        assert!(err.contains("3 frames but the folder has 2 images"), "{err}");
+        let longer = doc_for(
+            &folder,
+            MediaKind::Folder,
+            vec![Item::new(None, 6, 4, 3, 5.0)],
+        );
+        let err = check_project_media(&longer, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 frames but the folder has 2 images"),
+            "{err}"
+        );
     }
 }

@@ -50,9 +50,7 @@ fn link_target(path: &Path) -> Result<PathBuf, ProjectError> {
     }
     Err(ProjectError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(format!(
-            "more than {MAX_LINKS} symbolic links in a row"
-        )),
+        source: std::io::Error::other(format!("more than {MAX_LINKS} symbolic links in a row")),
     })
 }
 
@@ -62,7 +60,10 @@ fn still_at_path(tmp: &tempfile::NamedTempFile) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        match (std::fs::symlink_metadata(tmp.path()), tmp.as_file().metadata()) {
+        match (
+            std::fs::symlink_metadata(tmp.path()),
+            tmp.as_file().metadata(),
+        ) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }

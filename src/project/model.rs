@@ -258,9 +258,8 @@ impl TryFrom<ObjectRepr> for Object {
         let mut frames: BTreeMap<u64, FrameAnnotation> = BTreeMap::new();
         let mut keys: BTreeMap<u64, String> = BTreeMap::new();
         for (key, annotation) in repr.frames.0 {
-            let frame = parse_frame_key(&key).ok_or_else(|| {
-                format!("{tag}: the frame key {key:?} is not a frame number")
-            })?;
+            let frame = parse_frame_key(&key)
+                .ok_or_else(|| format!("{tag}: the frame key {key:?} is not a frame number"))?;
             if let Some(first) = keys.get(&frame) {
                 return Err(format!(
                     "{tag}: frame {frame} is given twice in \"frames\" (as {first:?} and \

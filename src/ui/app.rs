@@ -88,7 +88,10 @@ enum Prompt {
         reason: String,
     },
     /// Opening or importing a file failed: the sentence the CLI prints, until dismissed.
-    Error { title: &'static str, message: String },
+    Error {
+        title: &'static str,
+        message: String,
+    },
 }
 
 /// The title of the error dialog for a failed job, for jobs whose failure must not pass as
@@ -1325,7 +1328,8 @@ fn same_items(open: &Document, recovered: &Document) -> Result<(), String> {
         ));
     }
     for (i, (a, b)) in open.items.iter().zip(&recovered.items).enumerate() {
-        if (&a.file, a.width, a.height, a.frame_count) != (&b.file, b.width, b.height, b.frame_count)
+        if (&a.file, a.width, a.height, a.frame_count)
+            != (&b.file, b.width, b.height, b.frame_count)
         {
             return Err(format!(
                 "item {i} is {}x{} with {} frames in it but {}x{} with {} frames in the media",
