@@ -480,11 +480,9 @@ mod proptests {
         ) {
             let total: u64 = counts.iter().map(|&c| c as u64).sum();
             // Half the cases get a width that makes the counts fit, when one does.
-            let w = if fit && h > 0 && total % h as u64 == 0 && total / (h as u64) <= u32::MAX as u64 {
-                (total / h as u64) as u32
-            } else {
-                7
-            };
+            let h64 = u64::from(h);
+            let fits = fit && h > 0 && total.is_multiple_of(h64) && total / h64 <= u64::from(u32::MAX);
+            let w = if fits { (total / h64) as u32 } else { 7 };
             let rle = Rle { size: [h, w], counts };
             let json = serde_json::to_value(&rle).unwrap();
             let parsed: Result<Rle, _> = serde_json::from_value(json);
