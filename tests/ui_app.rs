@@ -637,3 +637,84 @@ fn ctrl_s_saves_to_the_project_in_the_background() {
     assert_eq!(saved.items[0].objects.len(), 1);
     assert!(harness.state().toasts()[0].starts_with("Saved"));
 }
+
+fn open_in_app(project: std::path::PathBuf) -> Harness<'static, StudioApp> {
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(project)));
+    wait_until(&mut harness, "the error dialog", |app| {
+        app.error_dialog().is_some()
+    });
+    harness
+}
+
+/// The dialog shows `sentence`, and after OK the app is back on its start screen, usable.
+fn dialog_shows_then_dismisses(mut harness: Harness<'static, StudioApp>, sentence: &str) {
+    assert_eq!(harness.state().error_dialog(), Some(sentence));
+    harness.get_by_label(sentence);
+    assert!(harness.state().state().is_none(), "no document was opened");
+    harness.get_by_label("OK").click();
+    harness.run_steps(2);
+    assert!(harness.state().error_dialog().is_none());
+    harness.get_by_label("Open media…");
+}
+
+#[test]
+fn a_bad_project_opens_a_dialog_with_the_cli_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("twice.prj.json");
+    let mut doc = document(MediaKind::Image, 1);
+    doc.media.path = dir.path().join("photo.png");
+    write_png(&doc.media.path);
+    let add = doc.add_object_edit(0).unwrap();
+    doc.apply(add).unwrap();
+    let mask = pixelrefer_studio::mask::Rle::empty(H, W);
+    let edit = doc
+        .set_mask_edit(
+            0,
+            0,
+            0,
+            mask,
+            pixelrefer_studio::project::MaskSource::Painted,
+        )
+        .unwrap();
+    doc.apply(edit).unwrap();
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    // Frame 0 given twice ("0" and "00"): the loader refuses it.
+    let text = std::fs::read_to_string(&project).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entry = &value["items"][0]["objects"][0]["frames"]["0"];
+    assert!(entry.is_object());
+    let twice = text.replacen(
+        "\"frames\": {",
+        &format!("\"frames\": {{\"00\": {entry},"),
+        1,
+    );
+    std::fs::write(&project, twice).unwrap();
+    let sentence = pixelrefer_studio::project::load_project(&project)
+        .unwrap_err()
+        .to_string();
+    assert!(sentence.contains("frame 0 is given twice"), "{sentence}");
+    dialog_shows_then_dismisses(open_in_app(project), &sentence);
+}
+
+#[test]
+fn a_project_that_does_not_fit_its_media_opens_a_dialog() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("wrong-size.prj.json");
+    let mut doc = document(MediaKind::Image, 1);
+    doc.media.path = dir.path().join("photo.png");
+    write_png(&doc.media.path);
+    doc.items[0].width = W * 2;
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    let loaded = pixelrefer_studio::project::load_project(&project).unwrap();
+    let sentence = pixelrefer_studio::jobs::check_project_media(&loaded, &project)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        sentence.contains("is 320x120 in the project but 160x120"),
+        "{sentence}"
+    );
+    dialog_shows_then_dismisses(open_in_app(project), &sentence);
+}

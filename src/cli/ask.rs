@@ -203,6 +203,7 @@ fn project_objects(
     item: usize,
 ) -> Result<(PathBuf, Option<f64>, Vec<AnnotatedObject>)> {
     let doc = crate::project::load_project(path)?;
+    crate::jobs::check_project_media(&doc, path)?;
     let entry = doc.items.get(item).with_context(|| {
         format!(
             "{} has {} item(s); there is no item {item}",

@@ -75,6 +75,13 @@ fn output_file(out: &Path, default: String) -> anyhow::Result<PathBuf> {
 /// (`--out` may also name the `.json` file directly) and prints the paths written.
 pub fn export(project: &Path, format: ExportFormat, out: &Path) -> anyhow::Result<()> {
     let doc = project::load_project(project)?;
+    // Masks do not need the media: a missing one is a warning, a different one an error.
+    match crate::jobs::check_project_media(&doc, project) {
+        Err(missing @ crate::jobs::ProjectMediaError::Missing { .. }) => {
+            eprintln!("warning: {missing}; exporting the masks anyway");
+        }
+        other => other?,
+    }
     let stem = project_stem(project);
     match format {
         ExportFormat::Regions => {

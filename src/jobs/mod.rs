@@ -13,12 +13,14 @@
 
 mod document;
 mod media_worker;
+mod project_media;
 mod propagate_job;
 pub mod refer_job;
 mod segment_job;
 
 pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
+pub use project_media::{ProjectMediaError, check_project_media, compare_with_media};
 pub use propagate_job::{
     MediaFrames, PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame,
     PropagationJob,

@@ -415,3 +415,87 @@ impl<'de> Deserialize<'de> for Rle {
         rle.map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Property tests of the RLE decoder: arbitrary strings and counts never panic, anything
+    //! that decodes re-encodes to itself, and the runs agree with the bitmap they decode to.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Largest mask decoded to a bitmap in these tests (sizes above are checked on the runs).
+    const SMALL: u64 = 4096;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 512,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn check_bitmap(rle: &Rle) -> Result<(), TestCaseError> {
+        if rle.size[0] as u64 * rle.size[1] as u64 > SMALL {
+            return Ok(());
+        }
+        let mask = rle.to_mask().unwrap();
+        let set = mask.data().iter().filter(|&&v| v != 0).count() as u64;
+        prop_assert_eq!(set, rle.area());
+        let again = Rle::from_mask(&mask);
+        let decoded = again.to_mask().unwrap();
+        prop_assert_eq!(decoded.data(), mask.data());
+        prop_assert_eq!(again.area(), rle.area());
+        prop_assert_eq!(again.bbox(), rle.bbox());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any string, any size: an error or a mask whose runs fill the size exactly.
+        #[test]
+        fn any_compressed_string_decodes_or_is_refused(
+            s in "[0-9A-Za-z\\[\\]^_`\\\\@?>=<;:]{0,40}|.{0,20}",
+            h in prop_oneof![0u32..64, any::<u32>()],
+            w in prop_oneof![0u32..64, any::<u32>()],
+        ) {
+            if let Ok(rle) = Rle::from_coco_string(&s, h, w) {
+                prop_assert!(rle.validate().is_ok());
+                prop_assert!(rle.counts.len() <= s.len());
+                let back = Rle::from_coco_string(&rle.to_coco_string(), h, w).unwrap();
+                prop_assert_eq!(&back, &rle);
+                check_bitmap(&rle)?;
+            }
+        }
+
+        /// Any counts: refused unless they add up to h × w; then the compressed string and the
+        /// JSON form round-trip and the runs match the bitmap.
+        #[test]
+        fn any_counts_round_trip_or_are_refused(
+            counts in proptest::collection::vec(prop_oneof![0u32..20, any::<u32>()], 0..24),
+            h in 0u32..40,
+            fit in any::<bool>(),
+        ) {
+            let total: u64 = counts.iter().map(|&c| c as u64).sum();
+            // Half the cases get a width that makes the counts fit, when one does.
+            let h64 = u64::from(h);
+            let fits = fit && h > 0 && total.is_multiple_of(h64) && total / h64 <= u64::from(u32::MAX);
+            let w = if fits { (total / h64) as u32 } else { 7 };
+            let rle = Rle { size: [h, w], counts };
+            let json = serde_json::to_value(&rle).unwrap();
+            let parsed: Result<Rle, _> = serde_json::from_value(json);
+            match rle.validate() {
+                Err(_) => prop_assert!(parsed.is_err()),
+                Ok(()) => {
+                    prop_assert_eq!(&parsed.unwrap(), &rle);
+                    let uncompressed = serde_json::json!({ "size": rle.size, "counts": rle.counts });
+                    let parsed: Rle = serde_json::from_value(uncompressed).unwrap();
+                    prop_assert_eq!(&parsed, &rle);
+                    check_bitmap(&rle)?;
+                }
+            }
+        }
+    }
+}

@@ -2,7 +2,8 @@
 
 use super::ProjectError;
 use super::model::{
-    Document, Edit, FrameAnnotation, Item, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
+    Document, Edit, FrameAnnotation, Item, MAX_ITEM_FRAMES, MAX_ITEM_PIXELS, MAX_ITEM_SIDE,
+    MediaKind, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
 };
 use std::collections::VecDeque;
 
@@ -95,10 +96,32 @@ impl Document {
         })
     }
 
-    /// Checks invariants a loaded or imported document must hold: unique object ids below
-    /// `next_object_id`, frames inside the item, masks of the item's size with valid runs.
+    /// Checks invariants a loaded or imported document must hold: a media path, one item for
+    /// an image or a video (at least one for a folder), item sizes of at least 1×1 and within
+    /// [`MAX_ITEM_SIDE`] and [`MAX_ITEM_PIXELS`], 1 to [`MAX_ITEM_FRAMES`] frames, a finite
+    /// fps of 0 or more, unique object ids below `next_object_id`, frames inside the item,
+    /// masks of the item's size with valid runs, finite scores and prompt coordinates.
     pub fn validate(&self) -> Result<(), ProjectError> {
+        let invalid = |m: String| Err(ProjectError::InvalidEdit(m));
+        if self.media.path.as_os_str().is_empty() {
+            return invalid("the media path is empty".into());
+        }
+        match (self.media.kind, self.items.len()) {
+            (_, 0) => return invalid("the project has no items".into()),
+            (MediaKind::Image | MediaKind::Video, n) if n != 1 => {
+                return invalid(format!(
+                    "a project of one {} has {n} items instead of 1",
+                    if self.media.kind == MediaKind::Image {
+                        "image"
+                    } else {
+                        "video"
+                    }
+                ));
+            }
+            _ => {}
+        }
         for (i, item) in self.items.iter().enumerate() {
+            check_item(item, i)?;
             let mut seen = std::collections::BTreeSet::new();
             for object in &item.objects {
                 if !seen.insert(object.id) {
@@ -114,6 +137,9 @@ impl Document {
                     )));
                 }
                 check_object(item, i, object)?;
+                for (&frame, annotation) in &object.frames {
+                    check_numbers(i, object.id, frame, annotation)?;
+                }
             }
         }
         Ok(())
@@ -279,6 +305,36 @@ fn check_object(item: &Item, index: usize, object: &Object) -> Result<(), Projec
     Ok(())
 }
 
+/// The item's size, frame count and fps are ones real media can have (see [`MAX_ITEM_SIDE`]).
+fn check_item(item: &Item, index: usize) -> Result<(), ProjectError> {
+    let (w, h) = (item.width, item.height);
+    let invalid = |m: String| Err(ProjectError::InvalidEdit(m));
+    if w == 0 || h == 0 {
+        return invalid(format!(
+            "item {index} is {w}x{h} pixels (w x h); an item is at least 1x1"
+        ));
+    }
+    if w > MAX_ITEM_SIDE || h > MAX_ITEM_SIDE || w as u64 * h as u64 > MAX_ITEM_PIXELS {
+        return invalid(format!(
+            "item {index} claims {w}x{h} pixels (w x h), more than the largest media this \
+             program opens ({MAX_ITEM_SIDE} pixels a side, {MAX_ITEM_PIXELS} pixels in all)"
+        ));
+    }
+    if item.frame_count == 0 || item.frame_count > MAX_ITEM_FRAMES {
+        return invalid(format!(
+            "item {index} claims {} frames; an item has 1 to {MAX_ITEM_FRAMES}",
+            item.frame_count
+        ));
+    }
+    if !item.fps.is_finite() || item.fps < 0.0 {
+        return invalid(format!(
+            "item {index} has {} frames per second; it must be a finite number, 0 or more",
+            item.fps
+        ));
+    }
+    Ok(())
+}
+
 fn check_frame_index(item: &Item, index: usize, id: u32, frame: u64) -> Result<(), ProjectError> {
     if frame >= item.frame_count.max(1) {
         return Err(ProjectError::InvalidEdit(format!(
@@ -306,6 +362,40 @@ fn check_frame(
             )));
         }
         mask.validate()?;
+    }
+    Ok(())
+}
+
+/// Scores and prompt coordinates are finite (JSON has no infinity: one would be saved as
+/// `null`; a number beyond the f32 range is read as infinity). Checked on load, not on edits.
+fn check_numbers(
+    index: usize,
+    id: u32,
+    frame: u64,
+    annotation: &FrameAnnotation,
+) -> Result<(), ProjectError> {
+    let at = || format!("<object{id}> of item {index}, frame {frame}");
+    if let Some(score) = annotation.score
+        && !score.is_finite()
+    {
+        return Err(ProjectError::InvalidEdit(format!(
+            "{}: the score {score} is not a finite 32-bit number",
+            at()
+        )));
+    }
+    let prompts = &annotation.prompts;
+    let coords = prompts
+        .points
+        .iter()
+        .flat_map(|p| [p.x, p.y])
+        .chain(prompts.bbox.into_iter().flatten());
+    for v in coords {
+        if !v.is_finite() {
+            return Err(ProjectError::InvalidEdit(format!(
+                "{}: a prompt coordinate ({v}) is not a finite 32-bit number",
+                at()
+            )));
+        }
     }
     Ok(())
 }

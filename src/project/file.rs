@@ -7,34 +7,143 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory is written,
-/// fsynced and renamed over `path`, then the directory is fsynced. A failure at any point
-/// leaves the old file (or none) in place and removes the temporary file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
-    let io = |source: std::io::Error| ProjectError::Io {
+/// Suffix of the temporary files [`write_atomic`] writes, so they are recognisably ours:
+/// `.{NAME, cut to TEMP_NAME_BYTES}.{6 random characters}.pixelrefer.tmp`.
+const TEMP_SUFFIX: &str = ".pixelrefer.tmp";
+
+/// Bytes of the final name kept in a temporary name, so the temporary name stays far below
+/// the usual 255-byte limit whatever the length of the name being written.
+const TEMP_NAME_BYTES: usize = 64;
+
+/// Symbolic links followed before giving up (Linux's own limit is 40).
+const MAX_LINKS: usize = 40;
+
+/// `.{name cut to TEMP_NAME_BYTES at a character boundary}.`
+fn temp_prefix(name: &std::ffi::OsStr) -> String {
+    let name = name.to_string_lossy();
+    let mut end = name.len().min(TEMP_NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}.", &name[..end])
+}
+
+/// The file `path` finally names: symbolic links of its last component followed, one after
+/// another (the target need not exist yet: saving through a dangling link creates it).
+fn link_target(path: &Path) -> Result<PathBuf, ProjectError> {
+    let mut current = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&current).map_err(|source| ProjectError::Io {
+                    path: current.clone(),
+                    source,
+                })?;
+                current = if target.is_absolute() {
+                    target
+                } else {
+                    project_dir(&current).join(target)
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(ProjectError::Io {
         path: path.to_path_buf(),
+        source: std::io::Error::other(format!("more than {MAX_LINKS} symbolic links in a row")),
+    })
+}
+
+/// Whether the open temporary file is still the one its path names (a cleaner may have
+/// removed it between its creation and our lock).
+fn still_at_path(tmp: &tempfile::NamedTempFile) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (
+            std::fs::symlink_metadata(tmp.path()),
+            tmp.as_file().metadata(),
+        ) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tmp.path().exists()
+    }
+}
+
+/// A new temporary file for `name` in `dir`, exclusively locked for as long as it is open,
+/// so [`remove_stale_temp_files`] can tell a live writer's file from a dead one's (the OS
+/// drops the lock when a process dies, however it dies).
+fn create_locked_temp(
+    dir: &Path,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let prefix = temp_prefix(name);
+    for _ in 0..8 {
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(TEMP_SUFFIX)
+            .rand_bytes(6)
+            .tempfile_in(dir)?;
+        match tmp.as_file().try_lock() {
+            Ok(()) => {}
+            // A cleaner holds it and is removing it: take another name.
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            // No locks on this file system: cleaners never remove a file they cannot lock.
+            Err(std::fs::TryLockError::Error(err)) => {
+                log::debug!("no lock on {}: {err}", tmp.path().display());
+                return Ok(tmp);
+            }
+        }
+        if still_at_path(&tmp) {
+            return Ok(tmp);
+        }
+    }
+    Err(std::io::Error::other(
+        "could not create a temporary file next to it",
+    ))
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_atomic_with`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Writes `path` atomically with what `write` writes: a temporary file in the same directory
+/// (`.{NAME}.{random}.pixelrefer.tmp`, at most about 90 bytes long, locked while open) is
+/// written, fsynced and renamed over `path`, then the directory is fsynced. A failure at any
+/// point leaves the old file (or none) in place and removes the temporary file; a process
+/// killed mid-write leaves it behind for [`remove_stale_temp_files`].
+///
+/// When `path` is a symbolic link (or a chain of them) the file it finally names is replaced
+/// and the link kept. The permissions of the replaced file are kept; new files get 0644.
+pub fn write_atomic_with<F>(path: &Path, write: F) -> Result<(), ProjectError>
+where
+    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+{
+    let target = link_target(path)?;
+    let io = |source: std::io::Error| ProjectError::Io {
+        path: target.clone(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
+    let dir = project_dir(&target);
+    let name = target
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.flush().map_err(io)?;
+        .ok_or_else(|| io(std::io::Error::other("the path does not name a file")))?;
+    let mut tmp = create_locked_temp(&dir, name).map_err(io)?;
+    {
+        let mut writer = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut writer).map_err(io)?;
+        writer.flush().map_err(io)?;
+    }
     // Keep the permissions of the file being replaced; new files get the usual 0644.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
+        let mode = std::fs::metadata(&target)
             .map(|m| m.permissions().mode())
             .unwrap_or(0o644);
         tmp.as_file()
@@ -42,7 +151,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
             .map_err(io)?;
     }
     tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
+    tmp.persist(&target).map_err(|e| io(e.error))?;
     #[cfg(unix)]
     {
         // Make the rename itself durable.
@@ -54,6 +163,133 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProjectError> {
             .map_err(|source| ProjectError::Io { path: dir, source })?;
     }
     Ok(())
+}
+
+/// Removes the temporary files that writers of `path` (through its links) killed mid-write
+/// left next to it, and returns how many. A file is removed only when its name is one
+/// [`write_atomic_with`] makes for `path` and its lock can be taken, which the OS allows only
+/// once its writer is gone: a live concurrent writer's file is never touched. Errors are
+/// ignored (a file that cannot be removed is left).
+pub fn remove_stale_temp_files(path: &Path) -> usize {
+    let Ok(target) = link_target(path) else {
+        return 0;
+    };
+    let Some(name) = target.file_name() else {
+        return 0;
+    };
+    let prefix = temp_prefix(name);
+    let Ok(entries) = std::fs::read_dir(project_dir(&target)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(random) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        if random.len() != 6 || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let stale = entry.path();
+        let Ok(file) = std::fs::File::open(&stale) else {
+            continue;
+        };
+        // Removed while holding the lock, so a writer that created the file but has not
+        // locked it yet sees it gone and takes another name.
+        if file.try_lock().is_ok() && std::fs::remove_file(&stale).is_ok() {
+            log::info!("removed {}, left by a killed save", stale.display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Largest project or autosave file read, in bytes (128 MiB). A project stores masks as
+/// compressed RLE, a few hundred bytes per mask: 128 MiB is hours of video with dozens of
+/// objects, and the document it loads into stays under about 4 bytes per file byte (512 MiB).
+pub const MAX_PROJECT_BYTES: u64 = 128 << 20;
+
+/// What a non-regular file is, for the error.
+fn file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some("a FIFO (named pipe)");
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return Some("a device");
+        }
+        if t.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("something other than a file")
+}
+
+/// Reads a whole regular file of at most `limit_bytes` bytes. Refuses a FIFO, a device, a
+/// directory or a socket before reading (so nothing hangs or reads forever), and reads
+/// through `take(limit_bytes + 1)` so a file that grows while read is still bounded.
+pub fn read_bounded(path: &Path, limit_bytes: u64) -> Result<Vec<u8>, ProjectError> {
+    use std::io::Read;
+    let io = |source: std::io::Error| ProjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let check = |meta: &std::fs::Metadata| -> Result<(), ProjectError> {
+        if let Some(what) = file_kind(meta) {
+            return Err(ProjectError::NotAFile {
+                path: path.to_path_buf(),
+                what,
+            });
+        }
+        if meta.len() > limit_bytes {
+            return Err(ProjectError::TooLarge {
+                path: path.to_path_buf(),
+                limit_bytes,
+            });
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(io)?)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    // The path may name something else by now: check what was opened.
+    let meta = file.metadata().map_err(io)?;
+    check(&meta)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit_bytes {
+        return Err(ProjectError::TooLarge {
+            path: path.to_path_buf(),
+            limit_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a JSON file of at most `limit_bytes` bytes ([`read_bounded`]) into a value.
+pub fn read_json_file(path: &Path, limit_bytes: u64) -> Result<Value, ProjectError> {
+    let bytes = read_bounded(path, limit_bytes)?;
+    serde_json::from_slice(&bytes).map_err(|e| ProjectError::Json {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Lexically normalises `path`: removes `.` and folds `..` into the preceding component.
@@ -135,29 +371,66 @@ fn to_json(doc: &Document, path: &Path, relative_media: bool) -> Result<Vec<u8>,
 /// Saves `doc` to `path` atomically ([`write_atomic`]), with the media path stored relative to
 /// the project file's folder when possible. The document itself is not changed.
 pub fn save_project(doc: &Document, path: &Path) -> Result<(), ProjectError> {
+    remove_stale_temp_files(path);
     write_atomic(path, &to_json(doc, path, true)?)
 }
 
-/// Loads a project of any known schema version, migrating it to [`PROJECT_VERSION`], makes the
-/// media path absolute, raises `next_object_id` above every object id, and checks the result
-/// ([`Document::validate`]: unique ids, masks of the item's size, frames inside the item).
+/// Loads a project of any known schema version (the file is read with [`read_bounded`] and
+/// [`MAX_PROJECT_BYTES`]), makes the media path absolute, raises `next_object_id` above every
+/// object id, and checks the result ([`Document::validate`]: sizes, frame counts and fps real
+/// media can have, unique ids, masks of the item's size, frames inside the item, finite
+/// numbers; a `frames` map naming a frame twice is refused while reading). A media path that is
+/// empty, or names a directory for an image or video project (a file for a folder project),
+/// is refused; a missing media file is not an error here (the caller decides).
 pub fn load_project(path: &Path) -> Result<Document, ProjectError> {
-    let bytes = std::fs::read(path).map_err(|source| ProjectError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_bounded(path, MAX_PROJECT_BYTES)?;
     let format = |reason: String| ProjectError::Format {
         path: path.to_path_buf(),
         reason,
     };
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
-    let value = migrate(value).map_err(format)?;
-    let mut doc: Document = serde_json::from_value(value).map_err(|e| format(e.to_string()))?;
+    /// Only the version, read before the rest (other fields are skipped, not stored).
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(default)]
+        version: Option<Value>,
+    }
+    let header: Header = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+    check_version(header.version.as_ref().and_then(Value::as_u64)).map_err(format)?;
+    // Every version so far differs only in how RLE counts are written, and the mask reader
+    // takes both forms: the document is read from the bytes directly, without a
+    // `serde_json::Value` in between (which would take about ten times the file's size and
+    // would keep the last of two equal keys without a word).
+    let mut doc: Document = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+    drop(bytes);
     doc.version = PROJECT_VERSION;
+    if doc.media.path.as_os_str().is_empty() {
+        return Err(format("the media path is empty".into()));
+    }
     if doc.media.path.is_relative() {
         doc.media.path = project_dir(path).join(&doc.media.path);
     }
     doc.media.path = absolute(&doc.media.path);
+    if let Ok(meta) = std::fs::metadata(&doc.media.path) {
+        let media = doc.media.path.display();
+        match (doc.media.kind, meta.is_dir()) {
+            (MediaKind::Folder, false) => {
+                return Err(format(format!(
+                    "its media {media} is a file, but the project is of a folder of images"
+                )));
+            }
+            (MediaKind::Image | MediaKind::Video, true) => {
+                return Err(format(format!(
+                    "its media {media} is a directory, but the project is of one {}",
+                    if doc.media.kind == MediaKind::Image {
+                        "image"
+                    } else {
+                        "video"
+                    }
+                )));
+            }
+            _ => {}
+        }
+    }
     // A counter behind the ids (a hand-edited file) is repaired rather than refused, so ids
     // are still never reused.
     for item in &mut doc.items {
@@ -173,12 +446,9 @@ pub fn load_project(path: &Path) -> Result<Document, ProjectError> {
     Ok(doc)
 }
 
-/// Brings a project file's JSON from its version to [`PROJECT_VERSION`], one version at a time.
-pub fn migrate(mut value: Value) -> Result<Value, String> {
-    let version = value
-        .get("version")
-        .and_then(Value::as_u64)
-        .ok_or("it has no schema \"version\" number")?;
+/// The schema version of a file, if this build reads it.
+fn check_version(version: Option<u64>) -> Result<u32, String> {
+    let version = version.ok_or("it has no schema \"version\" number")?;
     if version == 0 {
         return Err("schema version 0 does not exist".into());
     }
@@ -188,7 +458,12 @@ pub fn migrate(mut value: Value) -> Result<Value, String> {
              reads up to {PROJECT_VERSION})"
         ));
     }
-    let mut v = version as u32;
+    Ok(version as u32)
+}
+
+/// Brings a project file's JSON from its version to [`PROJECT_VERSION`], one version at a time.
+pub fn migrate(mut value: Value) -> Result<Value, String> {
+    let mut v = check_version(value.get("version").and_then(Value::as_u64))?;
     while v < PROJECT_VERSION {
         value = match v {
             1 => migrate_v1_to_v2(value)?,
@@ -315,6 +590,7 @@ pub fn autosave_path(project_path: Option<&Path>, media_path: &Path) -> PathBuf 
 pub fn write_autosave(doc: &Document, path: &Path) -> Result<(), ProjectError> {
     let dir = project_dir(path);
     std::fs::create_dir_all(&dir).map_err(|source| ProjectError::Io { path: dir, source })?;
+    remove_stale_temp_files(path);
     write_atomic(path, &to_json(doc, path, false)?)
 }
 

@@ -16,8 +16,10 @@ pub use export::{
     export_regions, item_name, png_item_dir, qa_turns, regions_json,
 };
 pub use file::{
-    MediaStatus, autosave_path, check_media, check_output_path, discard_autosave, find_recovery, load_project,
-    migrate, relative_path, relink_media, same_file, save_project, write_atomic, write_autosave,
+    MAX_PROJECT_BYTES, MediaStatus, autosave_path, check_media, check_output_path,
+    discard_autosave, find_recovery, load_project, migrate, read_bounded, read_json_file,
+    relative_path, relink_media, remove_stale_temp_files, same_file, save_project, write_atomic,
+    write_atomic_with, write_autosave,
 };
 pub use import::{import_coco, import_project, parse_segmentation, read_coco};
 pub use model::*;
@@ -56,6 +58,30 @@ pub enum ProjectError {
     OutputIsInput {
         /// The output path given.
         out: std::path::PathBuf,
+    },
+    /// A path that names a FIFO, a device, a directory or a socket where a file is read.
+    #[error("{path} is {what}, not a regular file; give the path of a file")]
+    NotAFile {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What it is instead ("a directory", "a FIFO (named pipe)", …).
+        what: &'static str,
+    },
+    /// A file that should hold JSON but does not parse.
+    #[error("{path} is not valid JSON: {reason}")]
+    Json {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The parser's message (with line and column).
+        reason: String,
+    },
+    /// A file larger than the program reads for its kind.
+    #[error("{path} is larger than {} MiB, the most this program reads from such a file", limit_bytes >> 20)]
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The limit in bytes.
+        limit_bytes: u64,
     },
     /// A mask error (size mismatch, bad RLE).
     #[error(transparent)]

@@ -11,6 +11,18 @@ use std::collections::BTreeMap;
 ///   long videos' projects several times smaller.
 pub const PROJECT_VERSION: u32 = 2;
 
+/// Largest width or height of an item, in pixels. The `media` module refuses larger images
+/// (`media::MAX_IMAGE_SIDE`), and 8K video is 7680×4320, so no real media is refused.
+pub const MAX_ITEM_SIDE: u32 = 16_384;
+
+/// Largest area of an item, in pixels (the largest square item): one mask bitmap of it is
+/// 256 MiB, its RGBA frame 1 GiB, which is what `media` allows too (`media::MAX_IMAGE_PIXELS`).
+/// Nothing a project file says can make the program allocate more per mask.
+pub const MAX_ITEM_PIXELS: u64 = 256 << 20;
+
+/// Most frames an item may have: about 155 hours at 30 fps.
+pub const MAX_ITEM_FRAMES: u64 = 1 << 24;
+
 /// Overlay colours handed to new objects, in order; chosen to be distinct on photos.
 pub const PALETTE: [Rgb; 12] = [
     [230, 25, 75],
@@ -127,7 +139,11 @@ impl Item {
 pub type Rgb = [u8; 3];
 
 /// A referred object: a tag for chat, a label, display state and masks per frame.
+///
+/// Reading one refuses a `frames` map that names a frame twice (`"1"` and `"01"` are the same
+/// frame) instead of keeping the last, and keys that are not frame numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ObjectRepr")]
 pub struct Object {
     /// Stable id; the tag is `<object{id}>`.
     pub id: u32,
@@ -187,6 +203,90 @@ impl Object {
     pub fn tag(&self) -> String {
         format!("<object{}>", self.id)
     }
+}
+
+/// [`Object`] as written in the file, with its frames in file order (keys as written), so a
+/// repeated frame can be refused with the object's tag.
+#[derive(Deserialize)]
+struct ObjectRepr {
+    id: u32,
+    #[serde(default)]
+    label: String,
+    color: Rgb,
+    #[serde(default)]
+    hidden: bool,
+    #[serde(default)]
+    locked: bool,
+    #[serde(default)]
+    caption: String,
+    #[serde(default)]
+    frames: FramesRepr,
+}
+
+/// The entries of a `frames` map in file order, duplicates kept.
+#[derive(Default)]
+struct FramesRepr(Vec<(String, FrameAnnotation)>);
+
+impl<'de> Deserialize<'de> for FramesRepr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FramesRepr;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map from frame numbers to annotations")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FramesRepr, A::Error> {
+                let mut out = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, FrameAnnotation>()? {
+                    out.push((key, value));
+                }
+                Ok(FramesRepr(out))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+impl TryFrom<ObjectRepr> for Object {
+    type Error = String;
+
+    fn try_from(repr: ObjectRepr) -> Result<Object, String> {
+        let tag = format!("<object{}>", repr.id);
+        let mut frames: BTreeMap<u64, FrameAnnotation> = BTreeMap::new();
+        let mut keys: BTreeMap<u64, String> = BTreeMap::new();
+        for (key, annotation) in repr.frames.0 {
+            let frame = parse_frame_key(&key)
+                .ok_or_else(|| format!("{tag}: the frame key {key:?} is not a frame number"))?;
+            if let Some(first) = keys.get(&frame) {
+                return Err(format!(
+                    "{tag}: frame {frame} is given twice in \"frames\" (as {first:?} and \
+                     {key:?}); keep one"
+                ));
+            }
+            keys.insert(frame, key);
+            frames.insert(frame, annotation);
+        }
+        Ok(Object {
+            id: repr.id,
+            label: repr.label,
+            color: repr.color,
+            hidden: repr.hidden,
+            locked: repr.locked,
+            caption: repr.caption,
+            frames,
+        })
+    }
+}
+
+/// A frame number written as decimal digits (leading zeros allowed, nothing else).
+fn parse_frame_key(key: &str) -> Option<u64> {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    key.parse().ok()
 }
 
 /// How a mask was made.

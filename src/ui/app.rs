@@ -87,6 +87,22 @@ enum Prompt {
         project_path: PathBuf,
         reason: String,
     },
+    /// Opening or importing a file failed: the sentence the CLI prints, until dismissed.
+    Error {
+        title: &'static str,
+        message: String,
+    },
+}
+
+/// The title of the error dialog for a failed job, for jobs whose failure must not pass as
+/// a toast (the document was not opened or not changed); None for the others.
+fn error_dialog_title(job: &str) -> Option<&'static str> {
+    match job {
+        "open project" | "relink media" => Some("Cannot open the project"),
+        "recover autosave" => Some("Cannot recover the autosave"),
+        "import COCO" => Some("Cannot import the COCO file"),
+        _ => None,
+    }
 }
 
 struct Toast {
@@ -280,6 +296,20 @@ impl StudioApp {
         self.push_toast(ctx, text, true);
     }
 
+    /// Shows an error in a dialog that stays until dismissed (replacing any other question).
+    fn show_error(&mut self, title: &'static str, message: String) {
+        log::warn!("{title}: {message}");
+        self.prompt = Some(Prompt::Error { title, message });
+    }
+
+    /// The message of the error dialog on screen, if one is.
+    pub fn error_dialog(&self) -> Option<&str> {
+        match &self.prompt {
+            Some(Prompt::Error { message, .. }) => Some(message),
+            _ => None,
+        }
+    }
+
     fn push_toast(&mut self, ctx: &egui::Context, text: String, error: bool) {
         let now = ctx.input(|i| i.time);
         self.toasts.retain(|t| t.text != text);
@@ -426,7 +456,10 @@ impl StudioApp {
                         self.saving = false;
                         self.close_confirmed = false;
                     }
-                    self.report(ctx, format!("{} failed: {err}", message.name));
+                    match error_dialog_title(&message.name) {
+                        Some(title) => self.show_error(title, err.to_string()),
+                        None => self.report(ctx, format!("{} failed: {err}", message.name)),
+                    }
                 }
             }
         }
@@ -482,6 +515,15 @@ impl StudioApp {
                 });
             }
             JobOutput::Recovered(doc) => {
+                if let Some(state) = &self.state
+                    && let Err(reason) = same_items(&state.doc, &doc)
+                {
+                    self.show_error(
+                        "Cannot recover the autosave",
+                        format!("The autosave does not fit the open media: {reason}."),
+                    );
+                    return;
+                }
                 if let Some(state) = &mut self.state {
                     let project_path = state.project_path.clone();
                     let mut recovered = AppState::new(*doc);
@@ -510,7 +552,7 @@ impl StudioApp {
                 if let Some(state) = &mut self.state {
                     match state.apply(*edit) {
                         Ok(()) => self.notify(ctx, "Imported the COCO annotations."),
-                        Err(err) => self.report(ctx, format!("Import failed: {err}")),
+                        Err(err) => self.show_error("Cannot import the COCO file", err.to_string()),
                     }
                 }
             }
@@ -1054,6 +1096,13 @@ impl StudioApp {
                     }
                 });
             }
+            Prompt::Error { title, message } => {
+                ui.heading(*title);
+                ui.label(message);
+                if ui.button("OK").clicked() {
+                    choice = Choice::Cancel;
+                }
+            }
             Prompt::Relink { reason, doc, .. } => {
                 ui.heading("Media not found");
                 ui.label(reason);
@@ -1258,6 +1307,8 @@ fn open_project(path: &Path) -> Result<JobOutput, String> {
 
 fn open_loaded_project(doc: Document, project_path: PathBuf) -> Result<JobOutput, String> {
     let source = crate::media::open(&doc.media.path).map_err(|e| e.to_string())?;
+    // Masks of another size or frame count than the media would be drawn wrong: refuse.
+    crate::jobs::compare_with_media(&doc, &source, &project_path).map_err(|e| e.to_string())?;
     let recovery = doc_api::find_recovery(Some(&project_path), &doc.media.path);
     Ok(JobOutput::Opened(Box::new(Opened {
         doc,
@@ -1265,4 +1316,26 @@ fn open_loaded_project(doc: Document, project_path: PathBuf) -> Result<JobOutput
         source,
         recovery,
     })))
+}
+
+/// Whether a recovered document has the same items (file, size, frames) as the open one.
+fn same_items(open: &Document, recovered: &Document) -> Result<(), String> {
+    if open.items.len() != recovered.items.len() {
+        return Err(format!(
+            "it has {} items, the media {}",
+            recovered.items.len(),
+            open.items.len()
+        ));
+    }
+    for (i, (a, b)) in open.items.iter().zip(&recovered.items).enumerate() {
+        if (&a.file, a.width, a.height, a.frame_count)
+            != (&b.file, b.width, b.height, b.frame_count)
+        {
+            return Err(format!(
+                "item {i} is {}x{} with {} frames in it but {}x{} with {} frames in the media",
+                b.width, b.height, b.frame_count, a.width, a.height, a.frame_count
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,264 @@
+//! Does a loaded project fit its media? The `project` module may not read media (DESIGN.md §3),
+//! so the comparison of a project with the media it names lives here: kind, number of items,
+//! each item's file name, width and height, and frame count.
+
+use crate::media::{MediaError, MediaSource, SourceKind};
+use crate::project::{Document, Item, MediaKind};
+use std::path::{Path, PathBuf};
+
+/// Why a project and its media do not go together.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectMediaError {
+    /// The media file or folder is not there.
+    #[error("{project}: its media {media} does not exist")]
+    Missing {
+        /// The project file.
+        project: PathBuf,
+        /// The media path it names.
+        media: PathBuf,
+    },
+    /// The media is there but cannot be opened (empty, damaged, unsupported).
+    #[error("{project}: its media cannot be opened: {source}")]
+    Unreadable {
+        /// The project file.
+        project: PathBuf,
+        /// The media error.
+        source: MediaError,
+    },
+    /// The media is not what the project describes.
+    #[error("{project} does not fit its media {media}: {reason}")]
+    Mismatch {
+        /// The project file.
+        project: PathBuf,
+        /// The media path.
+        media: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+}
+
+/// Opens the media of `doc` (loaded from `project`) and compares it with the project
+/// ([`compare_with_media`]). A missing media path is [`ProjectMediaError::Missing`], so a
+/// caller that does not need the media (export) can warn and carry on.
+pub fn check_project_media(doc: &Document, project: &Path) -> Result<(), ProjectMediaError> {
+    let media = &doc.media.path;
+    if let Err(err) = std::fs::metadata(media)
+        && err.kind() == std::io::ErrorKind::NotFound
+    {
+        return Err(ProjectMediaError::Missing {
+            project: project.to_path_buf(),
+            media: media.clone(),
+        });
+    }
+    let source = crate::media::open(media).map_err(|source| ProjectMediaError::Unreadable {
+        project: project.to_path_buf(),
+        source,
+    })?;
+    compare_with_media(doc, &source, project)
+}
+
+/// Compares `doc` (loaded from `project`) with its opened media: the kind, the number of
+/// items, each item's file name (folders), width, height and frame count. A folder tracked as
+/// one sequence (one item without a file name) has a frame per image, each of the item's size.
+pub fn compare_with_media(
+    doc: &Document,
+    source: &MediaSource,
+    project: &Path,
+) -> Result<(), ProjectMediaError> {
+    let mismatch = |reason: String| ProjectMediaError::Mismatch {
+        project: project.to_path_buf(),
+        media: doc.media.path.clone(),
+        reason,
+    };
+    let unreadable = |source: MediaError| ProjectMediaError::Unreadable {
+        project: project.to_path_buf(),
+        source,
+    };
+    let kind = match source.kind() {
+        SourceKind::Image => MediaKind::Image,
+        SourceKind::Video => MediaKind::Video,
+        SourceKind::Folder => MediaKind::Folder,
+    };
+    if kind != doc.media.kind {
+        return Err(mismatch(format!(
+            "the project is of {} but the media is {}",
+            kind_name(doc.media.kind),
+            kind_name(kind)
+        )));
+    }
+    let sequence = kind == MediaKind::Folder
+        && doc.items.len() == 1
+        && doc.items.first().is_some_and(|i| i.file.is_none());
+    if sequence {
+        let item = &doc.items[0];
+        let count = source.item_count() as u64;
+        if item.frame_count != count {
+            return Err(mismatch(format!(
+                "the project has {} frames but the folder has {count} images",
+                item.frame_count
+            )));
+        }
+        for index in 0..source.item_count() {
+            let info = source.item_info(index).map_err(unreadable)?;
+            check_size(item, 0, info.width, info.height)
+                .map_err(|reason| mismatch(format!("{reason} (image {})", info.name)))?;
+        }
+        return Ok(());
+    }
+    if doc.items.len() != source.item_count() {
+        return Err(mismatch(format!(
+            "the project has {} items but the media has {}",
+            doc.items.len(),
+            source.item_count()
+        )));
+    }
+    for (index, item) in doc.items.iter().enumerate() {
+        let info = source.item_info(index).map_err(unreadable)?;
+        if let Some(file) = &item.file
+            && *file != info.name
+        {
+            return Err(mismatch(format!(
+                "item {index} is {file} in the project but {} in the folder",
+                info.name
+            )));
+        }
+        check_size(item, index, info.width, info.height).map_err(mismatch)?;
+        if item.frame_count != info.frame_count {
+            return Err(mismatch(format!(
+                "item {index} has {} frames in the project but {} in the media",
+                item.frame_count, info.frame_count
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_size(item: &Item, index: usize, width: u32, height: u32) -> Result<(), String> {
+    if (item.width, item.height) != (width, height) {
+        return Err(format!(
+            "item {index} is {}x{} in the project but {width}x{height} in the media (w x h)",
+            item.width, item.height
+        ));
+    }
+    Ok(())
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Image => "an image",
+        MediaKind::Video => "a video",
+        MediaKind::Folder => "a folder of images",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::project::MediaRef;
+
+    fn write_png(path: &Path, w: u32, h: u32) {
+        image::RgbImage::from_pixel(w, h, image::Rgb([9, 9, 9]))
+            .save(path)
+            .unwrap();
+    }
+
+    fn doc_for(path: &Path, kind: MediaKind, items: Vec<Item>) -> Document {
+        let media = MediaRef {
+            kind,
+            path: path.to_path_buf(),
+            fingerprint: None,
+        };
+        Document::new(media, items)
+    }
+
+    #[test]
+    fn an_item_size_that_differs_from_the_image_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("a.png");
+        write_png(&png, 6, 4);
+        let project = dir.path().join("p.prj.json");
+        let good = doc_for(&png, MediaKind::Image, vec![Item::new(None, 6, 4, 1, 0.0)]);
+        check_project_media(&good, &project).unwrap();
+        let bad = doc_for(&png, MediaKind::Image, vec![Item::new(None, 4, 6, 1, 0.0)]);
+        let err = check_project_media(&bad, &project).unwrap_err().to_string();
+        assert!(
+            err.contains("item 0 is 4x6 in the project but 6x4 in the media"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_wrong_kind_and_other_folders_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("p.prj.json");
+        let gone = doc_for(
+            &dir.path().join("gone.png"),
+            MediaKind::Image,
+            vec![Item::new(None, 6, 4, 1, 0.0)],
+        );
+        assert!(matches!(
+            check_project_media(&gone, &project),
+            Err(ProjectMediaError::Missing { .. })
+        ));
+        let empty = dir.path().join("empty.mp4");
+        std::fs::write(&empty, b"").unwrap();
+        let empty_doc = doc_for(
+            &empty,
+            MediaKind::Video,
+            vec![Item::new(None, 6, 4, 3, 5.0)],
+        );
+        assert!(matches!(
+            check_project_media(&empty_doc, &project),
+            Err(ProjectMediaError::Unreadable { .. })
+        ));
+
+        let folder = dir.path().join("frames");
+        std::fs::create_dir(&folder).unwrap();
+        write_png(&folder.join("a.png"), 6, 4);
+        write_png(&folder.join("b.png"), 6, 4);
+        let as_video = doc_for(
+            &folder,
+            MediaKind::Video,
+            vec![Item::new(None, 6, 4, 2, 5.0)],
+        );
+        let err = check_project_media(&as_video, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is of a video but the media is a folder"),
+            "{err}"
+        );
+        let items = vec![
+            Item::new(Some("a.png".into()), 6, 4, 1, 0.0),
+            Item::new(Some("c.png".into()), 6, 4, 1, 0.0),
+        ];
+        let renamed = doc_for(&folder, MediaKind::Folder, items);
+        let err = check_project_media(&renamed, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("item 1 is c.png in the project but b.png"),
+            "{err}"
+        );
+        let sequence = doc_for(
+            &folder,
+            MediaKind::Folder,
+            vec![Item::new(None, 6, 4, 2, 5.0)],
+        );
+        check_project_media(&sequence, &project).unwrap();
+        let longer = doc_for(
+            &folder,
+            MediaKind::Folder,
+            vec![Item::new(None, 6, 4, 3, 5.0)],
+        );
+        let err = check_project_media(&longer, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 frames but the folder has 2 images"),
+            "{err}"
+        );
+    }
+}
