@@ -31,7 +31,10 @@ fn measure<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let out = f();
     let secs = started.elapsed().as_secs_f64();
     let peak = status_kib("VmHWM:").saturating_sub(before);
-    println!("{what:<48} {secs:>9.2} s {:>9.1} MiB peak above start", peak as f64 / 1024.0);
+    println!(
+        "{what:<48} {secs:>9.2} s {:>9.1} MiB peak above start",
+        peak as f64 / 1024.0
+    );
     out
 }
 
@@ -107,7 +110,11 @@ fn main() {
     let pngs = env_count("EXPORT_BENCH_PNGS", 20_000);
     let polygons = env_count("EXPORT_BENCH_POLYGONS", 320_000);
     let tmp = tempfile::tempdir().unwrap();
-    println!("export bench ({} in {})", env!("CARGO_PKG_VERSION"), tmp.path().display());
+    println!(
+        "export bench ({} in {})",
+        env!("CARGO_PKG_VERSION"),
+        tmp.path().display()
+    );
 
     let doc = measure(&format!("build a project of {objects} objects"), || {
         project(objects)
@@ -129,13 +136,19 @@ fn main() {
 
     let small = project(pngs);
     let written = measure(&format!("PNG export, {pngs} objects (files)"), || {
-        project::export_pngs(&small, &tmp.path().join("png")).unwrap().len()
+        project::export_pngs(&small, &tmp.path().join("png"))
+            .unwrap()
+            .len()
     });
     assert_eq!(written, pngs);
     drop(small);
 
     let coco_path = tmp.path().join("polygons.json");
-    std::fs::write(&coco_path, serde_json::to_vec(&coco_of_polygons(polygons)).unwrap()).unwrap();
+    std::fs::write(
+        &coco_path,
+        serde_json::to_vec(&coco_of_polygons(polygons)).unwrap(),
+    )
+    .unwrap();
     println!(
         "  (COCO file of {polygons} polygons: {:.1} MiB)",
         std::fs::metadata(&coco_path).unwrap().len() as f64 / 1048576.0

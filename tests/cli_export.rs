@@ -21,7 +21,9 @@ fn export(project: &Path, format: &str, out: &Path) -> std::process::Output {
 }
 
 fn write_image(path: &Path, w: u32, h: u32) {
-    image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 20 + y) as u8])).save(path).unwrap();
+    image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 20 + y) as u8]))
+        .save(path)
+        .unwrap();
 }
 
 /// An object whose mask on frame 0 is the single pixel (x, y).
@@ -97,8 +99,16 @@ fn export_never_writes_over_the_project_or_its_media() {
     for (format, out) in cases {
         let what = format!("{format} --out {}", out.display());
         assert_refused(&export(&prj, format, &out), &what);
-        assert_eq!(std::fs::read(&prj).unwrap(), prj_bytes, "{what}: the project changed");
-        assert_eq!(std::fs::read(&media).unwrap(), media_bytes, "{what}: the media changed");
+        assert_eq!(
+            std::fs::read(&prj).unwrap(),
+            prj_bytes,
+            "{what}: the project changed"
+        );
+        assert_eq!(
+            std::fs::read(&media).unwrap(),
+            media_bytes,
+            "{what}: the media changed"
+        );
     }
     // Nothing but the inputs (and the empty sub folder) is in the folder.
     assert_eq!(files_under(dir), vec![prj, media]);
@@ -152,7 +162,11 @@ fn png_export_gives_colliding_file_names_their_own_folders() {
     save(&doc, &prj);
     let out_dir = tmp.path().join("masks");
     let out = export(&prj, "png", &out_dir);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("(3 masks)"), "{stdout}");
     let files = files_under(&out_dir);
@@ -168,7 +182,10 @@ fn png_export_gives_colliding_file_names_their_own_folders() {
         .collect();
     pixels.sort_unstable();
     assert_eq!(pixels, vec![0, 1, 2]);
-    assert!(out_dir.join("x_1.png/object0/000000.png").exists(), "{files:?}");
+    assert!(
+        out_dir.join("x_1.png/object0/000000.png").exists(),
+        "{files:?}"
+    );
 }
 
 #[test]
@@ -206,5 +223,9 @@ fn png_export_of_an_item_that_cannot_be_a_png_writes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(files_under(&out_dir).is_empty(), "{:?}", files_under(&out_dir));
+    assert!(
+        files_under(&out_dir).is_empty(),
+        "{:?}",
+        files_under(&out_dir)
+    );
 }

@@ -117,20 +117,32 @@ fn exports_hold_no_full_bitmap_and_no_whole_document() {
         count = project::write_pngs(&big, &dir, &[], |_| {}).unwrap();
     });
     assert_eq!(count, 1);
-    assert!(peak < limit, "PNG export of a 4000x4000 mask peaked at {peak} bytes");
+    assert!(
+        peak < limit,
+        "PNG export of a 4000x4000 mask peaked at {peak} bytes"
+    );
     let png = dir.join("big/object0/000000.png");
     let back = pixelrefer_studio::mask::Mask::from_png(&png, 127).unwrap();
-    assert_eq!(Rle::from_mask(&back), big.items[0].objects[0].frames[&0].mask.clone().unwrap());
+    assert_eq!(
+        Rle::from_mask(&back),
+        big.items[0].objects[0].frames[&0].mask.clone().unwrap()
+    );
 
     // 20 000 objects: a JSON tree of them is tens of MB; the streamed files are written
     // through a 1 MiB buffer.
     let many = image_doc(64, 48, 20_000);
     let regions = tmp.path().join("r.json");
     let peak = peak_during(|| project::export_regions(&many, &regions).unwrap());
-    assert!(peak < limit, "regions export of 20000 objects peaked at {peak} bytes");
+    assert!(
+        peak < limit,
+        "regions export of 20000 objects peaked at {peak} bytes"
+    );
     let coco = tmp.path().join("c.json");
     let peak = peak_during(|| project::export_coco(&many, &coco).unwrap());
-    assert!(peak < limit, "COCO export of 20000 objects peaked at {peak} bytes");
+    assert!(
+        peak < limit,
+        "COCO export of 20000 objects peaked at {peak} bytes"
+    );
     let size = std::fs::metadata(&regions).unwrap().len();
     assert!(size > 5_000_000, "the regions file is {size} bytes");
 }

@@ -142,8 +142,11 @@ fn import_never_writes_over_the_media_or_the_coco_file() {
     std::fs::create_dir(&pics).unwrap();
     std::fs::copy(&media, pics.join("a.png")).unwrap();
     let before = |p: &Path| std::fs::read(p).unwrap();
-    let (media_bytes, coco_bytes, a_bytes) =
-        (before(&media), before(&coco_path), before(&pics.join("a.png")));
+    let (media_bytes, coco_bytes, a_bytes) = (
+        before(&media),
+        before(&coco_path),
+        before(&pics.join("a.png")),
+    );
     let cases = [
         (media.clone(), media.clone()),
         (media.clone(), coco_path.clone()),
@@ -152,7 +155,11 @@ fn import_never_writes_over_the_media_or_the_coco_file() {
         (pics.clone(), pics.clone()),
     ];
     for (source, out) in cases {
-        let what = format!("import --media {} --out {}", source.display(), out.display());
+        let what = format!(
+            "import --media {} --out {}",
+            source.display(),
+            out.display()
+        );
         let output = run_import(&source, &coco_path, &out);
         assert!(!output.status.success(), "{what}: it succeeded");
         let err = String::from_utf8_lossy(&output.stderr);
@@ -175,7 +182,11 @@ fn import_reads_no_fifo_or_device_as_coco() {
         let out = run_import(&demo_image(), coco, &tmp.path().join("p.prj.json"));
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not a regular file"), "{}: {err}", coco.display());
+        assert!(
+            err.contains("not a regular file"),
+            "{}: {err}",
+            coco.display()
+        );
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use pixelrefer_studio::mask::{Mask, Rle};
-use pixelrefer_studio::project::{Document, Item, MediaKind, MediaRef, import_coco, import_project};
+use pixelrefer_studio::project::{
+    Document, Item, MediaKind, MediaRef, import_coco, import_project,
+};
 use serde_json::{Value, json};
 
 fn doc(kind: MediaKind) -> Document {
@@ -34,16 +36,36 @@ fn one_image() -> Value {
 fn malformed_annotations_are_refused_with_their_id() {
     let full = Rle::from_mask(&Mask::from_raw(16, 12, vec![1; 192]).unwrap());
     let cases: Vec<(&str, Value, Value, &str)> = vec![
-        ("1 point", one_image(), json!({"segmentation": [[3, 3]]}), "at least 3 points"),
-        ("2 points", one_image(), json!({"segmentation": [[3, 3, 8, 8]]}), "at least 3 points"),
-        ("2.5 points", one_image(), json!({"segmentation": [[3, 3, 8, 8, 9]]}), "at least 3 points"),
+        (
+            "1 point",
+            one_image(),
+            json!({"segmentation": [[3, 3]]}),
+            "at least 3 points",
+        ),
+        (
+            "2 points",
+            one_image(),
+            json!({"segmentation": [[3, 3, 8, 8]]}),
+            "at least 3 points",
+        ),
+        (
+            "2.5 points",
+            one_image(),
+            json!({"segmentation": [[3, 3, 8, 8, 9]]}),
+            "at least 3 points",
+        ),
         (
             "an empty inner list",
             one_image(),
             json!({"segmentation": [[1, 1, 6, 1, 6, 5], []]}),
             "at least 3 points",
         ),
-        ("an empty segmentation", one_image(), json!({"segmentation": []}), "empty"),
+        (
+            "an empty segmentation",
+            one_image(),
+            json!({"segmentation": []}),
+            "empty",
+        ),
         (
             "a polygon outside the image",
             one_image(),
@@ -123,9 +145,15 @@ fn malformed_annotations_are_refused_with_their_id() {
         obj.entry("image_id").or_insert(json!(1));
         obj.insert("category_id".into(), json!(1));
         let coco = coco_with(images, ann);
-        let err = import_coco(&doc(MediaKind::Video), &coco).map(|_| ()).unwrap_err().to_string();
+        let err = import_coco(&doc(MediaKind::Video), &coco)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("annotation 77"), "{what}: {err}");
-        assert!(err.contains(needle), "{what}: {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "{what}: {err:?} should mention {needle:?}"
+        );
         assert!(!err.contains('\n'), "{what}: {err}");
     }
     a_slightly_overhanging_bbox_and_polygon_are_accepted();
@@ -137,8 +165,14 @@ fn two_images_with_one_id_are_refused() {
         {"id": 1, "file_name": "f_000.jpg"},
         {"id": 1, "file_name": "f_005.jpg"}
     ]);
-    let coco = coco_with(images, json!({"id": 2, "image_id": 1, "segmentation": [[1, 1, 6, 1, 6, 5]]}));
-    let err = import_coco(&doc(MediaKind::Video), &coco).map(|_| ()).unwrap_err().to_string();
+    let coco = coco_with(
+        images,
+        json!({"id": 2, "image_id": 1, "segmentation": [[1, 1, 6, 1, 6, 5]]}),
+    );
+    let err = import_coco(&doc(MediaKind::Video), &coco)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("share the id 1"), "{err}");
 }
 
@@ -183,7 +217,11 @@ fn a_slightly_overhanging_bbox_and_polygon_are_accepted() {
     let mut d = doc(MediaKind::Video);
     d.apply(import_coco(&d, &coco).unwrap()).unwrap();
     let mask = d.items[0].objects[1].frames[&0].mask.as_ref().unwrap();
-    let expected = Rle::from_polygons(&[vec![-4.0, -4.0, 30.0, -4.0, 30.0, 30.0, -4.0, 30.0]], 12, 16);
+    let expected = Rle::from_polygons(
+        &[vec![-4.0, -4.0, 30.0, -4.0, 30.0, 30.0, -4.0, 30.0]],
+        12,
+        16,
+    );
     assert_eq!(mask, &expected.unwrap());
     assert!(mask.area() > 150, "{}", mask.area());
 }
@@ -217,4 +255,3 @@ fn polygons_of_one_annotation_and_one_track_merge_as_pycocotools_does() {
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].frames[&0].mask.as_ref().unwrap(), &expected);
 }
-

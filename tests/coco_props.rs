@@ -21,10 +21,17 @@ fn doc_strategy() -> impl Strategy<Value = Document> {
         Just(MediaKind::Folder)
     ];
     (kind, 1u32..10, 1u32..8).prop_flat_map(|(kind, w, h)| {
-        let items = if kind == MediaKind::Folder { 1..4usize } else { 1..2usize };
+        let items = if kind == MediaKind::Folder {
+            1..4usize
+        } else {
+            1..2usize
+        };
         let frames = if kind == MediaKind::Video { 4u64 } else { 1 };
         let object = proptest::collection::vec(
-            (0..frames, proptest::collection::vec(any::<bool>(), (w * h) as usize)),
+            (
+                0..frames,
+                proptest::collection::vec(any::<bool>(), (w * h) as usize),
+            ),
             0..3,
         );
         let item = proptest::collection::vec(object, 0..4);

@@ -17,6 +17,9 @@ pub struct RleRows<'a> {
     /// Per column: the index of the run holding the column's next pixel, and where (in
     /// column-major pixel positions) that run ends.
     cursors: Vec<(usize, u64)>,
+    /// Columns and rows that may hold set pixels (inclusive), None for an empty mask: rows and
+    /// columns outside are written as zeros without looking at the runs.
+    span: Option<(usize, usize, u64, u64)>,
     y: u64,
 }
 
@@ -40,10 +43,19 @@ impl<'a> RleRows<'a> {
                 cursors.push((run, end));
             }
         }
+        let span = rle.bbox().map(|b| {
+            (
+                b.x as usize,
+                (b.x + b.w - 1) as usize,
+                b.y as u64,
+                (b.y + b.h - 1) as u64,
+            )
+        });
         Ok(RleRows {
             counts,
             height,
             cursors,
+            span,
             y: 0,
         })
     }
@@ -60,8 +72,21 @@ impl<'a> RleRows<'a> {
             return false;
         }
         let (h, y) = (self.height, self.y);
-        for (x, (cursor, px)) in self.cursors.iter_mut().zip(row.iter_mut()).enumerate() {
-            let pos = x as u64 * h + y;
+        self.y += 1;
+        let width = self.cursors.len().min(row.len());
+        let row = &mut row[..width];
+        let Some((x0, x1, _, _)) = self.span.filter(|s| s.2 <= y && y <= s.3 && s.1 < width) else {
+            row.fill(0);
+            return true;
+        };
+        row[..x0].fill(0);
+        row[x1 + 1..].fill(0);
+        for (x, (cursor, px)) in self.cursors[x0..=x1]
+            .iter_mut()
+            .zip(row[x0..=x1].iter_mut())
+            .enumerate()
+        {
+            let pos = (x0 + x) as u64 * h + y;
             let (mut run, mut end) = *cursor;
             while end <= pos && run + 1 < self.counts.len() {
                 run += 1;
@@ -70,7 +95,6 @@ impl<'a> RleRows<'a> {
             *cursor = (run, end);
             *px = if run % 2 == 1 { on } else { 0 };
         }
-        self.y += 1;
         true
     }
 }
@@ -206,9 +230,8 @@ impl Rle {
                 "cannot write a {w}x{h} mask as PNG (each side must be 1 to {MAX_PNG_SIDE} pixels)"
             )));
         }
-        let image = |e: &dyn std::fmt::Display| {
-            MaskError::Image(format!("cannot encode a PNG mask: {e}"))
-        };
+        let image =
+            |e: &dyn std::fmt::Display| MaskError::Image(format!("cannot encode a PNG mask: {e}"));
         let mut rows = RleRows::new(self)?;
         let mut encoder = png::Encoder::new(out, w, h);
         encoder.set_color(png::ColorType::Grayscale);

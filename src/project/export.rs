@@ -494,14 +494,11 @@ impl Serialize for Coco<'_> {
         st.serialize_field(
             "categories",
             &Seq(|| {
-                categories
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| CategoryOut {
-                        id: i + 1,
-                        name,
-                        supercategory: "",
-                    })
+                categories.iter().enumerate().map(|(i, name)| CategoryOut {
+                    id: i + 1,
+                    name,
+                    supercategory: "",
+                })
             }),
         )?;
         let images = self.images.borrow();
@@ -644,7 +641,11 @@ fn resolve(path: &Path) -> PathBuf {
 
 /// Refuses a PNG export into `out_dir` that would write over (or into) one of `inputs`: the
 /// folder itself, or an item folder of the export, naming an input or holding one.
-fn check_png_outputs(out_dir: &Path, dirs: &[String], inputs: &[&Path]) -> Result<(), ProjectError> {
+fn check_png_outputs(
+    out_dir: &Path,
+    dirs: &[String],
+    inputs: &[&Path],
+) -> Result<(), ProjectError> {
     let root = resolve(out_dir);
     let names: HashSet<String> = dirs.iter().map(|d| d.to_lowercase()).collect();
     for input in inputs {
@@ -850,7 +851,11 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let objects: Vec<Value> = item.objects.iter().map(|o| old_object_json(item, o)).collect();
+                let objects: Vec<Value> = item
+                    .objects
+                    .iter()
+                    .map(|o| old_object_json(item, o))
+                    .collect();
                 json!({
                     "index": i,
                     "file": item_name(doc, i),
@@ -989,7 +994,6 @@ mod tests {
         })
     }
 
-
     fn sample(kind: MediaKind) -> Document {
         let media = MediaRef {
             kind,
@@ -1021,7 +1025,8 @@ mod tests {
                     a.score = [None, Some(0.9f32), Some(f32::NAN)][(id as usize + 1) % 3];
                     o.frames.insert(frame, a);
                 }
-                let mut prompts_only = FrameAnnotation::from_mask(Rle::empty(7, 9), MaskSource::Painted);
+                let mut prompts_only =
+                    FrameAnnotation::from_mask(Rle::empty(7, 9), MaskSource::Painted);
                 prompts_only.mask = None;
                 if item.frame_count > 1 {
                     o.frames.insert(1, prompts_only);
@@ -1087,7 +1092,15 @@ mod tests {
             path: "/data/photos".into(),
             fingerprint: None,
         };
-        let names = ["x:1.jpg", "x_1.jpg", "X_1.JPG", "x?1.jpg", "x_1.jpg~0", "..", ""];
+        let names = [
+            "x:1.jpg",
+            "x_1.jpg",
+            "X_1.JPG",
+            "x?1.jpg",
+            "x_1.jpg~0",
+            "..",
+            "",
+        ];
         let items = names
             .iter()
             .map(|n| Item::new(Some(n.to_string()), 4, 4, 1, 0.0))

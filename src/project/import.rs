@@ -86,9 +86,9 @@ pub fn check_import_output(
         };
         // Only an output inside the media folder can name one of its images.
         let inside = super::file::same_file(parent, &media.path)
-            || items.iter().any(|i| {
-                i.file.as_deref().is_some_and(|f| f.contains(['/', '\\']))
-            });
+            || items
+                .iter()
+                .any(|i| i.file.as_deref().is_some_and(|f| f.contains(['/', '\\'])));
         if inside {
             for file in items.iter().filter_map(|i| i.file.as_deref()) {
                 super::file::check_output_path(out, &[&media.path.join(file)])?;
@@ -285,11 +285,13 @@ pub fn parse_segmentation(seg: &Value, height: u32, width: u32) -> Result<Rle, S
                     ));
                 }
                 let rle = Rle::from_polygon(poly, height, width).map_err(|e| e.to_string())?;
-                merged = Some(match merged {
-                    None => rle.canonical(),
-                    Some(m) => m.union_rle(&rle),
-                }
-                .map_err(|e| e.to_string())?);
+                merged = Some(
+                    match merged {
+                        None => rle.canonical(),
+                        Some(m) => m.union_rle(&rle),
+                    }
+                    .map_err(|e| e.to_string())?,
+                );
             }
             merged.ok_or_else(|| "the segmentation has no polygon".into())
         }
@@ -308,7 +310,9 @@ fn check_bbox(ann: &Value, width: u32, height: u32) -> Result<(), String> {
         .filter(|a| a.len() == 4)
         .and_then(|a| a.iter().map(Value::as_f64).collect());
     let Some([x, y, w, h]) = nums.and_then(|n| <[f64; 4]>::try_from(n).ok()) else {
-        return Err(format!("its bbox {b} is not four numbers [x, y, width, height]"));
+        return Err(format!(
+            "its bbox {b} is not four numbers [x, y, width, height]"
+        ));
     };
     let (iw, ih) = (width as f64, height as f64);
     let inside = w >= 0.0
@@ -318,7 +322,9 @@ fn check_bbox(ann: &Value, width: u32, height: u32) -> Result<(), String> {
         && x + w <= iw + BBOX_SLACK
         && y + h <= ih + BBOX_SLACK;
     if !inside {
-        return Err(format!("its bbox {b} lies outside the {width}x{height} image"));
+        return Err(format!(
+            "its bbox {b} lies outside the {width}x{height} image"
+        ));
     }
     Ok(())
 }
@@ -490,9 +496,9 @@ fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>
             object.frames.insert(frame, a);
         }
         objects.push((p.item, object));
-        *id = id.checked_add(1).ok_or_else(|| {
-            err(format!("item {} has run out of object ids", p.item))
-        })?;
+        *id = id
+            .checked_add(1)
+            .ok_or_else(|| err(format!("item {} has run out of object ids", p.item)))?;
         *colour += 1;
     }
     Ok(objects)
