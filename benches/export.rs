@@ -4,7 +4,10 @@
 //! `cargo bench --bench export` (or, without a release build of the dependencies,
 //! `cargo test --locked --bench export`). `EXPORT_BENCH_OBJECTS` (default 100000),
 //! `EXPORT_BENCH_PNGS` (default 20000) and `EXPORT_BENCH_POLYGONS` (default 320000) set the
-//! sizes. Uses only the long-standing public API, so the same file measures older commits.
+//! sizes; `EXPORT_BENCH_STEPS` (a comma list of `regions,coco,png,import`, default all) picks
+//! the steps: run one per process for a fair peak RSS, since freed heap is not always handed
+//! back to the system between steps. Uses only the long-standing public API, so the same file
+//! measures older commits.
 //! Peak RSS is `VmHWM` after resetting it (Linux), above the RSS before the step.
 #![allow(clippy::unwrap_used)]
 
@@ -105,6 +108,10 @@ fn coco_of_polygons(n: usize) -> serde_json::Value {
     })
 }
 
+fn step(name: &str) -> bool {
+    std::env::var("EXPORT_BENCH_STEPS").map_or(true, |s| s.split(',').any(|x| x.trim() == name))
+}
+
 fn main() {
     let objects = env_count("EXPORT_BENCH_OBJECTS", 100_000);
     let pngs = env_count("EXPORT_BENCH_PNGS", 20_000);
@@ -119,31 +126,43 @@ fn main() {
     let doc = measure(&format!("build a project of {objects} objects"), || {
         project(objects)
     });
-    let regions = tmp.path().join("bench.regions.json");
-    measure(&format!("regions export, {objects} objects"), || {
-        project::export_regions(&doc, &regions).unwrap()
-    });
-    let coco = tmp.path().join("bench.instances.json");
-    measure(&format!("COCO export, {objects} objects"), || {
-        project::export_coco(&doc, &coco).unwrap()
-    });
-    println!(
-        "  (regions file {:.1} MiB, COCO file {:.1} MiB)",
-        std::fs::metadata(&regions).unwrap().len() as f64 / 1048576.0,
-        std::fs::metadata(&coco).unwrap().len() as f64 / 1048576.0
-    );
+    if step("regions") {
+        let regions = tmp.path().join("bench.regions.json");
+        measure(&format!("regions export, {objects} objects"), || {
+            project::export_regions(&doc, &regions).unwrap()
+        });
+        let mib = std::fs::metadata(&regions).unwrap().len() as f64 / 1048576.0;
+        println!("  (regions file {mib:.1} MiB)");
+    }
+    if step("coco") {
+        let coco = tmp.path().join("bench.instances.json");
+        measure(&format!("COCO export, {objects} objects"), || {
+            project::export_coco(&doc, &coco).unwrap()
+        });
+        let mib = std::fs::metadata(&coco).unwrap().len() as f64 / 1048576.0;
+        println!("  (COCO file {mib:.1} MiB)");
+    }
     drop(doc);
+    if step("png") {
+        png_step(pngs, tmp.path());
+    }
+    if step("import") {
+        import_step(polygons, tmp.path());
+    }
+}
 
+fn png_step(pngs: usize, dir: &std::path::Path) {
     let small = project(pngs);
     let written = measure(&format!("PNG export, {pngs} objects (files)"), || {
-        project::export_pngs(&small, &tmp.path().join("png"))
+        project::export_pngs(&small, &dir.join("png"))
             .unwrap()
             .len()
     });
     assert_eq!(written, pngs);
-    drop(small);
+}
 
-    let coco_path = tmp.path().join("polygons.json");
+fn import_step(polygons: usize, dir: &std::path::Path) {
+    let coco_path = dir.join("polygons.json");
     std::fs::write(
         &coco_path,
         serde_json::to_vec(&coco_of_polygons(polygons)).unwrap(),
