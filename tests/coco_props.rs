@@ -76,12 +76,15 @@ fn build(kind: MediaKind, w: u32, h: u32, items: Vec<Vec<ObjectMasks>>) -> Docum
     Document::new(media, built)
 }
 
+/// An object's non-empty masks: (frame, canonical run lengths).
+type FrameRuns = Vec<(u64, Vec<u32>)>;
+
 /// Per item, the sorted list of objects' non-empty masks by frame.
-fn masks_of(doc: &Document) -> Vec<Vec<Vec<(u64, Vec<u32>)>>> {
+fn masks_of(doc: &Document) -> Vec<Vec<FrameRuns>> {
     doc.items
         .iter()
         .map(|item| {
-            let mut objects: Vec<Vec<(u64, Vec<u32>)>> = item
+            let mut objects: Vec<FrameRuns> = item
                 .objects
                 .iter()
                 .map(|o| {

@@ -1017,7 +1017,7 @@ mod tests {
                         continue;
                     }
                     let mut m = Mask::new(9, 7);
-                    if (id + frame as u32 + i as u32) % 3 != 0 {
+                    if !(id + frame as u32 + i as u32).is_multiple_of(3) {
                         m.set(id as i64, frame as i64, true);
                         m.set(8, 6, true);
                     }
