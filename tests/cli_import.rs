@@ -125,3 +125,70 @@ fn import_reports_bad_inputs_in_one_line() {
     assert!(err.contains("nope.mp4"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn import_never_writes_over_the_media_or_the_coco_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("photo.png");
+    image::GrayImage::new(9, 7).save(&media).unwrap();
+    let coco = serde_json::json!({
+        "images": [{"id": 1, "file_name": "photo.png", "width": 9, "height": 7}],
+        "annotations": [{"id": 1, "image_id": 1, "segmentation": [[1, 1, 6, 1, 6, 5, 1, 5]]}]
+    });
+    let coco_path = tmp.path().join("coco.json");
+    std::fs::write(&coco_path, coco.to_string()).unwrap();
+    // A folder of images, whose images are inputs too.
+    let pics = tmp.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    std::fs::copy(&media, pics.join("a.png")).unwrap();
+    let before = |p: &Path| std::fs::read(p).unwrap();
+    let (media_bytes, coco_bytes, a_bytes) = (
+        before(&media),
+        before(&coco_path),
+        before(&pics.join("a.png")),
+    );
+    let cases = [
+        (media.clone(), media.clone()),
+        (media.clone(), coco_path.clone()),
+        (media.clone(), tmp.path().join("pics/../coco.json")),
+        (pics.clone(), pics.join("a.png")),
+        (pics.clone(), pics.clone()),
+    ];
+    for (source, out) in cases {
+        let what = format!(
+            "import --media {} --out {}",
+            source.display(),
+            out.display()
+        );
+        let output = run_import(&source, &coco_path, &out);
+        assert!(!output.status.success(), "{what}: it succeeded");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(err.contains("refusing to write"), "{what}: {err}");
+        assert_eq!(before(&media), media_bytes, "{what}");
+        assert_eq!(before(&coco_path), coco_bytes, "{what}");
+        assert_eq!(before(&pics.join("a.png")), a_bytes, "{what}");
+    }
+}
+
+#[test]
+fn import_reads_no_fifo_or_device_as_coco() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("coco.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    for coco in [fifo.as_path(), Path::new("/dev/zero"), tmp.path()] {
+        let out = run_import(&demo_image(), coco, &tmp.path().join("p.prj.json"));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a regular file"),
+            "{}: {err}",
+            coco.display()
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    assert!(!tmp.path().join("p.prj.json").exists());
+}

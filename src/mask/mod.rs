@@ -3,9 +3,11 @@
 
 mod bitmap;
 mod rle;
+mod rle_rows;
 
 pub use bitmap::{BBox, Mask};
 pub use rle::{MAX_POLYGON_STEPS, Rle};
+pub use rle_rows::{MAX_PNG_SIDE, RleRows};
 
 #[cfg(test)]
 mod tests;

@@ -5,37 +5,97 @@
 //! Segmentations may be compressed or uncompressed RLE or polygons (rasterised as pycocotools
 //! does). Annotations are grouped into objects by `track_id`, `instance_id` or
 //! `attributes.track_id`; without one each annotation becomes its own object.
+//!
+//! What pycocotools refuses is refused here too, with a sentence naming the annotation: empty
+//! segmentations, polygons of fewer than 3 points, RLE whose runs do not add up to the image.
+//! So is what would import silently wrong: a segmentation that covers no pixel, a bbox outside
+//! the image, a `frame_index` that is not a frame number, an image id used twice, a score that
+//! is not a finite number.
 
 use super::ProjectError;
 use super::model::{
     Document, Edit, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object, PALETTE,
 };
-use crate::mask::{Mask, Rle};
+use crate::mask::Rle;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::path::Path;
 
-/// Reads a COCO JSON file.
+/// Largest COCO file [`read_coco`] reads: 1 GiB. COCO 2017's largest file (train instances) is
+/// 448 MiB; a parsed document takes several times its size in memory.
+pub const MAX_COCO_BYTES: u64 = 1 << 30;
+
+/// How far (in pixels) a bbox may reach outside the image before it is refused: exporters
+/// round outward, so one pixel of slack.
+const BBOX_SLACK: f64 = 1.0;
+
+/// Reads a COCO JSON file: a regular file (not a FIFO, device or folder) of at most
+/// [`MAX_COCO_BYTES`].
 pub fn read_coco(path: &Path) -> Result<Value, ProjectError> {
-    let bytes = std::fs::read(path).map_err(|source| ProjectError::Io {
+    let io = |source: std::io::Error| ProjectError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Check before opening: opening a FIFO blocks until a writer appears.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(ProjectError::Import(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_COCO_BYTES {
+        return Err(ProjectError::Import(format!(
+            "{} is {} bytes, more than the {MAX_COCO_BYTES} a COCO file may have",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_COCO_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_COCO_BYTES {
+        return Err(ProjectError::Import(format!(
+            "{} grew past the {MAX_COCO_BYTES} bytes a COCO file may have while being read",
+            path.display()
+        )));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ProjectError::Import(format!("{} is not valid JSON: {e}", path.display())))
 }
 
-/// A fresh document for `media` and `items` holding the objects of `coco`
-/// (see [`import_coco`]).
-pub fn import_project(
-    media: MediaRef,
-    items: Vec<Item>,
-    coco: &Value,
-) -> Result<Document, ProjectError> {
-    let mut doc = Document::new(media, items);
-    let edit = import_coco(&doc, coco)?;
-    doc.apply(edit)?;
-    Ok(doc)
+/// Refuses an import output that names one of its inputs: the media (for a folder, also each of
+/// its images, `items`) or the COCO file. Call it before reading anything.
+pub fn check_import_output(
+    out: &Path,
+    media: &MediaRef,
+    items: &[Item],
+    coco: &Path,
+) -> Result<(), ProjectError> {
+    super::file::check_output_path(out, &[&media.path, coco])?;
+    if media.kind == MediaKind::Folder
+        && let Some(parent) = out.parent()
+    {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        // Only an output inside the media folder can name one of its images.
+        let inside = super::file::same_file(parent, &media.path)
+            || items
+                .iter()
+                .any(|i| i.file.as_deref().is_some_and(|f| f.contains(['/', '\\'])));
+        if inside {
+            for file in items.iter().filter_map(|i| i.file.as_deref()) {
+                super::file::check_output_path(out, &[&media.path.join(file)])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn key_of(v: &Value) -> Option<String> {
@@ -73,12 +133,12 @@ struct Target {
     frame: u64,
 }
 
-/// Maps COCO image ids to (item, frame) of `doc`.
+/// Maps COCO image ids to (item, frame) of `doc`, or to why the image maps to none.
 fn map_images(
     doc: &Document,
     images: &[Value],
-) -> Result<BTreeMap<String, Result<Target, String>>, ProjectError> {
-    let mut out = BTreeMap::new();
+) -> Result<HashMap<String, Result<Target, String>>, ProjectError> {
+    let mut out = HashMap::with_capacity(images.len());
     let name_of = |img: &Value| {
         img.get("file_name")
             .and_then(Value::as_str)
@@ -93,30 +153,42 @@ fn map_images(
         .collect();
     let (lo, hi) = (numbers.iter().min().copied(), numbers.iter().max().copied());
     let one_based = matches!((lo, hi), (Some(lo), Some(hi)) if lo >= 1 && hi == frame_count);
+    // Folder items by full file name and by base name (the first item wins on both).
+    let mut by_file: HashMap<&str, usize> = HashMap::new();
+    let mut by_base: HashMap<&str, usize> = HashMap::new();
+    if doc.media.kind == MediaKind::Folder {
+        for (i, item) in doc.items.iter().enumerate() {
+            if let Some(file) = item.file.as_deref() {
+                by_file.entry(file).or_insert(i);
+                by_base.entry(basename(file)).or_insert(i);
+            }
+        }
+    }
+    let media_name = doc
+        .media
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let mut first_order: HashMap<String, usize> = HashMap::with_capacity(images.len());
     for (order, img) in images.iter().enumerate() {
         let id = img
             .get("id")
             .and_then(key_of)
             .ok_or_else(|| ProjectError::Import(format!("COCO image {order} has no id")))?;
+        if let Some(first) = first_order.insert(id.clone(), order) {
+            return Err(ProjectError::Import(format!(
+                "COCO images {first} and {order} share the id {}",
+                id.trim_start_matches("s:")
+            )));
+        }
         let name = name_of(img);
         let target = match doc.media.kind {
-            MediaKind::Folder => doc
-                .items
-                .iter()
-                .position(|it| it.file.as_deref() == Some(name.as_str()))
-                .or_else(|| {
-                    doc.items
-                        .iter()
-                        .position(|it| it.file.as_deref().map(basename) == Some(basename(&name)))
-                })
-                .map(|item| Target { item, frame: 0 })
+            MediaKind::Folder => by_file
+                .get(name.as_str())
+                .or_else(|| by_base.get(basename(&name)))
+                .map(|&item| Target { item, frame: 0 })
                 .ok_or_else(|| format!("COCO image {name:?} is not in the folder")),
             MediaKind::Image => {
-                let media_name = doc
-                    .media
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned());
                 if images.len() == 1 || media_name.as_deref() == Some(basename(&name)) {
                     Ok(Target { item: 0, frame: 0 })
                 } else {
@@ -124,18 +196,25 @@ fn map_images(
                 }
             }
             MediaKind::Video => {
-                let explicit = img
-                    .get("frame_index")
-                    .or_else(|| img.get("frame_id"))
-                    .and_then(Value::as_u64);
-                let frame = explicit
-                    .or_else(|| {
-                        trailing_number(&name)
+                let field = ["frame_index", "frame_id"]
+                    .into_iter()
+                    .find_map(|k| img.get(k).map(|v| (k, v)));
+                match field {
+                    Some((key, v)) => match v.as_u64() {
+                        Some(frame) => Ok(Target { item: 0, frame }),
+                        None => Err(format!(
+                            "COCO image {name:?} has {key} {v}, which is not a frame number \
+                             (a whole number from 0)"
+                        )),
+                    },
+                    None => {
+                        let frame = trailing_number(&name)
                             .filter(|_| numbers.len() == images.len())
                             .map(|n| if one_based { n - 1 } else { n })
-                    })
-                    .unwrap_or(order as u64);
-                Ok(Target { item: 0, frame })
+                            .unwrap_or(order as u64);
+                        Ok(Target { item: 0, frame })
+                    }
+                }
             }
         };
         out.insert(id, target);
@@ -143,13 +222,16 @@ fn map_images(
     Ok(out)
 }
 
-/// Parses a COCO segmentation for an `height × width` image.
+/// Parses a COCO segmentation for an `height × width` image: compressed or uncompressed RLE
+/// (whose runs must add up to height × width), or polygons (a list of `[x0, y0, x1, y1, …]`
+/// lists, or one flat list), each of at least 3 points, merged as pycocotools does.
 pub fn parse_segmentation(seg: &Value, height: u32, width: u32) -> Result<Rle, String> {
     match seg {
         Value::Object(map) => {
             let size = map
                 .get("size")
                 .and_then(Value::as_array)
+                .filter(|s| s.len() == 2)
                 .and_then(|s| Some([s.first()?.as_u64()?, s.get(1)?.as_u64()?]))
                 .ok_or("an RLE segmentation without a [height, width] size")?;
             if size != [height as u64, width as u64] {
@@ -179,6 +261,9 @@ pub fn parse_segmentation(seg: &Value, height: u32, width: u32) -> Result<Rle, S
             }
         }
         Value::Array(list) => {
+            if list.is_empty() {
+                return Err("the segmentation is an empty list".into());
+            }
             let as_numbers = |v: &Value| -> Option<Vec<f64>> {
                 v.as_array()?.iter().map(Value::as_f64).collect()
             };
@@ -190,10 +275,58 @@ pub fn parse_segmentation(seg: &Value, height: u32, width: u32) -> Result<Rle, S
                     .collect::<Option<_>>()
                     .ok_or("a polygon segmentation must be a list of lists of numbers")?
             };
-            Rle::from_polygons(&polys, height, width).map_err(|e| e.to_string())
+            let mut merged: Option<Rle> = None;
+            for (n, poly) in polys.iter().enumerate() {
+                if poly.len() < 6 {
+                    return Err(format!(
+                        "polygon {n} has {} coordinates; a polygon needs at least 3 points (6 \
+                         numbers)",
+                        poly.len()
+                    ));
+                }
+                let rle = Rle::from_polygon(poly, height, width).map_err(|e| e.to_string())?;
+                merged = Some(
+                    match merged {
+                        None => rle.canonical(),
+                        Some(m) => m.union_rle(&rle),
+                    }
+                    .map_err(|e| e.to_string())?,
+                );
+            }
+            merged.ok_or_else(|| "the segmentation has no polygon".into())
         }
         _ => Err("the segmentation is neither RLE nor polygons".into()),
     }
+}
+
+/// Checks an annotation's optional `bbox`: four finite numbers, width and height not negative,
+/// inside the `width × height` image (with [`BBOX_SLACK`]).
+fn check_bbox(ann: &Value, width: u32, height: u32) -> Result<(), String> {
+    let Some(b) = ann.get("bbox") else {
+        return Ok(());
+    };
+    let nums: Option<Vec<f64>> = b
+        .as_array()
+        .filter(|a| a.len() == 4)
+        .and_then(|a| a.iter().map(Value::as_f64).collect());
+    let Some([x, y, w, h]) = nums.and_then(|n| <[f64; 4]>::try_from(n).ok()) else {
+        return Err(format!(
+            "its bbox {b} is not four numbers [x, y, width, height]"
+        ));
+    };
+    let (iw, ih) = (width as f64, height as f64);
+    let inside = w >= 0.0
+        && h >= 0.0
+        && x >= -BBOX_SLACK
+        && y >= -BBOX_SLACK
+        && x + w <= iw + BBOX_SLACK
+        && y + h <= ih + BBOX_SLACK;
+    if !inside {
+        return Err(format!(
+            "its bbox {b} lies outside the {width}x{height} image"
+        ));
+    }
+    Ok(())
 }
 
 fn track_key(ann: &Value) -> Option<String> {
@@ -209,11 +342,9 @@ struct Pending {
     frames: BTreeMap<u64, (Rle, Option<f32>)>,
 }
 
-/// An [`Edit::Batch`] adding to `doc` one object per COCO track (or per annotation without a
-/// track id), with imported masks on their frames; labels come from the categories. Errors
-/// name the offending annotation: an image that maps to no item or frame, a size mismatch,
-/// a malformed segmentation.
-pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
+/// The objects a COCO file adds to `doc`, in order, with their item; ids continue after the
+/// item's.
+fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>, ProjectError> {
     let err = |m: String| ProjectError::Import(m);
     let images = coco
         .get("images")
@@ -223,7 +354,7 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         .get("annotations")
         .and_then(Value::as_array)
         .ok_or_else(|| err("the COCO file has no \"annotations\" list".into()))?;
-    let mut categories: BTreeMap<String, String> = BTreeMap::new();
+    let mut categories: HashMap<String, String> = HashMap::new();
     for c in coco
         .get("categories")
         .and_then(Value::as_array)
@@ -238,7 +369,7 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         }
     }
     let targets = map_images(doc, images)?;
-    let sizes: BTreeMap<String, (Option<u64>, Option<u64>, String)> = images
+    let sizes: HashMap<String, (Option<u64>, Option<u64>, &str)> = images
         .iter()
         .filter_map(|img| {
             Some((
@@ -246,17 +377,14 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
                 (
                     img.get("width").and_then(Value::as_u64),
                     img.get("height").and_then(Value::as_u64),
-                    img.get("file_name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    img.get("file_name").and_then(Value::as_str).unwrap_or(""),
                 ),
             ))
         })
         .collect();
 
     let mut order: Vec<(usize, String)> = Vec::new();
-    let mut pending: BTreeMap<(usize, String), Pending> = BTreeMap::new();
+    let mut pending: HashMap<(usize, String), Pending> = HashMap::new();
     for (n, ann) in annotations.iter().enumerate() {
         let ann_name = match ann.get("id").and_then(key_of) {
             Some(id) => format!("annotation {}", id.trim_start_matches("s:")),
@@ -271,7 +399,8 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
             Some(Err(why)) => return Err(err(format!("{ann_name}: {why}"))),
             None => {
                 return Err(err(format!(
-                    "{ann_name} refers to image {image_id}, which is not listed"
+                    "{ann_name} refers to image {}, which is not listed",
+                    image_id.trim_start_matches("s:")
                 )));
             }
         };
@@ -299,12 +428,28 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
             .ok_or_else(|| err(format!("{ann_name} has no segmentation")))?;
         let rle = parse_segmentation(seg, item.height, item.width)
             .map_err(|why| err(format!("{ann_name}: {why}")))?;
+        if rle.is_empty() {
+            return Err(err(format!(
+                "{ann_name}: its segmentation covers no pixel of the {}x{} image",
+                item.width, item.height
+            )));
+        }
+        check_bbox(ann, item.width, item.height)
+            .map_err(|why| err(format!("{ann_name}: {why}")))?;
         let label = ann
             .get("category_id")
             .and_then(key_of)
             .and_then(|c| categories.get(&c).cloned())
             .unwrap_or_default();
-        let score = ann.get("score").and_then(Value::as_f64).map(|s| s as f32);
+        let score = match ann.get("score") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let s = v.as_f64().map(|s| s as f32).filter(|s| s.is_finite());
+                Some(s.ok_or_else(|| {
+                    err(format!("{ann_name}: its score {v} is not a finite number"))
+                })?)
+            }
+        };
         let key = (
             target.item,
             match track_key(ann) {
@@ -313,7 +458,7 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
             },
         );
         let entry = pending.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
+            order.push(key);
             Pending {
                 item: target.item,
                 label,
@@ -323,9 +468,7 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         match entry.frames.get_mut(&target.frame) {
             Some((existing, _)) => {
                 // Two annotations of one track on one frame: keep their union.
-                let mut mask: Mask = existing.to_mask()?;
-                mask.union(&rle.to_mask()?)?;
-                *existing = Rle::from_mask(&mask);
+                *existing = existing.union_rle(&rle)?;
             }
             None => {
                 entry.frames.insert(target.frame, (rle, score));
@@ -333,18 +476,18 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
         }
     }
 
-    let mut next: BTreeMap<usize, (u32, usize, usize)> = BTreeMap::new();
-    let mut edits = Vec::new();
+    let mut next: HashMap<usize, (u32, usize)> = HashMap::new();
+    let mut objects = Vec::with_capacity(order.len());
     for key in order {
         let Some(p) = pending.remove(&key) else {
             continue;
         };
         let item = doc.item(p.item)?;
-        let (id, index, colour) = next.entry(p.item).or_insert_with(|| {
+        let (id, colour) = next.entry(p.item).or_insert_with(|| {
             let id = item
                 .next_object_id
                 .max(item.objects.iter().map(|o| o.id + 1).max().unwrap_or(0));
-            (id, item.objects.len(), item.objects.len())
+            (id, item.objects.len())
         });
         let mut object = Object::new(*id, p.label, PALETTE[*colour % PALETTE.len()]);
         for (frame, (rle, score)) in p.frames {
@@ -352,14 +495,53 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
             a.score = score;
             object.frames.insert(frame, a);
         }
-        edits.push(Edit::AddObject {
-            item: p.item,
-            index: *index,
-            object: Box::new(object),
-        });
-        *id += 1;
-        *index += 1;
+        objects.push((p.item, object));
+        *id = id
+            .checked_add(1)
+            .ok_or_else(|| err(format!("item {} has run out of object ids", p.item)))?;
         *colour += 1;
     }
+    Ok(objects)
+}
+
+/// An [`Edit::Batch`] adding to `doc` one object per COCO track (or per annotation without a
+/// track id), with imported masks on their frames; labels come from the categories. Errors
+/// name the offending annotation: an image that maps to no item or frame, a size mismatch,
+/// a malformed or empty segmentation, a bbox outside the image.
+pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
+    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut edits = Vec::new();
+    for (item, object) in imported_objects(doc, coco)? {
+        let at = index
+            .entry(item)
+            .or_insert_with(|| doc.items.get(item).map_or(0, |i| i.objects.len()));
+        edits.push(Edit::AddObject {
+            item,
+            index: *at,
+            object: Box::new(object),
+        });
+        *at += 1;
+    }
     Ok(Edit::Batch(edits))
+}
+
+/// A fresh document for `media` and `items` holding the objects of `coco` (see
+/// [`import_coco`]), checked with [`Document::validate`]. Builds the objects in place rather
+/// than through one edit per object, so a file of many annotations imports in linear time.
+pub fn import_project(
+    media: MediaRef,
+    items: Vec<Item>,
+    coco: &Value,
+) -> Result<Document, ProjectError> {
+    let mut doc = Document::new(media, items);
+    for (item, object) in imported_objects(&doc, coco)? {
+        let it = doc
+            .items
+            .get_mut(item)
+            .ok_or_else(|| ProjectError::NotFound(format!("there is no item {item}")))?;
+        it.next_object_id = it.next_object_id.max(object.id.saturating_add(1));
+        it.objects.push(object);
+    }
+    doc.validate()?;
+    Ok(doc)
 }

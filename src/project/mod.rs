@@ -13,7 +13,7 @@ mod model;
 pub use edit::History;
 pub use export::{
     REGIONS_FORMAT, REGIONS_VERSION, coco_file_name, coco_json, export_coco, export_pngs,
-    export_regions, item_name, png_item_dir, qa_turns, regions_json,
+    export_regions, item_name, png_item_dir, png_item_dirs, qa_turns, regions_json, write_pngs,
 };
 pub use file::{
     MAX_PROJECT_BYTES, MediaStatus, autosave_path, check_media, check_output_path,
@@ -21,7 +21,9 @@ pub use file::{
     relative_path, relink_media, remove_stale_temp_files, same_file, save_project, write_atomic,
     write_atomic_with, write_autosave,
 };
-pub use import::{import_coco, import_project, parse_segmentation, read_coco};
+pub use import::{
+    MAX_COCO_BYTES, check_import_output, import_coco, import_project, parse_segmentation, read_coco,
+};
 pub use model::*;
 
 /// Errors from the document, project files, export and import.

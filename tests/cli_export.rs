@@ -1,0 +1,231 @@
+//! `pixelrefer-studio export` on hostile inputs: an output path that names the project or its
+//! media is refused before anything is written, PNG folder names never collide, and an item
+//! that cannot be a PNG fails before any file is written.
+#![allow(clippy::unwrap_used)]
+
+use pixelrefer_studio::mask::{Mask, Rle};
+use pixelrefer_studio::project::{
+    self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn export(project: &Path, format: &str, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("export")
+        .arg(project)
+        .args(["--format", format, "--out"])
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn write_image(path: &Path, w: u32, h: u32) {
+    image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 20 + y) as u8]))
+        .save(path)
+        .unwrap();
+}
+
+/// An object whose mask on frame 0 is the single pixel (x, y).
+fn object(id: u32, w: u32, h: u32, x: i64, y: i64) -> Object {
+    let mut m = Mask::new(w, h);
+    m.set(x, y, true);
+    let mut o = Object::new(id, "thing", [1, 2, 3]);
+    o.frames.insert(
+        0,
+        FrameAnnotation::from_mask(Rle::from_mask(&m), MaskSource::Painted),
+    );
+    o
+}
+
+fn save(doc: &Document, path: &Path) {
+    project::save_project(doc, path).unwrap();
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn assert_refused(out: &std::process::Output, what: &str) {
+    assert!(!out.status.success(), "{what}: the export succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+    assert!(err.contains("refusing to write"), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+}
+
+#[test]
+fn export_never_writes_over_the_project_or_its_media() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let media = dir.join("photo.png");
+    write_image(&media, 9, 7);
+    let mut doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Image,
+            path: media.clone(),
+            fingerprint: None,
+        },
+        vec![Item::new(None, 9, 7, 1, 0.0)],
+    );
+    doc.items[0].objects.push(object(0, 9, 7, 3, 4));
+    doc.items[0].next_object_id = 1;
+    let prj = dir.join("p.prj.json");
+    save(&doc, &prj);
+    let (prj_bytes, media_bytes) = (std::fs::read(&prj).unwrap(), std::fs::read(&media).unwrap());
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let prj_other_spelling = dir.join("sub/../p.prj.json");
+    let cases = [
+        ("regions", prj.clone()),
+        ("coco", prj.clone()),
+        ("png", prj.clone()),
+        ("coco", prj_other_spelling),
+        ("regions", media.clone()),
+        ("png", media.clone()),
+    ];
+    for (format, out) in cases {
+        let what = format!("{format} --out {}", out.display());
+        assert_refused(&export(&prj, format, &out), &what);
+        assert_eq!(
+            std::fs::read(&prj).unwrap(),
+            prj_bytes,
+            "{what}: the project changed"
+        );
+        assert_eq!(
+            std::fs::read(&media).unwrap(),
+            media_bytes,
+            "{what}: the media changed"
+        );
+    }
+    // Nothing but the inputs (and the empty sub folder) is in the folder.
+    assert_eq!(files_under(dir), vec![prj, media]);
+}
+
+#[test]
+fn png_export_refuses_the_media_folder_as_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pics = tmp.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    write_image(&pics.join("a.png"), 9, 7);
+    let mut doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Folder,
+            path: pics.clone(),
+            fingerprint: None,
+        },
+        vec![Item::new(Some("a.png".into()), 9, 7, 1, 0.0)],
+    );
+    doc.items[0].objects.push(object(0, 9, 7, 0, 0));
+    doc.items[0].next_object_id = 1;
+    let prj = tmp.path().join("p.prj.json");
+    save(&doc, &prj);
+    assert_refused(&export(&prj, "png", &pics), "png --out <media folder>");
+    assert_eq!(files_under(&pics), vec![pics.join("a.png")]);
+}
+
+#[test]
+fn png_export_gives_colliding_file_names_their_own_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pics = tmp.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    let names = ["x_1.png", "x:1.png", "X_1.PNG"];
+    let mut items = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        write_image(&pics.join(name), 9, 7);
+        let mut item = Item::new(Some(name.to_string()), 9, 7, 1, 0.0);
+        item.objects.push(object(0, 9, 7, i as i64, 0));
+        item.next_object_id = 1;
+        items.push(item);
+    }
+    let doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Folder,
+            path: pics.clone(),
+            fingerprint: None,
+        },
+        items,
+    );
+    let prj = tmp.path().join("p.prj.json");
+    save(&doc, &prj);
+    let out_dir = tmp.path().join("masks");
+    let out = export(&prj, "png", &out_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(3 masks)"), "{stdout}");
+    let files = files_under(&out_dir);
+    assert_eq!(files.len(), 3, "{files:?}");
+    // Each item's mask is its own pixel: no file was written over another.
+    let mut pixels: Vec<u32> = files
+        .iter()
+        .map(|f| {
+            let m = Mask::from_png(f, 127).unwrap();
+            assert_eq!(m.area(), 1, "{}", f.display());
+            (0..9).find(|&x| m.get(x, 0)).unwrap() as u32
+        })
+        .collect();
+    pixels.sort_unstable();
+    assert_eq!(pixels, vec![0, 1, 2]);
+    assert!(
+        out_dir.join("x_1.png/object0/000000.png").exists(),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn png_export_of_an_item_that_cannot_be_a_png_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pics = tmp.path().join("pics");
+    std::fs::create_dir(&pics).unwrap();
+    write_image(&pics.join("a.png"), 9, 7);
+    write_image(&pics.join("b.png"), 9, 7);
+    let mut good = Item::new(Some("a.png".into()), 9, 7, 1, 0.0);
+    good.objects.push(object(0, 9, 7, 1, 1));
+    good.next_object_id = 1;
+    // A hand-edited item: 0 pixels wide, with an (empty) 0-wide mask.
+    let mut bad = Item::new(Some("b.png".into()), 0, 7, 1, 0.0);
+    let mut o = Object::new(0, "", [0, 0, 0]);
+    o.frames.insert(
+        0,
+        FrameAnnotation::from_mask(Rle::empty(7, 0), MaskSource::Painted),
+    );
+    bad.objects.push(o);
+    bad.next_object_id = 1;
+    let doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Folder,
+            path: pics.clone(),
+            fingerprint: None,
+        },
+        vec![good, bad],
+    );
+    let prj = tmp.path().join("p.prj.json");
+    save(&doc, &prj);
+    let out_dir = tmp.path().join("masks");
+    let out = export(&prj, "png", &out_dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        files_under(&out_dir).is_empty(),
+        "{:?}",
+        files_under(&out_dir)
+    );
+}
