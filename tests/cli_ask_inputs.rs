@@ -6,7 +6,7 @@
 
 mod refer_common;
 
-use image::{ImageBuffer, Luma, Rgba, RgbImage};
+use image::{ImageBuffer, Luma, RgbImage, Rgba};
 use refer_common::{fixture, reference_case};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -67,14 +67,17 @@ fn os(s: &str) -> &OsStr {
 fn thread_counts_beyond_the_machine_are_refused_before_loading() {
     let (_tmp, image, model) = scene();
     let mask = image.with_file_name("m.png");
-    ImageBuffer::from_pixel(8, 6, Luma([255u8])).save(&mask).unwrap();
+    ImageBuffer::from_pixel(8, 6, Luma([255u8]))
+        .save(&mask)
+        .unwrap();
     let too_many = pixelrefer_studio::runtime::max_intra_threads() + 1;
     let n = too_many.to_string();
     let huge = "100000";
     let want = |line: &str, count: &str| {
         assert!(
-            line.contains(&format!("{count} threads is more than this machine can use"))
-                && line.contains("give 0 (one per core)"),
+            line.contains(&format!(
+                "{count} threads is more than this machine can use"
+            )) && line.contains("give 0 (one per core)"),
             "{line}"
         );
     };
@@ -138,10 +141,18 @@ fn bad_decoding_options_are_refused_with_a_sentence() {
         ("--temperature", "NaN", "temperature NaN is not accepted"),
         ("--temperature", "-0.5", "temperature -0.5 is not accepted"),
         ("--temperature", "inf", "temperature inf is not accepted"),
-        ("--top-p", "0", "top-p 0 is not accepted: give a number in (0, 1]"),
+        (
+            "--top-p",
+            "0",
+            "top-p 0 is not accepted: give a number in (0, 1]",
+        ),
         ("--top-p", "1.5", "top-p 1.5 is not accepted"),
         ("--top-p", "NaN", "top-p NaN is not accepted"),
-        ("--max-new-tokens", "0", "max-new-tokens 0 is not accepted: give at least 1"),
+        (
+            "--max-new-tokens",
+            "0",
+            "max-new-tokens 0 is not accepted: give at least 1",
+        ),
     ];
     for (flag, value, want) in cases {
         let line = quick_error(&[
@@ -186,15 +197,34 @@ fn unusable_mask_files_are_refused_before_loading() {
     assert!(line.contains("no pixel is in the mask"), "{line}");
     // Another size than the image.
     let small = dir.join("small.png");
-    ImageBuffer::from_pixel(4, 3, Luma([255u8])).save(&small).unwrap();
+    ImageBuffer::from_pixel(4, 3, Luma([255u8]))
+        .save(&small)
+        .unwrap();
     let line = ask_mask(&image, &small, &model);
-    assert!(line.contains("is 4x3 but") && line.contains("is 8x6"), "{line}");
+    assert!(
+        line.contains("is 4x3 but") && line.contains("is 8x6"),
+        "{line}"
+    );
     // Not an image, a folder, a missing file.
     let text = dir.join("notes.png");
     std::fs::write(&text, "hello").unwrap();
-    assert!(ask_mask(&image, &text, &model).contains("is not an image"));
+    let line = ask_mask(&image, &text, &model);
+    assert!(
+        line.contains("notes.png: it is not a readable image"),
+        "{line}"
+    );
     assert!(ask_mask(&image, dir, &model).contains("is not a file"));
     assert!(ask_mask(&image, &dir.join("gone.png"), &model).contains("cannot read it"));
+    // No mask at all.
+    let line = quick_error(&[
+        os("ask"),
+        os("--model"),
+        model.as_os_str(),
+        os("--image"),
+        image.as_os_str(),
+        os("What is it?"),
+    ]);
+    assert!(line.contains("no objects: give --mask"), "{line}");
 }
 
 /// A regions file for `scene()` with the given objects (`tag`, frame, width, height).
@@ -238,9 +268,15 @@ fn regions_that_do_not_fit_the_media_are_refused_before_loading() {
         line.contains("<object0> has a mask on frame 5, but the media has 1 frame(s)"),
         "{line}"
     );
-    let twice = regions(tmp.path(), &[("<object2>", 0, 8, 6), ("<object2>", 0, 8, 6)]);
+    let twice = regions(
+        tmp.path(),
+        &[("<object2>", 0, 8, 6), ("<object2>", 0, 8, 6)],
+    );
     let line = ask_regions(&twice);
     assert!(line.contains("two objects are <object2>"), "{line}");
+    // Not a regions file: a character device would be read forever.
+    let line = ask_regions(Path::new("/dev/zero"));
+    assert!(line.contains("/dev/zero is not a regions file"), "{line}");
     let size = regions(tmp.path(), &[("<object0>", 0, 6, 8)]);
     let line = ask_regions(&size);
     assert!(

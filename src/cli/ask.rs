@@ -45,7 +45,8 @@ pub struct AskArgs {
     /// Frames per second of a frame folder given as --video (default: the regions file's fps, else 1).
     #[arg(long)]
     pub fps: Option<f64>,
-    /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames).
+    /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames;
+    /// 1 to 180).
     #[arg(long, default_value_t = crate::refer::DEFAULT_MAX_VIDEO_FRAMES)]
     pub max_frames: usize,
     /// The question; `<object0>`, `<object1>`… name the objects.
@@ -53,14 +54,14 @@ pub struct AskArgs {
     /// Print one JSON object (answer, token counts, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
-    /// Token budget.
+    /// Token budget (at least 1).
     #[arg(long, default_value_t = 512)]
     pub max_new_tokens: usize,
-    /// Sampling temperature (default: greedy).
-    #[arg(long)]
+    /// Sampling temperature, ≥ 0 (default and 0: greedy).
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
-    /// Nucleus sampling threshold.
-    #[arg(long)]
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f64>,
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
@@ -146,8 +147,25 @@ impl RequestFrames for ItemFrames {
     }
 }
 
+/// The largest `--regions` file read (1 GiB): compressed RLE of 100 objects over 10 000
+/// frames is well under it, and parsing it already takes several times its size in memory.
+const MAX_REGIONS_BYTES: u64 = 1 << 30;
+
 /// Objects of item `item` of a regions export, and the item's fps.
 fn regions_objects(path: &Path, item: usize) -> Result<(Option<f64>, Vec<AnnotatedObject>)> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regions file: it is not a file", path.display());
+    }
+    if meta.len() > MAX_REGIONS_BYTES {
+        bail!(
+            "{} is {} MiB; regions files of more than {} MiB are not read",
+            path.display(),
+            meta.len() >> 20,
+            MAX_REGIONS_BYTES >> 20
+        );
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
@@ -233,6 +251,7 @@ struct Prepared {
 }
 
 fn prepare(args: &AskArgs) -> Result<Prepared> {
+    crate::refer::check_max_frames(args.max_frames)?;
     let mut objects: Vec<AnnotatedObject> = Vec::new();
     let mut media = args.image.clone().or_else(|| args.video.clone());
     let mut sequence_fps = None;

@@ -16,8 +16,9 @@ pub use export::{
     export_regions, item_name, png_item_dir, qa_turns, regions_json,
 };
 pub use file::{
-    MediaStatus, autosave_path, check_media, check_output_path, discard_autosave, find_recovery, load_project,
-    migrate, relative_path, relink_media, same_file, save_project, write_atomic, write_autosave,
+    MediaStatus, autosave_path, check_media, check_output_path, discard_autosave, find_recovery,
+    load_project, migrate, relative_path, relink_media, same_file, save_project, write_atomic,
+    write_autosave,
 };
 pub use import::{import_coco, import_project, parse_segmentation, read_coco};
 pub use model::*;

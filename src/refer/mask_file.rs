@@ -77,13 +77,13 @@ pub fn read_mask_file(path: &Path) -> Result<Mask, ReferError> {
         .map_err(|e| err(format!("cannot read it: {e}")))?;
     if reader.format().is_none() {
         return Err(err(
-            "it is not an image (PNG, JPEG, WebP, TIFF, BMP or GIF)".into(),
+            "it is not a readable image (PNG, JPEG, WebP, TIFF, BMP or GIF)".into(),
         ));
     }
     // `decode` applies the reader's default limits (at most 512 MiB allocated).
     let img = reader
         .decode()
-        .map_err(|e| err(format!("it cannot be decoded as an image: {e}")))?;
+        .map_err(|e| err(format!("it is not a readable image: {e}")))?;
     let mask = mask_from_image(&img);
     if mask.is_empty() {
         return Err(err(
@@ -102,7 +102,10 @@ mod tests {
 
     /// The old rule (`to_luma8() > 0`) for comparison in the tests below.
     fn luma_rule(img: &DynamicImage) -> Vec<u8> {
-        img.to_luma8().pixels().map(|p| u8::from(p[0] > 0)).collect()
+        img.to_luma8()
+            .pixels()
+            .map(|p| u8::from(p[0] > 0))
+            .collect()
     }
 
     #[test]
@@ -116,7 +119,11 @@ mod tests {
         });
         let img = DynamicImage::ImageRgba8(img);
         assert_eq!(mask_from_image(&img).data(), &[0, 1, 0, 1]);
-        assert_eq!(luma_rule(&img), vec![1, 1, 1, 1], "the old rule kept them all");
+        assert_eq!(
+            luma_rule(&img),
+            vec![1, 1, 1, 1],
+            "the old rule kept them all"
+        );
     }
 
     #[test]
@@ -124,7 +131,10 @@ mod tests {
         let img = ImageBuffer::from_fn(3, 2, |x, y| Luma([u16::from(x == y)]));
         let img = DynamicImage::ImageLuma16(img);
         assert_eq!(mask_from_image(&img).data(), &[1, 0, 0, 0, 1, 0]);
-        assert!(luma_rule(&img).iter().all(|&v| v == 0), "the old rule lost it");
+        assert!(
+            luma_rule(&img).iter().all(|&v| v == 0),
+            "the old rule lost it"
+        );
         let ga = ImageBuffer::from_fn(2, 1, |x, _| LumaA([1u16, if x == 0 { 65535 } else { 0 }]));
         assert_eq!(
             mask_from_image(&DynamicImage::ImageLumaA16(ga)).data(),
@@ -158,7 +168,9 @@ mod tests {
             mask_from_image(&DynamicImage::ImageRgba32F(img)).data(),
             &[1, 0, 0, 0]
         );
-        let rgb = ImageBuffer::from_fn(2, 1, |x, _| Rgb([if x == 0 { 1e-3f32 } else { 0.0 }, 0.0, 0.0]));
+        let rgb = ImageBuffer::from_fn(2, 1, |x, _| {
+            Rgb([if x == 0 { 1e-3f32 } else { 0.0 }, 0.0, 0.0])
+        });
         assert_eq!(
             mask_from_image(&DynamicImage::ImageRgb32F(rgb)).data(),
             &[1, 0]
@@ -171,7 +183,7 @@ mod tests {
         let text = dir.path().join("mask.png");
         std::fs::write(&text, "not an image").unwrap();
         let e = read_mask_file(&text).unwrap_err().to_string();
-        assert!(e.contains("is not an image"), "{e}");
+        assert!(e.contains("is not a readable image"), "{e}");
         let e = read_mask_file(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a file"), "{e}");
         let empty = dir.path().join("empty.png");

@@ -28,7 +28,10 @@ pub use config::ReferConfig;
 pub use error::ReferError;
 pub use generation::{LogitsProcessor, Sampling, TokenOutputStream};
 pub use model::{FrameTrace, KvCache, MaskTrace, PixelRefer, Prepared, PreparedMask, PromptEmbeds};
-pub use request::{AnnotatedObject, DEFAULT_MAX_VIDEO_FRAMES, RequestFrames, build_request};
+pub use request::{
+    AnnotatedObject, DEFAULT_MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES, RequestFrames, build_request,
+    check_max_frames,
+};
 pub use saot::Variant;
 
 use crate::mask::Mask;
@@ -252,6 +255,7 @@ impl CancelToken {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::GenerationOptions;
 

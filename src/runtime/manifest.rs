@@ -328,7 +328,10 @@ fn write_cache(path: &Path, cache: &VerifiedCache) {
         Ok(())
     };
     if let Err(e) = write() {
-        log::debug!("cannot write the model verification cache {}: {e}", path.display());
+        log::debug!(
+            "cannot write the model verification cache {}: {e}",
+            path.display()
+        );
     }
 }
 
