@@ -153,7 +153,22 @@ fn bad_decoding_options_are_refused_with_a_sentence() {
             "0",
             "max-new-tokens 0 is not accepted: give at least 1",
         ),
+        (
+            "--max-frames",
+            "0",
+            "0 video frames cannot be sampled: give 1 to 180",
+        ),
+        ("--max-frames", "181", "181 video frames cannot be sampled"),
     ];
+    let line = quick_error(&[
+        os("ask"),
+        os("--model"),
+        model.as_os_str(),
+        os("--image"),
+        image.as_os_str(),
+        os("  "),
+    ]);
+    assert!(line.contains("the question is empty"), "{line}");
     for (flag, value, want) in cases {
         let line = quick_error(&[
             os("ask"),
@@ -277,6 +292,18 @@ fn regions_that_do_not_fit_the_media_are_refused_before_loading() {
     // Not a regions file: a character device would be read forever.
     let line = ask_regions(Path::new("/dev/zero"));
     assert!(line.contains("/dev/zero is not a regions file"), "{line}");
+    // An object whose only mask is empty.
+    let path = tmp.path().join("empty.regions.json");
+    let rle = pixelrefer_studio::mask::Rle::empty(6, 8);
+    let doc = serde_json::json!({"items": [{"objects": [
+        {"tag": "<object1>", "frames": [{"index": 0, "rle": rle}]}
+    ]}]});
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let line = ask_regions(&path);
+    assert!(
+        line.contains("<object1> has no mask: every mask given for it is empty"),
+        "{line}"
+    );
     let size = regions(tmp.path(), &[("<object0>", 0, 6, 8)]);
     let line = ask_regions(&size);
     assert!(

@@ -252,6 +252,9 @@ struct Prepared {
 
 fn prepare(args: &AskArgs) -> Result<Prepared> {
     crate::refer::check_max_frames(args.max_frames)?;
+    if args.question.trim().is_empty() {
+        bail!("the question is empty: ask something about the objects");
+    }
     let mut objects: Vec<AnnotatedObject> = Vec::new();
     let mut media = args.image.clone().or_else(|| args.video.clone());
     let mut sequence_fps = None;
@@ -304,7 +307,6 @@ fn prepare(args: &AskArgs) -> Result<Prepared> {
             });
         }
     }
-    check_objects(&objects, &frames, size)?;
     // Only the objects the question names (all of them when it names none).
     let named = crate::jobs::refer_job::mentioned_tags([args.question.as_str()]);
     if let Some(missing) = named
@@ -331,12 +333,13 @@ fn prepare(args: &AskArgs) -> Result<Prepared> {
     if objects.is_empty() {
         bail!("no objects: give --mask PNGs, a --regions file or a --project with masks");
     }
+    check_objects(&objects, &frames, size)?;
     Ok(Prepared { frames, objects })
 }
 
-/// Refuses objects that cannot be asked about, naming them: two objects with one tag, a mask
-/// on a frame past the media's end, a mask of another size than the media (`size`, when one
-/// size holds for every frame).
+/// Refuses the objects asked about when one cannot be, naming it: two objects with one tag, an
+/// object whose every mask is empty, a mask on a frame past the media's end, a mask of another
+/// size than the media (`size`, when one size holds for every frame).
 fn check_objects(
     objects: &[AnnotatedObject],
     frames: &ItemFrames,
@@ -347,6 +350,12 @@ fn check_objects(
         if !seen.insert(o.tag_id) {
             bail!(
                 "two objects are <object{}>: give each object its own number",
+                o.tag_id
+            );
+        }
+        if o.masks.iter().all(|(_, rle)| rle.is_empty()) {
+            bail!(
+                "<object{}> has no mask: every mask given for it is empty",
                 o.tag_id
             );
         }
