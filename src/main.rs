@@ -137,7 +137,9 @@ fn main() -> std::process::ExitCode {
                     device,
                     threads,
                 },
-        }) => cli::sam_cmds::verify(&dir, &cli::session_options(device, threads)),
+        }) => cli::session_options(device, threads)
+            .map_err(anyhow::Error::from)
+            .and_then(|options| cli::sam_cmds::verify(&dir, &options)),
         Some(Command::Track {
             video,
             model,
@@ -145,21 +147,21 @@ fn main() -> std::process::ExitCode {
             out,
             device,
             threads,
-        }) => cli::sam_cmds::track(
-            &video,
-            &model,
-            &prompts,
-            &out,
-            &cli::session_options(device, threads),
-        ),
+        }) => cli::session_options(device, threads)
+            .map_err(anyhow::Error::from)
+            .and_then(|options| cli::sam_cmds::track(&video, &model, &prompts, &out, &options)),
         Some(Command::Ask(ask)) => cli::ask::run(&ask),
-        None => pixelrefer_studio::ui::run(
-            args.path,
-            pixelrefer_studio::ui::AppOptions {
-                models_dir: args.models,
-                session: cli::session_options(args.device, args.threads),
-            },
-        ),
+        None => cli::session_options(args.device, args.threads)
+            .map_err(anyhow::Error::from)
+            .and_then(|session| {
+                pixelrefer_studio::ui::run(
+                    args.path,
+                    pixelrefer_studio::ui::AppOptions {
+                        models_dir: args.models,
+                        session,
+                    },
+                )
+            }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -200,3 +200,77 @@ fn model_dirs_are_found_in_search_order() {
         root.path()
     );
 }
+
+#[test]
+fn verified_files_are_not_hashed_again_until_they_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_model_dir(tmp.path(), "pixelrefer", false);
+    let m = Manifest::load(tmp.path()).unwrap();
+    let cache = tmp.path().join("cache/verified.json");
+    let verify = || runtime::verify_files_with_cache(tmp.path(), &m.files, Some(cache.as_path()));
+    let first = verify().unwrap();
+    assert_eq!((first.hashed, first.cached), (1, 0));
+    let second = verify().unwrap();
+    assert_eq!((second.hashed, second.cached), (0, 1));
+    // The same size, one byte different: hashed again and refused, cache or not.
+    let path = tmp.path().join("add.onnx");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = verify().unwrap_err().to_string();
+    assert!(msg.contains("add.onnx") && msg.contains("sha256"), "{msg}");
+    // Put back: verified by hashing, not from the stale entry.
+    bytes[mid] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(verify().unwrap().hashed, 1);
+    // A manifest naming a file outside its directory is refused.
+    let mut files = m.files.clone();
+    files.insert("../add.onnx".into(), "00".into());
+    let msg = runtime::verify_files_with_cache(tmp.path(), &files, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("not a file name inside the directory"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn thread_counts_are_checked_before_a_session_is_built() {
+    let max = runtime::max_intra_threads();
+    assert!(max >= 4);
+    for (threads, ok) in [
+        (0, true),
+        (1, true),
+        (max, true),
+        (max + 1, false),
+        (100_000, false),
+    ] {
+        let options = SessionOptions {
+            provider: ExecutionProvider::Cpu,
+            intra_threads: threads,
+        };
+        assert_eq!(options.validate().is_ok(), ok, "{threads}");
+    }
+    let options = SessionOptions {
+        provider: ExecutionProvider::Cpu,
+        intra_threads: 100_000,
+    };
+    let t0 = std::time::Instant::now();
+    let Err(err) = runtime::build_session(&fixture("add.onnx"), &options) else {
+        panic!("100000 threads must be refused");
+    };
+    assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+    assert!(
+        matches!(
+            err,
+            RuntimeError::Threads {
+                requested: 100_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("give 0 (one per core)"), "{err}");
+}

@@ -6,7 +6,7 @@
 //! built by [`crate::refer::build_request`], as the app's chat panel builds it.
 
 use super::Device;
-use crate::mask::{Mask, Rle};
+use crate::mask::Rle;
 use crate::media::{MediaSource, SourceKind};
 use crate::refer::{
     AnnotatedObject, CancelToken, GenerationOptions, PixelRefer, ReferError, Request,
@@ -45,7 +45,8 @@ pub struct AskArgs {
     /// Frames per second of a frame folder given as --video (default: the regions file's fps, else 1).
     #[arg(long)]
     pub fps: Option<f64>,
-    /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames).
+    /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames;
+    /// 1 to 180).
     #[arg(long, default_value_t = crate::refer::DEFAULT_MAX_VIDEO_FRAMES)]
     pub max_frames: usize,
     /// The question; `<object0>`, `<object1>`… name the objects.
@@ -53,14 +54,14 @@ pub struct AskArgs {
     /// Print one JSON object (answer, token counts, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
-    /// Token budget.
+    /// Token budget (at least 1).
     #[arg(long, default_value_t = 512)]
     pub max_new_tokens: usize,
-    /// Sampling temperature (default: greedy).
-    #[arg(long)]
+    /// Sampling temperature, ≥ 0 (default and 0: greedy).
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
-    /// Nucleus sampling threshold.
-    #[arg(long)]
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f64>,
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
@@ -146,21 +147,25 @@ impl RequestFrames for ItemFrames {
     }
 }
 
-fn load_mask_png(path: &Path) -> Result<Rle> {
-    let img = image::open(path)
-        .with_context(|| format!("cannot decode mask {}", path.display()))?
-        .to_luma8();
-    let (w, h) = img.dimensions();
-    let bits = img
-        .into_raw()
-        .into_iter()
-        .map(|v| u8::from(v > 0))
-        .collect();
-    Ok(Rle::from_mask(&Mask::from_raw(w, h, bits)?))
-}
+/// The largest `--regions` file read (1 GiB): compressed RLE of 100 objects over 10 000
+/// frames is well under it, and parsing it already takes several times its size in memory.
+const MAX_REGIONS_BYTES: u64 = 1 << 30;
 
 /// Objects of item `item` of a regions export, and the item's fps.
 fn regions_objects(path: &Path, item: usize) -> Result<(Option<f64>, Vec<AnnotatedObject>)> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regions file: it is not a file", path.display());
+    }
+    if meta.len() > MAX_REGIONS_BYTES {
+        bail!(
+            "{} is {} MiB; regions files of more than {} MiB are not read",
+            path.display(),
+            meta.len() >> 20,
+            MAX_REGIONS_BYTES >> 20
+        );
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
@@ -226,7 +231,8 @@ fn project_objects(
     Ok((media, sequence, objects))
 }
 
-fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
+/// The decoding options of `args`, checked ([`GenerationOptions::validate`]).
+fn generation_options(args: &AskArgs) -> Result<GenerationOptions> {
     let options = GenerationOptions {
         max_new_tokens: Some(args.max_new_tokens),
         temperature: args.temperature,
@@ -234,6 +240,22 @@ fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
         seed: args.seed,
         repetition_penalty: None,
     };
+    options.validate()?;
+    Ok(options)
+}
+
+/// The media and the objects of a question, read and checked before the model is loaded, so a
+/// bad input is refused in a moment rather than after a long load.
+struct Prepared {
+    frames: ItemFrames,
+    objects: Vec<AnnotatedObject>,
+}
+
+fn prepare(args: &AskArgs) -> Result<Prepared> {
+    crate::refer::check_max_frames(args.max_frames)?;
+    if args.question.trim().is_empty() {
+        bail!("the question is empty: ask something about the objects");
+    }
     let mut objects: Vec<AnnotatedObject> = Vec::new();
     let mut media = args.image.clone().or_else(|| args.video.clone());
     let mut sequence_fps = None;
@@ -254,15 +276,35 @@ fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
     if args.video.is_some() {
         sequence_fps = args.fps.or(sequence_fps).or(Some(1.0));
     }
-    let mut frames = ItemFrames::open(&media, args.item, sequence_fps)?;
+    let frames = ItemFrames::open(&media, args.item, sequence_fps)?;
+    // The displayed size of a single image or video; a sequence's frames may differ (checked
+    // per frame when the request is built).
+    let size = if frames.sequence {
+        None
+    } else {
+        let info = frames.source.item_info(frames.item)?;
+        Some((info.width, info.height))
+    };
     if !args.masks.is_empty() {
         if frames.count > 1 {
             bail!("--mask PNGs are for images; give a video's masks with --regions or --project");
         }
         for (i, p) in args.masks.iter().enumerate() {
+            let mask = crate::refer::mask_file::read_mask_file(p)?;
+            if let Some((w, h)) = size
+                && (mask.width(), mask.height()) != (w, h)
+            {
+                bail!(
+                    "mask {} is {}x{} but {} is {w}x{h}: give a mask of the image's size",
+                    p.display(),
+                    mask.width(),
+                    mask.height(),
+                    media.display()
+                );
+            }
             objects.push(AnnotatedObject {
                 tag_id: u32::try_from(i).unwrap_or(u32::MAX),
-                masks: vec![(0, load_mask_png(p)?)],
+                masks: vec![(0, Rle::from_mask(&mask))],
             });
         }
     }
@@ -292,25 +334,77 @@ fn build_request(args: &AskArgs, variant: Variant) -> Result<Request> {
     if objects.is_empty() {
         bail!("no objects: give --mask PNGs, a --regions file or a --project with masks");
     }
-    Ok(crate::refer::build_request(
-        &mut frames,
-        variant,
-        args.max_frames,
-        &objects,
-        &args.question,
-        options,
-    )?)
+    check_objects(&objects, &frames, size)?;
+    Ok(Prepared { frames, objects })
+}
+
+/// Refuses the objects asked about when one cannot be, naming it: two objects with one tag, an
+/// object whose every mask is empty, a mask on a frame past the media's end, a mask of another
+/// size than the media (`size`, when one size holds for every frame).
+fn check_objects(
+    objects: &[AnnotatedObject],
+    frames: &ItemFrames,
+    size: Option<(u32, u32)>,
+) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for o in objects {
+        if !seen.insert(o.tag_id) {
+            bail!(
+                "two objects are <object{}>: give each object its own number",
+                o.tag_id
+            );
+        }
+        if o.masks.iter().all(|(_, rle)| rle.is_empty()) {
+            bail!(
+                "<object{}> has no mask: every mask given for it is empty",
+                o.tag_id
+            );
+        }
+        for (f, rle) in &o.masks {
+            if *f >= frames.count.max(1) {
+                bail!(
+                    "<object{}> has a mask on frame {f}, but the media has {} frame(s)",
+                    o.tag_id,
+                    frames.count
+                );
+            }
+            if let Some((w, h)) = size
+                && (rle.width(), rle.height()) != (w, h)
+            {
+                bail!(
+                    "the mask of <object{}> on frame {f} is {}x{} but the media is {w}x{h}",
+                    o.tag_id,
+                    rle.width(),
+                    rle.height()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `ask`.
 pub fn run(args: &AskArgs) -> Result<()> {
-    let options = super::session_options(args.device, args.threads);
+    // Every argument is checked before the (slow) model load.
+    let options = super::session_options(args.device, args.threads)?;
+    let generation = generation_options(args)?;
+    let Prepared {
+        mut frames,
+        objects,
+    } = prepare(args)?;
     let mut model = PixelRefer::load(&args.model, &options)
         .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
     for w in model.warnings() {
         eprintln!("warning: {w}");
     }
-    let req = build_request(args, model.variant())?;
+    let req: Request = crate::refer::build_request(
+        &mut frames,
+        model.variant(),
+        args.max_frames,
+        &objects,
+        &args.question,
+        generation,
+    )?;
     let cancel = CancelToken::new();
     let stdout = std::io::stdout();
     let json = args.json;

@@ -6,7 +6,7 @@ pub mod media_cmds;
 pub mod project_cmds;
 pub mod sam_cmds;
 
-use crate::runtime::{ExecutionProvider, SessionOptions};
+use crate::runtime::{ExecutionProvider, RuntimeError, SessionOptions};
 
 /// Where models run (`--device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -20,9 +20,15 @@ pub enum Device {
     Cuda,
 }
 
-/// Session options for `--device` and `--threads`.
-pub fn session_options(device: Device, threads: usize) -> SessionOptions {
-    match device {
+/// Session options for `--device` and `--threads`; a thread count this machine cannot use
+/// ([`SessionOptions::validate`]) is refused here, before ONNX Runtime or any model is loaded.
+pub fn session_options(device: Device, threads: usize) -> Result<SessionOptions, RuntimeError> {
+    SessionOptions {
+        provider: ExecutionProvider::Cpu,
+        intra_threads: threads,
+    }
+    .validate()?;
+    Ok(match device {
         Device::Auto => SessionOptions::auto(threads),
         Device::Cpu => SessionOptions {
             provider: ExecutionProvider::Cpu,
@@ -32,5 +38,5 @@ pub fn session_options(device: Device, threads: usize) -> SessionOptions {
             provider: ExecutionProvider::Cuda,
             intra_threads: threads,
         },
-    }
+    })
 }

@@ -65,6 +65,24 @@ pub enum ReferError {
         /// The tag as written (`<object3>`).
         tag: String,
     },
+    /// A mask image file (`ask --mask`) that cannot be used.
+    #[error("mask {path}: {reason}")]
+    MaskFile {
+        /// The file.
+        path: PathBuf,
+        /// Why, as a sentence a user can act on.
+        reason: String,
+    },
+    /// A decoding option outside its accepted values ([`super::GenerationOptions::validate`]).
+    #[error("{option} {value} is not accepted: give {rule}")]
+    Generation {
+        /// The option (`temperature`, `top-p`…).
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        rule: &'static str,
+    },
     /// Some other problem with the request (no objects, a frame index outside the media…).
     #[error("invalid request: {0}")]
     InvalidRequest(String),

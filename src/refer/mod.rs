@@ -15,6 +15,7 @@ mod cache;
 pub mod config;
 mod error;
 pub mod generation;
+pub mod mask_file;
 mod model;
 pub mod preprocess;
 pub mod prompt;
@@ -27,7 +28,10 @@ pub use config::ReferConfig;
 pub use error::ReferError;
 pub use generation::{LogitsProcessor, Sampling, TokenOutputStream};
 pub use model::{FrameTrace, KvCache, MaskTrace, PixelRefer, Prepared, PreparedMask, PromptEmbeds};
-pub use request::{AnnotatedObject, DEFAULT_MAX_VIDEO_FRAMES, RequestFrames, build_request};
+pub use request::{
+    AnnotatedObject, DEFAULT_MAX_VIDEO_FRAMES, MAX_VIDEO_FRAMES, RequestFrames, build_request,
+    check_max_frames,
+};
 pub use saot::Variant;
 
 use crate::mask::Mask;
@@ -79,19 +83,58 @@ pub struct Turn {
     pub answer: String,
 }
 
-/// Decoding options; `None` takes the model's default.
+/// Decoding options; `None` takes the model's default. [`validate`](Self::validate) states
+/// the accepted values; [`PixelRefer::ask`] refuses others.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct GenerationOptions {
-    /// Token budget (default: the manifest's `max_new_tokens`).
+    /// Token budget, at least 1 (default: the manifest's `max_new_tokens`).
     pub max_new_tokens: Option<usize>,
-    /// Sampling temperature; `None` or ≤ 0 is greedy (the upstream default).
+    /// Sampling temperature, a finite number ≥ 0; `None` or 0 is greedy (the upstream default).
     pub temperature: Option<f64>,
-    /// Nucleus sampling threshold in (0, 1).
+    /// Nucleus sampling threshold in (0, 1]; 1 samples from every token.
     pub top_p: Option<f64>,
     /// Seed of the sampler.
     pub seed: u64,
-    /// Repetition penalty (default: the checkpoint's generation config).
+    /// Repetition penalty, a finite number > 0 (default: the checkpoint's generation config).
     pub repetition_penalty: Option<f32>,
+}
+
+impl GenerationOptions {
+    /// Refuses values that would silently generate garbage or nothing: a token budget of 0, a
+    /// temperature that is negative or not finite, a top-p outside (0, 1], a repetition penalty
+    /// that is not a finite positive number.
+    pub fn validate(&self) -> Result<(), ReferError> {
+        let bad = |option: &'static str, value: String, rule: &'static str| {
+            Err(ReferError::Generation {
+                option,
+                value,
+                rule,
+            })
+        };
+        if self.max_new_tokens == Some(0) {
+            return bad("max-new-tokens", "0".into(), "at least 1");
+        }
+        if let Some(t) = self.temperature
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return bad(
+                "temperature",
+                t.to_string(),
+                "a number ≥ 0 (0 is greedy decoding)",
+            );
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad("top-p", p.to_string(), "a number in (0, 1]");
+        }
+        if let Some(r) = self.repetition_penalty
+            && !(r.is_finite() && r > 0.0)
+        {
+            return bad("repetition-penalty", r.to_string(), "a number > 0");
+        }
+        Ok(())
+    }
 }
 
 /// A question about objects in media.
@@ -208,5 +251,58 @@ impl CancelToken {
             let _ = ro.terminate();
         }
         Ok(ro)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::GenerationOptions;
+
+    #[test]
+    fn generation_options_outside_their_ranges_are_refused() {
+        let ok = GenerationOptions {
+            max_new_tokens: Some(1),
+            temperature: Some(0.0),
+            top_p: Some(1.0),
+            seed: 0,
+            repetition_penalty: Some(1.1),
+        };
+        assert!(ok.validate().is_ok());
+        assert!(GenerationOptions::default().validate().is_ok());
+        let bad = [
+            GenerationOptions {
+                max_new_tokens: Some(0),
+                ..ok.clone()
+            },
+            GenerationOptions {
+                temperature: Some(f64::NAN),
+                ..ok.clone()
+            },
+            GenerationOptions {
+                temperature: Some(-1.0),
+                ..ok.clone()
+            },
+            GenerationOptions {
+                top_p: Some(0.0),
+                ..ok.clone()
+            },
+            GenerationOptions {
+                top_p: Some(1.0 + 1e-9),
+                ..ok.clone()
+            },
+            GenerationOptions {
+                repetition_penalty: Some(0.0),
+                ..ok.clone()
+            },
+            GenerationOptions {
+                repetition_penalty: Some(f32::INFINITY),
+                ..ok.clone()
+            },
+        ];
+        for b in bad {
+            let e = b.validate().unwrap_err().to_string();
+            assert!(e.contains("is not accepted: give"), "{b:?}: {e}");
+        }
     }
 }

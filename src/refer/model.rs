@@ -227,11 +227,13 @@ fn extract(value: &DynValue, graph: &str) -> Result<(Vec<i64>, Vec<f32>), ReferE
 }
 
 impl PixelRefer {
-    /// Loads a `pixelrefer` or `pixelrefer-lite` model directory: manifest, constants, tokenizer,
-    /// and every graph, each checked with [`validate_io`].
+    /// Loads a `pixelrefer` or `pixelrefer-lite` model directory: manifest, every file's sha256
+    /// ([`Manifest::verify_files`], as SAM 2 does), constants, tokenizer, and every graph, each
+    /// checked with [`validate_io`].
     pub fn load(dir: &Path, options: &SessionOptions) -> Result<Self, ReferError> {
         let manifest = Manifest::load(dir)?;
         manifest.expect_kind(dir, &[ModelKind::PixelRefer, ModelKind::PixelReferLite])?;
+        manifest.verify_files(dir)?;
         let variant = if manifest.kind == ModelKind::PixelReferLite {
             Variant::Lite
         } else {
@@ -1117,6 +1119,7 @@ impl PixelRefer {
         on_token: &mut dyn FnMut(&str),
         cancel: &CancelToken,
     ) -> Result<Answer, ReferError> {
+        req.options.validate()?;
         let t0 = Instant::now();
         let prepared = self.prepare_inner(req, cancel)?;
         let prep_secs = t0.elapsed().as_secs_f64();
@@ -1156,6 +1159,7 @@ impl PixelRefer {
         on_token: &mut dyn FnMut(&str),
         cancel: &CancelToken,
     ) -> Result<Answer, ReferError> {
+        req.options.validate()?;
         let start = Instant::now();
         let run_options = cancel.run_options()?;
         let prompt = self.build_prompt(req, prepared, &run_options, cancel)?;

@@ -15,6 +15,21 @@ use image::RgbImage;
 /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames).
 pub const DEFAULT_MAX_VIDEO_FRAMES: usize = 16;
 
+/// The most sampled frames a request may ask for: upstream VideoLLaMA3's `MAX_FRAMES` (180),
+/// the most its video loader ever gives the model. Each frame is decoded into memory before
+/// encoding, so this also bounds a request's frame memory.
+pub const MAX_VIDEO_FRAMES: usize = 180;
+
+/// Refuses a sampled-frame budget outside 1 to [`MAX_VIDEO_FRAMES`].
+pub fn check_max_frames(max_frames: usize) -> Result<(), ReferError> {
+    if (1..=MAX_VIDEO_FRAMES).contains(&max_frames) {
+        return Ok(());
+    }
+    Err(ReferError::InvalidRequest(format!(
+        "{max_frames} video frames cannot be sampled: give 1 to {MAX_VIDEO_FRAMES}"
+    )))
+}
+
 /// Frames of one media item (an image is one frame).
 pub trait RequestFrames {
     /// Number of frames.
@@ -93,6 +108,7 @@ pub fn build_request(
     question: &str,
     options: GenerationOptions,
 ) -> Result<Request, ReferError> {
+    check_max_frames(max_frames)?;
     let n = frames.frame_count();
     let objects: Vec<AnnotatedObject> = objects
         .iter()
@@ -313,5 +329,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("frame 3"), "{err}");
+    }
+
+    #[test]
+    fn frame_budgets_outside_the_upstream_range_are_refused() {
+        // 0 used to be read as 1, and a budget of a million decoded every 1 fps sample.
+        for (max_frames, ok) in [
+            (0, false),
+            (1, true),
+            (180, true),
+            (181, false),
+            (1 << 20, false),
+        ] {
+            let mut frames = Blank {
+                n: 3,
+                fps: 1.0,
+                read: Vec::new(),
+            };
+            let got = build_request(
+                &mut frames,
+                Variant::Full,
+                max_frames,
+                &[obj(0, &[1])],
+                "q",
+                GenerationOptions::default(),
+            );
+            assert_eq!(got.is_ok(), ok, "{max_frames}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("give 1 to 180"), "{e}");
+                assert!(frames.read.is_empty(), "refused before reading frames");
+            }
+        }
     }
 }

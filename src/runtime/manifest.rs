@@ -140,21 +140,198 @@ impl Manifest {
             })
     }
 
-    /// Checks that every file listed in `files` exists and has its recorded sha256.
+    /// Checks that every file listed in `files` exists and has its recorded sha256. SAM 2,
+    /// PixelRefer and PixelRefer-Lite loading all call it. A file whose size, times and inode
+    /// are those recorded when it last matched is not hashed again ([`verify_files_with_cache`]
+    /// with [`verified_cache_path`]), so a multi-GB model is hashed once, not on every load.
     pub fn verify_files(&self, dir: &Path) -> Result<(), RuntimeError> {
-        for (name, want) in &self.files {
-            let path = dir.join(name);
-            let have = sha256_file(&path)?;
-            if !have.eq_ignore_ascii_case(want) {
-                return Err(RuntimeError::File {
-                    path,
-                    reason: format!(
-                        "sha256 is {have}, the manifest records {want}: the file changed after export"
-                    ),
-                });
+        let cache = verified_cache_path(dir);
+        verify_files_with_cache(dir, &self.files, cache.as_deref()).map(|_| ())
+    }
+}
+
+/// What [`verify_files_with_cache`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyStats {
+    /// Files hashed.
+    pub hashed: usize,
+    /// Files skipped because the cache records them as verified and unchanged.
+    pub cached: usize,
+}
+
+/// A file's identity as far as the verification cache is concerned: any write changes the
+/// change time (which no tool can set back) and usually the modification time and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Stamp {
+                len: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+                ino: meta.ino(),
+                dev: meta.dev(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            let since = |t: std::io::Result<std::time::SystemTime>| {
+                t.ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or((0, 0), |d| {
+                        (
+                            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                            i64::from(d.subsec_nanos()),
+                        )
+                    })
+            };
+            Stamp {
+                len: meta.len(),
+                mtime: since(meta.modified()),
+                ctime: since(meta.created()),
+                ino: 0,
+                dev: 0,
+            }
+        }
+    }
+}
+
+/// One verified file in the cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Verified {
+    sha256: String,
+    stamp: Stamp,
+}
+
+/// The sidecar of one model directory: verified files by manifest name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct VerifiedCache {
+    files: BTreeMap<String, Verified>,
+}
+
+/// Where the verification cache of model directory `dir` lives: the user cache directory
+/// (`~/.cache/pixelrefer-studio/verified/<sha256 of the directory's canonical path>.json`),
+/// not the model directory, which may be read-only or shared. `None` when there is no cache
+/// directory or `dir` cannot be resolved (every file is then hashed).
+pub fn verified_cache_path(dir: &Path) -> Option<PathBuf> {
+    let canonical = std::fs::canonicalize(dir).ok()?;
+    let key = hex::encode(Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+    Some(
+        dirs::cache_dir()?
+            .join("pixelrefer-studio")
+            .join("verified")
+            .join(format!("{key}.json")),
+    )
+}
+
+/// Checks `files` (manifest name → sha256 hex) in `dir`, skipping files that `cache` records
+/// as verified with the same sha256 and an unchanged [`Stamp`] (size, modification and change
+/// times, inode); files that match are recorded. A name that is absolute or climbs out of
+/// `dir` is refused. A missing or unwritable cache only costs time: it is never an error.
+pub fn verify_files_with_cache(
+    dir: &Path,
+    files: &BTreeMap<String, String>,
+    cache: Option<&Path>,
+) -> Result<VerifyStats, RuntimeError> {
+    let mut stats = VerifyStats::default();
+    let mut known: VerifiedCache = cache
+        .and_then(|c| std::fs::read(c).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let mut changed = false;
+    for (name, want) in files {
+        let rel = Path::new(name);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(RuntimeError::Manifest {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{MANIFEST_FILE} lists `{name}`, which is not a file name inside the directory"
+                ),
+            });
+        }
+        let path = dir.join(rel);
+        let meta = std::fs::metadata(&path).map_err(|e| RuntimeError::File {
+            path: path.clone(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        if !meta.is_file() {
+            return Err(RuntimeError::File {
+                path,
+                reason: "it is not a file".into(),
+            });
+        }
+        let stamp = Stamp::of(&meta);
+        if let Some(v) = known.files.get(name)
+            && v.stamp == stamp
+            && v.sha256.eq_ignore_ascii_case(want)
+        {
+            stats.cached += 1;
+            continue;
+        }
+        let have = sha256_file(&path)?;
+        stats.hashed += 1;
+        if !have.eq_ignore_ascii_case(want) {
+            if known.files.remove(name).is_some() {
+                changed = true;
+            }
+            if changed && let Some(c) = cache {
+                write_cache(c, &known);
+            }
+            return Err(RuntimeError::File {
+                path,
+                reason: format!(
+                    "sha256 is {have}, the manifest records {want}: the file changed after export (copy the model again)"
+                ),
+            });
+        }
+        // Stamp again: a write during hashing must not be recorded as verified.
+        let after = std::fs::metadata(&path).map(|m| Stamp::of(&m)).ok();
+        if after.as_ref() == Some(&stamp) {
+            known.files.insert(
+                name.clone(),
+                Verified {
+                    sha256: have,
+                    stamp,
+                },
+            );
+            changed = true;
+        }
+    }
+    if changed && let Some(c) = cache {
+        write_cache(c, &known);
+    }
+    Ok(stats)
+}
+
+/// Writes the cache atomically (a temporary file renamed over it); failures are logged only.
+fn write_cache(path: &Path, cache: &VerifiedCache) {
+    let write = || -> std::io::Result<()> {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+        serde_json::to_writer(&mut tmp, cache)?;
+        tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    };
+    if let Err(e) = write() {
+        log::debug!(
+            "cannot write the model verification cache {}: {e}",
+            path.display()
+        );
     }
 }
 

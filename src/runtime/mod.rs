@@ -11,10 +11,14 @@ mod session;
 
 pub use library::{RuntimeInfo, ensure_initialized, find_library, library_candidates};
 pub use manifest::{
-    GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, find_model_dirs, model_search_dirs,
+    GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, VerifyStats, find_model_dirs,
+    model_search_dirs, verified_cache_path, verify_files_with_cache,
 };
 pub mod safetensors;
-pub use session::{ExecutionProvider, SessionOptions, build_session, cuda_available, validate_io};
+pub use session::{
+    ExecutionProvider, SessionOptions, THREADS_PER_CORE_LIMIT, build_session, cuda_available,
+    max_intra_threads, validate_io,
+};
 
 use std::path::PathBuf;
 
@@ -72,6 +76,16 @@ pub enum RuntimeError {
         tensor: String,
         /// What differs.
         reason: String,
+    },
+    /// A thread count above [`max_intra_threads`].
+    #[error(
+        "{requested} threads is more than this machine can use: give 0 (one per core) or 1 to {max} threads"
+    )]
+    Threads {
+        /// The thread count asked for.
+        requested: usize,
+        /// The largest accepted count on this machine.
+        max: usize,
     },
     /// An error from ONNX Runtime itself.
     #[error("ONNX Runtime: {0}")]

@@ -41,7 +41,34 @@ impl Default for SessionOptions {
     }
 }
 
+/// Oversubscription factor of [`max_intra_threads`]: ONNX Runtime's intra-op pool gains nothing
+/// beyond one thread per core, and a few per core still leave room for SMT and for users who
+/// oversubscribe on purpose; thousands of threads only exhaust memory and crash the process
+/// (`--threads 100000` died with SIGSEGV after a minute).
+pub const THREADS_PER_CORE_LIMIT: usize = 4;
+
+/// The most intra-op threads a session accepts on this machine: [`THREADS_PER_CORE_LIMIT`] per
+/// core that this process may use (`std::thread::available_parallelism`, which honours CPU
+/// quotas), at least 4.
+pub fn max_intra_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.saturating_mul(THREADS_PER_CORE_LIMIT).max(4)
+}
+
 impl SessionOptions {
+    /// Checks the thread count: 0 (one per core) or 1 to [`max_intra_threads`]. Every session
+    /// build calls it; call it earlier to refuse a bad setting before loading anything.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let max = max_intra_threads();
+        if self.intra_threads > max {
+            return Err(RuntimeError::Threads {
+                requested: self.intra_threads,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// CUDA when this ONNX Runtime build has the CUDA provider ([`cuda_available`]), else the
     /// CPU; `intra_threads` as given.
     pub fn auto(intra_threads: usize) -> Self {
@@ -72,6 +99,7 @@ pub fn build_session(
     file: &Path,
     options: &SessionOptions,
 ) -> Result<(Session, ExecutionProvider, Option<String>), RuntimeError> {
+    options.validate()?;
     let runtime = ensure_initialized()?;
     if !file.is_file() {
         return Err(RuntimeError::File {
