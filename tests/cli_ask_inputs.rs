@@ -291,7 +291,10 @@ fn regions_that_do_not_fit_the_media_are_refused_before_loading() {
     assert!(line.contains("two objects are <object2>"), "{line}");
     // Not a regions file: a character device would be read forever.
     let line = ask_regions(Path::new("/dev/zero"));
-    assert!(line.contains("/dev/zero is not a regions file"), "{line}");
+    assert!(
+        line.contains("/dev/zero is a device, not a regular file"),
+        "{line}"
+    );
     // An object whose only mask is empty.
     let path = tmp.path().join("empty.regions.json");
     let rle = pixelrefer_studio::mask::Rle::empty(6, 8);

@@ -141,11 +141,15 @@ fn png_export_gives_colliding_file_names_their_own_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let pics = tmp.path().join("pics");
     std::fs::create_dir(&pics).unwrap();
-    let names = ["x_1.png", "x:1.png", "X_1.PNG"];
-    let mut items = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    for name in ["x_1.png", "x:1.png", "X_1.PNG"] {
         write_image(&pics.join(name), 9, 7);
-        let mut item = Item::new(Some(name.to_string()), 9, 7, 1, 0.0);
+    }
+    // The project lists the items in the folder's own order, as the app writes it.
+    let source = pixelrefer_studio::media::open(&pics).unwrap();
+    let mut items = Vec::new();
+    for i in 0..source.item_count() {
+        let name = source.item_info(i).unwrap().name;
+        let mut item = Item::new(Some(name), 9, 7, 1, 0.0);
         item.objects.push(object(0, 9, 7, i as i64, 0));
         item.next_object_id = 1;
         items.push(item);
@@ -182,8 +186,20 @@ fn png_export_gives_colliding_file_names_their_own_folders() {
         .collect();
     pixels.sort_unstable();
     assert_eq!(pixels, vec![0, 1, 2]);
+    // Three item folders, one of which kept its plain name.
+    let folders: std::collections::BTreeSet<_> = files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(&out_dir)
+                .unwrap()
+                .components()
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(folders.len(), 3, "{files:?}");
     assert!(
-        out_dir.join("x_1.png/object0/000000.png").exists(),
+        out_dir.join("x_1.png").is_dir() || out_dir.join("X_1.PNG").is_dir(),
         "{files:?}"
     );
 }

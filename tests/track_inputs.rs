@@ -239,5 +239,5 @@ fn a_fifo_as_prompts_file_is_refused_instead_of_waited_on() {
             e
         },
     };
-    assert_refused_early(&run, &["is not a regular file"], "FIFO as prompts");
+    assert_refused_early(&run, &["not a regular file"], "FIFO as prompts");
 }

@@ -153,23 +153,9 @@ const MAX_REGIONS_BYTES: u64 = 1 << 30;
 
 /// Objects of item `item` of a regions export, and the item's fps.
 fn regions_objects(path: &Path, item: usize) -> Result<(Option<f64>, Vec<AnnotatedObject>)> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regions file: it is not a file", path.display());
-    }
-    if meta.len() > MAX_REGIONS_BYTES {
-        bail!(
-            "{} is {} MiB; regions files of more than {} MiB are not read",
-            path.display(),
-            meta.len() >> 20,
-            MAX_REGIONS_BYTES >> 20
-        );
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let bytes = crate::project::read_bounded(path, MAX_REGIONS_BYTES)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
     let entry = v["items"]
         .as_array()
         .and_then(|a| a.get(item))

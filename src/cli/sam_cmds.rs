@@ -318,26 +318,8 @@ const MAX_PROMPTS_BYTES: u64 = 64 << 20;
 /// Reads the prompts file: a regular file (not a FIFO or a device, which could block or never
 /// end) of at most [`MAX_PROMPTS_BYTES`].
 fn read_prompt_text(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut text = String::new();
-    file.take(MAX_PROMPTS_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if text.len() as u64 > MAX_PROMPTS_BYTES {
-        bail!(
-            "{} is larger than {} MiB: not a prompts file",
-            path.display(),
-            MAX_PROMPTS_BYTES >> 20
-        );
-    }
-    Ok(text)
+    let bytes = project::read_bounded(path, MAX_PROMPTS_BYTES)?;
+    String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
 }
 
 /// Checks the prompts file on its own (no media needed) and returns its prompts as

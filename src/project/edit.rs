@@ -154,7 +154,9 @@ impl Document {
                 object,
             } => {
                 let it = self.item_mut(item)?;
-                if it.object(object.id).is_some() {
+                // Every id in use is below next_object_id (load and this edit keep it so): a
+                // fresh id needs no scan, which keeps a batch of many additions linear.
+                if object.id < it.next_object_id && it.object(object.id).is_some() {
                     return Err(ProjectError::InvalidEdit(format!(
                         "item {item} already has an object with id {}",
                         object.id

@@ -255,73 +255,8 @@ impl Serialize for RegionsObject<'_> {
     }
 }
 
-/// Where temporary files for `path` go: the same folder, named `.NAME.XXXXXX.tmp` with NAME
-/// shortened so the whole name stays within the usual 255-byte limit.
-fn temp_prefix(path: &Path) -> (PathBuf, String) {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut cut = name.len().min(200);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    (dir, format!(".{}.", &name[..cut]))
-}
-
-/// Writes `path` atomically from a stream: `write` fills a buffered temporary file in the same
-/// folder, which is fsynced and renamed over `path`, then the folder is fsynced (as
-/// `project::write_atomic` does for a byte buffer). On any failure the temporary file is
-/// removed and the old `path` (or none) stays.
-fn write_streamed<F>(path: &Path, write: F) -> Result<(), ProjectError>
-where
-    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
-{
-    let io = |source: std::io::Error| ProjectError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let (dir, prefix) = temp_prefix(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(io)?;
-    {
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        write(&mut buffered).map_err(io)?;
-        buffered.flush().map_err(io)?;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0o644);
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(io)?;
-    }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    #[cfg(unix)]
-    {
-        let d = std::fs::File::open(&dir).map_err(|source| ProjectError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        d.sync_all()
-            .map_err(|source| ProjectError::Io { path: dir, source })?;
-    }
-    Ok(())
-}
-
 fn write_json_streamed<T: Serialize>(value: &T, path: &Path) -> Result<(), ProjectError> {
-    write_streamed(path, |w| {
+    super::file::write_atomic_with(path, |w| {
         serde_json::to_writer_pretty(&mut *w, value).map_err(std::io::Error::from)?;
         w.write_all(b"\n")
     })
@@ -612,33 +547,6 @@ pub fn png_item_dir(doc: &Document, index: usize) -> String {
         .unwrap_or_else(|| format!("item{index}"))
 }
 
-/// `path` absolute, with its deepest existing ancestor's links resolved.
-fn resolve(path: &Path) -> PathBuf {
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    };
-    let mut existing = abs.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(canonical) = existing.canonicalize() {
-            let mut out = canonical;
-            out.extend(rest.iter().rev());
-            return out;
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                existing = parent;
-            }
-            _ => return abs,
-        }
-    }
-}
-
 /// Refuses a PNG export into `out_dir` that would write over (or into) one of `inputs`: the
 /// folder itself, or an item folder of the export, naming an input or holding one.
 fn check_png_outputs(
@@ -646,7 +554,7 @@ fn check_png_outputs(
     dirs: &[String],
     inputs: &[&Path],
 ) -> Result<(), ProjectError> {
-    let root = resolve(out_dir);
+    let root = super::file::resolved(out_dir);
     let names: HashSet<String> = dirs.iter().map(|d| d.to_lowercase()).collect();
     for input in inputs {
         let Ok(input) = input.canonicalize() else {

@@ -135,7 +135,7 @@ where
         .ok_or_else(|| io(std::io::Error::other("the path does not name a file")))?;
     let mut tmp = create_locked_temp(&dir, name).map_err(io)?;
     {
-        let mut writer = std::io::BufWriter::new(tmp.as_file_mut());
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         write(&mut writer).map_err(io)?;
         writer.flush().map_err(io)?;
     }
@@ -639,7 +639,7 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 
 /// `path` made absolute with its deepest existing ancestor canonicalised (links resolved) and
 /// the rest appended as written.
-fn resolved(path: &Path) -> PathBuf {
+pub(crate) fn resolved(path: &Path) -> PathBuf {
     let path = absolute(path);
     let mut existing = path.as_path();
     let mut rest = Vec::new();

@@ -19,7 +19,6 @@ use super::model::{
 use crate::mask::Rle;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::Path;
 
 /// Largest COCO file [`read_coco`] reads: 1 GiB. COCO 2017's largest file (train instances) is
@@ -33,36 +32,7 @@ const BBOX_SLACK: f64 = 1.0;
 /// Reads a COCO JSON file: a regular file (not a FIFO, device or folder) of at most
 /// [`MAX_COCO_BYTES`].
 pub fn read_coco(path: &Path) -> Result<Value, ProjectError> {
-    let io = |source: std::io::Error| ProjectError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    // Check before opening: opening a FIFO blocks until a writer appears.
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        return Err(ProjectError::Import(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    if meta.len() > MAX_COCO_BYTES {
-        return Err(ProjectError::Import(format!(
-            "{} is {} bytes, more than the {MAX_COCO_BYTES} a COCO file may have",
-            path.display(),
-            meta.len()
-        )));
-    }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_COCO_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > MAX_COCO_BYTES {
-        return Err(ProjectError::Import(format!(
-            "{} grew past the {MAX_COCO_BYTES} bytes a COCO file may have while being read",
-            path.display()
-        )));
-    }
+    let bytes = super::file::read_bounded(path, MAX_COCO_BYTES)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ProjectError::Import(format!("{} is not valid JSON: {e}", path.display())))
 }

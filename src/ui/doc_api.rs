@@ -151,11 +151,15 @@ pub enum ExportKind {
 }
 
 /// Runs an export.
+/// Refuses to write over the media (PNG export: into the media folder or over a frame).
 pub fn export(doc: &Document, kind: ExportKind, path: &Path) -> Result<(), String> {
+    let inputs = [doc.media.path.as_path()];
     let result = match kind {
-        ExportKind::Regions => crate::project::export_regions(doc, path),
-        ExportKind::Coco => crate::project::export_coco(doc, path),
-        ExportKind::Pngs => crate::project::export_pngs(doc, path).map(|_| ()),
+        ExportKind::Regions => crate::project::check_output_path(path, &inputs)
+            .and_then(|()| crate::project::export_regions(doc, path)),
+        ExportKind::Coco => crate::project::check_output_path(path, &inputs)
+            .and_then(|()| crate::project::export_coco(doc, path)),
+        ExportKind::Pngs => crate::project::write_pngs(doc, path, &inputs, |_| {}).map(|_| ()),
     };
     result.map_err(|e| e.to_string())
 }
