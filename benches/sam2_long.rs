@@ -24,34 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// `struct rusage` of Linux (x86_64 and aarch64): two `timeval`s, then 14 `long`s.
-#[repr(C)]
-struct Rusage {
-    utime: [i64; 2],
-    stime: [i64; 2],
-    maxrss_kib: i64,
-    rest: [i64; 13],
-}
-
-unsafe extern "C" {
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-}
-
-/// Waits for `child` and returns (exit status == 0, peak RSS in KiB).
-fn wait_peak_kib(child: &std::process::Child) -> (bool, u64) {
-    let mut status = 0i32;
-    let mut usage = Rusage {
-        utime: [0; 2],
-        stime: [0; 2],
-        maxrss_kib: 0,
-        rest: [0; 13],
-    };
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: `pid` is our own unwaited child; both pointers are valid for the call.
-    let r = unsafe { wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4 failed");
-    (status == 0, u64::try_from(usage.maxrss_kib).unwrap_or(0))
-}
+#[path = "../tests/support/peak_rss.rs"]
+mod peak_rss;
 
 fn list(var: &str, default: &str) -> Vec<u32> {
     std::env::var(var)
@@ -230,8 +204,8 @@ fn objects_peak(dir: &Path, model: &Path, fps: u32, threads: &str, counts: &[u32
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let (ok, peak_kib) = wait_peak_kib(&child);
-        assert!(ok, "track failed with {n} objects");
+        let (status, peak_kib) = peak_rss::wait_peak_kib(&child);
+        assert_eq!(status, 0, "track failed with {n} objects");
         println!(
             "{n:>3} objects, 4 frames: {:.1} s, peak RSS {} MiB",
             start.elapsed().as_secs_f64(),

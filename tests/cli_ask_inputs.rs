@@ -156,9 +156,9 @@ fn bad_decoding_options_are_refused_with_a_sentence() {
         (
             "--max-frames",
             "0",
-            "0 video frames cannot be sampled: give 1 to 180",
+            "0 video frames cannot be sampled: give 1 to 768",
         ),
-        ("--max-frames", "181", "181 video frames cannot be sampled"),
+        ("--max-frames", "769", "769 video frames cannot be sampled"),
     ];
     let line = quick_error(&[
         os("ask"),

@@ -191,7 +191,7 @@ fn files_over_the_limit_are_refused_without_reading_them() {
     let file = std::fs::File::create(&path).unwrap();
     file.set_len(MAX_PROJECT_BYTES + 1).unwrap();
     let err = load_project(&path).unwrap_err().to_string();
-    assert!(err.contains("is larger than 128 MiB"), "{err}");
+    assert!(err.contains("is larger than 1024 MiB"), "{err}");
     let small = write(dir.path(), "small.json", "[1, 2, 3]");
     assert_eq!(read_json_file(&small, 9).unwrap(), json!([1, 2, 3]));
     let err = read_json_file(&small, 8).unwrap_err().to_string();

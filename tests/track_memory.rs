@@ -14,18 +14,8 @@ use std::process::{Command, Stdio};
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
-/// `struct rusage` of Linux (x86_64 and aarch64): two `timeval`s, then 14 `long`s.
-#[repr(C)]
-struct Rusage {
-    utime: [i64; 2],
-    stime: [i64; 2],
-    maxrss_kib: i64,
-    rest: [i64; 13],
-}
-
-unsafe extern "C" {
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-}
+#[path = "support/peak_rss.rs"]
+mod peak_rss;
 
 /// Frames the clip has (the fixture's first reference frames, 480x270).
 const FRAMES: usize = 2;
@@ -76,17 +66,7 @@ fn peak_rss(dir: &Path, media: &Path, objects: usize) -> u64 {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut status = 0i32;
-    let mut usage = Rusage {
-        utime: [0; 2],
-        stime: [0; 2],
-        maxrss_kib: 0,
-        rest: [0; 13],
-    };
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: `pid` is our own unwaited child; both pointers are valid for the call.
-    let r = unsafe { wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4 failed");
+    let (status, peak_kib) = peak_rss::wait_peak_kib(&child);
     assert_eq!(
         status,
         0,
@@ -98,7 +78,7 @@ fn peak_rss(dir: &Path, media: &Path, objects: usize) -> u64 {
         regions["items"][0]["objects"].as_array().unwrap().len(),
         objects
     );
-    u64::try_from(usage.maxrss_kib).unwrap() * 1024
+    peak_kib * 1024
 }
 
 #[test]

@@ -15,10 +15,11 @@ use image::RgbImage;
 /// PixelRefer video: frames sampled at 1 fps, at most this many (plus the annotated frames).
 pub const DEFAULT_MAX_VIDEO_FRAMES: usize = 16;
 
-/// The most sampled frames a request may ask for: upstream VideoLLaMA3's `MAX_FRAMES` (180),
-/// the most its video loader ever gives the model. Each frame is decoded into memory before
-/// encoding, so this also bounds a request's frame memory.
-pub const MAX_VIDEO_FRAMES: usize = 180;
+/// The most sampled frames a request may ask for: the `max_frames=768` that PixelRefer's own
+/// evaluation scripts pass to `load_video` (`pixelrefer/mm_utils.py`; recorded as
+/// `video_max_frames` in our manifests, see onnx/PIXELREFER_NOTES.md). Each frame is decoded
+/// into memory before encoding, so this also bounds a request's frame memory.
+pub const MAX_VIDEO_FRAMES: usize = 768;
 
 /// Refuses a sampled-frame budget outside 1 to [`MAX_VIDEO_FRAMES`].
 pub fn check_max_frames(max_frames: usize) -> Result<(), ReferError> {
@@ -337,8 +338,8 @@ mod tests {
         for (max_frames, ok) in [
             (0, false),
             (1, true),
-            (180, true),
-            (181, false),
+            (768, true),
+            (769, false),
             (1 << 20, false),
         ] {
             let mut frames = Blank {
@@ -356,7 +357,7 @@ mod tests {
             );
             assert_eq!(got.is_ok(), ok, "{max_frames}");
             if let Err(e) = got {
-                assert!(e.to_string().contains("give 1 to 180"), "{e}");
+                assert!(e.to_string().contains("give 1 to 768"), "{e}");
                 assert!(frames.read.is_empty(), "refused before reading frames");
             }
         }
