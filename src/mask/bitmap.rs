@@ -397,20 +397,10 @@ impl Mask {
         Ok(())
     }
 
-    /// Encodes the mask as an 8-bit grayscale PNG with values 0 and 255.
+    /// Encodes the mask as an 8-bit grayscale PNG with values 0 and 255 (through
+    /// [`Rle::write_png`](crate::mask::Rle::write_png), the one PNG mask encoder).
     pub fn to_png_bytes(&self) -> Result<Vec<u8>, MaskError> {
-        let pixels: Vec<u8> = self.data.iter().map(|&v| v * 255).collect();
-        let mut out = std::io::Cursor::new(Vec::new());
-        image::write_buffer_with_format(
-            &mut out,
-            &pixels,
-            self.width,
-            self.height,
-            image::ExtendedColorType::L8,
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| MaskError::Image(format!("cannot encode a PNG mask: {e}")))?;
-        Ok(out.into_inner())
+        crate::mask::Rle::from_mask(self).to_png_bytes()
     }
 
     /// Writes the mask as an 8-bit grayscale PNG with values 0 and 255.
