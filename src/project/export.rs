@@ -539,14 +539,6 @@ pub fn png_item_dirs(doc: &Document) -> Vec<String> {
         .collect()
 }
 
-/// The folder name of item `index` in a PNG export (see [`png_item_dirs`]).
-pub fn png_item_dir(doc: &Document, index: usize) -> String {
-    png_item_dirs(doc)
-        .into_iter()
-        .nth(index)
-        .unwrap_or_else(|| format!("item{index}"))
-}
-
 /// Refuses a PNG export into `out_dir` that would write over (or into) one of `inputs`: the
 /// folder itself, or an item folder of the export, naming an input or holding one.
 fn check_png_outputs(
@@ -1025,6 +1017,5 @@ mod tests {
         for d in &dirs {
             assert!(!d.contains([':', '?', '/']) && d != "." && d != "..", "{d}");
         }
-        assert_eq!(png_item_dir(&doc, 0), dirs[0]);
     }
 }

@@ -13,7 +13,7 @@ mod model;
 pub use edit::History;
 pub use export::{
     REGIONS_FORMAT, REGIONS_VERSION, coco_file_name, coco_json, export_coco, export_pngs,
-    export_regions, item_name, png_item_dir, png_item_dirs, qa_turns, regions_json, write_pngs,
+    export_regions, item_name, png_item_dirs, qa_turns, regions_json, write_pngs,
 };
 pub use file::{
     MAX_PROJECT_BYTES, MediaStatus, autosave_path, check_media, check_output_path,
