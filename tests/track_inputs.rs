@@ -4,27 +4,11 @@
 //! prompt that slipped through would really be tracked.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
-
-/// A folder with the fixture's first two reference frames (480x270): a 2-frame sequence.
-fn frames_folder(dir: &Path) -> PathBuf {
-    let model = fixtures::fixture("sam2-tiny");
-    let folder = dir.join("frames");
-    std::fs::create_dir_all(&folder).unwrap();
-    for i in 0..2 {
-        let name = format!("{i:05}.png");
-        std::fs::copy(
-            model.join("reference/frames").join(&name),
-            folder.join(&name),
-        )
-        .unwrap();
-    }
-    folder
-}
 
 fn track(media: &Path, prompts: &Path, out: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
@@ -61,7 +45,7 @@ fn assert_refused_early(run: &Output, needles: &[&str], case: &str) {
 #[test]
 fn bad_prompt_files_are_refused_before_the_model_loads() {
     let tmp = tempfile::tempdir().unwrap();
-    let media = frames_folder(tmp.path());
+    let media = fixtures::sam2_frames_folder(tmp.path(), 2);
     let out = tmp.path().join("r.regions.json");
     let ok_point = r#"{"frame":0,"points":[[120,130,1]]}"#;
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
@@ -130,7 +114,7 @@ fn bad_prompt_files_are_refused_before_the_model_loads() {
 #[test]
 fn unusable_output_paths_are_refused_before_the_model_loads() {
     let tmp = tempfile::tempdir().unwrap();
-    let media = frames_folder(tmp.path());
+    let media = fixtures::sam2_frames_folder(tmp.path(), 2);
     let prompts = tmp.path().join("prompts.json");
     let text = r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[120,130,1]]}]}]}"#;
     std::fs::write(&prompts, text).unwrap();
@@ -160,7 +144,7 @@ fn unusable_output_paths_are_refused_before_the_model_loads() {
 #[test]
 fn out_naming_the_video_is_refused_and_the_video_is_kept() {
     let tmp = tempfile::tempdir().unwrap();
-    let frames = frames_folder(tmp.path());
+    let frames = fixtures::sam2_frames_folder(tmp.path(), 2);
     let video = tmp.path().join("clip.mp4");
     let status = Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-framerate", "5", "-i"])
@@ -194,7 +178,7 @@ fn out_naming_the_video_is_refused_and_the_video_is_kept() {
 #[test]
 fn a_fifo_as_prompts_file_is_refused_instead_of_waited_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let media = frames_folder(tmp.path());
+    let media = fixtures::sam2_frames_folder(tmp.path(), 2);
     let fifo = tmp.path().join("prompts.json");
     assert!(
         Command::new("mkfifo")

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pixelrefer_studio::segment::TrackerOptions;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[path = "support/fixtures.rs"]
@@ -22,21 +22,6 @@ const FRAMES: usize = 2;
 /// What one more object may add beyond the batch budget: its stored memories (about 0.4 MiB a
 /// frame), its masks and RLE results, and allocator slack.
 const PER_OBJECT_MARGIN: u64 = 16 << 20;
-
-fn frames_folder(dir: &Path) -> PathBuf {
-    let model = fixtures::fixture("sam2-tiny");
-    let folder = dir.join("frames");
-    std::fs::create_dir_all(&folder).unwrap();
-    for i in 0..FRAMES {
-        let name = format!("{i:05}.png");
-        std::fs::copy(
-            model.join("reference/frames").join(&name),
-            folder.join(&name),
-        )
-        .unwrap();
-    }
-    folder
-}
 
 /// Runs `track` with `objects` objects (clicks spread over the frame, all on the last frame)
 /// and returns the child's peak RSS in bytes.
@@ -84,7 +69,7 @@ fn peak_rss(dir: &Path, media: &Path, objects: usize) -> u64 {
 #[test]
 fn ten_objects_peak_within_one_object_plus_batch_budget() {
     let tmp = tempfile::tempdir().unwrap();
-    let media = frames_folder(tmp.path());
+    let media = fixtures::sam2_frames_folder(tmp.path(), FRAMES);
     let one = peak_rss(tmp.path(), &media, 1);
     let ten = peak_rss(tmp.path(), &media, 10);
     let budget = TrackerOptions::default().batch_budget_bytes as u64;

@@ -17,3 +17,20 @@ pub fn fixture(name: &str) -> PathBuf {
     );
     dir
 }
+
+/// A folder `dir/frames` holding the first `count` reference frames of the `sam2-tiny`
+/// fixture (480x270 PNGs `00000.png`, …): a short sequence for `track`.
+pub fn sam2_frames_folder(dir: &std::path::Path, count: usize) -> PathBuf {
+    let model = fixture("sam2-tiny");
+    let folder = dir.join("frames");
+    std::fs::create_dir_all(&folder).expect("create the frames folder");
+    for i in 0..count {
+        let name = format!("{i:05}.png");
+        std::fs::copy(
+            model.join("reference/frames").join(&name),
+            folder.join(&name),
+        )
+        .expect("copy a reference frame");
+    }
+    folder
+}
