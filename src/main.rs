@@ -24,6 +24,9 @@ struct Args {
     /// App: intra-op threads per model (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// App: model catalogue replacing the built-in one (also `$PIXELREFER_CATALOG`).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +105,46 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
+    /// Installed models, and the catalogue's models with sizes, licences and what is
+    /// recommended for this machine.
+    List {
+        /// Look here first (as the app's --models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Catalogue file replacing the built-in one (also `$PIXELREFER_CATALOG`).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a catalogue model from the Hugging Face hub (resumable; `HF_ENDPOINT`,
+    /// `HF_TOKEN`, `HF_HOME` honoured), export it, check it against the PyTorch reference and
+    /// install it. Ctrl-C cancels.
+    Fetch {
+        /// Catalogue name (`models list`).
+        name: String,
+        /// Install into this folder (default: ~/.local/share/pixelrefer-studio/models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Catalogue file replacing the built-in one (also `$PIXELREFER_CATALOG`).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Where the reference check runs the model.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: cli::Device,
+        /// Intra-op threads for the reference check (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Delete an installed model directory (its download stays in the hub cache).
+    Remove {
+        /// The installed model's folder name.
+        name: String,
+        /// Look here first (as the app's --models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
     /// Replay a model directory's bundled reference cases (SAM 2, PixelRefer, PixelRefer-Lite)
     /// and check parity with the official pipelines (exits non-zero beyond the tolerances).
     Verify {
@@ -132,6 +175,31 @@ fn main() -> std::process::ExitCode {
         }) => cli::project_cmds::export(&project, format, &out),
         Some(Command::Models {
             command:
+                ModelsCommand::List {
+                    models,
+                    catalog,
+                    json,
+                },
+        }) => cli::models_cmds::list(models.as_deref(), catalog.as_deref(), json),
+        Some(Command::Models {
+            command:
+                ModelsCommand::Fetch {
+                    name,
+                    models,
+                    catalog,
+                    device,
+                    threads,
+                },
+        }) => cli::session_options(device, threads)
+            .map_err(anyhow::Error::from)
+            .and_then(|session| {
+                cli::models_cmds::fetch(&name, models.as_deref(), catalog.as_deref(), session)
+            }),
+        Some(Command::Models {
+            command: ModelsCommand::Remove { name, models },
+        }) => cli::models_cmds::remove(&name, models.as_deref()),
+        Some(Command::Models {
+            command:
                 ModelsCommand::Verify {
                     dir,
                     device,
@@ -158,6 +226,7 @@ fn main() -> std::process::ExitCode {
                     args.path,
                     pixelrefer_studio::ui::AppOptions {
                         models_dir: args.models,
+                        catalog: args.catalog,
                         session,
                     },
                 )

@@ -7,6 +7,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from common import progress
+
 from .pipeline import OrtBackend, Tok, TorchBackend, run_case
 
 
@@ -92,7 +94,9 @@ def write_reference(model, cfg, out_dir: str, gen: Dict, verify_ort: bool = True
     tb = TorchBackend(model)
     ob = OrtBackend(out_dir) if verify_ort else None
     index = []
-    for case in cases_for(cfg.variant):
+    cases = cases_for(cfg.variant)
+    for ci, case in enumerate(cases):
+        progress("reference", ci + 1, len(cases), case["name"])
         rec, meta = run_case(tb, cfg, tok, case, g)
         ids = [t["generated_ids"] for t in meta["turns"]]
         if all(len(i) and i[0] in g["eos_token_ids"] for i in ids):

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from common import progress
+
 from . import host
 from .config import PixelReferConfig, load_generation_config
 from .modeling import PixelReferForCausalLM, load_state_dict_strict
@@ -156,6 +158,12 @@ def _ort_check(path, feeds: Dict[str, np.ndarray], ref: List[np.ndarray], name: 
     return diff
 
 
+def graph_roles(variant: str) -> List[str]:
+    """The exported graphs, in export order."""
+    lite = ["region_oci"] if variant == "lite" else []
+    return ["vision_encoder", "projector", "region_pos", "region_mlp", *lite, "embed_tokens", "decoder"]
+
+
 def export_graphs(model: PixelReferForCausalLM, out_dir: str, fp16: bool = False) -> Dict[str, Dict]:
     cfg = model.cfg
     dt = torch.float16 if fp16 else torch.float32
@@ -170,13 +178,17 @@ def export_graphs(model: PixelReferForCausalLM, out_dir: str, fp16: bool = False
     def rnd(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(dt)
 
+    roles = graph_roles(cfg.variant)
+
     def run(name, module, args, inames, onames, dyn):
         path = os.path.join(out_dir, f"{name}.onnx")
+        progress("graph", roles.index(name) + 1, len(roles), name)
         data = _export(module, args, path, inames, onames, dyn)
         with torch.no_grad():
             ref = module(*args)
         ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
         feeds = {n: a.numpy() for n, a in zip(inames, args)}
+        progress("verify", roles.index(name) + 1, len(roles), name)
         verify[name] = _ort_check(path, feeds, [r.float().numpy() for r in ref], name, tol)
         graphs[name] = {"file": f"{name}.onnx"}
         if data:
@@ -221,6 +233,7 @@ def export_graphs(model: PixelReferForCausalLM, out_dir: str, fp16: bool = False
             dyn[f"past_key_values.{i}.{kv}"] = {0: "batch", 2: "past_seq"}
             dyn[f"present.{i}.{kv}"] = {0: "batch", 2: "total_seq"}
     run("decoder", _Decoder(m), tuple(args), inames, onames, dyn)
+    assert list(graphs) == roles, (list(graphs), roles)
     model.to(torch.float32)
     return graphs, verify
 

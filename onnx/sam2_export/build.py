@@ -10,9 +10,12 @@ video mode).
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack, contextmanager
 from typing import List, Optional
 
 import torch
+
+from common import ExportError
 
 # Reduced width/depth for --tiny-random. Same graph interface and host constants layout as the
 # real models; image size 1024 and the 64x64 embedding grid are kept.
@@ -53,18 +56,150 @@ def config_path(config: str) -> str:
     return f"configs/{folder}/{name}"
 
 
+def is_config_file(config: str) -> bool:
+    """A --config that names an existing file is read from disk (e.g. the sam2.1_hiera_t.yaml of the
+    official Hugging Face repository); a bare name ('sam2.1_hiera_t.yaml', 'sam2_hiera_l') or a
+    package-relative one ('configs/sam2.1/sam2.1_hiera_t.yaml') is a config packaged with sam2.
+    Any other path that does not exist is an error, never silently a packaged config."""
+    if os.path.isfile(config):
+        return True
+    norm = config.replace(os.sep, "/")
+    if "/" in norm and not norm.startswith("configs/"):
+        raise ExportError(f"config file not found: {config}")
+    return False
+
+
+def config_file(config: str) -> str:
+    """Path of the yaml file a --config resolves to (the file itself, or the packaged one)."""
+    if is_config_file(config):
+        return os.path.abspath(config)
+    import sam2
+
+    path = os.path.join(os.path.dirname(os.path.abspath(sam2.__file__)), config_path(config))
+    if not os.path.isfile(path):
+        raise ExportError(f"config {config!r} is neither a file nor a config packaged with sam2==1.1.0 "
+                          f"(looked for {config_path(config)})")
+    return path
+
+
+@contextmanager
+def _hydra_search_dir(directory: str):
+    """Point hydra's global config search path at one directory for the duration (the sam2 package
+    initialises it to its own `sam2` module on import); restored afterwards."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=os.path.abspath(directory), version_base="1.2"):
+            yield
+    finally:
+        restore_gh_from_backup(backup)
+
+
+def _check_targets(node, where="") -> None:
+    """A config is instantiated through hydra, which calls whatever `_target_` names: accept only the
+    sam2 package's own classes (a downloaded yaml must not run anything else)."""
+    from omegaconf import DictConfig, ListConfig
+
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            v = node._get_node(k)
+            if k == "_target_":
+                t = node[k]
+                if not (isinstance(t, str) and t.startswith("sam2.")):
+                    raise ExportError(f"config {where or 'model'}._target_ is {t!r}; only sam2.* classes are allowed")
+            elif isinstance(v, (DictConfig, ListConfig)):
+                _check_targets(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, ListConfig):
+        for i, v in enumerate(node):
+            _check_targets(v, f"{where}[{i}]")
+
+
+@contextmanager
+def _checked_compose():
+    """Wrap the `compose` that sam2.build_sam calls, so the composed config (after the official
+    predictor overrides) is checked before it is instantiated."""
+    import sam2.build_sam as bs
+
+    real = bs.compose
+
+    def compose(*args, **kwargs):
+        cfg = real(*args, **kwargs)
+        _check_targets(cfg.model, "model")  # only `model` is instantiated
+        return cfg
+
+    bs.compose = compose
+    try:
+        yield
+    finally:
+        bs.compose = real
+
+
+def load_checkpoint(model, checkpoint: str, config: str) -> None:
+    """Load an official checkpoint ({"model": state_dict}) strictly, as sam2.build_sam._load_checkpoint
+    does, but report a mismatch in one sentence (missing / unexpected / mis-shaped names)."""
+    name = os.path.basename(checkpoint)
+    try:
+        obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (corrupt file, not a torch file, ...)
+        raise ExportError(f"cannot read checkpoint {checkpoint}: {type(e).__name__} "
+                          "(not a complete PyTorch checkpoint file?)") from e
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise ExportError(f"checkpoint {name} is not an official SAM 2 checkpoint "
+                          "(expected a dict with a 'model' state dict)")
+    sd = obj["model"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
+        raise ExportError(f"the state dict keys of checkpoint {name} do not match config "
+                          f"{os.path.basename(config)}: " + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)
+
+
 def build_video_model(config: str, checkpoint: Optional[str] = None, extra_overrides: List[str] = (),
                       seed: Optional[int] = None):
-    """Returns an eval-mode SAM2VideoPredictor on CPU (fp32)."""
+    """Returns an eval-mode SAM2VideoPredictor on CPU (fp32).
+
+    `config` is a config packaged with sam2 ('sam2.1_hiera_t.yaml') or the path of a yaml file (as the
+    official Hugging Face repositories ship next to the checkpoint). Either way the model is built by
+    the official `build_sam2_video_predictor` (hydra compose + the official predictor post-processing
+    overrides + instantiate); a file is composed from its own directory."""
     import sam2  # noqa: F401  (initialises hydra's config module)
     from sam2.build_sam import build_sam2_video_predictor
 
     if seed is not None:
         torch.manual_seed(seed)
-    model = build_sam2_video_predictor(
-        config_path(config), ckpt_path=checkpoint, device="cpu", mode="eval",
-        hydra_overrides_extra=list(extra_overrides),
-    )
+    from_file = is_config_file(config)
+    if not from_file:
+        config_file(config)  # a clear error for an unknown packaged name
+    name = os.path.basename(config) if from_file else config_path(config)
+    try:
+        with ExitStack() as stack:
+            if from_file:
+                stack.enter_context(_hydra_search_dir(os.path.dirname(os.path.abspath(config))))
+            stack.enter_context(_checked_compose())
+            model = build_sam2_video_predictor(
+                name, ckpt_path=None, device="cpu", mode="eval",
+                hydra_overrides_extra=list(extra_overrides),
+            )
+    except ExportError:
+        raise
+    except Exception as e:  # noqa: BLE001  (yaml syntax, hydra composition, instantiation: all the config's)
+        detail = " ".join(str(e).split())
+        detail = detail[:400] + ("..." if len(detail) > 400 else "")
+        raise ExportError(f"cannot build a SAM 2 model from config {config}: {type(e).__name__}: {detail}") from e
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, config)
     model = model.float().eval()
     # Host policy recorded in the manifest (official SAM2VideoPredictor flag, default False there):
     # a correction click on an already-tracked frame makes it a conditioning frame, so the

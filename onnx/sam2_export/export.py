@@ -10,10 +10,12 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from common import dedupe_large_constants, graph_io_spec, write_manifest, MANIFEST_FORMAT
+from common import dedupe_large_constants, graph_io_spec, progress, write_manifest, MANIFEST_FORMAT
 from .graphs import ImageEncoderGraph, MemoryAttentionGraph, MemoryEncoderGraph, PromptDecoderGraph
 
 OPSET = 17
+# The exported graphs, in export order (progress lines count them).
+GRAPH_ROLES = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention")
 NO_OBJ_SCORE = -1024.0  # sam2_base.py
 
 GRAPH_VERSION_NOTES = (
@@ -161,7 +163,12 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         maskmem_pos = m.memory_encoder.position_encoding(torch.zeros(1, Cm, F_, F_))[0]
 
     graphs = {}
+
+    def step(stage, role):
+        progress(stage, GRAPH_ROLES.index(role) + 1, len(GRAPH_ROLES), role)
+
     # 1. image encoder
+    step("graph", "image_encoder")
     t0 = time.time()
     enc = ImageEncoderGraph(m).eval()
     img = torch.randn(1, 3, S, S, generator=g)
@@ -171,11 +178,15 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         _export(enc, (img,), path, names_in, names_out,
                 {"image": {0: "batch"}, **{n: {0: "batch"} for n in names_out}})
     timings["image_encoder"] = time.time() - t0
-    diffs = {"image_encoder": _check_and_compare(path, enc, (img,), names_in, names_out, "image_encoder") if verify else None}
+    diffs = {"image_encoder": None}
+    if verify:
+        step("verify", "image_encoder")
+        diffs["image_encoder"] = _check_and_compare(path, enc, (img,), names_in, names_out, "image_encoder")
     with torch.no_grad():
         h0, h1, emb, pix = enc(img)
 
     # 2. prompt decoder
+    step("graph", "prompt_decoder")
     t0 = time.time()
     dec = PromptDecoderGraph(m).eval()
     B, N = 2, 3
@@ -196,12 +207,14 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         _export(dec, args, path, names_in, names_out, dyn)
     timings["prompt_decoder"] = time.time() - t0
     if verify:
+        step("verify", "prompt_decoder")
         diffs["prompt_decoder"] = _check_and_compare(path, dec, args, names_in, names_out, "prompt_decoder")
         # also a different N and B=1 to exercise the dynamic axes
         args1 = (emb, h0, h1, coords[:1, :1], torch.tensor([[1]], dtype=torch.int32), mask_in[:1], has_mask[:1])
         _check_and_compare(path, dec, args1, names_in, names_out, "prompt_decoder (B=1,N=1)")
 
     # 3. memory encoder
+    step("graph", "memory_encoder")
     t0 = time.time()
     menc = MemoryEncoderGraph(m).eval()
     mlog = torch.randn(B, 1, L, L, generator=g) * 8
@@ -215,11 +228,13 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         _export(menc, args, path, names_in, names_out, {n: {0: "B"} for n in names_in + names_out})
     timings["memory_encoder"] = time.time() - t0
     if verify:
+        step("verify", "memory_encoder")
         diffs["memory_encoder"] = _check_and_compare(path, menc, args, names_in, names_out, "memory_encoder")
     with torch.no_grad():
         mem = menc(*args)
 
     # 4. memory attention
+    step("graph", "memory_attention")
     t0 = time.time()
     matt = MemoryAttentionGraph(m, vision_pos, maskmem_pos).eval()
     Sm, P = 2, 3
@@ -237,6 +252,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         _export(matt, args, path, names_in, names_out, dyn)
     timings["memory_attention"] = time.time() - t0
     if verify:
+        step("verify", "memory_attention")
         diffs["memory_attention"] = _check_and_compare(path, matt, args, names_in, names_out, "memory_attention")
         args1 = (args[0][:1], memf[:1, :1], tidx[:1], ptrs[:1, :1], ppos[:1])
         _check_and_compare(path, matt, args1, names_in, names_out, "memory_attention (B=1,S=1,P=1)")
@@ -258,7 +274,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     consts = {k: np.ascontiguousarray(v.float().cpu().numpy()) for k, v in consts.items()}
     save_file(consts, os.path.join(out_dir, "constants.safetensors"))
 
-    graph_files = ["image_encoder", "prompt_decoder", "memory_encoder", "memory_attention"]
+    graph_files = list(GRAPH_ROLES)
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": 1,

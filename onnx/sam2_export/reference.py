@@ -58,16 +58,29 @@ def _scene(w, h, seed, t=0.0):
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
+def _components_8(mask: np.ndarray):
+    """sam2_host_ref.connected_components_8 (the spec: labels > 0 on the foreground, per-pixel component
+    area, 8-connectivity), computed by OpenCV: the same components, ~100x faster than the pure-Python
+    flood fill, which dominated the video reference's run time. Label numbering may differ; the official
+    fill_holes_in_mask_scores only uses labels > 0 and the areas."""
+    import cv2
+
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8, ltype=cv2.CV_32S)
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.int32)[labels]
+    fg = m > 0
+    return np.where(fg, labels, 0).astype(np.int32), np.where(fg, areas, 0).astype(np.int32)
+
+
 def _patch_connected_components():
     import sam2.utils.misc as misc
-    from sam2_host_ref import connected_components_8
 
     def get_connected_components(mask):
         m = mask.to(torch.uint8).cpu().numpy()
         labels = np.zeros(m.shape, np.int32)
         counts = np.zeros(m.shape, np.int32)
         for i in range(m.shape[0]):
-            labels[i, 0], counts[i, 0] = connected_components_8(m[i, 0] > 0)
+            labels[i, 0], counts[i, 0] = _components_8(m[i, 0] > 0)
         return torch.from_numpy(labels).to(mask.device), torch.from_numpy(counts).to(mask.device)
 
     misc.get_connected_components = get_connected_components
@@ -145,7 +158,19 @@ def _packbits(m: np.ndarray) -> np.ndarray:
     return np.packbits(m.astype(bool).reshape(-1))
 
 
-def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, verbose: bool = True):
+def case_names(num_frames: int = 10):
+    """The names of the reference cases in the order write_reference runs them (progress lines)."""
+    return [f"image_{c}" for c in IMAGE_CASES] + [f"video_step{i}_{op}" for i, op in enumerate(VIDEO_STEPS)]
+
+
+# Case names / step kinds of write_reference (it asserts that its cases match).
+IMAGE_CASES = ("one_click", "click_and_negative", "box", "box_and_points", "refine_with_mask")
+VIDEO_STEPS = ("add", "add", "propagate", "propagate", "add", "propagate", "propagate")
+
+
+def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, verbose: bool = True,
+                    on_case=None):
+    """on_case(index, total, name), if given, is called before each case (1-based index)."""
     from safetensors.numpy import save_file
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -176,9 +201,17 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
         {"name": "refine_with_mask", "point_coords": [red, [0.62 * W, 0.75 * H]], "point_labels": [1, 0],
          "multimask_output": False, "mask_input_from": {"case": "one_click", "index": "best_iou"}},
     ]
+    names = case_names(num_frames)
+    assert [c["name"] for c in cases] == list(IMAGE_CASES)
+
+    def announce(i):
+        if on_case is not None:
+            on_case(i + 1, len(names), names[i])
+
     tensors = {}
     outs = {}
-    for case in cases:
+    for ci, case in enumerate(cases):
+        announce(ci)
         case["point_coords"] = [[round(float(x), 2) for x in p] for p in case.get("point_coords", [])] or None
         if case["point_coords"] is None:
             case.pop("point_coords")
@@ -242,8 +275,10 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
         # official code: no object pointer -> an all-bfloat16 memory -> dtype error in memory attention.)
         {"op": "propagate", "reverse": True, "start_frame_idx": num_frames - 2},
     ]
+    assert tuple(s["op"] for s in steps) == VIDEO_STEPS
     vt = {}
     for si, step in enumerate(steps):
+        announce(len(cases) + si)
         tracer.trace = {}
         if step["op"] == "add":
             t, obj_ids, logits = model.add_new_points_or_box(

@@ -6,7 +6,6 @@ targets the Rust port must also meet. Takes a few minutes on 2 CPU cores.
 """
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -60,16 +59,8 @@ def test_tiny_random_seed_is_deterministic():
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    # ./test.sh exports the same model (same exporter code, seed 0) into $PIXELREFER_FIXTURES
-    # before the suite runs; reuse it rather than spend minutes exporting it twice.
-    shared = os.path.join(os.environ.get("PIXELREFER_FIXTURES", ""), "sam2-tiny")
-    if os.environ.get("PIXELREFER_FIXTURES") and os.path.isfile(os.path.join(shared, ".stamp")):
-        return shared
-    out = str(tmp_path_factory.mktemp("sam2tiny") / "model")
-    subprocess.run([sys.executable, os.path.join(ONNX_DIR, "export_sam2.py"), "--tiny-random", out, "--seed", "0"],
-                   check=True)
-    return out
+def tiny_dir(sam2_tiny_dir):
+    return sam2_tiny_dir  # conftest.py: one export per session, shared with test_hub_fixtures.py
 
 
 def test_manifest(tiny_dir):

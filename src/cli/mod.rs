@@ -3,6 +3,7 @@
 
 pub mod ask;
 pub mod media_cmds;
+pub mod models_cmds;
 pub mod project_cmds;
 pub mod sam_cmds;
 

@@ -7,14 +7,11 @@ use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
 };
-use crate::refer::PixelRefer;
-use crate::refer::reference as refer_reference;
-use crate::runtime::{Manifest, ModelKind, SessionOptions};
-use crate::segment::reference::{Tolerances, run_reference};
+use crate::runtime::{Manifest, SessionOptions};
 use crate::segment::{
     Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackerOptions, VideoTracker,
 };
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,100 +35,15 @@ fn load_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<Arc<Sam2Mod
 }
 
 /// `pixelrefer-studio models verify DIR`: replays the directory's bundled `reference/` inputs
-/// through the Rust pipeline, prints the differences, and fails beyond the tolerances
-/// (SAM 2: image mask IoU ≥ 0.99 and low-res logits max|diff| ≤ 1e-3; video mask IoU ≥ 0.98 on
-/// every frame, object, direction and correction; PixelRefer: see [`verify_pixelrefer`]).
+/// through the Rust pipeline ([`jobs::verify_model`]), prints a line per case, the summary and
+/// `PASS`, and fails beyond the tolerances.
 pub fn verify(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
-    let manifest = Manifest::load(dir).map_err(|e| anyhow!("{e}"))?;
-    match manifest.kind {
-        ModelKind::Sam2 => verify_sam2(dir, options),
-        ModelKind::PixelRefer | ModelKind::PixelReferLite => {
-            verify_pixelrefer(dir, &manifest, options)
-        }
-    }
-}
-
-/// Reference check of a PixelRefer / PixelRefer-Lite directory (`refer::reference`): every case
-/// runs with the reference crops fed in (prompt and greedy ids exact; vision features, object
-/// tokens and inputs_embeds max|diff| ≤ 1e-4; first-step logits ≤ 2e-4) and from raw inputs
-/// (ids exact too).
-pub fn verify_pixelrefer(
-    dir: &Path,
-    manifest: &Manifest,
-    options: &SessionOptions,
-) -> anyhow::Result<()> {
-    if !dir.join("reference").join("cases.json").is_file() {
-        bail!(
-            "{} has no reference data (reference/cases.json): export the model with `onnx/export_pixelrefer.py --checkpoint CKPT --out {} --reference` to verify it",
-            dir.display(),
-            dir.display()
-        );
-    }
-    let mut model = PixelRefer::load(dir, options)
-        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
-    for w in model.warnings() {
-        eprintln!("warning: {w}");
-    }
-    eprintln!(
-        "[{}] {} on {}",
-        manifest.kind,
-        dir.display(),
-        model.provider()
-    );
-    let report = refer_reference::run_reference(&mut model, dir, &mut |line| println!("{line}"))
-        .map_err(|e| anyhow!("{e}"))?;
-    let tol = refer_reference::Tolerances::default();
-    let turns = report.turn_count();
-    println!(
-        "[summary] {} cases, {turns} turns; reference crops: ids exact {}/{turns}; raw inputs ({}): ids exact {}/{turns}; vision features max|diff| {:.2e}, object tokens {:.2e}, inputs_embeds {:.2e} (≤ {:.0e}); first logits max|diff| {:.2e} (≤ {:.0e}); exact host mismatches {}",
-        report.cases.len(),
-        report.reference_crops_exact(),
-        refer_reference::raw_role(&tol),
-        report.raw_inputs_exact(),
-        report.vision_features_max_abs_diff(),
-        report.object_tokens_max_abs_diff(),
-        report.inputs_embeds_max_abs_diff(),
-        tol.features_max_abs_diff,
-        report.first_logits_max_abs_diff(),
-        tol.logits_max_abs_diff,
-        report.exact_mismatch_count()
-    );
-    outcome(dir, &report.failures(&tol))
-}
-
-/// `PASS`, or one sentence naming every failed check.
-fn outcome(dir: &Path, failures: &[String]) -> anyhow::Result<()> {
-    if failures.is_empty() {
-        println!("PASS");
-        Ok(())
-    } else {
-        bail!(
-            "{} does not match its reference: {}",
-            dir.display(),
-            failures.join("; ")
-        )
-    }
-}
-
-fn verify_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<()> {
-    let model = load_sam2(dir, options)?;
-    let report =
-        run_reference(model, &mut |line| println!("{line}")).map_err(|e| anyhow!("{e}"))?;
-    let tol = Tolerances::default();
-    println!(
-        "[summary] image: min mask IoU {:.4} (≥ {}), logits max|diff| {:.2e} (≤ {:.0e}); video: min mask IoU {:.4} (≥ {}) over {} frame-objects, object score max|diff| {:.2e}, pooled logits max|diff| {:.2e}, memory-bank mismatches {}",
-        report.image_min_iou(),
-        tol.image_min_iou,
-        report.image_logits_max_abs_diff(),
-        tol.image_logits_max_abs_diff,
-        report.video_min_iou(),
-        tol.video_min_iou,
-        report.video_comparisons(),
-        report.video_score_max_abs_diff(),
-        report.video_logits_pool4_max_abs_diff(),
-        report.bank_mismatches()
-    );
-    outcome(dir, &report.failures(&tol))
+    let summary = jobs::verify_model(dir, options, &mut |line| println!("{line}"), &mut |note| {
+        eprintln!("{note}")
+    })?;
+    println!("{summary}");
+    println!("PASS");
+    Ok(())
 }
 
 // ---- track ------------------------------------------------------------------------------------

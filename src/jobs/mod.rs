@@ -13,6 +13,7 @@
 
 mod document;
 mod media_worker;
+pub mod model_fetch;
 mod project_media;
 mod propagate_job;
 pub mod refer_job;
@@ -20,6 +21,9 @@ mod segment_job;
 
 pub use document::new_document;
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
+pub use model_fetch::{
+    FetchError, FetchEvent, FetchRequest, FetchStage, VerifyError, fetch_model, verify_model,
+};
 pub use project_media::{ProjectMediaError, check_project_media, compare_with_media};
 pub use propagate_job::{
     MediaFrames, PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame,

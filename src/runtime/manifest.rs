@@ -374,7 +374,8 @@ pub fn model_search_dirs(cli: Option<&Path>) -> Vec<PathBuf> {
 }
 
 /// Model directories found in the search dirs: a search dir that is itself a model directory,
-/// or its immediate subdirectories that hold a manifest. Unreadable entries are skipped.
+/// or its immediate subdirectories that hold a manifest (hidden ones excepted). Unreadable
+/// entries are skipped.
 pub fn find_model_dirs(cli: Option<&Path>) -> Vec<(PathBuf, Manifest)> {
     let mut out = Vec::new();
     for dir in model_search_dirs(cli) {
@@ -385,7 +386,12 @@ pub fn find_model_dirs(cli: Option<&Path>) -> Vec<(PathBuf, Manifest)> {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut subdirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        // Hidden folders (`.staging`, where fetched models are exported) are never models.
+        let mut subdirs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
         subdirs.sort();
         for sub in subdirs {
             if let Ok(m) = Manifest::load(&sub) {

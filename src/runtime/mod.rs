@@ -4,7 +4,13 @@
 //! ONNX Runtime is loaded dynamically (`ort` with `load-dynamic`): no build step downloads a
 //! binary. The library is found without any environment variable (see [`library_candidates`]);
 //! `ORT_DYLIB_PATH` still overrides.
+//!
+//! Models come from the catalogue ([`catalog`]), are downloaded through the Hugging Face hub
+//! protocol ([`hub`]) and exported and installed atomically ([`install`]).
 
+pub mod catalog;
+pub mod hub;
+pub mod install;
 mod library;
 mod manifest;
 mod session;
@@ -95,5 +101,30 @@ pub enum RuntimeError {
 impl From<ort::Error> for RuntimeError {
     fn from(err: ort::Error) -> Self {
         RuntimeError::Ort(err.to_string())
+    }
+}
+
+/// What this machine offers, for recommending models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MachineInfo {
+    /// ONNX Runtime has a working CUDA provider.
+    pub cuda: bool,
+    /// Physical memory in bytes (0 when unknown).
+    pub memory_bytes: u64,
+}
+
+impl MachineInfo {
+    /// Looks at this machine (loads ONNX Runtime to ask about CUDA).
+    pub fn detect() -> MachineInfo {
+        let memory_bytes = sysinfo::System::new()
+            .map(|mut system| {
+                system.refresh_memory();
+                system.total_memory()
+            })
+            .unwrap_or(0);
+        MachineInfo {
+            cuda: cuda_available(),
+            memory_bytes,
+        }
     }
 }

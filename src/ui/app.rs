@@ -5,6 +5,7 @@ use super::canvas::{BRUSH_RADIUS_RANGE_PX, Canvas};
 use super::chat_panel::ChatPanel;
 use super::doc_api::{self, ExportKind};
 use super::help::{self, HelpOverlay};
+use super::models_panel::{ModelsEvent, ModelsPanel};
 use super::objects_panel::ObjectsPanel;
 use super::sam_panel::SamPanel;
 use super::state::{AppEvent, AppState, Tool};
@@ -134,6 +135,8 @@ pub struct StudioApp {
     event_hook: Option<EventHook>,
     autosave_interval: Duration,
     sam: SamPanel,
+    models: ModelsPanel,
+    models_dir: Option<PathBuf>,
 }
 
 impl StudioApp {
@@ -181,6 +184,7 @@ impl StudioApp {
             }
         }
         let repaint: Arc<dyn Repaint> = Arc::new(EguiRepaint(cc.egui_ctx.clone()));
+        let app_repaint = Arc::clone(&repaint);
         let mut app = Self {
             state: None,
             canvas,
@@ -203,6 +207,8 @@ impl StudioApp {
             event_hook: None,
             autosave_interval: AUTOSAVE_INTERVAL,
             sam: SamPanel::default(),
+            models: ModelsPanel::new(Arc::clone(&app_repaint)),
+            models_dir: None,
         };
         app.sam.discover(None, Arc::clone(&app.repaint));
         app
@@ -212,6 +218,7 @@ impl StudioApp {
     /// its default choice).
     pub fn set_session_options(&mut self, options: crate::runtime::SessionOptions) {
         self.chat.set_provider(options.provider);
+        self.models.set_session_options(options.clone());
         self.sam
             .set_session_options(options, Arc::clone(&self.repaint));
     }
@@ -219,6 +226,8 @@ impl StudioApp {
     /// Looks for models in `dir` first (like `--models DIR`): loads the SAM 2 model found there
     /// and offers its PixelRefer models in the chat panel.
     pub fn set_models_dir(&mut self, dir: Option<&Path>) {
+        self.models_dir = dir.map(Path::to_path_buf);
+        self.models.set_models_dir(dir);
         self.sam.discover(dir, Arc::clone(&self.repaint));
         if let Some(dir) = dir {
             self.chat.set_models_dir(dir);
@@ -238,6 +247,45 @@ impl StudioApp {
     /// Cancels the running SAM 2 propagation.
     pub fn sam_cancel(&self) {
         self.sam.cancel_propagation();
+    }
+
+    /// The Models window and first-run panel (catalogue, fetches).
+    pub fn models_panel(&self) -> &ModelsPanel {
+        &self.models
+    }
+
+    /// The Models window and first-run panel, mutable (catalogue, hub, machine facts).
+    pub fn models_panel_mut(&mut self) -> &mut ModelsPanel {
+        &mut self.models
+    }
+
+    /// Acts on installs and removals: a newly installed SAM 2 model loads when none is
+    /// active, and the chat panel looks for PixelRefer models again.
+    fn poll_models(&mut self, ctx: &egui::Context) {
+        for event in self.models.poll() {
+            match event {
+                ModelsEvent::Installed(dir, kind) => {
+                    self.notify(ctx, format!("Installed {}", dir.display()));
+                    if kind == crate::runtime::ModelKind::Sam2
+                        && !matches!(self.sam.status(), super::sam_panel::SamStatus::Ready { .. })
+                    {
+                        self.sam.load(dir, Arc::clone(&self.repaint));
+                    }
+                    self.chat.rescan_models();
+                }
+                ModelsEvent::Changed => {
+                    if matches!(
+                        self.sam.status(),
+                        super::sam_panel::SamStatus::NoModel
+                            | super::sam_panel::SamStatus::Failed(_)
+                    ) {
+                        let dir = self.models_dir.clone();
+                        self.sam.discover(dir.as_deref(), Arc::clone(&self.repaint));
+                    }
+                    self.chat.rescan_models();
+                }
+            }
+        }
     }
 
     /// SAM 2 state (model status, whether a mask is being computed).
@@ -870,7 +918,10 @@ impl StudioApp {
                 }
             });
             ui.menu_button("Models", |ui| {
-                if ui.button("SAM 2 model…").clicked() {
+                if ui.button("Get models…").clicked() {
+                    self.models.open = true;
+                }
+                if ui.button("SAM 2 model folder…").clicked() {
                     self.pick(Pick::SamModel);
                 }
             });
@@ -1214,6 +1265,7 @@ impl eframe::App for StudioApp {
             }
         }
         self.poll_jobs(ctx);
+        self.poll_models(ctx);
         self.poll_frames(ctx);
         self.autosave(ctx);
         self.handle_close(ctx);
@@ -1229,6 +1281,7 @@ impl eframe::App for StudioApp {
         egui::Panel::top("menu").show(ui, |ui| self.menu_bar_ui(ui));
         if self.state.is_none() {
             egui::CentralPanel::default().show(ui, |ui| self.start_screen_ui(ui));
+            self.models.ui(&ctx);
             self.toasts_ui(&ctx);
             self.prompt_ui(&ctx);
             return;
@@ -1263,6 +1316,7 @@ impl eframe::App for StudioApp {
             self.report(&ctx, err.to_string());
         }
         self.help.ui(&ctx);
+        self.models.ui(&ctx);
         self.toasts_ui(&ctx);
         self.prompt_ui(&ctx);
     }

@@ -140,6 +140,13 @@ impl ChatPanel {
         self.selected = 0;
     }
 
+    /// Forgets the models found so far; the next use scans the model folders again (a model
+    /// was installed or removed).
+    pub fn rescan_models(&mut self) {
+        self.models = None;
+        self.selected = 0;
+    }
+
     /// Frames for the model (otherwise the document's media is opened by the job).
     pub fn set_frame_source(&mut self, source: impl FrameSource) {
         self.frames = Some(Arc::new(Mutex::new(Box::new(source))));
@@ -487,7 +494,7 @@ impl ChatPanel {
             let current = models
                 .get(self.selected)
                 .map(FoundModel::label)
-                .unwrap_or_else(|| "none found".into());
+                .unwrap_or_else(|| "none found (Models > Get models…)".into());
             egui::ComboBox::from_label("Model")
                 .selected_text(current)
                 .show_ui(ui, |ui| {

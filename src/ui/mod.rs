@@ -13,6 +13,7 @@ pub mod canvas;
 pub mod chat_panel;
 pub mod doc_api;
 pub mod help;
+pub mod models_panel;
 pub mod objects_panel;
 pub mod sam_panel;
 pub mod state;
@@ -30,6 +31,8 @@ use std::path::PathBuf;
 pub struct AppOptions {
     /// Where to look for model directories first.
     pub models_dir: Option<PathBuf>,
+    /// Model catalogue replacing the built-in one (`--catalog`).
+    pub catalog: Option<PathBuf>,
     /// Provider and threads of SAM 2, and the chat panel's default provider.
     pub session: SessionOptions,
 }
@@ -52,6 +55,10 @@ pub fn run(open: Option<PathBuf>, app_options: AppOptions) -> anyhow::Result<()>
             app.set_session_options(app_options.session);
             if app_options.models_dir.is_some() {
                 app.set_models_dir(app_options.models_dir.as_deref());
+            }
+            if app_options.catalog.is_some() {
+                app.models_panel_mut()
+                    .set_catalog_file(app_options.catalog.as_deref());
             }
             Ok(Box::new(app))
         }),

@@ -173,7 +173,7 @@ impl SamPanel {
     pub fn status_text(&self) -> String {
         match &self.status {
             SamStatus::NoModel => {
-                "SAM 2: no model (prompts are kept; masks need a SAM 2 model, see Models > SAM 2 model…)"
+                "SAM 2: no model (prompts are kept; masks need a SAM 2 model, get one with Models > Get models…)"
                     .into()
             }
             SamStatus::Loading(dir) => format!("SAM 2: loading {}…", dir.display()),
@@ -337,7 +337,7 @@ impl SamPanel {
             .worker
             .as_ref()
             .and_then(SegmentWorker::model)
-            .ok_or("propagation needs a SAM 2 model (Models > SAM 2 model…)")?;
+            .ok_or("propagation needs a SAM 2 model (Models > Get models…)")?;
         if state.frame_count() < 2 {
             return Err("propagation needs a video".into());
         }

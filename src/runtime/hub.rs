@@ -1,0 +1,980 @@
+//! Downloads from a Hugging Face hub (or a mirror speaking the same protocol) into the standard
+//! hub cache, so a checkpoint fetched with Python's `huggingface_hub` is reused and the other
+//! way round.
+//!
+//! The protocol (resolve URLs, redirects, `X-Repo-Commit`, `X-Linked-Etag`, ranged chunked
+//! downloads that resume from `blobs/<etag>.sync.part`) is the `hf-hub` crate's. On top of it
+//! this module adds what a fetch needs: the repository listing with every file's size and hash
+//! (`/api/models/{repo}/revision/{rev}?blobs=true`), a hash check of every file before use
+//! (LFS files by sha256, others by git blob id), reuse of blobs already in the cache under
+//! another commit, a disk-space check, progress, cancel and a stall timeout.
+//!
+//! Environment: `HF_ENDPOINT`, `HF_TOKEN` (else the token file `huggingface-cli login` writes),
+//! `HF_HUB_CACHE` / `HF_HOME` (cache `~/.cache/huggingface/hub` by default).
+
+use super::catalog::{CatalogEntry, is_safe_repo_path};
+use hf_hub::api::tokio::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+use serde::Deserialize;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The public hub.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Default bytes per ranged request (also the resume granularity).
+pub const DEFAULT_CHUNK_BYTES: usize = 10_000_000;
+
+/// Default time without a received byte after which a download gives up (it resumes next time).
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Free space kept on top of what a download needs.
+const DISK_MARGIN_BYTES: u64 = 64 << 20;
+
+/// Largest repository listing read.
+const MAX_LISTING_BYTES: usize = 16 << 20;
+
+/// Errors from the hub, each one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// No connection could be made.
+    #[error(
+        "cannot reach the model hub at {endpoint} ({reason}); check the network connection, or HF_ENDPOINT for a mirror"
+    )]
+    Unreachable {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// The hub answered with an HTTP error.
+    #[error("the model hub at {endpoint} answered HTTP {status} for {what}{hint}")]
+    Http {
+        /// The endpoint.
+        endpoint: String,
+        /// HTTP status.
+        status: u16,
+        /// What was asked for.
+        what: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// No byte arrived for too long.
+    #[error(
+        "the download of {file} stalled (no data for {seconds} s); run the same command again to resume where it stopped"
+    )]
+    Stalled {
+        /// The file.
+        file: String,
+        /// The timeout.
+        seconds: u64,
+    },
+    /// The hub's answer made no sense.
+    #[error("the model hub at {endpoint} sent an unusable answer for {what}: {reason}")]
+    Protocol {
+        /// The endpoint.
+        endpoint: String,
+        /// What was asked for.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file the catalogue names is not in the repository.
+    #[error("{repo} at revision {revision} has no file {file}")]
+    MissingFile {
+        /// Repository.
+        repo: String,
+        /// Revision.
+        revision: String,
+        /// The file.
+        file: String,
+    },
+    /// A downloaded (or cached) file does not have the published hash.
+    #[error(
+        "{file} from {repo} does not match its published {algorithm} (expected {expected}, got {actual}); the file was deleted and nothing was installed"
+    )]
+    HashMismatch {
+        /// Repository.
+        repo: String,
+        /// The file.
+        file: String,
+        /// `sha256` or `git blob id`.
+        algorithm: &'static str,
+        /// Expected hex.
+        expected: String,
+        /// Actual hex.
+        actual: String,
+    },
+    /// Not enough free space.
+    #[error("not enough disk space in {path}: {what} needs {needed} and only {available} is free")]
+    DiskSpace {
+        /// The folder.
+        path: PathBuf,
+        /// What needs it.
+        what: String,
+        /// Bytes needed, formatted.
+        needed: String,
+        /// Bytes free, formatted.
+        available: String,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Someone cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl HubError {
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> HubError + '_ {
+        move |e| HubError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Where and how to reach the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Base URL (`HF_ENDPOINT`, default [`DEFAULT_ENDPOINT`]).
+    pub endpoint: String,
+    /// Bearer token (`HF_TOKEN`, else the cache's token file).
+    pub token: Option<String>,
+    /// The hub cache folder (`HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`).
+    pub cache_dir: PathBuf,
+    /// Bytes per ranged request (`PIXELREFER_HUB_CHUNK_BYTES`).
+    pub chunk_bytes: usize,
+    /// Ranged requests in flight per file.
+    pub parallel_requests: usize,
+    /// Give up after this long without data (`PIXELREFER_HUB_STALL_SECS`).
+    pub stall_timeout: Duration,
+    /// Limit for the listing request.
+    pub request_timeout: Duration,
+}
+
+impl HubConfig {
+    /// The configuration from the environment, as `huggingface_hub` reads it.
+    pub fn from_env() -> HubConfig {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let cache_dir = var("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| var("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+            .or_else(|| dirs::home_dir().map(|h| h.join(".cache").join("huggingface").join("hub")))
+            .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"));
+        let token = var("HF_TOKEN").map(|t| t.trim().to_string()).or_else(|| {
+            let file = var("HF_TOKEN_PATH")
+                .map(PathBuf::from)
+                .or_else(|| cache_dir.parent().map(|p| p.join("token")))?;
+            let text = std::fs::read_to_string(file).ok()?;
+            Some(text.trim().to_string()).filter(|t| !t.is_empty())
+        });
+        HubConfig {
+            endpoint: var("HF_ENDPOINT")
+                .map(|e| e.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.into()),
+            token,
+            cache_dir,
+            chunk_bytes: var("PIXELREFER_HUB_CHUNK_BYTES")
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n >= 4096)
+                .unwrap_or(DEFAULT_CHUNK_BYTES),
+            parallel_requests: 4,
+            stall_timeout: var("PIXELREFER_HUB_STALL_SECS")
+                .and_then(|v| v.parse().ok())
+                .filter(|&s: &u64| s > 0)
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_STALL_TIMEOUT),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One file to fetch, as the hub lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// Path inside the repository.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The published hash it is checked against.
+    pub hash: FileHash,
+}
+
+/// A file's published hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileHash {
+    /// sha256 of an LFS file (its LFS object id), hex.
+    Sha256(String),
+    /// Git blob id (SHA-1 of `blob <len>\0` + content) of a file stored in git itself, hex.
+    GitBlob(String),
+}
+
+impl RemoteFile {
+    /// The cache's blob name: the ETag the hub sends, which is the LFS sha256 or the git blob
+    /// id.
+    fn etag(&self) -> &str {
+        match &self.hash {
+            FileHash::Sha256(h) | FileHash::GitBlob(h) => h,
+        }
+    }
+
+    /// The sha256, for LFS files.
+    pub fn sha256(&self) -> Option<&str> {
+        match &self.hash {
+            FileHash::Sha256(h) => Some(h),
+            FileHash::GitBlob(_) => None,
+        }
+    }
+}
+
+/// What a fetch downloads: a repository at one commit and the wanted files.
+#[derive(Debug, Clone)]
+pub struct RepoPlan {
+    /// `owner/name`.
+    pub repo: String,
+    /// The revision asked for.
+    pub revision: String,
+    /// The commit it resolved to.
+    pub commit: String,
+    /// The files.
+    pub files: Vec<RemoteFile>,
+}
+
+impl RepoPlan {
+    /// Total size.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Download progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadProgress {
+    /// The file being fetched.
+    pub file: String,
+    /// Its index (1-based) and the file count.
+    pub index: usize,
+    /// Number of files.
+    pub files: usize,
+    /// Bytes present over all files (including those already cached or resumed).
+    pub done: u64,
+    /// Bytes over all files.
+    pub total: u64,
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    sha: Option<String>,
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+}
+
+#[derive(Deserialize)]
+struct Sibling {
+    rfilename: String,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default, rename = "blobId")]
+    blob_id: Option<String>,
+    #[serde(default)]
+    lfs: Option<LfsInfo>,
+}
+
+#[derive(Deserialize)]
+struct LfsInfo {
+    sha256: String,
+    size: u64,
+}
+
+/// A client for one hub.
+pub struct Hub {
+    config: HubConfig,
+}
+
+impl Hub {
+    /// A client with `config`.
+    pub fn new(config: HubConfig) -> Hub {
+        Hub { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn runtime(&self) -> Result<tokio::runtime::Runtime, HubError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("hub")
+            .enable_all()
+            .build()
+            .map_err(|e| HubError::Io {
+                path: PathBuf::from("(tokio runtime)"),
+                reason: e.to_string(),
+            })
+    }
+
+    fn api(&self, revision: &str, repo: &str) -> Result<hf_hub::api::tokio::ApiRepo, HubError> {
+        let api = ApiBuilder::from_cache(Cache::new(self.config.cache_dir.clone()))
+            .with_endpoint(self.config.endpoint.clone())
+            .with_token(self.config.token.clone())
+            .with_progress(false)
+            .with_chunk_size(Some(self.config.chunk_bytes))
+            .with_max_files(self.config.parallel_requests.max(1))
+            .build()
+            .map_err(|e| self.api_error(e, "the client set-up"))?;
+        Ok(api.repo(Repo::with_revision(
+            repo.to_string(),
+            RepoType::Model,
+            revision.to_string(),
+        )))
+    }
+
+    fn api_error(&self, err: ApiError, what: &str) -> HubError {
+        match err {
+            ApiError::RequestError(e) => {
+                if let Some(status) = e.status() {
+                    let status = status.as_u16();
+                    let hint = match status {
+                        401 | 403 => "; the repository may be gated or private: accept its licence on the hub and set HF_TOKEN".to_string(),
+                        404 => "; check the catalogue's repository and file names".to_string(),
+                        429 => "; the hub is rate-limiting this machine, try again in a few minutes".to_string(),
+                        500..=599 => "; the hub is having trouble, try again later (the download resumes)".to_string(),
+                        _ => String::new(),
+                    };
+                    HubError::Http {
+                        endpoint: self.config.endpoint.clone(),
+                        status,
+                        what: what.to_string(),
+                        hint,
+                    }
+                } else if e.is_connect() || e.is_timeout() {
+                    HubError::Unreachable {
+                        endpoint: self.config.endpoint.clone(),
+                        reason: one_line(&e),
+                    }
+                } else {
+                    HubError::Protocol {
+                        endpoint: self.config.endpoint.clone(),
+                        what: what.to_string(),
+                        reason: one_line(&e),
+                    }
+                }
+            }
+            ApiError::IoError(e) => HubError::Io {
+                path: self.config.cache_dir.clone(),
+                reason: e.to_string(),
+            },
+            ApiError::TooManyRetries(inner) => self.api_error(*inner, what),
+            ApiError::LockAcquisition(path) => HubError::Io {
+                path,
+                reason: "another download of this file is running (its lock is held)".into(),
+            },
+            other => HubError::Protocol {
+                endpoint: self.config.endpoint.clone(),
+                what: what.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Lists the repository and picks the files `entry` wants, with sizes and hashes.
+    pub fn plan(&self, entry: &CatalogEntry, cancel: &AtomicBool) -> Result<RepoPlan, HubError> {
+        let rt = self.runtime()?;
+        let api = self.api(&entry.revision, &entry.repo)?;
+        let what = format!("the file list of {}", entry.repo);
+        let timeout = self.config.request_timeout;
+        let body = rt.block_on(async {
+            let request = async {
+                let response = api
+                    .info_request()
+                    .query(&[("blobs", "true")])
+                    .send()
+                    .await
+                    .map_err(|e| self.api_error(e.into(), &what))?
+                    .error_for_status()
+                    .map_err(|e| self.api_error(e.into(), &what))?;
+                if response.content_length().unwrap_or(0) > MAX_LISTING_BYTES as u64 {
+                    return Err(self.protocol(&what, "the listing is too large"));
+                }
+                response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.api_error(e.into(), &what))
+            };
+            with_cancel(cancel, timeout, request)
+                .await
+                .map_err(|e| match e {
+                    Interrupted::Cancelled => HubError::Cancelled,
+                    Interrupted::TimedOut => HubError::Unreachable {
+                        endpoint: self.config.endpoint.clone(),
+                        reason: format!("no answer within {} s", timeout.as_secs()),
+                    },
+                    Interrupted::Failed(e) => e,
+                })
+        })?;
+        if body.len() > MAX_LISTING_BYTES {
+            return Err(self.protocol(&what, "the listing is too large"));
+        }
+        let listing: Listing = serde_json::from_slice(&body)
+            .map_err(|e| self.protocol(&what, &format!("it is not a repository listing ({e})")))?;
+        let commit = listing
+            .sha
+            .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| self.protocol(&what, "it names no commit"))?;
+        let mut files = Vec::new();
+        for wanted in &entry.files {
+            let sibling = listing
+                .siblings
+                .iter()
+                .find(|s| s.rfilename == wanted.path)
+                .ok_or_else(|| HubError::MissingFile {
+                    repo: entry.repo.clone(),
+                    revision: entry.revision.clone(),
+                    file: wanted.path.clone(),
+                })?;
+            let file = self.remote_file(sibling, &what)?;
+            if let Some(expected) = &wanted.sha256
+                && file.sha256() != Some(expected.to_ascii_lowercase().as_str())
+            {
+                return Err(self.protocol(
+                    &what,
+                    &format!(
+                        "{} has sha256 {} on the hub but the catalogue expects {expected}",
+                        wanted.path,
+                        file.sha256().unwrap_or("(none: not an LFS file)")
+                    ),
+                ));
+            }
+            files.push(file);
+        }
+        for sibling in &listing.siblings {
+            if !entry.files.iter().any(|f| f.path == sibling.rfilename)
+                && entry.wants(&sibling.rfilename)
+            {
+                files.push(self.remote_file(sibling, &what)?);
+            }
+        }
+        if files.is_empty() {
+            return Err(self.protocol(&what, "no file matches the catalogue entry"));
+        }
+        Ok(RepoPlan {
+            repo: entry.repo.clone(),
+            revision: entry.revision.clone(),
+            commit,
+            files,
+        })
+    }
+
+    fn protocol(&self, what: &str, reason: &str) -> HubError {
+        HubError::Protocol {
+            endpoint: self.config.endpoint.clone(),
+            what: what.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn remote_file(&self, s: &Sibling, what: &str) -> Result<RemoteFile, HubError> {
+        if !is_safe_repo_path(&s.rfilename) {
+            return Err(self.protocol(what, &format!("unsafe file name `{}`", s.rfilename)));
+        }
+        let hex = |h: &str, len: usize| h.len() == len && h.bytes().all(|b| b.is_ascii_hexdigit());
+        let (size, sha256) = match &s.lfs {
+            Some(lfs) if hex(&lfs.sha256, 64) => (lfs.size, Some(lfs.sha256.to_ascii_lowercase())),
+            Some(_) => return Err(self.protocol(what, &format!("bad sha256 for {}", s.rfilename))),
+            None => (
+                s.size
+                    .ok_or_else(|| self.protocol(what, &format!("no size for {}", s.rfilename)))?,
+                None,
+            ),
+        };
+        let hash = match (sha256, s.blob_id.as_deref()) {
+            (Some(sha), _) => FileHash::Sha256(sha),
+            (None, Some(id)) if hex(id, 40) => FileHash::GitBlob(id.to_ascii_lowercase()),
+            _ => {
+                return Err(self.protocol(
+                    what,
+                    &format!(
+                        "no hash for {} (neither an LFS sha256 nor a blob id)",
+                        s.rfilename
+                    ),
+                ));
+            }
+        };
+        Ok(RemoteFile {
+            path: s.rfilename.clone(),
+            size,
+            hash,
+        })
+    }
+
+    fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.config
+            .cache_dir
+            .join(format!("models--{}", repo.replace('/', "--")))
+    }
+
+    /// The snapshot folder of a plan (where the files are once downloaded).
+    pub fn snapshot_dir(&self, plan: &RepoPlan) -> PathBuf {
+        self.repo_dir(&plan.repo)
+            .join("snapshots")
+            .join(&plan.commit)
+    }
+
+    /// Bytes still to download: files neither in the snapshot nor as a blob.
+    pub fn missing_bytes(&self, plan: &RepoPlan) -> u64 {
+        let snapshot = self.snapshot_dir(plan);
+        let blobs = self.repo_dir(&plan.repo).join("blobs");
+        plan.files
+            .iter()
+            .filter(|f| !snapshot.join(&f.path).is_file() && !blobs.join(f.etag()).is_file())
+            .map(|f| f.size)
+            .sum()
+    }
+
+    /// Downloads every file of `plan` that is not in the cache yet, checks every file's hash,
+    /// and returns the snapshot folder. Progress goes to `progress`; `cancel` stops it (a later
+    /// call resumes the partial file).
+    pub fn download(
+        &self,
+        plan: &RepoPlan,
+        progress: &mut dyn FnMut(&DownloadProgress),
+        cancel: &AtomicBool,
+    ) -> Result<PathBuf, HubError> {
+        let snapshot = self.snapshot_dir(plan);
+        let repo_dir = self.repo_dir(&plan.repo);
+        let missing = self.missing_bytes(plan);
+        check_free_space(&self.config.cache_dir, missing, "the download")?;
+        let total = plan.total_bytes();
+        let mut done_before = 0u64;
+        let api = self.api(&plan.revision, &plan.repo)?;
+        let rt = self.runtime()?;
+        for (i, file) in plan.files.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(HubError::Cancelled);
+            }
+            let base = done_before;
+            let report = |done: u64, progress: &mut dyn FnMut(&DownloadProgress)| {
+                progress(&DownloadProgress {
+                    file: file.path.clone(),
+                    index: i + 1,
+                    files: plan.files.len(),
+                    done: base + done.min(file.size),
+                    total,
+                })
+            };
+            report(0, progress);
+            let pointer = snapshot.join(&file.path);
+            let blob = repo_dir.join("blobs").join(file.etag());
+            if !pointer.is_file() && blob.is_file() {
+                // Same content under another commit (or fetched by Python): link, do not fetch.
+                link_pointer(&blob, &pointer)?;
+            }
+            if !pointer.is_file() {
+                let fetched =
+                    self.fetch_file(&rt, &api, file, &mut |d| report(d, progress), cancel)?;
+                if fetched != pointer {
+                    return Err(self.protocol(
+                        &file.path,
+                        &format!(
+                            "the file resolved to {} instead of {} (did the repository change during the download?)",
+                            fetched.display(),
+                            pointer.display()
+                        ),
+                    ));
+                }
+            }
+            self.check_hash(plan, file, &pointer)?;
+            done_before += file.size;
+            report(file.size, progress);
+        }
+        write_ref(&repo_dir, &plan.revision, &plan.commit)?;
+        Ok(snapshot)
+    }
+
+    fn fetch_file(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        api: &hf_hub::api::tokio::ApiRepo,
+        file: &RemoteFile,
+        report: &mut dyn FnMut(u64),
+        cancel: &AtomicBool,
+    ) -> Result<PathBuf, HubError> {
+        let counter = ByteCounter::default();
+        let stall = self.config.stall_timeout;
+        rt.block_on(async {
+            let download = api.download_with_progress(&file.path, counter.clone());
+            tokio::pin!(download);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut last_bytes = 0u64;
+            let mut last_change = Instant::now();
+            loop {
+                tokio::select! {
+                    result = &mut download => {
+                        return result.map_err(|e| self.api_error(e, &format!("{} of {}", file.path, api_repo_name(api))));
+                    }
+                    _ = tick.tick() => {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(HubError::Cancelled);
+                        }
+                        let now = counter.bytes.load(Ordering::Relaxed);
+                        if now != last_bytes {
+                            last_bytes = now;
+                            last_change = Instant::now();
+                            report(now);
+                        } else if last_change.elapsed() >= stall {
+                            return Err(HubError::Stalled { file: file.path.clone(), seconds: stall.as_secs() });
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    fn check_hash(
+        &self,
+        plan: &RepoPlan,
+        file: &RemoteFile,
+        pointer: &Path,
+    ) -> Result<(), HubError> {
+        let (algorithm, expected, actual) = match &file.hash {
+            FileHash::Sha256(sha) => ("sha256", sha.clone(), hash_file(pointer, false)?),
+            FileHash::GitBlob(id) => ("git blob id", id.clone(), hash_file(pointer, true)?),
+        };
+        if expected == actual {
+            return Ok(());
+        }
+        // Delete what was fetched: the blob and the snapshot link, so nothing uses it.
+        if let Ok(target) = std::fs::canonicalize(pointer) {
+            let _ = std::fs::remove_file(target);
+        }
+        let _ = std::fs::remove_file(pointer);
+        Err(HubError::HashMismatch {
+            repo: plan.repo.clone(),
+            file: file.path.clone(),
+            algorithm,
+            expected,
+            actual,
+        })
+    }
+}
+
+fn api_repo_name(api: &hf_hub::api::tokio::ApiRepo) -> String {
+    // `ApiRepo::url` is `{endpoint}/{repo}/resolve/{rev}/{file}`; show the repository part.
+    let url = api.url("");
+    url.split("/resolve/").next().unwrap_or(&url).to_string()
+}
+
+fn one_line(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+enum Interrupted {
+    Cancelled,
+    TimedOut,
+    Failed(HubError),
+}
+
+async fn with_cancel<T>(
+    cancel: &AtomicBool,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, HubError>>,
+) -> Result<T, Interrupted> {
+    tokio::pin!(fut);
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            r = &mut fut => return r.map_err(Interrupted::Failed),
+            _ = tick.tick() => {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Interrupted::Cancelled);
+                }
+                if Instant::now() >= deadline {
+                    return Err(Interrupted::TimedOut);
+                }
+            }
+        }
+    }
+}
+
+/// Counts bytes for `hf-hub`'s progress trait.
+#[derive(Clone, Default)]
+struct ByteCounter {
+    bytes: Arc<AtomicU64>,
+}
+
+impl hf_hub::api::tokio::Progress for ByteCounter {
+    async fn init(&mut self, _size: usize, _filename: &str) {
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+    async fn update(&mut self, size: usize) {
+        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+    }
+    async fn finish(&mut self) {}
+}
+
+/// sha256 (or, with `git_blob`, the git blob SHA-1) of a file, hex.
+fn hash_file(path: &Path, git_blob: bool) -> Result<String, HubError> {
+    let mut file = std::fs::File::open(path).map_err(HubError::io(path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    if git_blob {
+        let len = file.metadata().map_err(HubError::io(path))?.len();
+        let mut h = Sha1::new();
+        h.update(format!("blob {len}\0").as_bytes());
+        loop {
+            let n = file.read(&mut buf).map_err(HubError::io(path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    } else {
+        let mut h = Sha256::new();
+        loop {
+            let n = file.read(&mut buf).map_err(HubError::io(path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+/// `snapshots/<commit>/<path>` → relative link to `blobs/<etag>`, as `huggingface_hub` makes.
+fn link_pointer(blob: &Path, pointer: &Path) -> Result<(), HubError> {
+    let parent = pointer.parent().ok_or_else(|| HubError::Io {
+        path: pointer.to_path_buf(),
+        reason: "no parent folder".into(),
+    })?;
+    std::fs::create_dir_all(parent).map_err(HubError::io(parent))?;
+    // pointer = <repo>/snapshots/<commit>/<a>/<b>…; blob = <repo>/blobs/<etag>.
+    let snapshot_depth = pointer
+        .strip_prefix(
+            blob.parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("")),
+        )
+        .map(|rel| rel.components().count().saturating_sub(1))
+        .unwrap_or(2);
+    let mut target = PathBuf::new();
+    for _ in 0..snapshot_depth {
+        target.push("..");
+    }
+    target.push("blobs");
+    if let Some(name) = blob.file_name() {
+        target.push(name);
+    }
+    let _ = std::fs::remove_file(pointer);
+    #[cfg(unix)]
+    let linked = std::os::unix::fs::symlink(&target, pointer);
+    #[cfg(not(unix))]
+    let linked = std::fs::copy(blob, pointer).map(|_| ());
+    linked.map_err(HubError::io(pointer))
+}
+
+fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<(), HubError> {
+    if revision == commit {
+        return Ok(());
+    }
+    let path = repo_dir.join("refs").join(revision);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(HubError::io(parent))?;
+    }
+    std::fs::write(&path, commit).map_err(HubError::io(&path))
+}
+
+/// Free bytes on the file system holding `path` (or its nearest existing ancestor).
+pub fn available_space(path: &Path) -> Option<u64> {
+    let mut dir = path;
+    loop {
+        if dir.exists() {
+            return fs4::available_space(dir).ok();
+        }
+        dir = dir.parent()?;
+    }
+}
+
+/// Fails with [`HubError::DiskSpace`] unless `needed` bytes (plus a margin) are free at `path`.
+pub fn check_free_space(path: &Path, needed: u64, what: &str) -> Result<(), HubError> {
+    if needed == 0 {
+        return Ok(());
+    }
+    match available_space(path) {
+        Some(free) if free < needed.saturating_add(DISK_MARGIN_BYTES) => Err(HubError::DiskSpace {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            needed: format_bytes(needed.saturating_add(DISK_MARGIN_BYTES)),
+            available: format_bytes(free),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `1.5 GB`, `320 MB`, `12 kB`, `5 B` (decimal units, as the hub shows sizes).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// Transfer rate and time left from successive byte counts (for the app's progress line; the
+/// CLI's bar computes its own).
+#[derive(Debug, Clone)]
+pub struct TransferMeter {
+    start: Instant,
+    start_bytes: Option<u64>,
+    rate: f64,
+    last: Option<(Instant, u64)>,
+}
+
+impl Default for TransferMeter {
+    fn default() -> Self {
+        TransferMeter {
+            start: Instant::now(),
+            start_bytes: None,
+            rate: 0.0,
+            last: None,
+        }
+    }
+}
+
+impl TransferMeter {
+    /// Records that `done` bytes are present now.
+    pub fn update(&mut self, done: u64) {
+        let now = Instant::now();
+        if self.start_bytes.is_none() {
+            self.start_bytes = Some(done);
+            self.start = now;
+        }
+        if let Some((t, b)) = self.last {
+            let dt = now.duration_since(t).as_secs_f64();
+            if dt >= 0.25 && done >= b {
+                let instant = (done - b) as f64 / dt;
+                self.rate = if self.rate == 0.0 {
+                    instant
+                } else {
+                    0.7 * self.rate + 0.3 * instant
+                };
+                self.last = Some((now, done));
+            }
+        } else {
+            self.last = Some((now, done));
+        }
+    }
+
+    /// Bytes per second (smoothed).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// `"12 MB of 156 MB, 3.1 MB/s, 46 s left"`.
+    pub fn describe(&self, done: u64, total: u64) -> String {
+        let mut text = format!("{} of {}", format_bytes(done), format_bytes(total));
+        if self.rate > 0.0 {
+            text.push_str(&format!(", {}/s", format_bytes(self.rate as u64)));
+            let left = total.saturating_sub(done) as f64 / self.rate;
+            if left.is_finite() {
+                text.push_str(&format!(", {} left", format_duration(left)));
+            }
+        }
+        text
+    }
+}
+
+/// `45 s`, `3 min 5 s`, `2 h 10 min`.
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_blob_id_matches_git() {
+        // `printf 'hello\n' | git hash-object --stdin` = ce013625030ba8dba906f756967f9e9ca394464a
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello\n").expect("write");
+        assert_eq!(
+            hash_file(&path, true).expect("hash"),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        assert_eq!(
+            hash_file(&path, false).expect("hash"),
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
+    }
+
+    #[test]
+    fn pointer_links_are_relative_like_huggingface_hub() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let repo = dir.path().join("models--a--b");
+        let blob = repo.join("blobs").join("abc");
+        std::fs::create_dir_all(blob.parent().expect("p")).expect("mk");
+        std::fs::write(&blob, b"x").expect("w");
+        let pointer = repo
+            .join("snapshots")
+            .join("c0ffee")
+            .join("sub")
+            .join("f.json");
+        link_pointer(&blob, &pointer).expect("link");
+        assert_eq!(
+            std::fs::read_link(&pointer).expect("link"),
+            PathBuf::from("../../../blobs/abc")
+        );
+        assert_eq!(std::fs::read(&pointer).expect("read"), b"x");
+    }
+
+    #[test]
+    fn sizes_and_times_read_well() {
+        assert_eq!(format_bytes(5), "5 B");
+        assert_eq!(format_bytes(156_000_000), "156 MB");
+        assert_eq!(format_bytes(4_300_000_000), "4.3 GB");
+        assert_eq!(format_duration(45.0), "45 s");
+        assert_eq!(format_duration(185.0), "3 min 5 s");
+        assert!(check_free_space(Path::new("/"), u64::MAX / 2, "x").is_err());
+    }
+}
