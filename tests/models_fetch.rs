@@ -86,10 +86,12 @@ impl Scratch {
 
     fn command(&self, hub: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"));
-        cmd.args(args)
-            .arg("--catalog")
-            .arg(&self.catalog)
-            .env("HF_ENDPOINT", hub)
+        cmd.args(args);
+        // `models remove` needs no catalogue: it deletes a folder.
+        if args.get(1) != Some(&"remove") {
+            cmd.arg("--catalog").arg(&self.catalog);
+        }
+        cmd.env("HF_ENDPOINT", hub)
             .env("HF_HOME", self.hf_home())
             .env_remove("HF_TOKEN")
             .env_remove("HF_HUB_CACHE")
@@ -103,8 +105,9 @@ impl Scratch {
         cmd
     }
 
-    fn fetch(&self, hub: &str, name: &str) -> Output {
+    fn fetch_command(&self, hub: &str, name: &str) -> Command {
         let models = self.models();
+        let models = models.to_str().unwrap();
         self.command(
             hub,
             &[
@@ -112,13 +115,15 @@ impl Scratch {
                 "fetch",
                 name,
                 "--models",
-                models.to_str().unwrap(),
+                models,
                 "--threads",
                 "2",
             ],
         )
-        .output()
-        .unwrap()
+    }
+
+    fn fetch(&self, hub: &str, name: &str) -> Output {
+        self.fetch_command(hub, name).output().unwrap()
     }
 
     /// Nothing installed and nothing staged.
@@ -344,11 +349,7 @@ fn a_checkpoint_downloaded_by_python_is_reused() {
     assert!(cdn_python >= 1, "python did not download: {:?}", hub.log());
     let out = s.fetch(&hub.endpoint(), SAM);
     assert_installed(&s, SAM, "sam2", &out);
-    let ckpt = hub
-        .files(SAM_REPO)
-        .into_iter()
-        .find(|f| f.path == SAM_CKPT)
-        .unwrap();
+    let ckpt = checkpoint(&hub);
     let cdn_ckpt = hub
         .log()
         .iter()
@@ -360,6 +361,14 @@ fn a_checkpoint_downloaded_by_python_is_reused() {
         "the checkpoint Python fetched was downloaded again: {:?}",
         hub.log()
     );
+}
+
+/// The SAM 2 checkpoint the hub serves.
+fn checkpoint(hub: &FakeHub) -> fake_hub::HubFile {
+    hub.files(SAM_REPO)
+        .into_iter()
+        .find(|f| f.path == SAM_CKPT)
+        .unwrap()
 }
 
 fn python() -> PathBuf {
@@ -397,35 +406,19 @@ fn committed_offset(s: &Scratch, sha: &str, size: u64) -> u64 {
 }
 
 fn spawn_fetch(s: &Scratch, hub: &FakeHub, chunk: &str) -> Child {
-    let models = s.models();
-    s.command(
-        &hub.endpoint(),
-        &[
-            "models",
-            "fetch",
-            SAM,
-            "--models",
-            models.to_str().unwrap(),
-            "--threads",
-            "2",
-        ],
-    )
-    .env("PIXELREFER_HUB_CHUNK_BYTES", chunk)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    s.fetch_command(&hub.endpoint(), SAM)
+        .env("PIXELREFER_HUB_CHUNK_BYTES", chunk)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 #[test]
 fn a_download_killed_halfway_resumes_with_ranges() {
     let hub = FakeHub::start(&hub_fixtures());
     let s = Scratch::new().with_copy_exporter();
-    let ckpt = hub
-        .files(SAM_REPO)
-        .into_iter()
-        .find(|f| f.path == SAM_CKPT)
-        .unwrap();
+    let ckpt = checkpoint(&hub);
     let size = ckpt.bytes.len() as u64;
     assert!(size > 256 * 1024, "the tiny checkpoint is {size} bytes");
     let chunk = 32 * 1024u64;
@@ -487,14 +480,10 @@ fn a_download_killed_halfway_resumes_with_ranges() {
 fn ctrl_c_cancels_cleanly_and_the_next_fetch_resumes() {
     let hub = FakeHub::start(&hub_fixtures());
     let s = Scratch::new().with_copy_exporter();
-    let ckpt = hub
-        .files(SAM_REPO)
-        .into_iter()
-        .find(|f| f.path == SAM_CKPT)
-        .unwrap();
+    let ckpt = checkpoint(&hub);
     let size = ckpt.bytes.len() as u64;
     hub.set_faults(Faults {
-        throttle: Some(size / 4),
+        throttle: Some(size / 32),
         ..Faults::default()
     });
     let child = spawn_fetch(&s, &hub, "32768");
@@ -534,11 +523,7 @@ fn a_tampered_file_is_rejected_and_nothing_is_installed() {
         "{line}"
     );
     s.assert_nothing_installed(SAM);
-    let ckpt = hub
-        .files(SAM_REPO)
-        .into_iter()
-        .find(|f| f.path == SAM_CKPT)
-        .unwrap();
+    let ckpt = checkpoint(&hub);
     let cache = s.repo_cache(SAM_REPO);
     assert!(
         !cache.join("blobs").join(&ckpt.sha256).exists(),
@@ -600,13 +585,9 @@ fn a_stalled_download_times_out_with_a_sentence() {
         stall_after: Some(0),
         ..Faults::default()
     });
-    let models = s.models();
     let started = Instant::now();
     let out = s
-        .command(
-            &hub.endpoint(),
-            &["models", "fetch", SAM, "--models", models.to_str().unwrap()],
-        )
+        .fetch_command(&hub.endpoint(), SAM)
         .env("PIXELREFER_HUB_STALL_SECS", "2")
         .output()
         .unwrap();
@@ -643,12 +624,8 @@ fn a_missing_python_environment_is_one_sentence() {
     let hub = FakeHub::start(&hub_fixtures());
     let s = Scratch::new();
     let empty = s.root.join("empty-cache");
-    let models = s.models();
     let out = s
-        .command(
-            &hub.endpoint(),
-            &["models", "fetch", SAM, "--models", models.to_str().unwrap()],
-        )
+        .fetch_command(&hub.endpoint(), SAM)
         .env("PIXELREFER_PYTHON", s.root.join("no/python"))
         .env("PIXELREFER_VENV", s.root.join("no/venv"))
         .env("XDG_CACHE_HOME", &empty)
@@ -684,12 +661,8 @@ fn an_export_that_fails_or_does_not_verify_is_not_installed() {
         ),
     )
     .unwrap();
-    let models = s.models();
     let out = s
-        .command(
-            &hub.endpoint(),
-            &["models", "fetch", SAM, "--models", models.to_str().unwrap()],
-        )
+        .fetch_command(&hub.endpoint(), SAM)
         .env("PIXELREFER_EXPORTERS", &fake)
         .output()
         .unwrap();
@@ -706,10 +679,7 @@ fn an_export_that_fails_or_does_not_verify_is_not_installed() {
     )
     .unwrap();
     let out = s
-        .command(
-            &hub.endpoint(),
-            &["models", "fetch", SAM, "--models", models.to_str().unwrap()],
-        )
+        .fetch_command(&hub.endpoint(), SAM)
         .env("PIXELREFER_EXPORTERS", &fake)
         .output()
         .unwrap();

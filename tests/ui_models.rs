@@ -10,6 +10,10 @@
 mod fake_hub;
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/ui_steps.rs"]
+mod ui_steps;
+
+use ui_steps::step_until;
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
@@ -22,9 +26,8 @@ use pixelrefer_studio::runtime::catalog::{BUILTIN_CATALOG, Catalog};
 use pixelrefer_studio::runtime::hub::HubConfig;
 use pixelrefer_studio::ui::StudioApp;
 use pixelrefer_studio::ui::sam_panel::SamStatus;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Still {
     frame: Arc<Frame>,
@@ -39,28 +42,6 @@ impl FrameSource for Still {
         1
     }
 }
-
-fn step_until(
-    harness: &mut Harness<'static, StudioApp>,
-    secs: u64,
-    what: &str,
-    mut done: impl FnMut(&StudioApp) -> bool,
-) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        harness.step();
-        if done(harness.state()) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "timed out waiting for {what}; models panel error: {:?}; SAM 2: {:?}",
-        harness.state().models_panel().error(),
-        harness.state().sam().status()
-    );
-}
-
 #[test]
 fn first_run_panel_gets_sam2_and_it_becomes_active() {
     let tmp = tempfile::tempdir().unwrap();
@@ -179,5 +160,4 @@ fn first_run_panel_gets_sam2_and_it_becomes_active() {
             .and_then(|s| s.annotation(id))
             .is_some_and(|a| a.mask.is_some() && a.model.as_deref() == Some(model_id.as_str()))
     });
-    let _: PathBuf = models;
 }

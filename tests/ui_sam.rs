@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/ui_steps.rs"]
+mod ui_steps;
+
+use ui_steps::step_until;
 
 fn sam2_dir() -> PathBuf {
     fixtures::fixture("sam2-tiny")
@@ -74,24 +78,6 @@ fn harness(models: Option<PathBuf>) -> Harness<'static, StudioApp> {
             app.set_models_dir(models.as_deref());
             app
         })
-}
-
-/// Steps the harness until `done` holds, at most `secs` seconds.
-fn step_until(
-    harness: &mut Harness<'static, StudioApp>,
-    secs: u64,
-    what: &str,
-    mut done: impl FnMut(&StudioApp) -> bool,
-) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        harness.step();
-        if done(harness.state()) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

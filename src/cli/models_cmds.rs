@@ -4,7 +4,9 @@
 use crate::jobs::{FetchEvent, FetchRequest, FetchStage, fetch_model};
 use crate::runtime::catalog::{Catalog, CatalogEntry};
 use crate::runtime::hub::{HubConfig, format_bytes};
-use crate::runtime::install::{InstallRecord, default_install_root, remove_installed};
+use crate::runtime::install::{
+    InstallRecord, default_install_root, installed_name, remove_installed,
+};
 use crate::runtime::{SessionOptions, find_model_dirs, model_search_dirs};
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,11 +28,6 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
             .iter()
             .flatten()
             .any(|r| r.name == e.name)
-    };
-    let installed_name = |dir: &Path| {
-        InstallRecord::load(dir)
-            .map(|r| r.name)
-            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
     };
     if json {
         let value = serde_json::json!({

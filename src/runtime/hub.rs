@@ -735,32 +735,33 @@ impl hf_hub::api::tokio::Progress for ByteCounter {
     async fn finish(&mut self) {}
 }
 
-/// sha256 (or, with `git_blob`, the git blob SHA-1) of a file, hex.
+/// sha256 (or, with `git_blob`, the git blob SHA-1: `blob <len>\0` + content) of a file, hex.
 fn hash_file(path: &Path, git_blob: bool) -> Result<String, HubError> {
     let mut file = std::fs::File::open(path).map_err(HubError::io(path))?;
-    let mut buf = vec![0u8; 1 << 20];
     if git_blob {
         let len = file.metadata().map_err(HubError::io(path))?.len();
-        let mut h = Sha1::new();
-        h.update(format!("blob {len}\0").as_bytes());
-        loop {
-            let n = file.read(&mut buf).map_err(HubError::io(path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(hex::encode(h.finalize()))
+        digest(
+            &mut file,
+            Sha1::new_with_prefix(format!("blob {len}\0")),
+            path,
+        )
     } else {
-        let mut h = Sha256::new();
-        loop {
-            let n = file.read(&mut buf).map_err(HubError::io(path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
+        digest(&mut file, Sha256::new(), path)
+    }
+}
+
+fn digest<D: Digest>(
+    file: &mut std::fs::File,
+    mut hasher: D,
+    path: &Path,
+) -> Result<String, HubError> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(HubError::io(path))?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
         }
-        Ok(hex::encode(h.finalize()))
+        hasher.update(&buf[..n]);
     }
 }
 

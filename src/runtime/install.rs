@@ -131,6 +131,14 @@ impl InstallRecord {
     }
 }
 
+/// The catalogue name of an installed model directory: its `install.json` name, else the
+/// folder's name.
+pub fn installed_name(dir: &Path) -> Option<String> {
+    InstallRecord::load(dir)
+        .map(|r| r.name)
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
 /// Where `models fetch` installs by default: `~/.local/share/pixelrefer-studio/models` (the
 /// last place the model search looks).
 pub fn default_install_root() -> Option<PathBuf> {

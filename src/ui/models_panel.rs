@@ -10,7 +10,7 @@ use crate::jobs::{
 };
 use crate::runtime::catalog::{Catalog, CatalogEntry};
 use crate::runtime::hub::{HubConfig, TransferMeter, format_bytes};
-use crate::runtime::install::{InstallRecord, default_install_root, remove_installed};
+use crate::runtime::install::{default_install_root, installed_name, remove_installed};
 use crate::runtime::{
     MachineInfo, Manifest, ModelKind, SessionOptions, find_model_dirs, model_search_dirs,
 };
@@ -309,16 +309,10 @@ impl ModelsPanel {
         *self.machine.get_or_insert_with(MachineInfo::detect)
     }
 
-    fn installed_name(dir: &Path) -> Option<String> {
-        InstallRecord::load(dir)
-            .map(|r| r.name)
-            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
-    }
-
     fn is_installed(&self, name: &str) -> bool {
         self.installed
             .iter()
-            .any(|(d, _)| Self::installed_name(d).as_deref() == Some(name))
+            .any(|(d, _)| installed_name(d).as_deref() == Some(name))
     }
 
     /// Whether the first-run panel shows: no SAM 2 and no PixelRefer model, and not dismissed.
@@ -495,9 +489,7 @@ impl ModelsPanel {
                 let others: Vec<_> = self
                     .installed
                     .iter()
-                    .filter(|(d, _)| {
-                        Self::installed_name(d).is_none_or(|n| catalog.get(&n).is_err())
-                    })
+                    .filter(|(d, _)| installed_name(d).is_none_or(|n| catalog.get(&n).is_err()))
                     .collect();
                 if !others.is_empty() {
                     ui.separator();
@@ -530,7 +522,7 @@ impl ModelsPanel {
         action: &mut Option<(bool, String)>,
     ) {
         let title = if recommended {
-            egui::RichText::new(format!("★ {}", entry.display_name)).strong()
+            egui::RichText::new(format!("{} (recommended)", entry.display_name)).strong()
         } else {
             egui::RichText::new(&entry.display_name)
         };

@@ -494,15 +494,7 @@ fn send_content(
     };
     log(status);
     let body = &bytes[start as usize..end as usize];
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason(status),
-        body.len()
-    );
-    for (k, v) in &headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
+    let head = head(status, body.len(), &headers);
     if stream.write_all(head.as_bytes()).is_err() || req.method == "HEAD" {
         return;
     }
@@ -569,6 +561,19 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Status line and headers of a response that closes the connection.
+fn head(status: u16, content_length: usize, headers: &[(&str, String)]) -> String {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: {content_length}\r\nConnection: close\r\n",
+        reason(status)
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 fn respond(
     stream: &mut TcpStream,
     status: u16,
@@ -576,16 +581,7 @@ fn respond(
     body: &[u8],
     method: &str,
 ) {
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason(status),
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(head(status, body.len(), headers).as_bytes());
     if method != "HEAD" {
         let _ = stream.write_all(body);
     }
