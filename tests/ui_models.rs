@@ -95,6 +95,7 @@ fn first_run_panel_gets_sam2_and_it_becomes_active() {
             let mut app = StudioApp::with_document(cc, doc, still);
             app.set_models_dir(Some(&models_for_app));
             let panel = app.models_panel_mut();
+            panel.set_first_run_enabled(true);
             panel.set_catalog(catalog);
             panel.set_hub(hub_config);
             panel.set_machine(MachineInfo {

@@ -160,13 +160,15 @@ impl StudioApp {
     }
 
     /// Creates the app on an in-memory document whose frames come from `source` (tests,
-    /// synthetic media).
+    /// synthetic media). The first-run models panel is off (turn it on with
+    /// [`ModelsPanel::set_first_run_enabled`]).
     pub fn with_document(
         cc: &eframe::CreationContext<'_>,
         doc: Document,
         source: impl FrameSource,
     ) -> Self {
         let mut app = Self::bare(cc);
+        app.models.set_first_run_enabled(false);
         app.worker = MediaWorker::spawn(source, Arc::clone(&app.repaint))
             .map_err(|e| log::error!("could not start the media thread: {e}"))
             .ok();

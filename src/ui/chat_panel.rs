@@ -140,11 +140,21 @@ impl ChatPanel {
         self.selected = 0;
     }
 
-    /// Forgets the models found so far; the next use scans the model folders again (a model
-    /// was installed or removed).
+    /// Scans the model folders again (a model was installed or removed), keeping the chosen
+    /// model when it is still there.
     pub fn rescan_models(&mut self) {
+        let keep = self
+            .models
+            .as_ref()
+            .and_then(|m| m.get(self.selected))
+            .map(|m| m.dir.clone());
         self.models = None;
         self.selected = 0;
+        if let Some(dir) = keep
+            && let Some(i) = self.models().iter().position(|m| m.dir == dir)
+        {
+            self.selected = i;
+        }
     }
 
     /// Frames for the model (otherwise the document's media is opened by the job).

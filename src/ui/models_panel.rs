@@ -51,6 +51,7 @@ struct FetchView {
 pub struct ModelsPanel {
     /// The Models window is open.
     pub open: bool,
+    first_run_enabled: bool,
     first_run_dismissed: bool,
     catalog: Result<Catalog, String>,
     hub: HubConfig,
@@ -73,6 +74,7 @@ impl ModelsPanel {
     pub fn new(repaint: Arc<dyn Repaint>) -> Self {
         Self {
             open: false,
+            first_run_enabled: true,
             first_run_dismissed: false,
             catalog: Catalog::load(None).map_err(|e| e.to_string()),
             hub: HubConfig::from_env(),
@@ -315,9 +317,17 @@ impl ModelsPanel {
             .any(|(d, _)| installed_name(d).as_deref() == Some(name))
     }
 
-    /// Whether the first-run panel shows: no SAM 2 and no PixelRefer model, and not dismissed.
+    /// Turns the first-run panel on or off (on by default; off for apps built on a synthetic
+    /// document, see [`super::StudioApp::with_document`]).
+    pub fn set_first_run_enabled(&mut self, enabled: bool) {
+        self.first_run_enabled = enabled;
+    }
+
+    /// Whether the first-run panel shows: enabled, no SAM 2 and no PixelRefer model, and not
+    /// dismissed.
     pub fn wants_first_run(&self) -> bool {
-        !self.first_run_dismissed
+        self.first_run_enabled
+            && !self.first_run_dismissed
             && self.last_scan.is_some()
             && !self.installed.iter().any(|(_, m)| {
                 matches!(
