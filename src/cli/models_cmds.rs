@@ -270,9 +270,7 @@ impl FetchView {
 
 /// Whether every explicitly named file of `entry` is in the hub cache at its revision.
 fn in_hub_cache(hub: &HubConfig, entry: &CatalogEntry) -> bool {
-    let repo = hub
-        .cache_dir
-        .join(format!("models--{}", entry.repo.replace('/', "--")));
+    let repo = hub.repo_dir(&entry.repo);
     let Ok(commit) = std::fs::read_to_string(repo.join("refs").join(&entry.revision)) else {
         return false;
     };

@@ -13,12 +13,12 @@
 //! `HF_HUB_CACHE` / `HF_HOME` (cache `~/.cache/huggingface/hub` by default).
 
 use super::catalog::{CatalogEntry, is_safe_repo_path};
+use super::manifest::digest_reader;
 use hf_hub::api::tokio::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Deserialize;
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
-use std::io::Read;
+use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -197,6 +197,15 @@ impl HubConfig {
                 .unwrap_or(DEFAULT_STALL_TIMEOUT),
             request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl HubConfig {
+    /// The cache folder of model repository `owner/name`: `CACHE/models--owner--name`, as
+    /// `huggingface_hub` names it.
+    pub fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("models--{}", repo.replace('/', "--")))
     }
 }
 
@@ -520,9 +529,7 @@ impl Hub {
     }
 
     fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.config
-            .cache_dir
-            .join(format!("models--{}", repo.replace('/', "--")))
+        self.config.repo_dir(repo)
     }
 
     /// The snapshot folder of a plan (where the files are once downloaded).
@@ -738,31 +745,13 @@ impl hf_hub::api::tokio::Progress for ByteCounter {
 /// sha256 (or, with `git_blob`, the git blob SHA-1: `blob <len>\0` + content) of a file, hex.
 fn hash_file(path: &Path, git_blob: bool) -> Result<String, HubError> {
     let mut file = std::fs::File::open(path).map_err(HubError::io(path))?;
-    if git_blob {
+    let hex = if git_blob {
         let len = file.metadata().map_err(HubError::io(path))?.len();
-        digest(
-            &mut file,
-            Sha1::new_with_prefix(format!("blob {len}\0")),
-            path,
-        )
+        digest_reader(&mut file, Sha1::new_with_prefix(format!("blob {len}\0")))
     } else {
-        digest(&mut file, Sha256::new(), path)
-    }
-}
-
-fn digest<D: Digest>(
-    file: &mut std::fs::File,
-    mut hasher: D,
-    path: &Path,
-) -> Result<String, HubError> {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(HubError::io(path))?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+        digest_reader(&mut file, Sha256::new())
+    };
+    hex.map_err(HubError::io(path))
 }
 
 /// `snapshots/<commit>/<path>` → relative link to `blobs/<etag>`, as `huggingface_hub` makes.

@@ -342,16 +342,22 @@ pub fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
         reason: format!("cannot read: {e}"),
     };
     let mut file = std::fs::File::open(path).map_err(err)?;
-    let mut hasher = Sha256::new();
+    digest_reader(&mut file, Sha256::new()).map_err(err)
+}
+
+/// Feeds everything `reader` yields to `hasher` (which may hold a prefix already), hex digest.
+pub(crate) fn digest_reader<D: Digest>(
+    reader: &mut impl Read,
+    mut hasher: D,
+) -> std::io::Result<String> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(err)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Directories searched for models, in order: `--models DIR`, `$PIXELREFER_MODELS`, `./models`,
