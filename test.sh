@@ -3,6 +3,8 @@
 # tests, headless on Mesa's software Vulkan) and the Python exporter tests.
 set -euo pipefail
 cd "$(dirname "$0")"
+# The test suite also needs the Triton and MLServer test servers (tests/remote_oip.rs).
+export PIXELREFER_SETUP_TEST_SERVERS=1
 source scripts/setup.sh
 # Mesa (the headless UI tests) wants a runtime dir; CI machines often have none.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then

@@ -115,6 +115,7 @@ fn main() {
     let options = SessionOptions {
         provider: ExecutionProvider::Cpu,
         intra_threads: threads,
+        remote: None,
     };
     let t0 = Instant::now();
     let model = Arc::new(Sam2Model::load(&dir, &options).unwrap());

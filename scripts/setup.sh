@@ -2,13 +2,16 @@
 # Installs whatever PixelRefer Studio needs and is missing, idempotently:
 #   1. Debian packages (FFmpeg dev libraries, clang, GTK 3, Xvfb, Mesa Vulkan, ffmpeg CLI);
 #   2. ONNX Runtime's shared library, taken from the PyPI `onnxruntime` wheel into ./.ort/lib;
-#   3. a Python virtual environment with the exporters' packages (onnx/requirements.txt).
+#   3. a Python virtual environment with the exporters' packages (onnx/requirements.txt);
+#   4. for test.sh, another with the OIP test servers, Triton and MLServer
+#      (tests/python/requirements-serve.txt).
 # Sourced by run.sh and test.sh; safe to run again (each step checks before it acts).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORT_VERSION="1.31.1"
 VENV="${PIXELREFER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pixelrefer-studio/venv}"
+SERVE_VENV="${PIXELREFER_SERVE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pixelrefer-studio/serve-venv}"
 APT_PACKAGES=(
   pkg-config clang libclang-dev
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
@@ -16,6 +19,7 @@ APT_PACKAGES=(
   libgtk-3-dev libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1
   xvfb xauth mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri
   python3 python3-venv python3-pip unzip
+  libpython3.11
 )
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -63,6 +67,19 @@ install_venv() {
   echo "$want" > "$stamp"
 }
 
+install_serve_venv() {
+  # Made from Debian's python3: the Triton Python-backend stub links its libpython3.11.
+  local req="$ROOT/tests/python/requirements-serve.txt" stamp="$SERVE_VENV/.requirements.sha256" want py
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$SERVE_VENV/bin/python" ]; then return; fi
+  say "preparing the Python environment in $SERVE_VENV (OIP test servers: Triton, MLServer)"
+  py=/usr/bin/python3; [ -x "$py" ] || py="$(python_bin)"
+  [ -x "$SERVE_VENV/bin/python" ] || "$py" -m venv "$SERVE_VENV"
+  "$SERVE_VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
+  "$SERVE_VENV/bin/python" -m pip install -q -r "$req"
+  echo "$want" > "$stamp"
+}
+
 install_ort() {
   local dir="$ROOT/.ort" lib="$ROOT/.ort/lib/libonnxruntime.so.$ORT_VERSION"
   if [ -f "$lib" ]; then return; fi
@@ -83,6 +100,11 @@ install_ort() {
 install_apt
 check_rust
 install_venv
+# The OIP test servers are for the test suite only (test.sh asks for them).
+if [ "${PIXELREFER_SETUP_TEST_SERVERS:-0}" = 1 ]; then
+  install_serve_venv
+  export PIXELREFER_SERVE_PYTHON="$SERVE_VENV/bin/python"
+fi
 install_ort
 export PIXELREFER_PYTHON="$VENV/bin/python"
 say "ready (ONNX Runtime $ORT_VERSION in .ort/lib, Python in $VENV)"

@@ -27,6 +27,9 @@ struct Args {
     /// App: model catalogue replacing the built-in one (also `$PIXELREFER_CATALOG`).
     #[arg(long)]
     catalog: Option<PathBuf>,
+    /// App: run the models on this inference server (grpc://HOST:PORT; Models > Server… too).
+    #[arg(long)]
+    remote: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +103,51 @@ enum Command {
         /// Intra-op threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Run the model on this inference server instead (grpc://HOST:PORT).
+        #[arg(long)]
+        remote: Option<String>,
+    },
+    /// Run describe, track or ask over a whole dataset: one result file per input, resumable,
+    /// shardable (--shard I/N) for Slurm arrays, Kubernetes Indexed Jobs or Ray.
+    Batch(cli::batch::BatchArgs),
+    /// Serve models to a team from one GPU server.
+    Serve {
+        #[command(subcommand)]
+        command: ServeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServeCommand {
+    /// Write a Triton model repository (ONNX Runtime backend, one model per graph) from model
+    /// directories; start it with `tritonserver --model-repository REPO`.
+    TritonRepo {
+        /// Model directories (SAM 2, PixelRefer, PixelRefer-Lite).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The repository folder (created, or added to).
+        #[arg(long)]
+        out: PathBuf,
+        /// Run instances on the server's CPUs instead of its GPUs.
+        #[arg(long)]
+        cpu: bool,
+        /// Instances of each model (per GPU).
+        #[arg(long, default_value_t = 1)]
+        instances: u32,
+        /// Largest dynamic batch of the batchable graphs (0: no batching).
+        #[arg(long, default_value_t = 8)]
+        max_batch: u32,
+    },
+    /// Check a server: its name, version and models, and which local models it can run.
+    Check {
+        /// The server (grpc://HOST:PORT).
+        url: String,
+        /// Look for local model directories here first (as the app's --models).
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -156,6 +204,9 @@ enum ModelsCommand {
         /// Intra-op threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Run the model on this inference server instead (grpc://HOST:PORT).
+        #[arg(long)]
+        remote: Option<String>,
     },
 }
 
@@ -190,7 +241,7 @@ fn main() -> std::process::ExitCode {
                     device,
                     threads,
                 },
-        }) => cli::session_options(device, threads)
+        }) => cli::session_options(device, threads, None)
             .map_err(anyhow::Error::from)
             .and_then(|session| {
                 cli::models_cmds::fetch(&name, models.as_deref(), catalog.as_deref(), session)
@@ -204,8 +255,9 @@ fn main() -> std::process::ExitCode {
                     dir,
                     device,
                     threads,
+                    remote,
                 },
-        }) => cli::session_options(device, threads)
+        }) => cli::session_options(device, threads, remote.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|options| cli::sam_cmds::verify(&dir, &options)),
         Some(Command::Track {
@@ -215,11 +267,26 @@ fn main() -> std::process::ExitCode {
             out,
             device,
             threads,
-        }) => cli::session_options(device, threads)
+            remote,
+        }) => cli::session_options(device, threads, remote.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|options| cli::sam_cmds::track(&video, &model, &prompts, &out, &options)),
         Some(Command::Ask(ask)) => cli::ask::run(&ask),
-        None => cli::session_options(args.device, args.threads)
+        Some(Command::Batch(batch)) => cli::batch::run(&batch),
+        Some(Command::Serve {
+            command:
+                ServeCommand::TritonRepo {
+                    dirs,
+                    out,
+                    cpu,
+                    instances,
+                    max_batch,
+                },
+        }) => cli::serve_cmds::triton_repo(&dirs, &out, cpu, instances, max_batch),
+        Some(Command::Serve {
+            command: ServeCommand::Check { url, models, json },
+        }) => cli::serve_cmds::check(&url, models.as_deref(), json),
+        None => cli::session_options(args.device, args.threads, args.remote.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|session| {
                 pixelrefer_studio::ui::run(

@@ -52,10 +52,9 @@ fn fp16_export_runs_and_matches_fp32_reference() {
     let mut model = PixelRefer::load(&dir, &SessionOptions::default()).unwrap();
     let cancel = CancelToken::new();
     let prepared = model.prepare(&req).unwrap();
-    let ro = ort::session::RunOptions::new().unwrap();
-    let prompt = model.build_prompt(&req, &prepared, &ro, &cancel).unwrap();
+    let prompt = model.build_prompt(&req, &prepared, &cancel).unwrap();
     assert_eq!(prompt.ids, st["turn0.input_ids"].i64(), "prompt ids");
-    let (logits, _) = model.prefill(prompt.embeds.clone(), &ro, &cancel).unwrap();
+    let (logits, _) = model.prefill(prompt.embeds.clone(), &cancel).unwrap();
     let want = st["turn0.first_logits"].f32();
     assert_eq!(logits.len(), want.len());
     let worst = logits

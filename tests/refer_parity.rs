@@ -178,10 +178,9 @@ fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
             }
         }
         if t == 0 {
-            let ro = ort::session::RunOptions::new().unwrap();
             let n = prepared.masks.len();
             for (k, pm) in prepared.masks.iter().enumerate() {
-                let tr = model.encode_mask(pm, n, &ro, &cancel).unwrap();
+                let tr = model.encode_mask(pm, n, &cancel).unwrap();
                 let p = format!("{case_name} obj{k}");
                 assert!(
                     tr.crop_patches == st[&format!("obj{k}.crop_patches")].f32(),
@@ -226,7 +225,7 @@ fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
                 );
             }
             for (i, f) in prepared.frames.iter().enumerate() {
-                let tr = model.encode_frame(f, &ro, &cancel).unwrap();
+                let tr = model.encode_frame(f, &cancel).unwrap();
                 let pre = if case.meta["modal"] == "video" {
                     format!("frame{i}")
                 } else {
@@ -248,8 +247,7 @@ fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
         }
         // Prompt ids exact, embeddings and first logits within tolerance.
         model.clear_cache();
-        let ro = ort::session::RunOptions::new().unwrap();
-        let prompt = model.build_prompt(&req, &prepared, &ro, &cancel).unwrap();
+        let prompt = model.build_prompt(&req, &prepared, &cancel).unwrap();
         assert_eq!(
             prompt.text,
             turn_meta["prompt"].as_str().unwrap(),
@@ -266,7 +264,7 @@ fn check_case(model: &mut PixelRefer, case_name: &str, dir: &Path) -> bool {
             &st[&format!("turn{t}.inputs_embeds")].f32(),
             TOL_FEATURES,
         );
-        let (logits, _) = model.prefill(prompt.embeds.clone(), &ro, &cancel).unwrap();
+        let (logits, _) = model.prefill(prompt.embeds.clone(), &cancel).unwrap();
         assert_close(
             &format!("{case_name} turn{t} first logits"),
             &logits,

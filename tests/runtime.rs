@@ -31,6 +31,7 @@ fn add_spec() -> GraphSpec {
             spec("b", "float32", serde_json::json!(["n", 3])),
         ],
         outputs: vec![spec("c", "float32", serde_json::json!(["n", 3]))],
+        external_data: None,
     }
 }
 
@@ -108,6 +109,7 @@ fn cuda_request_without_cuda_falls_back_to_cpu_with_a_warning() {
     let options = SessionOptions {
         provider: ExecutionProvider::Cuda,
         intra_threads: 1,
+        remote: None,
     };
     let (_, provider, warning) = runtime::build_session(&fixture("add.onnx"), &options).unwrap();
     if provider == ExecutionProvider::Cpu {
@@ -250,12 +252,14 @@ fn thread_counts_are_checked_before_a_session_is_built() {
         let options = SessionOptions {
             provider: ExecutionProvider::Cpu,
             intra_threads: threads,
+            remote: None,
         };
         assert_eq!(options.validate().is_ok(), ok, "{threads}");
     }
     let options = SessionOptions {
         provider: ExecutionProvider::Cpu,
         intra_threads: 100_000,
+        remote: None,
     };
     let t0 = std::time::Instant::now();
     let Err(err) = runtime::build_session(&fixture("add.onnx"), &options) else {

@@ -64,7 +64,9 @@ fn loads_and_reports_provider() {
     let m = model();
     assert_eq!(
         m.provider(),
-        pixelrefer_studio::runtime::ExecutionProvider::Cpu
+        pixelrefer_studio::runtime::Placement::Local(
+            pixelrefer_studio::runtime::ExecutionProvider::Cpu
+        )
     );
     assert!(m.warnings().is_empty());
     assert_eq!(m.config().image_size, 1024);
@@ -372,7 +374,7 @@ fn cancel_returns_quickly() {
     t.add_prompts(&mut f, 0, 1, &click(110.0, 80.0), true, None)
         .unwrap();
     // cancelled from the per-frame callback: stops before the next frame
-    let cancel = CancelToken::new().unwrap();
+    let cancel = CancelToken::new();
     let mut seen = 0;
     let c2 = cancel.clone();
     let err = t
@@ -394,7 +396,7 @@ fn cancel_returns_quickly() {
     assert_eq!(seen, 2);
 
     // cancelled from another thread while graphs run: returns soon after
-    let cancel = CancelToken::new().unwrap();
+    let cancel = CancelToken::new();
     let c3 = cancel.clone();
     let cancelled_at = Arc::new(parking_lot::Mutex::new(None));
     let at = Arc::clone(&cancelled_at);

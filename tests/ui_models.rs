@@ -18,30 +18,13 @@ use ui_steps::step_until;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 use fake_hub::{FakeHub, Faults, hub_fixtures};
-use pixelrefer_studio::jobs::FrameSource;
-use pixelrefer_studio::media::{Frame, MediaError};
-use pixelrefer_studio::project::{Document, Item, MediaKind, MediaRef};
 use pixelrefer_studio::runtime::MachineInfo;
 use pixelrefer_studio::runtime::catalog::{BUILTIN_CATALOG, Catalog};
 use pixelrefer_studio::runtime::hub::HubConfig;
 use pixelrefer_studio::ui::StudioApp;
 use pixelrefer_studio::ui::sam_panel::SamStatus;
-use std::sync::Arc;
 use std::time::Duration;
 
-struct Still {
-    frame: Arc<Frame>,
-}
-
-impl FrameSource for Still {
-    fn frame(&mut self, _item: usize, _index: u64) -> Result<Arc<Frame>, MediaError> {
-        Ok(Arc::clone(&self.frame))
-    }
-
-    fn frame_count(&self, _item: usize) -> u64 {
-        1
-    }
-}
 #[test]
 fn first_run_panel_gets_sam2_and_it_becomes_active() {
     let tmp = tempfile::tempdir().unwrap();
@@ -70,23 +53,7 @@ fn first_run_panel_gets_sam2_and_it_becomes_active() {
         request_timeout: Duration::from_secs(10),
     };
     let png = fixtures::fixture("sam2-tiny").join("reference/frames/00000.png");
-    let img = image::open(png).unwrap().to_rgba8();
-    let (w, h) = img.dimensions();
-    let still = Still {
-        frame: Arc::new(Frame {
-            width: w,
-            height: h,
-            rgba: img.into_raw(),
-        }),
-    };
-    let doc = Document::new(
-        MediaRef {
-            kind: MediaKind::Image,
-            path: "still.png".into(),
-            fingerprint: None,
-        },
-        vec![Item::new(None, w, h, 1, 0.0)],
-    );
+    let (doc, still) = ui_steps::still_document(&png);
     let models_for_app = models.clone();
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1100.0, 700.0))

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `ask`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct AskArgs {
     /// PixelRefer or PixelRefer-Lite model directory.
     #[arg(long)]
@@ -72,6 +72,9 @@ pub struct AskArgs {
     /// Intra-op threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Run the model on this inference server instead (grpc://HOST:PORT).
+    #[arg(long)]
+    pub remote: Option<String>,
 }
 
 /// One item of opened media as the request builder reads it. A frame folder asked about as a
@@ -372,25 +375,14 @@ fn check_objects(
 /// Runs `ask`.
 pub fn run(args: &AskArgs) -> Result<()> {
     // Every argument is checked before the (slow) model load.
-    let options = super::session_options(args.device, args.threads)?;
+    let options = super::session_options(args.device, args.threads, args.remote.as_deref())?;
     let generation = generation_options(args)?;
-    let Prepared {
-        mut frames,
-        objects,
-    } = prepare(args)?;
+    let prepared = prepare(args)?;
     let mut model = PixelRefer::load(&args.model, &options)
         .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
     for w in model.warnings() {
         eprintln!("warning: {w}");
     }
-    let req: Request = crate::refer::build_request(
-        &mut frames,
-        model.variant(),
-        args.max_frames,
-        &objects,
-        &args.question,
-        generation,
-    )?;
     let cancel = CancelToken::new();
     let stdout = std::io::stdout();
     let json = args.json;
@@ -401,7 +393,14 @@ pub fn run(args: &AskArgs) -> Result<()> {
             let _ = out.flush();
         }
     };
-    let answer = model.ask(&req, &mut on_token, &cancel)?;
+    let answer = answer_prepared(
+        &mut model,
+        args,
+        prepared,
+        generation,
+        &mut on_token,
+        &cancel,
+    )?;
     if json {
         let v = serde_json::json!({
             "model": args.model,
@@ -419,4 +418,39 @@ pub fn run(args: &AskArgs) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// Answers `args.question` with a loaded model (the media, objects and options of `args`; the
+/// model, device and thread fields are not read). Used by `batch`.
+pub fn answer_with(
+    model: &mut PixelRefer,
+    args: &AskArgs,
+    cancel: &CancelToken,
+) -> Result<crate::refer::Answer> {
+    let generation = generation_options(args)?;
+    let prepared = prepare(args)?;
+    answer_prepared(model, args, prepared, generation, &mut |_| {}, cancel)
+}
+
+fn answer_prepared(
+    model: &mut PixelRefer,
+    args: &AskArgs,
+    prepared: Prepared,
+    generation: GenerationOptions,
+    on_token: &mut dyn FnMut(&str),
+    cancel: &CancelToken,
+) -> Result<crate::refer::Answer> {
+    let Prepared {
+        mut frames,
+        objects,
+    } = prepared;
+    let req: Request = crate::refer::build_request(
+        &mut frames,
+        model.variant(),
+        args.max_frames,
+        &objects,
+        &args.question,
+        generation,
+    )?;
+    Ok(model.ask(&req, on_token, cancel)?)
 }

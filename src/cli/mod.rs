@@ -2,11 +2,14 @@
 //! binary can report failures in one sentence.
 
 pub mod ask;
+pub mod batch;
 pub mod media_cmds;
 pub mod models_cmds;
 pub mod project_cmds;
 pub mod sam_cmds;
+pub mod serve_cmds;
 
+use crate::runtime::remote::RemoteEndpoint;
 use crate::runtime::{ExecutionProvider, RuntimeError, SessionOptions};
 
 /// Where models run (`--device`).
@@ -21,23 +24,32 @@ pub enum Device {
     Cuda,
 }
 
-/// Session options for `--device` and `--threads`; a thread count this machine cannot use
-/// ([`SessionOptions::validate`]) is refused here, before ONNX Runtime or any model is loaded.
-pub fn session_options(device: Device, threads: usize) -> Result<SessionOptions, RuntimeError> {
+/// Session options for `--device`, `--threads` and `--remote`; a thread count this machine
+/// cannot use ([`SessionOptions::validate`]) or a server address that is not `grpc://HOST:PORT`
+/// is refused here, before ONNX Runtime or any model is loaded.
+pub fn session_options(
+    device: Device,
+    threads: usize,
+    remote: Option<&str>,
+) -> Result<SessionOptions, RuntimeError> {
     SessionOptions {
-        provider: ExecutionProvider::Cpu,
         intra_threads: threads,
+        ..SessionOptions::default()
     }
     .validate()?;
-    Ok(match device {
+    let remote = remote.map(RemoteEndpoint::parse).transpose()?;
+    let local = match device {
         Device::Auto => SessionOptions::auto(threads),
         Device::Cpu => SessionOptions {
             provider: ExecutionProvider::Cpu,
             intra_threads: threads,
+            remote: None,
         },
         Device::Cuda => SessionOptions {
             provider: ExecutionProvider::Cuda,
             intra_threads: threads,
+            remote: None,
         },
-    })
+    };
+    Ok(SessionOptions { remote, ..local })
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Model id recorded on masks and in the document's model list.
 const MODEL_ID: &str = "sam2";
 
-fn load_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<Arc<Sam2Model>> {
+pub fn load_sam2(dir: &Path, options: &SessionOptions) -> anyhow::Result<Arc<Sam2Model>> {
     let model = Sam2Model::load(dir, options).map_err(|e| anyhow!("{e}"))?;
     for w in model.warnings() {
         eprintln!("warning: {w}");
@@ -110,15 +110,53 @@ pub fn track(
         );
     }
     check_output_writable(out)?;
+    let (prompts, checked) = read_prompt_file(prompts_path)?;
+    let frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
+    check_prompts_fit(
+        &checked,
+        frames.count,
+        frames.info.width,
+        frames.info.height,
+    )
+    .map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
+    let model = load_sam2(model_dir, options)?;
+    let tracked = track_loaded(&model, media_path, frames, &prompts, &checked)?;
+    project::export_regions(&tracked.doc, out)?;
+    if let Some(why) = tracked.failure {
+        bail!(
+            "{why}; the {} masks tracked before it are in {}",
+            tracked.masks,
+            out.display()
+        );
+    }
+    eprintln!("[track] wrote {}", out.display());
+    Ok(())
+}
+
+/// One checked prompt: object id, frame, prompts.
+pub type CheckedPrompt = (u32, usize, Prompts);
+
+/// Reads and checks a prompts file ([`check_prompt_file`]).
+pub fn read_prompt_file(prompts_path: &Path) -> anyhow::Result<(PromptFile, Vec<CheckedPrompt>)> {
     let text = read_prompt_text(prompts_path)?;
     let prompts: PromptFile = serde_json::from_str(&text)
         .map_err(|e| anyhow!("{}: not a prompts file: {e}", prompts_path.display()))?;
     let checked =
         check_prompt_file(&prompts).map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
-    let mut frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
+    Ok((prompts, checked))
+}
+
+/// Tracks the checked prompts through `frames` with a loaded model (forward from the earliest
+/// prompted frame, then backward) and returns the document of masks. A propagation that fails
+/// midway keeps the masks tracked before it ([`Tracked::failure`] says why).
+pub fn track_loaded(
+    model: &Arc<Sam2Model>,
+    media_path: &Path,
+    mut frames: jobs::MediaFrames,
+    prompts: &PromptFile,
+    checked: &[(u32, usize, Prompts)],
+) -> anyhow::Result<Tracked> {
     let (folder, count, info) = (frames.folder, frames.count, frames.info.clone());
-    check_prompts_fit(&checked, count, info.width, info.height)
-        .map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
     let fps = info.fps;
     // A folder of frames is tracked as one sequence: one item with a frame per image.
     let mut doc = if folder {
@@ -133,9 +171,8 @@ pub fn track(
     } else {
         jobs::new_document(&frames.source).map_err(|e| anyhow!("{e}"))?
     };
-    let model = load_sam2(model_dir, options)?;
     let variant = model.variant().to_string();
-    let manifest_files = Manifest::load(model_dir)
+    let manifest_files = Manifest::load(model.dir())
         .map(|m| m.files)
         .map_err(|e| anyhow!("{e}"))?;
     let tracker_options = TrackerOptions {
@@ -143,11 +180,17 @@ pub fn track(
         add_all_frames_to_correct_as_cond: Some(true),
         ..TrackerOptions::default()
     };
-    let mut tracker = VideoTracker::new(model, count, info.width, info.height, tracker_options)
-        .map_err(|e| anyhow!("{}: {e}", media_path.display()))?;
+    let mut tracker = VideoTracker::new(
+        model.clone(),
+        count,
+        info.width,
+        info.height,
+        tracker_options,
+    )
+    .map_err(|e| anyhow!("{}: {e}", media_path.display()))?;
     let mut first = usize::MAX;
     let mut placed: BTreeMap<(u32, usize), project::Prompts> = BTreeMap::new();
-    for (id, frame, pr) in &checked {
+    for (id, frame, pr) in checked {
         let (id, frame) = (*id, *frame);
         tracker
             .add_prompts(&mut frames, frame, id, pr, true, None)
@@ -172,26 +215,31 @@ pub fn track(
     }
     let mut results: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
     let started = std::time::Instant::now();
+    let mut failure = None;
     for direction in [Direction::Forward, Direction::Backward] {
-        tracker
-            .propagate(
-                &mut frames,
-                Some(first),
-                direction,
-                None,
-                None,
-                &mut |p, objs| {
-                    eprint!(
-                        "\r[track] {:?} frame {} ({}/{})    ",
-                        p.direction, p.frame, p.done, p.total
-                    );
-                    for o in objs {
-                        let key = (o.obj_id, o.frame);
-                        results.insert(key, annotation(&o, placed.get(&key)));
-                    }
-                },
-            )
-            .map_err(|e| anyhow!("propagation failed: {e}"))?;
+        if let Err(e) = tracker.propagate(
+            &mut frames,
+            Some(first),
+            direction,
+            None,
+            None,
+            &mut |p, objs| {
+                eprint!(
+                    "\r[track] {:?} frame {} ({}/{})    ",
+                    p.direction, p.frame, p.done, p.total
+                );
+                for o in objs {
+                    let key = (o.obj_id, o.frame);
+                    results.insert(key, annotation(&o, placed.get(&key)));
+                }
+            },
+        ) {
+            // Every mask tracked so far is kept (a server lost mid-propagation costs only
+            // the frames after it).
+            eprintln!();
+            failure = Some(format!("propagation stopped: {e}"));
+            break;
+        }
         eprintln!();
     }
     eprintln!(
@@ -219,9 +267,21 @@ pub fn track(
         variant,
         files: manifest_files,
     });
-    project::export_regions(&doc, out)?;
-    eprintln!("[track] wrote {}", out.display());
-    Ok(())
+    Ok(Tracked {
+        doc,
+        masks: results.len(),
+        failure,
+    })
+}
+
+/// What [`track_loaded`] produced: every mask tracked, and why it stopped early if it did.
+pub struct Tracked {
+    /// The document with the masks.
+    pub doc: Document,
+    /// Masks tracked (object × frame).
+    pub masks: usize,
+    /// Why propagation stopped before the end (the masks up to there are in `doc`).
+    pub failure: Option<String>,
 }
 
 /// Largest prompts file read (a file of clicks and boxes; 64 MiB is millions of prompts).

@@ -95,7 +95,7 @@ impl PropagationJob {
         request: PropagateRequest,
         repaint: Arc<dyn Repaint>,
     ) -> Result<Self, String> {
-        let cancel = CancelToken::new().map_err(|e| e.to_string())?;
+        let cancel = CancelToken::new();
         let (tx, rx) = crossbeam_channel::bounded(8);
         let thread_cancel = cancel.clone();
         let thread = std::thread::Builder::new()

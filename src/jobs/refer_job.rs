@@ -13,6 +13,7 @@ use crate::refer::{
     AnnotatedObject, CancelToken, DEFAULT_MAX_VIDEO_FRAMES, GenerationOptions, PixelRefer,
     ReferError, Request, RequestFrames, Turn, Variant,
 };
+use crate::runtime::remote::RemoteEndpoint;
 use crate::runtime::{ExecutionProvider, SessionOptions};
 use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
@@ -34,6 +35,8 @@ pub struct LoadedModel {
     pub dir: PathBuf,
     /// Requested provider.
     pub requested: ExecutionProvider,
+    /// Requested server, if the graphs run remotely.
+    pub remote: Option<RemoteEndpoint>,
     /// The engine.
     pub model: PixelRefer,
 }
@@ -76,6 +79,8 @@ pub struct ReferJobSpec {
     pub model_dir: PathBuf,
     /// Execution provider.
     pub provider: ExecutionProvider,
+    /// Run the graphs on this server instead.
+    pub remote: Option<RemoteEndpoint>,
     /// Item index in the media.
     pub item: usize,
     /// Number of frames of the item (1 for images).
@@ -246,18 +251,19 @@ fn run(
     cancel: &CancelToken,
 ) -> Result<(), ReferError> {
     let mut guard = slot.lock();
-    let reload =
-        !matches!(&*guard, Some(m) if m.dir == spec.model_dir && m.requested == spec.provider);
+    let reload = !matches!(&*guard, Some(m) if m.dir == spec.model_dir && m.requested == spec.provider && m.remote == spec.remote);
     if reload {
         *guard = None;
         let options = SessionOptions {
             provider: spec.provider,
             intra_threads: 0,
+            remote: spec.remote.clone(),
         };
         let model = PixelRefer::load(&spec.model_dir, &options)?;
         *guard = Some(LoadedModel {
             dir: spec.model_dir.clone(),
             requested: spec.provider,
+            remote: spec.remote.clone(),
             model,
         });
     }

@@ -134,7 +134,7 @@ impl SegmentWorker {
     ) -> std::io::Result<Self> {
         let (req_tx, req_rx) = crossbeam_channel::bounded::<SegmentRequest>(CHANNEL_CAPACITY);
         let (res_tx, res_rx) = crossbeam_channel::bounded::<SegmentMessage>(CHANNEL_CAPACITY);
-        let cancel = CancelToken::new().ok();
+        let cancel = Some(CancelToken::new());
         let thread_cancel = cancel.clone();
         let model = Arc::new(parking_lot::Mutex::new(None));
         let thread_model = Arc::clone(&model);
@@ -458,9 +458,7 @@ impl Worker {
                 return;
             }
         };
-        let Ok(token) = CancelToken::new() else {
-            return;
-        };
+        let token = CancelToken::new();
         *slot.lock() = Some(token.clone());
         let result = self.predictor.encode(key, &image, Some(&token));
         *slot.lock() = None;

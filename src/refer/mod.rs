@@ -36,9 +36,6 @@ pub use saot::Variant;
 
 use crate::mask::Mask;
 use image::RgbImage;
-use parking_lot::Mutex;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The media a question is about.
 #[derive(Debug, Clone)]
@@ -198,61 +195,10 @@ pub struct Answer {
     pub timings: Timings,
 }
 
-/// Cancels a running request: sets a flag checked between graph runs and tokens and terminates
-/// the graph that is running (ONNX Runtime `RunOptions::terminate`). Clone it to another thread.
-#[derive(Clone, Default)]
-pub struct CancelToken {
-    flag: Arc<AtomicBool>,
-    run_options: Arc<Mutex<Option<Arc<ort::session::RunOptions>>>>,
-}
-
-impl std::fmt::Debug for CancelToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CancelToken(cancelled: {})", self.is_cancelled())
-    }
-}
-
-impl CancelToken {
-    /// A token that is not cancelled.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Requests cancellation.
-    pub fn cancel(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Some(ro) = self.run_options.lock().as_ref()
-            && let Err(e) = ro.terminate()
-        {
-            log::warn!("could not terminate the running graph: {e}");
-        }
-    }
-
-    /// Whether cancellation was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// The run options every graph run of this request uses (created on first use).
-    fn run_options(&self) -> Result<Arc<ort::session::RunOptions>, ReferError> {
-        let mut slot = self.run_options.lock();
-        if let Some(ro) = slot.as_ref() {
-            return Ok(ro.clone());
-        }
-        let ro = Arc::new(
-            ort::session::RunOptions::new().map_err(|e| ReferError::Run {
-                graph: "run options".into(),
-                reason: e.to_string(),
-            })?,
-        );
-        *slot = Some(ro.clone());
-        drop(slot);
-        if self.is_cancelled() {
-            let _ = ro.terminate();
-        }
-        Ok(ro)
-    }
-}
+/// Cancels a running request: a flag checked between graph runs and tokens, the running local
+/// graph terminated, an in-flight remote call dropped (the runtime's token). Clone it to another
+/// thread.
+pub use crate::runtime::CancelToken;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

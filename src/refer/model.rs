@@ -12,12 +12,10 @@ use super::{
     Answer, CancelToken, GenerationOptions, Media, ReferError, Request, StopReason, Timings,
 };
 use crate::runtime::{
-    ExecutionProvider, Manifest, ModelKind, SessionOptions, build_session, validate_io,
+    Graph, GraphError, HostTensor, Input, Manifest, ModelKind, Placement, SessionOptions,
+    TensorData, Value,
 };
 use image::RgbImage;
-use ort::session::{RunOptions, Session, SessionInputValue};
-use ort::value::{DynValue, Tensor};
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -103,7 +101,7 @@ pub struct PromptEmbeds {
 
 /// The decoder's KV cache (`present.*` of the last step), in layer order, key then value.
 pub struct KvCache {
-    values: Vec<DynValue>,
+    values: Vec<Value>,
     len: usize,
 }
 
@@ -120,13 +118,13 @@ impl KvCache {
 }
 
 struct Sessions {
-    vision: Session,
-    projector: Option<Session>,
-    region_pos: Session,
-    region_mlp: Session,
-    region_oci: Option<Session>,
-    embed: Session,
-    decoder: Session,
+    vision: Graph,
+    projector: Option<Graph>,
+    region_pos: Graph,
+    region_mlp: Graph,
+    region_oci: Option<Graph>,
+    embed: Graph,
+    decoder: Graph,
 }
 
 /// A loaded PixelRefer or PixelRefer-Lite model: configuration, tokenizer, validated sessions and
@@ -137,7 +135,7 @@ pub struct PixelRefer {
     variant: Variant,
     tokenizer: tokenizers::Tokenizer,
     sessions: Sessions,
-    provider: ExecutionProvider,
+    placement: Placement,
     warnings: Vec<String>,
     cache: Cache,
     /// The graphs take and give float16 (a `--fp16` export).
@@ -151,79 +149,59 @@ impl std::fmt::Debug for PixelRefer {
 }
 
 /// A float input: f32, or f16 for `float16` exports (`half`).
-fn tensor_float(shape: Vec<i64>, data: Vec<f32>, half: bool) -> Result<DynValue, ReferError> {
-    let made = if half {
-        let data: Vec<half::f16> = data.into_iter().map(half::f16::from_f32).collect();
-        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+fn tensor_float(shape: Vec<i64>, data: Vec<f32>, half: bool) -> Result<Value, ReferError> {
+    let data = if half {
+        TensorData::F16(data.into_iter().map(half::f16::from_f32).collect())
     } else {
-        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+        TensorData::F32(data)
     };
-    made.map_err(|e| ReferError::Run {
-        graph: "input".into(),
-        reason: e.to_string(),
-    })
+    Ok(HostTensor { shape, data }.into())
 }
 
-fn tensor_i64(shape: Vec<i64>, data: Vec<i64>) -> Result<DynValue, ReferError> {
-    Tensor::from_array((shape, data))
-        .map(|t| t.into_dyn())
-        .map_err(|e| ReferError::Run {
-            graph: "input".into(),
-            reason: e.to_string(),
-        })
-}
-
-/// Runs `session` with named inputs and returns the named outputs, mapping a terminated run to
-/// [`ReferError::Cancelled`].
-fn run_graph(
-    session: &mut Session,
-    graph: &str,
-    inputs: Vec<(String, DynValue)>,
-    outputs: &[&str],
-    run_options: &RunOptions,
-    cancel: &CancelToken,
-) -> Result<Vec<DynValue>, ReferError> {
-    if cancel.is_cancelled() {
-        return Err(ReferError::Cancelled);
+fn tensor_i64(shape: Vec<i64>, data: Vec<i64>) -> Result<Value, ReferError> {
+    Ok(HostTensor {
+        shape,
+        data: TensorData::I64(data),
     }
-    let feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
-        .into_iter()
-        .map(|(k, v)| (Cow::Owned(k), SessionInputValue::from(v)))
-        .collect();
-    let mut out = match session.run_with_options(feed, run_options) {
-        Ok(o) => o,
-        Err(e) => {
-            if cancel.is_cancelled() {
-                return Err(ReferError::Cancelled);
-            }
-            return Err(ReferError::Run {
-                graph: graph.into(),
-                reason: e.to_string(),
-            });
-        }
-    };
-    outputs
+    .into())
+}
+
+fn graph_err(graph: &str) -> impl Fn(GraphError) -> ReferError + '_ {
+    move |e| match e {
+        GraphError::Cancelled => ReferError::Cancelled,
+        GraphError::Remote(r) => ReferError::Runtime(crate::runtime::RuntimeError::Remote(r)),
+        GraphError::Output { name, reason } => ReferError::Output {
+            graph: graph.into(),
+            reason: format!("output `{name}` {reason}"),
+        },
+        e => ReferError::Run {
+            graph: graph.into(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Runs `graph` with named inputs and returns the named outputs.
+fn run_graph(
+    graph: &Graph,
+    name: &str,
+    inputs: Vec<(String, Value)>,
+    outputs: &[&str],
+    cancel: &CancelToken,
+) -> Result<Vec<Value>, ReferError> {
+    let (names, values): (Vec<String>, Vec<Value>) = inputs.into_iter().unzip();
+    let feed = names
         .iter()
-        .map(|name| {
-            out.remove(name).ok_or_else(|| ReferError::Output {
-                graph: graph.into(),
-                reason: format!("no output `{name}`"),
-            })
-        })
-        .collect()
+        .map(String::as_str)
+        .zip(values.into_iter().map(Input::Value))
+        .collect();
+    graph.run(feed, outputs, cancel).map_err(graph_err(name))
 }
 
 /// A float output as f32 (f16 outputs of `float16` exports are widened).
-fn extract(value: &DynValue, graph: &str) -> Result<(Vec<i64>, Vec<f32>), ReferError> {
-    let err = |e: ort::Error| ReferError::Output {
-        graph: graph.into(),
-        reason: e.to_string(),
-    };
-    if let Ok((shape, data)) = value.try_extract_tensor::<half::f16>() {
-        return Ok((shape.to_vec(), data.iter().map(|v| v.to_f32()).collect()));
-    }
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(err)?;
-    Ok((shape.to_vec(), data.to_vec()))
+fn extract(value: &Value, graph: &str) -> Result<(Vec<i64>, Vec<f32>), ReferError> {
+    let data = value.to_f32().map_err(graph_err(graph))?;
+    Ok((value.shape(), data))
 }
 
 impl PixelRefer {
@@ -233,7 +211,11 @@ impl PixelRefer {
     pub fn load(dir: &Path, options: &SessionOptions) -> Result<Self, ReferError> {
         let manifest = Manifest::load(dir)?;
         manifest.expect_kind(dir, &[ModelKind::PixelRefer, ModelKind::PixelReferLite])?;
-        manifest.verify_files(dir)?;
+        if options.remote.is_some() {
+            manifest.verify_files_except_graphs(dir)?;
+        } else {
+            manifest.verify_files(dir)?;
+        }
         let variant = if manifest.kind == ModelKind::PixelReferLite {
             Variant::Lite
         } else {
@@ -271,20 +253,11 @@ impl PixelRefer {
                 });
             }
         }
-        let mut provider = options.provider;
         let mut warnings = Vec::new();
-        let mut open = |role: &str| -> Result<Session, ReferError> {
-            let spec = manifest.graph(dir, role)?;
-            let file = dir.join(&spec.file);
-            let (session, ep, warning) = build_session(&file, options)?;
-            validate_io(&session, &file, spec)?;
-            if ep != options.provider {
-                provider = ep;
-            }
-            if let Some(w) = warning {
-                warnings.push(w);
-            }
-            Ok(session)
+        let mut open = |role: &str| -> Result<Graph, ReferError> {
+            let opened = Graph::open(dir, &manifest, role, options)?;
+            warnings.extend(opened.warning);
+            Ok(opened.graph)
         };
         let vision = open(ROLES_FULL[0])?;
         let projector = match variant {
@@ -300,6 +273,7 @@ impl PixelRefer {
         let embed = open("embed_tokens")?;
         let decoder = open("decoder")?;
         let half = cfg.dtype == "float16";
+        let placement = decoder.placement().clone();
         Ok(Self {
             half,
             dir: dir.to_path_buf(),
@@ -315,7 +289,7 @@ impl PixelRefer {
                 embed,
                 decoder,
             },
-            provider,
+            placement,
             warnings,
             cache: Cache::new(256, 64),
         })
@@ -331,9 +305,9 @@ impl PixelRefer {
         self.variant
     }
 
-    /// The provider the sessions run on.
-    pub fn provider(&self) -> ExecutionProvider {
-        self.provider
+    /// Where the graphs run (CPU, CUDA, or `server@host:port`).
+    pub fn provider(&self) -> Placement {
+        self.placement.clone()
     }
 
     /// Warnings from loading (e.g. CUDA fell back to the CPU).
@@ -567,7 +541,6 @@ impl PixelRefer {
     pub fn vision_features(
         &mut self,
         patches: &Patches,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<Vec<f32>, ReferError> {
         let n = (patches.grid_h * patches.grid_w) as i64;
@@ -581,7 +554,7 @@ impl PixelRefer {
         );
         let dim = (patches.data.len() as i64) / n.max(1);
         let out = run_graph(
-            &mut self.sessions.vision,
+            &self.sessions.vision,
             "vision_encoder",
             vec![
                 (
@@ -598,7 +571,6 @@ impl PixelRefer {
                 ),
             ],
             &["vision_features"],
-            run_options,
             cancel,
         )?;
         let (_, data) = extract(&out[0], "vision_encoder")?;
@@ -619,12 +591,11 @@ impl PixelRefer {
         output: &str,
         shape: Vec<i64>,
         data: Vec<f32>,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<Vec<f32>, ReferError> {
         let session = match which {
-            "projector" => self.sessions.projector.as_mut(),
-            "region_mlp" => Some(&mut self.sessions.region_mlp),
+            "projector" => self.sessions.projector.as_ref(),
+            "region_mlp" => Some(&self.sessions.region_mlp),
             _ => None,
         }
         .ok_or_else(|| ReferError::Output {
@@ -636,7 +607,6 @@ impl PixelRefer {
             which,
             vec![(input.into(), tensor_float(shape, data, self.half)?)],
             &[output],
-            run_options,
             cancel,
         )?;
         Ok(extract(&out[0], which)?.1)
@@ -646,10 +616,9 @@ impl PixelRefer {
     pub fn encode_frame(
         &mut self,
         patches: &Patches,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<FrameTrace, ReferError> {
-        let features = self.vision_features(patches, run_options, cancel)?;
+        let features = self.vision_features(patches, cancel)?;
         let c = self.cfg.vision_hidden_size;
         let merged = merge_tokens(&features, c, patches.d);
         let n = (merged.len() / c) as i64;
@@ -659,7 +628,6 @@ impl PixelRefer {
             "projected",
             vec![n, c as i64],
             merged,
-            run_options,
             cancel,
         )?;
         Ok(FrameTrace {
@@ -673,18 +641,17 @@ impl PixelRefer {
         &mut self,
         pm: &PreparedMask,
         n_masks: usize,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<MaskTrace, ReferError> {
         let cfg = self.cfg.clone();
         let c = cfg.vision_hidden_size;
         let (_, patches) = preprocess(&pm.saot.crop, &cfg, 1, n_masks);
-        let feats = self.vision_features(&patches, run_options, cancel)?;
+        let feats = self.vision_features(&patches, cancel)?;
         let (gh, gw) = (patches.grid_h, patches.grid_w);
         let pos = saot::region_position(gh, gw, pm.saot.geometry.bbox, pm.frame_h, pm.frame_w);
         let cells = (gh * gw) as i64;
         let out = run_graph(
-            &mut self.sessions.region_pos,
+            &self.sessions.region_pos,
             "region_pos",
             vec![
                 (
@@ -697,7 +664,6 @@ impl PixelRefer {
                 ),
             ],
             &["features_with_pos"],
-            run_options,
             cancel,
         )?;
         let (_, mut fpos) = extract(&out[0], "region_pos")?;
@@ -738,8 +704,8 @@ impl PixelRefer {
             };
             let (_, gp) = preprocess(global, &cfg, 1, n_masks);
             let (_, lp) = preprocess(local, &cfg, 1, n_masks);
-            let gf = self.vision_features(&gp, run_options, cancel)?;
-            let lf = self.vision_features(&lp, run_options, cancel)?;
+            let gf = self.vision_features(&gp, cancel)?;
+            let lf = self.vision_features(&lp, cancel)?;
             let (ng, nl) = ((gf.len() / c) as i64, (lf.len() / c) as i64);
             let session = self
                 .sessions
@@ -767,7 +733,6 @@ impl PixelRefer {
                     ),
                 ],
                 &["fused_tokens"],
-                run_options,
                 cancel,
             )?;
             let fused = extract(&out[0], "region_oci")?.1;
@@ -784,7 +749,6 @@ impl PixelRefer {
                 "object_tokens",
                 vec![k as i64, c as i64],
                 to_mlp,
-                run_options,
                 cancel,
             )?
         };
@@ -841,7 +805,6 @@ impl PixelRefer {
         &mut self,
         req: &Request,
         prepared: &Prepared,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<PromptEmbeds, ReferError> {
         let (_, timestamps) = self.frames(req)?;
@@ -855,9 +818,7 @@ impl PixelRefer {
             let tokens = match self.cache.region(key) {
                 Some(t) => t,
                 None => {
-                    let t = self
-                        .encode_mask(pm, n_masks, run_options, cancel)?
-                        .object_tokens;
+                    let t = self.encode_mask(pm, n_masks, cancel)?.object_tokens;
                     self.cache.put_region(key, t.clone());
                     t
                 }
@@ -886,7 +847,7 @@ impl PixelRefer {
                 let proj = match self.cache.frame(key) {
                     Some(v) => v,
                     None => {
-                        let v = self.encode_frame(p, run_options, cancel)?.projected;
+                        let v = self.encode_frame(p, cancel)?.projected;
                         self.cache.put_frame(key, v.clone());
                         v
                     }
@@ -972,7 +933,7 @@ impl PixelRefer {
                 }
             })
             .collect();
-        let mut embeds = self.embed_ids(emb_ids, run_options, cancel)?;
+        let mut embeds = self.embed_ids(emb_ids, cancel)?;
         let (mut vi, mut ri) = (0usize, 0usize);
         for (row, &id) in ids.iter().enumerate() {
             let dst = &mut embeds[row * c_llm..(row + 1) * c_llm];
@@ -1003,19 +964,13 @@ impl PixelRefer {
         Ok(PromptEmbeds { text, ids, embeds })
     }
 
-    fn embed_ids(
-        &mut self,
-        ids: Vec<i64>,
-        run_options: &RunOptions,
-        cancel: &CancelToken,
-    ) -> Result<Vec<f32>, ReferError> {
+    fn embed_ids(&mut self, ids: Vec<i64>, cancel: &CancelToken) -> Result<Vec<f32>, ReferError> {
         let n = ids.len();
         let out = run_graph(
-            &mut self.sessions.embed,
+            &self.sessions.embed,
             "embed_tokens",
             vec![("input_ids".into(), tensor_i64(vec![1, n as i64], ids)?)],
             &["inputs_embeds"],
-            run_options,
             cancel,
         )?;
         let data = extract(&out[0], "embed_tokens")?.1;
@@ -1043,7 +998,6 @@ impl PixelRefer {
         &mut self,
         embeds: Vec<f32>,
         past: KvCache,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<(Vec<f32>, KvCache), ReferError> {
         let cfg = &self.cfg;
@@ -1081,11 +1035,10 @@ impl PixelRefer {
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let vocab = cfg.vocab_size;
         let mut out = run_graph(
-            &mut self.sessions.decoder,
+            &self.sessions.decoder,
             "decoder",
             inputs,
             &name_refs,
-            run_options,
             cancel,
         )?;
         let logits = extract(&out[0], "decoder")?.1;
@@ -1103,11 +1056,10 @@ impl PixelRefer {
     pub fn prefill(
         &mut self,
         embeds: Vec<f32>,
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<(Vec<f32>, KvCache), ReferError> {
         let past = self.empty_cache()?;
-        self.decode(embeds, past, run_options, cancel)
+        self.decode(embeds, past, cancel)
     }
 
     /// Answers a question (see [`Request`]); text pieces stream to `on_token` as they are
@@ -1161,14 +1113,13 @@ impl PixelRefer {
     ) -> Result<Answer, ReferError> {
         req.options.validate()?;
         let start = Instant::now();
-        let run_options = cancel.run_options()?;
-        let prompt = self.build_prompt(req, prepared, &run_options, cancel)?;
+        let prompt = self.build_prompt(req, prepared, cancel)?;
         let encode_secs = start.elapsed().as_secs_f64();
         let prompt_tokens = prompt.ids.len();
         let t_prefill = Instant::now();
-        let (logits, cache) = self.prefill(prompt.embeds, &run_options, cancel)?;
+        let (logits, cache) = self.prefill(prompt.embeds, cancel)?;
         let prefill_secs = t_prefill.elapsed().as_secs_f64();
-        let out = self.generate(logits, cache, &req.options, on_token, &run_options, cancel)?;
+        let out = self.generate(logits, cache, &req.options, on_token, cancel)?;
         let total_secs = start.elapsed().as_secs_f64();
         let n = out.ids.len();
         let decode_secs = out.decode_secs;
@@ -1207,7 +1158,6 @@ impl PixelRefer {
         mut cache: KvCache,
         options: &GenerationOptions,
         on_token: &mut dyn FnMut(&str),
-        run_options: &RunOptions,
         cancel: &CancelToken,
     ) -> Result<Generated, ReferError> {
         let t0 = Instant::now();
@@ -1243,8 +1193,8 @@ impl PixelRefer {
                 stop = StopReason::ContextFull;
                 break;
             }
-            let e = self.embed_ids(vec![i64::from(next)], run_options, cancel)?;
-            let (l, c) = self.decode(e, cache, run_options, cancel)?;
+            let e = self.embed_ids(vec![i64::from(next)], cancel)?;
+            let (l, c) = self.decode(e, cache, cancel)?;
             logits = l;
             cache = c;
         }

@@ -523,7 +523,6 @@ fn run_case(
     let lite = model.variant() == Variant::Lite;
     let video = case.modal == "video";
     let cancel = CancelToken::new();
-    let ro = cancel.run_options()?;
     let mut report = CaseReport {
         name: case.name.clone(),
         modal: case.modal.clone(),
@@ -571,7 +570,7 @@ fn run_case(
         if t == 0 {
             let n = prepared.masks.len();
             for (k, pm) in prepared.masks.iter().enumerate() {
-                let tr = model.encode_mask(pm, n, &ro, &cancel)?;
+                let tr = model.encode_mask(pm, n, &cancel)?;
                 if tr.crop_patches != st.f32s(&format!("obj{k}.crop_patches"))? {
                     mismatches.push(format!("obj{k} crop patches differ"));
                 }
@@ -601,7 +600,7 @@ fn run_case(
                 }
             }
             for (i, f) in prepared.frames.iter().enumerate() {
-                let tr = model.encode_frame(f, &ro, &cancel)?;
+                let tr = model.encode_frame(f, &cancel)?;
                 let pre = if video {
                     format!("frame{i}")
                 } else {
@@ -619,7 +618,7 @@ fn run_case(
         // Reference crops: prompt ids exact, embeddings and first logits within tolerance,
         // greedy ids exact.
         model.clear_cache();
-        let prompt = model.build_prompt(&req, &prepared, &ro, &cancel)?;
+        let prompt = model.build_prompt(&req, &prepared, &cancel)?;
         if prompt.text != turn_spec.prompt {
             mismatches.push(format!("turn {t}: prompt text differs"));
         }
@@ -627,7 +626,7 @@ fn run_case(
         let want_ids = st.i64s(&format!("turn{t}.generated_ids"))?;
         let embeds_diff =
             max_abs_diff(&prompt.embeds, &st.f32s(&format!("turn{t}.inputs_embeds"))?);
-        let (logits, _) = model.prefill(prompt.embeds.clone(), &ro, &cancel)?;
+        let (logits, _) = model.prefill(prompt.embeds.clone(), &cancel)?;
         let logits_diff = max_abs_diff(&logits, &st.f32s(&format!("turn{t}.first_logits"))?);
         let answer = model.ask_prepared(&req, &prepared, &mut |_| {}, &cancel)?;
         let ids_of = |a: &super::Answer| a.token_ids.iter().map(|&i| i64::from(i)).collect();
@@ -642,7 +641,7 @@ fn run_case(
         // Raw inputs: our own crops, end to end.
         model.clear_cache();
         let raw_prepared = model.prepare(&req)?;
-        let raw_prompt = model.build_prompt(&req, &raw_prepared, &ro, &cancel)?;
+        let raw_prompt = model.build_prompt(&req, &raw_prepared, &cancel)?;
         let raw_answer = model.ask_prepared(&req, &raw_prepared, &mut |_| {}, &cancel)?;
         let raw_ids: Vec<i64> = ids_of(&raw_answer);
         let raw_inputs = IdsMatch {

@@ -55,6 +55,9 @@ pub struct GraphSpec {
     pub inputs: Vec<TensorSpec>,
     /// Outputs the host reads.
     pub outputs: Vec<TensorSpec>,
+    /// The graph's external-data file (weights over 2 GB live beside the graph), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_data: Option<String>,
 }
 
 /// `manifest.json`.
@@ -147,6 +150,22 @@ impl Manifest {
     pub fn verify_files(&self, dir: &Path) -> Result<(), RuntimeError> {
         let cache = verified_cache_path(dir);
         verify_files_with_cache(dir, &self.files, cache.as_deref()).map(|_| ())
+    }
+
+    /// [`Self::verify_files`] for a model whose graphs run on a server: the graph files need
+    /// not be here (the server's model names carry their sha256); every other file (tokenizer,
+    /// reference data) is checked.
+    pub fn verify_files_except_graphs(&self, dir: &Path) -> Result<(), RuntimeError> {
+        let graphs: std::collections::BTreeSet<&str> =
+            self.graphs.values().map(|g| g.file.as_str()).collect();
+        let files: BTreeMap<String, String> = self
+            .files
+            .iter()
+            .filter(|(name, _)| !graphs.contains(name.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let cache = verified_cache_path(dir);
+        verify_files_with_cache(dir, &files, cache.as_deref()).map(|_| ())
     }
 }
 

@@ -9,12 +9,18 @@
 //! protocol ([`hub`]) and exported and installed atomically ([`install`]).
 
 pub mod catalog;
+mod graph;
 pub mod hub;
 pub mod install;
 mod library;
 mod manifest;
+pub mod remote;
 mod session;
 
+pub use graph::{
+    CancelToken, Cancelled, ElementType, Graph, GraphError, HostTensor, Input, InputData, Opened,
+    Placement, TensorData, Value,
+};
 pub use library::{RuntimeInfo, ensure_initialized, find_library, library_candidates};
 pub use manifest::{
     GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, VerifyStats, find_model_dirs,
@@ -96,6 +102,9 @@ pub enum RuntimeError {
     /// An error from ONNX Runtime itself.
     #[error("ONNX Runtime: {0}")]
     Ort(String),
+    /// The remote server failed (unreachable, missing model, different interface…).
+    #[error(transparent)]
+    Remote(#[from] remote::RemoteError),
 }
 
 impl From<ort::Error> for RuntimeError {

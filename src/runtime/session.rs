@@ -30,6 +30,8 @@ pub struct SessionOptions {
     pub provider: ExecutionProvider,
     /// Intra-op threads (0 = ONNX Runtime's default: one per core).
     pub intra_threads: usize,
+    /// Run every graph on this Open Inference Protocol server instead of locally.
+    pub remote: Option<super::remote::RemoteEndpoint>,
 }
 
 impl Default for SessionOptions {
@@ -37,6 +39,7 @@ impl Default for SessionOptions {
         Self {
             provider: ExecutionProvider::Cpu,
             intra_threads: 0,
+            remote: None,
         }
     }
 }
@@ -79,6 +82,7 @@ impl SessionOptions {
                 ExecutionProvider::Cpu
             },
             intra_threads,
+            remote: None,
         }
     }
 }
@@ -161,26 +165,31 @@ pub fn validate_io(session: &Session, file: &Path, spec: &GraphSpec) -> Result<(
                 return Err(err(format!("has type {elem}, expected {}", want.dtype)));
             }
             let shape = ty.tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
-            if shape.len() != want.shape.len() {
-                return Err(err(format!(
-                    "has rank {}, expected {}",
-                    shape.len(),
-                    want.shape.len()
-                )));
-            }
-            for (axis, (&dim, wanted)) in shape.iter().zip(&want.shape).enumerate() {
-                if let Some(fixed) = wanted.as_i64()
-                    && dim >= 0
-                    && dim != fixed
-                {
-                    return Err(err(format!(
-                        "has size {dim} on axis {axis}, expected {fixed}"
-                    )));
-                }
-            }
+            check_shape(want, &shape).map_err(err)?;
         }
         Ok(())
     };
     check(session.inputs(), &spec.inputs, "input")?;
     check(session.outputs(), &spec.outputs, "output")
+}
+
+/// Checks a graph's (or a served model's) shape of a tensor against the manifest's: the same
+/// rank, and the same size on every dimension fixed on both sides (-1: variable).
+pub(crate) fn check_shape(want: &super::TensorSpec, shape: &[i64]) -> Result<(), String> {
+    if shape.len() != want.shape.len() {
+        return Err(format!(
+            "has rank {}, expected {}",
+            shape.len(),
+            want.shape.len()
+        ));
+    }
+    for (axis, (&dim, wanted)) in shape.iter().zip(&want.shape).enumerate() {
+        if let Some(fixed) = wanted.as_i64()
+            && dim >= 0
+            && dim != fixed
+        {
+            return Err(format!("has size {dim} on axis {axis}, expected {fixed}"));
+        }
+    }
+    Ok(())
 }

@@ -30,10 +30,7 @@ pub use video::{
 };
 
 use crate::runtime::RuntimeError;
-use ort::session::RunOptions;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Errors of the segmentation engine.
 #[derive(Debug, thiserror::Error)]
@@ -95,58 +92,13 @@ pub enum SegmentError {
     },
 }
 
-/// A cancel flag plus the ONNX Runtime `RunOptions` whose terminate flag stops a running graph
-/// (STYLE.md 6). Clones share the flag.
-#[derive(Clone)]
-pub struct CancelToken {
-    flag: Arc<AtomicBool>,
-    run_options: Arc<RunOptions>,
-}
+/// Cancels tracking and prediction (the runtime's token: a flag checked between frames, the
+/// running local graph terminated, an in-flight remote call dropped).
+pub use crate::runtime::CancelToken;
 
-impl std::fmt::Debug for CancelToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CancelToken(cancelled: {})", self.is_cancelled())
-    }
-}
-
-impl CancelToken {
-    /// A fresh, not cancelled token.
-    pub fn new() -> Result<Self, SegmentError> {
-        crate::runtime::ensure_initialized()?;
-        let run_options = RunOptions::new().map_err(|e| SegmentError::Inference {
-            graph: "run options",
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
-            flag: Arc::new(AtomicBool::new(false)),
-            run_options: Arc::new(run_options),
-        })
-    }
-
-    /// Cancels: sets the flag (checked between frames) and terminates the running graph.
-    pub fn cancel(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Err(e) = self.run_options.terminate() {
-            log::warn!("could not terminate the running graph: {e}");
-        }
-    }
-
-    /// Whether [`Self::cancel`] was called.
-    pub fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// `Err(Cancelled)` once cancelled.
-    pub fn check(&self) -> Result<(), SegmentError> {
-        if self.is_cancelled() {
-            Err(SegmentError::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn run_options(&self) -> &RunOptions {
-        &self.run_options
+impl From<crate::runtime::Cancelled> for SegmentError {
+    fn from(_: crate::runtime::Cancelled) -> Self {
+        SegmentError::Cancelled
     }
 }
 

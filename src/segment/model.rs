@@ -2,10 +2,9 @@
 //! (`image_encoder`, `prompt_decoder`, `memory_encoder`, `memory_attention`; DESIGN.md §2, §4).
 
 use super::{CancelToken, Sam2Config, SegmentError};
-use crate::runtime::{self, ExecutionProvider, Manifest, ModelKind, SessionOptions};
-use ort::session::{RunOptions, Session, SessionOutputs};
-use ort::value::TensorRef;
-use parking_lot::Mutex;
+use crate::runtime::{
+    self, Graph, GraphError, Input, Manifest, ModelKind, Placement, SessionOptions, Value,
+};
 use std::path::{Path, PathBuf};
 
 /// The graph roles of a SAM 2 model directory, as named in its manifest.
@@ -53,17 +52,17 @@ pub struct DecoderOutput {
     pub object_score: Vec<f32>,
 }
 
-/// A loaded SAM 2 model: the host config and one session per graph. Sessions sit behind mutexes
-/// so one model can serve an image predictor and a video tracker (`Arc<Sam2Model>`).
+/// A loaded SAM 2 model: the host config and one [`Graph`] per role, local or remote. Graphs are
+/// shared, so one model can serve an image predictor and a video tracker (`Arc<Sam2Model>`).
 pub struct Sam2Model {
     dir: PathBuf,
     config: Sam2Config,
     variant: String,
-    encoder: Mutex<Session>,
-    decoder: Mutex<Session>,
-    memory_encoder: Mutex<Session>,
-    memory_attention: Mutex<Session>,
-    provider: ExecutionProvider,
+    encoder: Graph,
+    decoder: Graph,
+    memory_encoder: Graph,
+    memory_attention: Graph,
+    placement: Placement,
     warnings: Vec<String>,
 }
 
@@ -72,30 +71,30 @@ impl std::fmt::Debug for Sam2Model {
         f.debug_struct("Sam2Model")
             .field("dir", &self.dir)
             .field("variant", &self.variant)
-            .field("provider", &self.provider)
+            .field("placement", &self.placement)
             .finish()
     }
 }
 
-fn ort_err(graph: &'static str) -> impl Fn(ort::Error) -> SegmentError {
-    move |e| SegmentError::Inference {
-        graph,
-        reason: e.to_string(),
+fn run_err(graph: &'static str) -> impl Fn(GraphError) -> SegmentError {
+    move |e| match e {
+        GraphError::Cancelled => SegmentError::Cancelled,
+        GraphError::Remote(r) => SegmentError::Runtime(runtime::RuntimeError::Remote(r)),
+        e => SegmentError::Inference {
+            graph,
+            reason: e.to_string(),
+        },
     }
 }
 
-/// Copies output `name` as f32, checking its element count.
+/// Copies output `value` (`name`) as f32, checking its element count.
 fn take(
-    out: &SessionOutputs<'_>,
+    value: &Value,
     graph: &'static str,
     name: &str,
     expected: usize,
 ) -> Result<Vec<f32>, SegmentError> {
-    let value = out.get(name).ok_or_else(|| SegmentError::Inference {
-        graph,
-        reason: format!("output `{name}` is missing"),
-    })?;
-    let (_, data) = value.try_extract_tensor::<f32>().map_err(ort_err(graph))?;
+    let data = value.to_f32().map_err(run_err(graph))?;
     if data.len() != expected {
         return Err(SegmentError::Inference {
             graph,
@@ -105,15 +104,7 @@ fn take(
             ),
         });
     }
-    Ok(data.to_vec())
-}
-
-fn view<'a, T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
-    graph: &'static str,
-    shape: Vec<i64>,
-    data: &'a [T],
-) -> Result<TensorRef<'a, T>, SegmentError> {
-    TensorRef::from_array_view((shape, data)).map_err(ort_err(graph))
+    Ok(data)
 }
 
 impl Sam2Model {
@@ -124,7 +115,6 @@ impl Sam2Model {
         runtime::ensure_initialized()?;
         let manifest = Manifest::load(dir)?;
         manifest.expect_kind(dir, &[ModelKind::Sam2])?;
-        manifest.verify_files(dir)?;
         let config =
             Sam2Config::from_constants(&manifest.constants).map_err(|e| SegmentError::Config {
                 path: dir.join(runtime::MANIFEST_FILE),
@@ -147,31 +137,23 @@ impl Sam2Model {
                 reason: "directly_add_no_mem_embed=false is not supported".into(),
             });
         }
-        let mut sessions = Vec::with_capacity(4);
-        let mut provider = options.provider;
-        let mut warnings = Vec::new();
-        for role in GRAPH_ROLES {
-            let spec = manifest.graph(dir, role)?;
-            let file = dir.join(&spec.file);
-            let (session, actual, warning) = runtime::build_session(&file, options)?;
-            runtime::validate_io(&session, &file, spec)?;
-            if actual != options.provider {
-                provider = actual;
-            }
-            if let Some(w) = warning {
-                warnings.push(w);
-            }
-            sessions.push(Mutex::new(session));
+        if options.remote.is_some() {
+            manifest.verify_files_except_graphs(dir)?;
+        } else {
+            manifest.verify_files(dir)?;
         }
-        let mut it = sessions.into_iter();
-        let (Some(encoder), Some(decoder), Some(memory_encoder), Some(memory_attention)) =
-            (it.next(), it.next(), it.next(), it.next())
-        else {
-            return Err(SegmentError::Config {
-                path: dir.to_path_buf(),
-                reason: "four graphs expected".into(),
-            });
+        let mut warnings = Vec::new();
+        let mut open = |role: &str| -> Result<Graph, SegmentError> {
+            let opened = Graph::open(dir, &manifest, role, options)?;
+            warnings.extend(opened.warning);
+            Ok(opened.graph)
         };
+        let encoder = open(GRAPH_ROLES[0])?;
+        let decoder = open(GRAPH_ROLES[1])?;
+        let memory_encoder = open(GRAPH_ROLES[2])?;
+        let memory_attention = open(GRAPH_ROLES[3])?;
+        // The model runs where its graphs run (CPU after a CUDA fallback, or the server).
+        let placement = encoder.placement().clone();
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -180,7 +162,7 @@ impl Sam2Model {
             decoder,
             memory_encoder,
             memory_attention,
-            provider,
+            placement,
             warnings,
         })
     }
@@ -200,9 +182,9 @@ impl Sam2Model {
         &self.variant
     }
 
-    /// The execution provider the sessions really run on.
-    pub fn provider(&self) -> ExecutionProvider {
-        self.provider
+    /// Where the graphs really run (CPU, CUDA, or `server@host:port`).
+    pub fn provider(&self) -> Placement {
+        self.placement.clone()
     }
 
     /// Warnings from loading (e.g. CUDA asked for but unavailable).
@@ -210,29 +192,10 @@ impl Sam2Model {
         &self.warnings
     }
 
-    fn run_options(cancel: Option<&CancelToken>) -> Result<Option<&RunOptions>, SegmentError> {
+    fn token(cancel: Option<&CancelToken>) -> std::borrow::Cow<'_, CancelToken> {
         match cancel {
-            Some(c) => {
-                c.check()?;
-                Ok(Some(c.run_options()))
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn map_run_err<'c>(
-        graph: &'static str,
-        cancel: Option<&'c CancelToken>,
-    ) -> impl Fn(ort::Error) -> SegmentError + 'c {
-        move |e| {
-            if cancel.is_some_and(|c| c.is_cancelled()) {
-                SegmentError::Cancelled
-            } else {
-                SegmentError::Inference {
-                    graph,
-                    reason: e.to_string(),
-                }
-            }
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(CancelToken::new()),
         }
     }
 
@@ -246,23 +209,27 @@ impl Sam2Model {
         const G: &str = "image_encoder";
         let c = &self.config;
         let s = c.image_size as i64;
-        let input = view(G, vec![1, 3, s, s], image)?;
-        let mut session = self.encoder.lock();
-        let inputs = ort::inputs!["image" => input];
-        let out = match Self::run_options(cancel)? {
-            Some(ro) => session.run_with_options(inputs, ro),
-            None => session.run(inputs),
+        let mut names = vec!["high_res_feats_0", "high_res_feats_1", "image_embed"];
+        if keep_pix_feat {
+            names.push("pix_feat");
         }
-        .map_err(Self::map_run_err(G, cancel))?;
+        let out = self
+            .encoder
+            .run(
+                vec![("image", Input::f32(vec![1, 3, s, s], image))],
+                &names,
+                &Self::token(cancel),
+            )
+            .map_err(run_err(G))?;
         let f = c.feat_size;
         let ch = c.hidden_dim;
         let emb = ch * f * f;
         Ok(EncoderOutput {
-            high_res_feats_0: take(&out, G, "high_res_feats_0", ch / 8 * 16 * f * f)?,
-            high_res_feats_1: take(&out, G, "high_res_feats_1", ch / 4 * 4 * f * f)?,
-            image_embed: take(&out, G, "image_embed", emb)?,
+            high_res_feats_0: take(&out[0], G, "high_res_feats_0", ch / 8 * 16 * f * f)?,
+            high_res_feats_1: take(&out[1], G, "high_res_feats_1", ch / 4 * 4 * f * f)?,
+            image_embed: take(&out[2], G, "image_embed", emb)?,
             pix_feat: if keep_pix_feat {
-                take(&out, G, "pix_feat", emb)?
+                take(&out[3], G, "pix_feat", emb)?
             } else {
                 Vec::new()
             },
@@ -295,27 +262,40 @@ impl Sam2Model {
         let b = labels.len() / n;
         let emb_batch = image_embed.len() as i64 / (ch * f * f);
         let bi = b as i64;
-        let inputs = ort::inputs![
-            "image_embed" => view(G, vec![emb_batch, ch, f, f], image_embed)?,
-            "high_res_feats_0" => view(G, vec![1, ch / 8, 4 * f, 4 * f], &feats.high_res_feats_0)?,
-            "high_res_feats_1" => view(G, vec![1, ch / 4, 2 * f, 2 * f], &feats.high_res_feats_1)?,
-            "point_coords" => view(G, vec![bi, n as i64, 2], coords)?,
-            "point_labels" => view(G, vec![bi, n as i64], labels)?,
-            "mask_input" => view(G, vec![bi, 1, l, l], mask_input)?,
-            "has_mask_input" => view(G, vec![bi], has_mask)?,
+        let inputs = vec![
+            (
+                "image_embed",
+                Input::f32(vec![emb_batch, ch, f, f], image_embed),
+            ),
+            (
+                "high_res_feats_0",
+                Input::f32(vec![1, ch / 8, 4 * f, 4 * f], &feats.high_res_feats_0),
+            ),
+            (
+                "high_res_feats_1",
+                Input::f32(vec![1, ch / 4, 2 * f, 2 * f], &feats.high_res_feats_1),
+            ),
+            ("point_coords", Input::f32(vec![bi, n as i64, 2], coords)),
+            ("point_labels", Input::i32(vec![bi, n as i64], labels)),
+            ("mask_input", Input::f32(vec![bi, 1, l, l], mask_input)),
+            ("has_mask_input", Input::f32(vec![bi], has_mask)),
         ];
-        let mut session = self.decoder.lock();
-        let out = match Self::run_options(cancel)? {
-            Some(ro) => session.run_with_options(inputs, ro),
-            None => session.run(inputs),
-        }
-        .map_err(Self::map_run_err(G, cancel))?;
+        const OUTPUTS: [&str; 4] = [
+            "low_res_masks",
+            "iou_predictions",
+            "obj_ptr",
+            "object_score_logits",
+        ];
+        let out = self
+            .decoder
+            .run(inputs, &OUTPUTS, &Self::token(cancel))
+            .map_err(run_err(G))?;
         let l = l as usize;
         Ok(DecoderOutput {
-            low_res_masks: take(&out, G, "low_res_masks", b * 4 * l * l)?,
-            iou: take(&out, G, "iou_predictions", b * 4)?,
-            obj_ptr: take(&out, G, "obj_ptr", b * 4 * c.hidden_dim)?,
-            object_score: take(&out, G, "object_score_logits", b)?,
+            low_res_masks: take(&out[0], G, OUTPUTS[0], b * 4 * l * l)?,
+            iou: take(&out[1], G, OUTPUTS[1], b * 4)?,
+            obj_ptr: take(&out[2], G, OUTPUTS[2], b * 4 * c.hidden_dim)?,
+            object_score: take(&out[3], G, OUTPUTS[3], b)?,
         })
     }
 
@@ -345,20 +325,18 @@ impl Sam2Model {
         } else {
             pix_feat
         };
-        let inputs = ort::inputs![
-            "pix_feat" => view(G, vec![b, ch, f, f], pix)?,
-            "mask_logits" => view(G, vec![b, 1, l, l], mask_logits)?,
-            "object_score_logits" => view(G, vec![b, 1], scores)?,
-            "binarize" => view(G, vec![b], binarize)?,
+        let inputs = vec![
+            ("pix_feat", Input::f32(vec![b, ch, f, f], pix)),
+            ("mask_logits", Input::f32(vec![b, 1, l, l], mask_logits)),
+            ("object_score_logits", Input::f32(vec![b, 1], scores)),
+            ("binarize", Input::f32(vec![b], binarize)),
         ];
-        let mut session = self.memory_encoder.lock();
-        let out = match Self::run_options(cancel)? {
-            Some(ro) => session.run_with_options(inputs, ro),
-            None => session.run(inputs),
-        }
-        .map_err(Self::map_run_err(G, cancel))?;
+        let out = self
+            .memory_encoder
+            .run(inputs, &["maskmem_features"], &Self::token(cancel))
+            .map_err(run_err(G))?;
         take(
-            &out,
+            &out[0],
             G,
             "maskmem_features",
             b as usize * c.mem_dim * c.feat_size * c.feat_size,
@@ -392,21 +370,22 @@ impl Sam2Model {
         } else {
             pix_feat
         };
-        let inputs = ort::inputs![
-            "pix_feat" => view(G, vec![b, ch, f, f], pix)?,
-            "mem_features" => view(G, vec![b, s, cm, f, f], mem_features)?,
-            "mem_tpos_index" => view(G, vec![s], tpos_index)?,
-            "obj_ptrs" => view(G, vec![b, p, ch], obj_ptrs)?,
-            "obj_ptr_pos" => view(G, vec![p], ptr_pos)?,
+        let inputs = vec![
+            ("pix_feat", Input::f32(vec![b, ch, f, f], pix)),
+            (
+                "mem_features",
+                Input::f32(vec![b, s, cm, f, f], mem_features),
+            ),
+            ("mem_tpos_index", Input::i64(vec![s], tpos_index)),
+            ("obj_ptrs", Input::f32(vec![b, p, ch], obj_ptrs)),
+            ("obj_ptr_pos", Input::f32(vec![p], ptr_pos)),
         ];
-        let mut session = self.memory_attention.lock();
-        let out = match Self::run_options(cancel)? {
-            Some(ro) => session.run_with_options(inputs, ro),
-            None => session.run(inputs),
-        }
-        .map_err(Self::map_run_err(G, cancel))?;
+        let out = self
+            .memory_attention
+            .run(inputs, &["pix_feat_with_mem"], &Self::token(cancel))
+            .map_err(run_err(G))?;
         take(
-            &out,
+            &out[0],
             G,
             "pix_feat_with_mem",
             batch * c.hidden_dim * c.feat_size * c.feat_size,

@@ -475,7 +475,7 @@ pub fn run_reference(
     };
     let mut tracker =
         VideoTracker::new(Arc::clone(&model), frames.len(), v.width, v.height, options)?;
-    let cancel = CancelToken::new()?;
+    let cancel = CancelToken::new();
     let plane = (v.width * v.height) as usize;
     for (si, step) in v.steps.iter().enumerate() {
         tracker.clear_bank_traces();

@@ -8,6 +8,7 @@ use super::help::{self, HelpOverlay};
 use super::models_panel::{ModelsEvent, ModelsPanel};
 use super::objects_panel::ObjectsPanel;
 use super::sam_panel::SamPanel;
+use super::server_panel::{ServerAction, ServerPanel};
 use super::state::{AppEvent, AppState, Tool};
 use super::timeline::Timeline;
 use crate::jobs::{FrameRequest, FrameSource, JobError, JobRunner, MediaWorker, Repaint};
@@ -136,6 +137,8 @@ pub struct StudioApp {
     autosave_interval: Duration,
     sam: SamPanel,
     models: ModelsPanel,
+    server: ServerPanel,
+    session: crate::runtime::SessionOptions,
     models_dir: Option<PathBuf>,
 }
 
@@ -210,6 +213,8 @@ impl StudioApp {
             autosave_interval: AUTOSAVE_INTERVAL,
             sam: SamPanel::default(),
             models: ModelsPanel::new(Arc::clone(&app_repaint)),
+            server: ServerPanel::new(Arc::clone(&app_repaint)),
+            session: crate::runtime::SessionOptions::default(),
             models_dir: None,
         };
         app.sam.discover(None, Arc::clone(&app.repaint));
@@ -219,7 +224,14 @@ impl StudioApp {
     /// Sets where models run (SAM 2 is reloaded with them; the chat panel takes the provider as
     /// its default choice).
     pub fn set_session_options(&mut self, options: crate::runtime::SessionOptions) {
+        self.session = options.clone();
+        if let Some(remote) = &options.remote {
+            self.server.url = remote.url();
+        }
+        self.server.active = options.remote.clone();
         self.chat.set_provider(options.provider);
+        self.chat.use_remote = options.remote.is_some();
+        self.chat.remote = options.remote.clone();
         self.models.set_session_options(options.clone());
         self.sam
             .set_session_options(options, Arc::clone(&self.repaint));
@@ -229,6 +241,7 @@ impl StudioApp {
     /// and offers its PixelRefer models in the chat panel.
     pub fn set_models_dir(&mut self, dir: Option<&Path>) {
         self.models_dir = dir.map(Path::to_path_buf);
+        self.server.models_dir = self.models_dir.clone();
         self.models.set_models_dir(dir);
         self.sam.discover(dir, Arc::clone(&self.repaint));
         if let Some(dir) = dir {
@@ -259,6 +272,38 @@ impl StudioApp {
     /// The Models window and first-run panel, mutable (catalogue, hub, machine facts).
     pub fn models_panel_mut(&mut self) -> &mut ModelsPanel {
         &mut self.models
+    }
+
+    /// The Models ▸ Server… window.
+    pub fn server_panel(&self) -> &ServerPanel {
+        &self.server
+    }
+
+    /// The Models ▸ Server… window (tests).
+    pub fn server_panel_mut(&mut self) -> &mut ServerPanel {
+        &mut self.server
+    }
+
+    /// Where models run now (`--device`, `--threads`, `--remote`, the Server window).
+    pub fn session_options(&self) -> &crate::runtime::SessionOptions {
+        &self.session
+    }
+
+    /// Draws the Server window and applies the choice: the models reload on the server or
+    /// locally; a server that fails leaves the local models one click away.
+    fn server_ui(&mut self, ctx: &egui::Context) {
+        let Some(action) = self.server.ui(ctx) else {
+            return;
+        };
+        let remote = match action {
+            ServerAction::Use(endpoint) => Some(endpoint),
+            ServerAction::UseLocal => None,
+        };
+        let options = crate::runtime::SessionOptions {
+            remote,
+            ..self.session.clone()
+        };
+        self.set_session_options(options);
     }
 
     /// Acts on installs and removals: a newly installed SAM 2 model loads when none is
@@ -923,6 +968,13 @@ impl StudioApp {
                 if ui.button("Get models…").clicked() {
                     self.models.open = true;
                 }
+                if ui
+                    .button("Server…")
+                    .on_hover_text("Run the models on a team's inference server")
+                    .clicked()
+                {
+                    self.server.open = true;
+                }
                 if ui.button("SAM 2 model folder…").clicked() {
                     self.pick(Pick::SamModel);
                 }
@@ -1284,6 +1336,7 @@ impl eframe::App for StudioApp {
         if self.state.is_none() {
             egui::CentralPanel::default().show(ui, |ui| self.start_screen_ui(ui));
             self.models.ui(&ctx);
+            self.server_ui(&ctx);
             self.toasts_ui(&ctx);
             self.prompt_ui(&ctx);
             return;
@@ -1319,6 +1372,7 @@ impl eframe::App for StudioApp {
         }
         self.help.ui(&ctx);
         self.models.ui(&ctx);
+        self.server_ui(&ctx);
         self.toasts_ui(&ctx);
         self.prompt_ui(&ctx);
     }

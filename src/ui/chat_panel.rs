@@ -14,6 +14,7 @@ use crate::jobs::refer_job::{
 use crate::jobs::{FrameSource, Repaint};
 use crate::project::{ChatTurn, Edit, ModelRecord, Role};
 use crate::refer::Turn;
+use crate::runtime::remote::RemoteEndpoint;
 use crate::runtime::{ExecutionProvider, ModelKind, find_model_dirs};
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -92,6 +93,10 @@ pub struct ChatPanel {
     selected: usize,
     /// Preferred execution provider.
     pub provider: ExecutionProvider,
+    /// The inference server of the app (`--remote`, Models ▸ Server…), if any.
+    pub remote: Option<RemoteEndpoint>,
+    /// Whether questions go to [`Self::remote`] (when set) rather than a local provider.
+    pub use_remote: bool,
     /// Token budget of one answer.
     pub max_new_tokens: usize,
     /// The text box.
@@ -115,6 +120,8 @@ impl ChatPanel {
             models: None,
             selected: 0,
             provider: ExecutionProvider::Cpu,
+            remote: None,
+            use_remote: false,
             max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             input: String::new(),
             slot: Arc::new(Mutex::new(None)),
@@ -320,6 +327,7 @@ impl ChatPanel {
         let spec = ReferJobSpec {
             model_dir: model.dir.clone(),
             provider: self.provider,
+            remote: self.remote.clone().filter(|_| self.use_remote),
             item: state.item,
             frame_count: item.frame_count,
             fps: item.fps,
@@ -522,8 +530,29 @@ impl ChatPanel {
         });
         ui.horizontal(|ui| {
             ui.label("Provider");
-            ui.selectable_value(&mut self.provider, ExecutionProvider::Cpu, "CPU");
-            ui.selectable_value(&mut self.provider, ExecutionProvider::Cuda, "CUDA");
+            let local = !(self.use_remote && self.remote.is_some());
+            if ui
+                .selectable_label(local && self.provider == ExecutionProvider::Cpu, "CPU")
+                .clicked()
+            {
+                self.provider = ExecutionProvider::Cpu;
+                self.use_remote = false;
+            }
+            if ui
+                .selectable_label(local && self.provider == ExecutionProvider::Cuda, "CUDA")
+                .clicked()
+            {
+                self.provider = ExecutionProvider::Cuda;
+                self.use_remote = false;
+            }
+            if let Some(remote) = &self.remote
+                && ui
+                    .selectable_label(!local, "Server")
+                    .on_hover_text(format!("Run PixelRefer on {remote}"))
+                    .clicked()
+            {
+                self.use_remote = true;
+            }
             if let Some(active) = &self.active {
                 ui.label(format!("active: {}", active.provider));
             }

@@ -16,6 +16,7 @@ pub mod help;
 pub mod models_panel;
 pub mod objects_panel;
 pub mod sam_panel;
+pub mod server_panel;
 pub mod state;
 pub mod timeline;
 pub mod transform;

@@ -192,6 +192,7 @@ impl ModelsPanel {
             session: SessionOptions {
                 provider: crate::runtime::ExecutionProvider::Cpu,
                 intra_threads: self.session.intra_threads,
+                remote: None,
             },
         };
         let view = Arc::new(Mutex::new(FetchView::default()));

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 #[path = "../support/fixtures.rs"]
-mod fixtures;
+pub mod fixtures;
 pub use fixtures::fixture;
 
 /// The `cases.json` entry of reference case `name` in model directory `dir`, and its tensors.
@@ -109,4 +109,37 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) -> f32 {
     }
     assert!(worst <= tol, "{what}: max abs diff {worst:e} > {tol:e}");
     worst
+}
+
+/// Writes a project at `path` over the first frame of reference case `image_1obj` of `model`
+/// (saved beside it as PNG) with the case's mask as `<object0>`.
+pub fn image_project(model: &std::path::Path, path: &std::path::Path) {
+    use pixelrefer_studio::mask::{Mask, Rle};
+    use pixelrefer_studio::project::{
+        Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object, PALETTE,
+    };
+    let (_, st) = reference_case(model, "image_1obj");
+    let frame = &st["input.frame0"];
+    let (h, w) = (frame.shape[0] as u32, frame.shape[1] as u32);
+    let png = path.with_extension("png");
+    image::RgbImage::from_raw(w, h, frame.u8())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let mask = Mask::from_raw(w, h, st["input.obj0.mask0"].u8()).unwrap();
+    let mut doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Image,
+            path: png,
+            fingerprint: None,
+        },
+        vec![Item::new(None, w, h, 1, 0.0)],
+    );
+    let mut object = Object::new(0, "thing", PALETTE[0]);
+    object.frames.insert(
+        0,
+        FrameAnnotation::from_mask(Rle::from_mask(&mask), MaskSource::Painted),
+    );
+    doc.items[0].objects.push(object);
+    pixelrefer_studio::project::save_project(&doc, path).unwrap();
 }

@@ -27,3 +27,47 @@ pub fn step_until(
         harness.state().models_panel().error()
     );
 }
+
+/// A one-frame media source showing one image (the app's frames come from it, no decoding).
+pub struct Still {
+    /// The frame.
+    pub frame: std::sync::Arc<pixelrefer_studio::media::Frame>,
+}
+
+impl pixelrefer_studio::jobs::FrameSource for Still {
+    fn frame(
+        &mut self,
+        _item: usize,
+        _index: u64,
+    ) -> Result<std::sync::Arc<pixelrefer_studio::media::Frame>, pixelrefer_studio::media::MediaError>
+    {
+        Ok(std::sync::Arc::clone(&self.frame))
+    }
+
+    fn frame_count(&self, _item: usize) -> u64 {
+        1
+    }
+}
+
+/// A document of one image item and its [`Still`] source, from a PNG.
+pub fn still_document(png: &std::path::Path) -> (pixelrefer_studio::project::Document, Still) {
+    use pixelrefer_studio::project::{Document, Item, MediaKind, MediaRef};
+    let img = image::open(png).expect("read the PNG").to_rgba8();
+    let (w, h) = img.dimensions();
+    let still = Still {
+        frame: std::sync::Arc::new(pixelrefer_studio::media::Frame {
+            width: w,
+            height: h,
+            rgba: img.into_raw(),
+        }),
+    };
+    let doc = Document::new(
+        MediaRef {
+            kind: MediaKind::Image,
+            path: "still.png".into(),
+            fingerprint: None,
+        },
+        vec![Item::new(None, w, h, 1, 0.0)],
+    );
+    (doc, still)
+}
