@@ -381,6 +381,9 @@ fn python() -> PathBuf {
         })
 }
 
+/// How long a throttled fetch may take to commit its first bytes.
+const PROGRESS_LIMIT: Duration = Duration::from_secs(600);
+
 /// Bytes of the checkpoint's partial download (`blobs/<sha256>.sync.part`, data + 8-byte
 /// committed offset), if any.
 fn partial_len(s: &Scratch, sha: &str) -> u64 {
@@ -431,7 +434,13 @@ fn a_download_killed_halfway_resumes_with_ranges() {
     let mut child = spawn_fetch(&s, &hub, &chunk.to_string());
     let start = Instant::now();
     while committed_offset(&s, &ckpt.sha256, size) < size / 4 {
-        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        // Generous: on two cores kept busy by the other tests of this file (PyTorch exports),
+        // the throttled download once took over 120 s to commit its first quarter.
+        assert!(
+            start.elapsed() < PROGRESS_LIMIT,
+            "no progress in {PROGRESS_LIMIT:?} ({} bytes on disk)",
+            partial_len(&s, &ckpt.sha256)
+        );
         assert!(child.try_wait().unwrap().is_none(), "fetch ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -489,7 +498,13 @@ fn ctrl_c_cancels_cleanly_and_the_next_fetch_resumes() {
     let child = spawn_fetch(&s, &hub, "32768");
     let start = Instant::now();
     while committed_offset(&s, &ckpt.sha256, size) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        // Generous: on two cores kept busy by the other tests of this file (PyTorch exports),
+        // the throttled download once took over 120 s to commit its first quarter.
+        assert!(
+            start.elapsed() < PROGRESS_LIMIT,
+            "no progress in {PROGRESS_LIMIT:?} ({} bytes on disk)",
+            partial_len(&s, &ckpt.sha256)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGINT, as Ctrl-C sends.
