@@ -12,6 +12,7 @@ mod fake_hub;
 use fake_hub::{FakeHub, Faults, hub_fixtures};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SAM: &str = "sam2.1-hiera-tiny";
@@ -408,13 +409,68 @@ fn committed_offset(s: &Scratch, sha: &str, size: u64) -> u64 {
     u64::from_le_bytes(bytes[size as usize..].try_into().unwrap())
 }
 
-fn spawn_fetch(s: &Scratch, hub: &FakeHub, chunk: &str) -> Child {
-    s.fetch_command(&hub.endpoint(), SAM)
+/// A fetch running in the background. Its stderr is drained by a thread as it comes, so the
+/// child can never block on a full pipe, and is kept for the assertions and for diagnostics.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Fails (with the fetch's stderr so far) when the fetch has ended.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(r) = self.reader.take() {
+                r.join().unwrap();
+            }
+            panic!("fetch ended early ({status}): {}", self.stderr_text());
+        }
+    }
+
+    /// Waits for the end and returns what it printed, as `Command::output` does.
+    fn output(mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+}
+
+fn spawn_fetch(s: &Scratch, hub: &FakeHub, chunk: &str) -> Running {
+    let mut child = s
+        .fetch_command(&hub.endpoint(), SAM)
         .env("PIXELREFER_HUB_CHUNK_BYTES", chunk)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&stderr);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    Running {
+        child,
+        stderr,
+        reader: Some(reader),
+    }
 }
 
 #[test]
@@ -438,14 +494,15 @@ fn a_download_killed_halfway_resumes_with_ranges() {
         // the throttled download once took over 120 s to commit its first quarter.
         assert!(
             start.elapsed() < PROGRESS_LIMIT,
-            "no progress in {PROGRESS_LIMIT:?} ({} bytes on disk)",
-            partial_len(&s, &ckpt.sha256)
+            "no progress in {PROGRESS_LIMIT:?} ({} bytes on disk); the fetch said: {}",
+            partial_len(&s, &ckpt.sha256),
+            child.stderr_text()
         );
-        assert!(child.try_wait().unwrap().is_none(), "fetch ended early");
+        child.assert_running();
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap(); // SIGKILL: a crash, no clean-up
-    child.wait().unwrap();
+    child.child.kill().unwrap(); // SIGKILL: a crash, no clean-up
+    child.output();
     let committed = committed_offset(&s, &ckpt.sha256, size);
     assert!(
         committed > 0 && committed < size,
@@ -495,22 +552,24 @@ fn ctrl_c_cancels_cleanly_and_the_next_fetch_resumes() {
         throttle: Some(size / 32),
         ..Faults::default()
     });
-    let child = spawn_fetch(&s, &hub, "32768");
+    let mut child = spawn_fetch(&s, &hub, "32768");
     let start = Instant::now();
     while committed_offset(&s, &ckpt.sha256, size) == 0 {
+        child.assert_running();
         // Generous: on two cores kept busy by the other tests of this file (PyTorch exports),
         // the throttled download once took over 120 s to commit its first quarter.
         assert!(
             start.elapsed() < PROGRESS_LIMIT,
-            "no progress in {PROGRESS_LIMIT:?} ({} bytes on disk)",
-            partial_len(&s, &ckpt.sha256)
+            "no progress in {PROGRESS_LIMIT:?} ({} bytes on disk); the fetch said: {}",
+            partial_len(&s, &ckpt.sha256),
+            child.stderr_text()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGINT, as Ctrl-C sends.
-    let pid = child.id() as i32;
+    let pid = child.child.id() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().unwrap();
+    let out = child.output();
     let line = error_line(&out);
     assert!(
         line.contains("cancelled") && line.contains("resume"),
