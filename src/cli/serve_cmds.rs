@@ -88,14 +88,7 @@ pub fn check(url: &str, models: Option<&Path>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
-        "{} {} at {} ({}, {:.0} ms)",
-        report.info.name,
-        report.info.version,
-        report.url,
-        if report.ready { "ready" } else { "not ready" },
-        report.latency.as_secs_f64() * 1e3
-    );
+    println!("{}", report.summary());
     match &report.models {
         Some(list) => {
             println!("{} models:", list.len());
@@ -106,16 +99,7 @@ pub fn check(url: &str, models: Option<&Path>, json: bool) -> Result<()> {
         None => println!("the server does not list its models"),
     }
     for l in &report.local {
-        if l.missing.is_empty() {
-            println!("runs remotely: {} ({})", l.label, l.dir.display());
-        } else {
-            println!(
-                "local only:    {} ({}): the server lacks {}",
-                l.label,
-                l.dir.display(),
-                l.missing.join(", ")
-            );
-        }
+        println!("{} in {}", l.summary(), l.dir.display());
     }
     Ok(())
 }

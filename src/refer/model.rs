@@ -149,21 +149,21 @@ impl std::fmt::Debug for PixelRefer {
 }
 
 /// A float input: f32, or f16 for `float16` exports (`half`).
-fn tensor_float(shape: Vec<i64>, data: Vec<f32>, half: bool) -> Result<Value, ReferError> {
+fn tensor_float(shape: Vec<i64>, data: Vec<f32>, half: bool) -> Value {
     let data = if half {
         TensorData::F16(data.into_iter().map(half::f16::from_f32).collect())
     } else {
         TensorData::F32(data)
     };
-    Ok(HostTensor { shape, data }.into())
+    HostTensor { shape, data }.into()
 }
 
-fn tensor_i64(shape: Vec<i64>, data: Vec<i64>) -> Result<Value, ReferError> {
-    Ok(HostTensor {
+fn tensor_i64(shape: Vec<i64>, data: Vec<i64>) -> Value {
+    HostTensor {
         shape,
         data: TensorData::I64(data),
     }
-    .into())
+    .into()
 }
 
 fn graph_err(graph: &str) -> impl Fn(GraphError) -> ReferError + '_ {
@@ -195,7 +195,9 @@ fn run_graph(
         .map(String::as_str)
         .zip(values.into_iter().map(Input::Value))
         .collect();
-    graph.run(feed, outputs, cancel).map_err(graph_err(name))
+    graph
+        .run(feed, outputs, Some(cancel))
+        .map_err(graph_err(name))
 }
 
 /// A float output as f32 (f16 outputs of `float16` exports are widened).
@@ -559,15 +561,15 @@ impl PixelRefer {
             vec![
                 (
                     "pixel_patches".into(),
-                    tensor_float(vec![n, dim], patches.data.clone(), self.half)?,
+                    tensor_float(vec![n, dim], patches.data.clone(), self.half),
                 ),
                 (
                     "rope_cos".into(),
-                    tensor_float(vec![n, hd as i64], cos, self.half)?,
+                    tensor_float(vec![n, hd as i64], cos, self.half),
                 ),
                 (
                     "rope_sin".into(),
-                    tensor_float(vec![n, hd as i64], sin, self.half)?,
+                    tensor_float(vec![n, hd as i64], sin, self.half),
                 ),
             ],
             &["vision_features"],
@@ -605,7 +607,7 @@ impl PixelRefer {
         let out = run_graph(
             session,
             which,
-            vec![(input.into(), tensor_float(shape, data, self.half)?)],
+            vec![(input.into(), tensor_float(shape, data, self.half))],
             &[output],
             cancel,
         )?;
@@ -656,11 +658,11 @@ impl PixelRefer {
             vec![
                 (
                     "features".into(),
-                    tensor_float(vec![cells, c as i64], feats.clone(), self.half)?,
+                    tensor_float(vec![cells, c as i64], feats.clone(), self.half),
                 ),
                 (
                     "positions".into(),
-                    tensor_float(vec![cells, 2], pos, self.half)?,
+                    tensor_float(vec![cells, 2], pos, self.half),
                 ),
             ],
             &["features_with_pos"],
@@ -721,15 +723,15 @@ impl PixelRefer {
                 vec![
                     (
                         "object_tokens".into(),
-                        tensor_float(vec![1, cfg.mask_num as i64, c as i64], selected, self.half)?,
+                        tensor_float(vec![1, cfg.mask_num as i64, c as i64], selected, self.half),
                     ),
                     (
                         "local_features".into(),
-                        tensor_float(vec![1, nl, c as i64], lf, self.half)?,
+                        tensor_float(vec![1, nl, c as i64], lf, self.half),
                     ),
                     (
                         "global_features".into(),
-                        tensor_float(vec![1, ng, c as i64], gf, self.half)?,
+                        tensor_float(vec![1, ng, c as i64], gf, self.half),
                     ),
                 ],
                 &["fused_tokens"],
@@ -969,7 +971,7 @@ impl PixelRefer {
         let out = run_graph(
             &self.sessions.embed,
             "embed_tokens",
-            vec![("input_ids".into(), tensor_i64(vec![1, n as i64], ids)?)],
+            vec![("input_ids".into(), tensor_i64(vec![1, n as i64], ids))],
             &["inputs_embeds"],
             cancel,
         )?;
@@ -983,13 +985,13 @@ impl PixelRefer {
         Ok(data)
     }
 
-    fn empty_cache(&self) -> Result<KvCache, ReferError> {
+    fn empty_cache(&self) -> KvCache {
         let cfg = &self.cfg;
         let shape = vec![1, cfg.num_key_value_heads as i64, 0, cfg.head_dim as i64];
         let values = (0..2 * cfg.num_hidden_layers)
             .map(|_| tensor_float(shape.clone(), Vec::new(), self.half))
-            .collect::<Result<_, _>>()?;
-        Ok(KvCache { values, len: 0 })
+            .collect();
+        KvCache { values, len: 0 }
     }
 
     /// Runs the decoder on `embeds` (`[seq, hidden]`) after `past`, returning the last position's
@@ -1011,18 +1013,18 @@ impl PixelRefer {
                     vec![1, seq as i64, cfg.hidden_size as i64],
                     embeds,
                     self.half,
-                )?,
+                ),
             ),
             (
                 "attention_mask".to_string(),
-                tensor_i64(vec![1, total as i64], vec![1; total])?,
+                tensor_i64(vec![1, total as i64], vec![1; total]),
             ),
             (
                 "position_ids".to_string(),
                 tensor_i64(
                     vec![1, seq as i64],
                     (past.len as i64..total as i64).collect(),
-                )?,
+                ),
             ),
         ];
         let mut names = vec!["logits".to_string()];
@@ -1058,7 +1060,7 @@ impl PixelRefer {
         embeds: Vec<f32>,
         cancel: &CancelToken,
     ) -> Result<(Vec<f32>, KvCache), ReferError> {
-        let past = self.empty_cache()?;
+        let past = self.empty_cache();
         self.decode(embeds, past, cancel)
     }
 

@@ -11,7 +11,7 @@ use ort::session::{RunOptions, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
 use parking_lot::Mutex;
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -429,7 +429,6 @@ enum Backend {
 /// One graph of a model directory, ready to run where [`SessionOptions`] said.
 pub struct Graph {
     role: String,
-    file: PathBuf,
     backend: Backend,
     placement: Placement,
 }
@@ -459,7 +458,6 @@ impl Graph {
         options: &SessionOptions,
     ) -> Result<Opened, RuntimeError> {
         let spec = manifest.graph(dir, role)?;
-        let file = dir.join(&spec.file);
         if let Some(endpoint) = &options.remote {
             let name = super::remote::model_name(manifest, dir, role)?;
             let client = RemoteClient::shared(endpoint)?;
@@ -467,19 +465,18 @@ impl Graph {
             return Ok(Opened {
                 graph: Graph {
                     role: role.to_string(),
-                    file,
                     placement: client.placement(),
                     backend: Backend::Remote(remote),
                 },
                 warning: None,
             });
         }
+        let file = dir.join(&spec.file);
         let (session, ep, warning) = build_session(&file, options)?;
         validate_io(&session, &file, spec)?;
         Ok(Opened {
             graph: Graph {
                 role: role.to_string(),
-                file,
                 placement: Placement::Local(ep),
                 backend: Backend::Local(Mutex::new(session)),
             },
@@ -492,25 +489,21 @@ impl Graph {
         &self.role
     }
 
-    /// The graph file (it need not exist locally when the graph runs remotely).
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     /// Where it runs.
     pub fn placement(&self) -> &Placement {
         &self.placement
     }
 
-    /// Runs the graph with named inputs and returns the named outputs in order. Checks the
-    /// token before and maps a terminated or abandoned run to [`GraphError::Cancelled`].
+    /// Runs the graph with named inputs and returns the named outputs in order. With a token,
+    /// checks it before and maps a terminated or abandoned run to [`GraphError::Cancelled`].
     pub fn run(
         &self,
         inputs: Vec<(&str, Input<'_>)>,
         outputs: &[&str],
-        cancel: &CancelToken,
+        cancel: Option<&CancelToken>,
     ) -> Result<Vec<Value>, GraphError> {
-        if cancel.is_cancelled() {
+        let cancelled = || cancel.is_some_and(CancelToken::is_cancelled);
+        if cancelled() {
             return Err(GraphError::Cancelled);
         }
         match &self.backend {
@@ -519,7 +512,7 @@ impl Graph {
                 .map(|tensors| tensors.into_iter().map(Value::from).collect()),
             Backend::Local(session) => {
                 let result = run_local(session, inputs, outputs, cancel);
-                if result.is_err() && cancel.is_cancelled() {
+                if result.is_err() && cancelled() {
                     return Err(GraphError::Cancelled);
                 }
                 result
@@ -532,7 +525,7 @@ fn run_local(
     session: &Mutex<Session>,
     inputs: Vec<(&str, Input<'_>)>,
     outputs: &[&str],
-    cancel: &CancelToken,
+    cancel: Option<&CancelToken>,
 ) -> Result<Vec<Value>, GraphError> {
     let err = |e: ort::Error| GraphError::Run(e.to_string());
     let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
@@ -548,9 +541,13 @@ fn run_local(
         };
         feed.push((Cow::Owned(name.to_string()), value));
     }
-    let run_options = cancel.run_options()?;
+    let run_options = cancel.map(CancelToken::run_options).transpose()?;
     let mut session = session.lock();
-    let mut out = session.run_with_options(feed, &run_options).map_err(err)?;
+    let mut out = match &run_options {
+        Some(ro) => session.run_with_options(feed, ro),
+        None => session.run(feed),
+    }
+    .map_err(err)?;
     outputs
         .iter()
         .map(|name| {

@@ -192,13 +192,6 @@ impl Sam2Model {
         &self.warnings
     }
 
-    fn token(cancel: Option<&CancelToken>) -> std::borrow::Cow<'_, CancelToken> {
-        match cancel {
-            Some(c) => std::borrow::Cow::Borrowed(c),
-            None => std::borrow::Cow::Owned(CancelToken::new()),
-        }
-    }
-
     /// Runs the image encoder on one normalised `[3, S, S]` image.
     pub fn encode_image(
         &self,
@@ -218,7 +211,7 @@ impl Sam2Model {
             .run(
                 vec![("image", Input::f32(vec![1, 3, s, s], image))],
                 &names,
-                &Self::token(cancel),
+                cancel,
             )
             .map_err(run_err(G))?;
         let f = c.feat_size;
@@ -288,7 +281,7 @@ impl Sam2Model {
         ];
         let out = self
             .decoder
-            .run(inputs, &OUTPUTS, &Self::token(cancel))
+            .run(inputs, &OUTPUTS, cancel)
             .map_err(run_err(G))?;
         let l = l as usize;
         Ok(DecoderOutput {
@@ -333,7 +326,7 @@ impl Sam2Model {
         ];
         let out = self
             .memory_encoder
-            .run(inputs, &["maskmem_features"], &Self::token(cancel))
+            .run(inputs, &["maskmem_features"], cancel)
             .map_err(run_err(G))?;
         take(
             &out[0],
@@ -382,7 +375,7 @@ impl Sam2Model {
         ];
         let out = self
             .memory_attention
-            .run(inputs, &["pix_feat_with_mem"], &Self::token(cancel))
+            .run(inputs, &["pix_feat_with_mem"], cancel)
             .map_err(run_err(G))?;
         take(
             &out[0],

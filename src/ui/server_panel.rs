@@ -150,24 +150,9 @@ impl ServerPanel {
                 ui.colored_label(ui.visuals().error_fg_color, e);
             }
             Some(Ok(report)) => {
-                ui.label(format!(
-                    "{} {} at {}: {}, answered in {:.0} ms.",
-                    report.info.name,
-                    report.info.version,
-                    report.url,
-                    if report.ready { "ready" } else { "not ready" },
-                    report.latency.as_secs_f64() * 1e3
-                ));
+                ui.label(report.summary());
                 for l in &report.local {
-                    if l.missing.is_empty() {
-                        ui.label(format!("Runs on the server: {}", l.label));
-                    } else {
-                        ui.label(format!(
-                            "Local only: {} (the server lacks {})",
-                            l.label,
-                            l.missing.join(", ")
-                        ));
-                    }
+                    ui.label(l.summary());
                 }
                 match &report.models {
                     Some(models) => {

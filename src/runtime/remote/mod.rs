@@ -857,22 +857,12 @@ impl RemoteGraph {
         })
     }
 
-    /// The server-side model name.
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    /// The shared client.
-    pub fn client(&self) -> &Arc<RemoteClient> {
-        &self.client
-    }
-
     /// Runs the graph on the server.
     pub(crate) fn run(
         &self,
         inputs: Vec<(&str, Input<'_>)>,
         outputs: &[&str],
-        cancel: &CancelToken,
+        cancel: Option<&CancelToken>,
     ) -> Result<Vec<HostTensor>, super::graph::GraphError> {
         let mut owned = Vec::new();
         let mut borrowed: Vec<(&str, Vec<i64>, InputData<'_>)> = Vec::new();
@@ -908,7 +898,7 @@ impl RemoteGraph {
             }
         }
         self.client
-            .infer(&self.model, &raw, outputs, Some(cancel))
+            .infer(&self.model, &raw, outputs, cancel)
             .map_err(|e| match e {
                 RemoteError::Cancelled => super::graph::GraphError::Cancelled,
                 e => super::graph::GraphError::Remote(e),
@@ -983,6 +973,35 @@ pub struct ServerReport {
     pub local: Vec<LocalModelOnServer>,
     /// Round-trip time of the metadata call.
     pub latency: Duration,
+}
+
+impl ServerReport {
+    /// One line about the server: name, version, address, readiness, latency.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} at {}: {}, answered in {:.0} ms.",
+            self.info.name,
+            self.info.version,
+            self.url,
+            if self.ready { "ready" } else { "not ready" },
+            self.latency.as_secs_f64() * 1e3
+        )
+    }
+}
+
+impl LocalModelOnServer {
+    /// One line: whether the server runs this model, or which graphs it lacks.
+    pub fn summary(&self) -> String {
+        if self.missing.is_empty() {
+            format!("Runs on the server: {}", self.label)
+        } else {
+            format!(
+                "Local only: {} (the server lacks {})",
+                self.label,
+                self.missing.join(", ")
+            )
+        }
+    }
 }
 
 /// Connects to `endpoint`, reads its metadata and model list, and checks which of the local
