@@ -1,32 +1,35 @@
-//! PixelRefer benchmark (harness = false): time to first token, tokens per second and peak RSS
-//! (`VmHWM`) for the model in `$PIXELREFER_BENCH_MODEL` (default: the tiny Lite fixture), and
+//! PixelRefer benchmark (harness = false), interleaved (benches/support/harness.rs): side A is the
+//! Rust engine on `$PIXELREFER_BENCH_MODEL` (default: the tiny Lite fixture), side B the PyTorch
+//! reference (`onnx/bench_pixelrefer.py`, needs `checkpoint/` in the model directory) on the same
+//! requests, or another Rust model (`--b rust:DIR`, e.g. an int4 export against its fp32 source).
+//! Each round asks one image question and one video question (8 frames) per side; per side: time
+//! to first token with the vision/object encoding and the prefill apart, for the image and for the
+//! video, tokens per second, peak RSS; min, median, ratio of medians and the load average. Then
 //! the number of LLM input tokens for the same question with PixelRefer and with Lite
-//! (`$PIXELREFER_BENCH_FULL_MODEL`, default: the tiny PixelRefer fixture). When
-//! `$PIXELREFER_BENCH_PYTHON` (or the project venv) is present, `onnx/bench_pixelrefer.py` times
-//! the PyTorch reference on the same request and the ratios are printed.
+//! (`$PIXELREFER_BENCH_FULL_MODEL`, default: the tiny PixelRefer fixture).
 //!
+//! cargo bench --bench refer --profile test [-- --quick] [-- --rounds N] [-- --a SPEC --b SPEC]
 //! Full-size random Lite export (5.5 min, 15 GB RAM):
 //! `python onnx/export_pixelrefer.py --full-random DIR --variant lite`, then
-//! `PIXELREFER_BENCH_MODEL=DIR cargo bench --bench refer`.
+//! `PIXELREFER_BENCH_MODEL=DIR cargo bench --bench refer --profile test`.
+//! Environment: PIXELREFER_BENCH_TOKENS (default 32, quick 16), PIXELREFER_BENCH_ROUNDS (default
+//! 3, quick 2), PIXELREFER_BENCH_THREADS (default: one per core).
 
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{Args, Better, Worker, env_usize};
 use image::RgbImage;
 use pixelrefer_studio::mask::Mask;
 use pixelrefer_studio::refer::{
     CancelToken, FrameMask, GenerationOptions, Media, ObjectMasks, PixelRefer, Request,
 };
 use pixelrefer_studio::runtime::SessionOptions;
-use std::path::PathBuf;
+use serde_json::json;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-fn vm_hwm_kib() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 fn fixture(name: &str) -> PathBuf {
     std::env::var("PIXELREFER_FIXTURES")
@@ -35,26 +38,35 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The benchmark request: a 640×480 image, two objects (an ellipse and a box), one question.
-fn request(max_new_tokens: usize) -> Request {
-    let (w, h) = (640u32, 480u32);
-    let img = RgbImage::from_fn(w, h, |x, y| {
+const W: u32 = 640;
+const H: u32 = 480;
+/// Frames of the video request (`onnx/bench_pixelrefer.py` builds the same).
+const VIDEO_FRAMES: u32 = 8;
+
+/// Frame `k` of the benchmark media (frame 0 is the image request's image).
+fn frame(k: u32) -> RgbImage {
+    RgbImage::from_fn(W, H, |x, y| {
+        let xs = (x + 8 * k) % W;
         image::Rgb([
-            (x * 255 / w) as u8,
-            (y * 255 / h) as u8,
-            ((x ^ y) & 0xff) as u8,
+            (xs * 255 / W) as u8,
+            (y * 255 / H) as u8,
+            ((xs ^ y) & 0xff) as u8,
         ])
-    });
-    let mut a = vec![0u8; (w * h) as usize];
-    let mut b = vec![0u8; (w * h) as usize];
-    for y in 0..h {
-        for x in 0..w {
+    })
+}
+
+/// The two objects (an ellipse and a box) on frame 0.
+fn objects() -> Vec<ObjectMasks> {
+    let mut a = vec![0u8; (W * H) as usize];
+    let mut b = vec![0u8; (W * H) as usize];
+    for y in 0..H {
+        for x in 0..W {
             let (dx, dy) = ((x as f64 - 200.0) / 90.0, (y as f64 - 240.0) / 120.0);
             if dx * dx + dy * dy <= 1.0 {
-                a[(y * w + x) as usize] = 1;
+                a[(y * W + x) as usize] = 1;
             }
             if (400..560).contains(&x) && (100..300).contains(&y) {
-                b[(y * w + x) as usize] = 1;
+                b[(y * W + x) as usize] = 1;
             }
         }
     }
@@ -62,14 +74,31 @@ fn request(max_new_tokens: usize) -> Request {
         tag_id: tag,
         masks: vec![FrameMask {
             frame: 0,
-            mask: Mask::from_raw(w, h, data).expect("mask size"),
+            mask: Mask::from_raw(W, H, data).expect("mask size"),
         }],
     };
+    vec![obj(0, a), obj(1, b)]
+}
+
+/// The benchmark requests: an image question and a video question about two objects.
+fn request(video: bool, max_new_tokens: usize) -> Request {
+    let media = if video {
+        Media::Video {
+            frames: (0..VIDEO_FRAMES).map(frame).collect(),
+            timestamps_secs: (0..VIDEO_FRAMES).map(f64::from).collect(),
+        }
+    } else {
+        Media::Image(frame(0))
+    };
     Request {
-        media: Media::Image(img),
-        objects: vec![obj(0, a), obj(1, b)],
+        media,
+        objects: objects(),
         history: vec![],
-        question: "What is the relationship between <object0> and <object1>?".into(),
+        question: if video {
+            "What are <object0> and <object1> doing in the video?".into()
+        } else {
+            "What is the relationship between <object0> and <object1>?".into()
+        },
         options: GenerationOptions {
             max_new_tokens: Some(max_new_tokens),
             repetition_penalty: Some(1.0),
@@ -78,129 +107,182 @@ fn request(max_new_tokens: usize) -> Request {
     }
 }
 
+/// The Rust side: `--worker MODEL_DIR MAX_NEW THREADS`.
+fn worker(args: &[String]) {
+    let [dir, max_new, threads] = args else {
+        panic!("worker arguments: MODEL_DIR MAX_NEW THREADS");
+    };
+    let max_new: usize = max_new.parse().unwrap();
+    let options = SessionOptions {
+        intra_threads: threads.parse().unwrap(),
+        ..SessionOptions::default()
+    };
+    let t = Instant::now();
+    let mut model = match PixelRefer::load(Path::new(dir), &options) {
+        Ok(m) => m,
+        Err(e) => {
+            println!("{}", json!({ "error": format!("cannot load {dir}: {e}") }));
+            std::process::exit(1);
+        }
+    };
+    let ready = json!({
+        "ready": true,
+        "load_s": t.elapsed().as_secs_f64(),
+        "variant": format!("{:?}", model.variant()),
+        "quantization": model.quantization().map(|q| q.to_string()),
+    });
+    let cancel = CancelToken::new();
+    let (image, video) = (request(false, max_new), request(true, max_new));
+    harness::serve(ready, |req| {
+        let mut metrics = serde_json::Map::new();
+        let asks: &[(&str, &Request)] = if req.get("warmup").is_some() {
+            &[("image", &image)]
+        } else {
+            &[("image", &image), ("video", &video)]
+        };
+        for (name, r) in asks {
+            model.clear_cache();
+            let a = model
+                .ask(r, &mut |_| {}, &cancel)
+                .map_err(|e| e.to_string())?;
+            let t = &a.timings;
+            metrics.insert(format!("{name} ttft s"), t.time_to_first_token_secs.into());
+            metrics.insert(format!("{name} encode s"), t.encode_secs.into());
+            metrics.insert(format!("{name} prefill s"), t.prefill_secs.into());
+            metrics.insert(format!("{name} tokens/s"), t.tokens_per_sec.into());
+            metrics.insert(format!("{name} prompt tokens"), a.prompt_tokens.into());
+            metrics.insert(
+                format!("{name} generated tokens"),
+                a.generated_tokens.into(),
+            );
+        }
+        if req.get("warmup").is_some() {
+            metrics.clear();
+        }
+        Ok(json!({ "metrics": metrics }))
+    });
+}
+
+fn side(
+    spec: &str,
+    env: &[(String, String)],
+    max_new: usize,
+    threads: usize,
+) -> Result<Worker, String> {
+    let (kind, dir) = spec.split_once(':').unwrap_or(("rust", spec));
+    let label = harness::label(spec);
+    match kind {
+        "rust" => Worker::rust(
+            &label,
+            &[dir.into(), max_new.to_string(), threads.to_string()],
+            env,
+        ),
+        "torch" => {
+            if !Path::new(dir).join("checkpoint").is_dir() {
+                return Err(format!(
+                    "{dir} has no checkpoint/: the PyTorch side needs an export made with --tiny-random or --full-random"
+                ));
+            }
+            Worker::python(
+                &label,
+                &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx/bench_pixelrefer.py"),
+                &[
+                    dir.into(),
+                    "--max-new-tokens".into(),
+                    max_new.to_string(),
+                    "--threads".into(),
+                    threads.to_string(),
+                    "--video-frames".into(),
+                    VIDEO_FRAMES.to_string(),
+                ],
+                env,
+            )
+        }
+        other => Err(format!(
+            "unknown side kind {other:?} (rust:DIR or torch:DIR)"
+        )),
+    }
+}
+
 fn main() {
+    let args = Args::parse();
+    if let Some(w) = &args.worker {
+        return worker(w);
+    }
     let model_dir = std::env::var("PIXELREFER_BENCH_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|_| fixture("pixelrefer-lite-tiny"));
     let full_dir = std::env::var("PIXELREFER_BENCH_FULL_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|_| fixture("pixelrefer-tiny"));
-    let max_new: usize = std::env::var("PIXELREFER_BENCH_TOKENS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32);
-    let runs: usize = std::env::var("PIXELREFER_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let req = request(max_new);
-    let t = Instant::now();
-    let mut model = match PixelRefer::load(&model_dir, &SessionOptions::default()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!(
-                "bench refer: cannot load {}: {e} (run ./test.sh for the tiny fixtures)",
-                model_dir.display()
-            );
-            std::process::exit(1);
-        }
-    };
-    let load_secs = t.elapsed().as_secs_f64();
-    let cancel = CancelToken::new();
-    let mut ttft = Vec::new();
-    let mut tps = Vec::new();
-    let mut answer = None;
-    for _ in 0..runs {
-        model.clear_cache();
-        let a = model.ask(&req, &mut |_| {}, &cancel).expect("ask");
-        ttft.push(a.timings.time_to_first_token_secs);
-        tps.push(a.timings.tokens_per_sec);
-        answer = Some(a);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let a = answer.expect("at least one run");
-    let (ttft_s, tps_v) = (median(&mut ttft), median(&mut tps));
-    let hwm = vm_hwm_kib().unwrap_or(0);
-    println!("model: {} ({:?})", model_dir.display(), model.variant());
-    println!("load: {load_secs:.2} s");
-    println!(
-        "time to first token (median of {runs}, cold cache): {ttft_s:.3} s; tokens/s: {tps_v:.1}; generated {} tokens; prompt {} tokens",
-        a.generated_tokens, a.prompt_tokens
+    let q = args.quick;
+    let max_new = env_usize("PIXELREFER_BENCH_TOKENS", if q { 16 } else { 32 });
+    let rounds = args
+        .rounds
+        .unwrap_or(env_usize("PIXELREFER_BENCH_ROUNDS", if q { 2 } else { 3 }));
+    let threads = env_usize(
+        "PIXELREFER_BENCH_THREADS",
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
     );
-    println!("peak RSS (VmHWM): {:.1} MiB", hwm as f64 / 1024.0);
+    let a = args
+        .a
+        .clone()
+        .unwrap_or(format!("rust:{}", model_dir.display()));
+    let b = args
+        .b
+        .clone()
+        .unwrap_or(format!("torch:{}", model_dir.display()));
+    println!(
+        "PixelRefer bench: A = {a}, B = {b}; {rounds} rounds, {threads} threads, {max_new} new tokens, image {W}x{H} and video {VIDEO_FRAMES} frames, 2 objects; load average before {}",
+        harness::load_average()
+    );
+    let started = side(&a, &args.a_env, max_new, threads)
+        .and_then(|wa| Ok([wa, side(&b, &args.b_env, max_new, threads)?]));
+    match started {
+        Ok(mut workers) => {
+            for w in &workers {
+                println!("[{}] ready: {}", w.label, w.ready);
+            }
+            match harness::interleave(&mut workers, rounds, &|r| json!({ "round": r })) {
+                Ok(rounds) => {
+                    let (la, lb) = (workers[0].label.clone(), workers[1].label.clone());
+                    drop(workers);
+                    rounds.report(&la, &lb, &|k| {
+                        if k.ends_with("tokens/s") {
+                            Better::Higher
+                        } else {
+                            Better::Lower
+                        }
+                    });
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Err(e) => println!("(interleaved comparison skipped: {e})"),
+    }
     // LLM input tokens, same request, both variants.
-    drop(model);
+    let cancel = CancelToken::new();
     let mut counts = Vec::new();
     for dir in [&full_dir, &fixture("pixelrefer-lite-tiny")] {
-        if let Ok(mut m) = PixelRefer::load(dir, &SessionOptions::default()) {
-            let mut r = request(1);
-            r.options.max_new_tokens = Some(1);
-            if let Ok(ans) = m.ask(&r, &mut |_| {}, &cancel) {
-                println!(
-                    "LLM input tokens with {:?} ({}): {}",
-                    m.variant(),
-                    dir.display(),
-                    ans.prompt_tokens
-                );
-                counts.push(ans.prompt_tokens);
-            }
+        if let Ok(mut m) = PixelRefer::load(dir, &SessionOptions::default())
+            && let Ok(ans) = m.ask(&request(false, 1), &mut |_| {}, &cancel)
+        {
+            println!(
+                "LLM input tokens with {:?} ({}): {}",
+                m.variant(),
+                dir.display(),
+                ans.prompt_tokens
+            );
+            counts.push(ans.prompt_tokens);
         }
     }
     if let [full, lite] = counts[..] {
         println!(
             "PixelRefer / Lite input tokens: {:.2}x",
             full as f64 / lite as f64
-        );
-    }
-    // PyTorch reference timing on the same request (onnx/bench_pixelrefer.py).
-    let py = std::env::var("PIXELREFER_BENCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            dirs::home_dir()
-                .unwrap_or_default()
-                .join(".cache/pixelrefer-studio/venv/bin/python")
-        });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx/bench_pixelrefer.py");
-    if py.is_file() && model_dir.join("checkpoint").is_dir() {
-        let out = std::process::Command::new(&py)
-            .arg(&script)
-            .arg(&model_dir)
-            .args([
-                "--max-new-tokens",
-                &max_new.to_string(),
-                "--runs",
-                &runs.to_string(),
-            ])
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
-                let text = String::from_utf8_lossy(&o.stdout);
-                print!("{text}");
-                let get = |k: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                };
-                if let (Some(pt), Some(pp)) =
-                    (get("torch_ttft_secs:"), get("torch_tokens_per_sec:"))
-                {
-                    println!("ratio time to first token torch/rust: {:.2}x", pt / ttft_s);
-                    println!("ratio tokens/s rust/torch: {:.2}x", tps_v / pp);
-                }
-            }
-            Ok(o) => eprintln!(
-                "bench_pixelrefer.py failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("cannot run {}: {e}", py.display()),
-        }
-    } else {
-        println!(
-            "(PyTorch side skipped: no python at {} or no checkpoint/ in the model dir)",
-            py.display()
         );
     }
 }

@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/oip_server.rs"]
 mod oip_server;
 #[path = "../tests/refer_common/mod.rs"]
@@ -30,13 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn model_dir(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(default),
@@ -44,17 +39,7 @@ fn model_dir(var: &str, default: &str) -> PathBuf {
     )
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn stats(v: &[f64]) -> (f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    (s[0], s[s.len() / 2])
-}
+use harness::{env_usize, load_average, min_median as stats};
 
 fn report(what: &str, unit: &str, local: &[f64], remote: &[f64]) {
     let (lmin, lmed) = stats(local);
@@ -66,7 +51,7 @@ fn report(what: &str, unit: &str, local: &[f64], remote: &[f64]) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let quick = harness::Args::parse().quick;
     let rounds = env_usize("REMOTE_BENCH_ROUNDS", if quick { 2 } else { 3 });
     let frames = env_usize("REMOTE_BENCH_FRAMES", if quick { 3 } else { 8 });
     let sam = model_dir("PIXELREFER_REMOTE_BENCH_SAM2", ".fixtures/models/sam2-tiny");

@@ -1,75 +1,54 @@
-//! SAM 2 benchmark (not a timed test): the Rust engine on a full-size random-weight
-//! `sam2.1_hiera_t` (`python onnx/export_sam2.py --full-random DIR`), then the official PyTorch
-//! predictors on the same weights in the same run (`onnx/bench_sam2.py`), printed as ratios.
+//! SAM 2 benchmark (not a timed test), interleaved (benches/support/harness.rs): side A is the
+//! Rust engine, side B the official PyTorch predictors (`onnx/bench_sam2.py`) on the same weights
+//! and inputs, each a worker process with its model loaded once; rounds alternate the sides.
+//! Per side: encoder (preprocessing included), decoder per click (mask post-processing to full
+//! size included), propagation per tracked frame per object (two objects, encoder pass included),
+//! peak RSS; min, median, ratio of medians and the load average.
 //!
-//! cargo bench --bench sam2            (model: $PIXELREFER_SAM2_BENCH_MODEL, default
-//!                                      .fixtures/bench/sam2-full-random)
-//! Environment: SAM2_BENCH_THREADS (default 2), SAM2_BENCH_FRAMES (default 8),
-//! SAM2_BENCH_CLICKS (default 10), SAM2_BENCH_SKIP_TORCH=1 to skip the PyTorch side.
+//! cargo bench --bench sam2 --profile test [-- --quick] [-- --rounds N]
+//!     [-- --a rust:DIR --b torch:DIR | --b rust:DIR2]
+//! Model: `$PIXELREFER_SAM2_BENCH_MODEL`, default .fixtures/bench/sam2-full-random
+//! (`python onnx/export_sam2.py --full-random DIR`). `--b rust:DIR2` compares two Rust models
+//! (e.g. SAM 2.1-tiny against EdgeTAM) on the same harness.
+//! Environment: SAM2_BENCH_THREADS (default 2), SAM2_BENCH_FRAMES (default 6, quick 3),
+//! SAM2_BENCH_CLICKS (default 10, quick 5), SAM2_BENCH_ROUNDS (default 5, quick 2),
+//! PIXELREFER_ORT_PROFILE=DIR (ONNX Runtime's profiler on the Rust side: one JSON per graph).
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{Args, Better, Worker, env_usize};
 use pixelrefer_studio::runtime::{ExecutionProvider, SessionOptions};
 use pixelrefer_studio::segment::{
     Direction, FrameKey, ImagePredictor, Point, Prompts, RgbImage, Sam2Model, TrackerOptions,
     VideoTracker,
 };
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// VmHWM (peak resident set) of this process in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// A deterministic textured scene with two moving blobs (same pixels for both sides: written
-/// as PNG and read by bench_sam2.py).
-fn scene(w: u32, h: u32, t: f32) -> RgbImage {
-    let mut data = Vec::with_capacity((w * h * 3) as usize);
+/// as PNG and read by every worker).
+fn scene(w: u32, h: u32, t: f32) -> image::RgbImage {
     let (c1x, c1y) = ((0.25 + 0.3 * t) * w as f32, 0.35 * h as f32);
     let (c2x, c2y) = ((0.7 - 0.2 * t) * w as f32, (0.6 + 0.1 * t) * h as f32);
-    for y in 0..h {
-        for x in 0..w {
-            let (xf, yf) = (x as f32, y as f32);
-            let mut px = [
-                (90.0 + 60.0 * (xf / w as f32 * 3.1).sin()) as u8,
-                (110.0 + 40.0 * (yf / h as f32 * 2.5).cos()) as u8,
-                (140.0 + 30.0 * ((xf + yf) / 40.0).sin()) as u8,
-            ];
-            if (xf - c1x).powi(2) + (yf - c1y).powi(2) < (0.12 * w as f32).powi(2) {
-                px = [210, 50, 40];
-            }
-            if (xf - c2x).abs() < 0.08 * w as f32 && (yf - c2y).abs() < 0.1 * h as f32 {
-                px = [235, 210, 60];
-            }
-            data.extend_from_slice(&px);
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        if (xf - c1x).powi(2) + (yf - c1y).powi(2) < (0.12 * w as f32).powi(2) {
+            return image::Rgb([210, 50, 40]);
         }
-    }
-    RgbImage::new(w, h, data).unwrap()
-}
-
-fn save_png(img: &RgbImage, path: &Path) {
-    image::RgbImage::from_raw(img.width, img.height, img.data.clone())
-        .unwrap()
-        .save(path)
-        .unwrap();
+        if (xf - c2x).abs() < 0.08 * w as f32 && (yf - c2y).abs() < 0.1 * h as f32 {
+            return image::Rgb([235, 210, 60]);
+        }
+        image::Rgb([
+            (90.0 + 60.0 * (xf / w as f32 * 3.1).sin()) as u8,
+            (110.0 + 40.0 * (yf / h as f32 * 2.5).cos()) as u8,
+            (140.0 + 30.0 * ((xf + yf) / 40.0).sin()) as u8,
+        ])
+    })
 }
 
 fn click(x: f32, y: f32) -> Prompts {
@@ -83,214 +62,250 @@ fn click(x: f32, y: f32) -> Prompts {
     }
 }
 
-fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("PIXELREFER_SAM2_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".fixtures/bench/sam2-full-random"));
-    if !dir.join("manifest.json").is_file() {
-        eprintln!(
-            "no benchmark model at {}: run `~/.cache/pixelrefer-studio/venv/bin/python onnx/export_sam2.py --full-random {}` first",
-            dir.display(),
-            dir.display()
-        );
-        std::process::exit(2);
-    }
-    let threads = env_usize("SAM2_BENCH_THREADS", 2);
-    let n_frames = env_usize("SAM2_BENCH_FRAMES", 8);
-    let n_clicks = env_usize("SAM2_BENCH_CLICKS", 10);
-    let (iw, ih) = (1280u32, 720u32);
-    let (vw, vh) = (640u32, 360u32);
-    let tmp = tempfile::tempdir().unwrap();
-    let image = scene(iw, ih, 0.3);
-    save_png(&image, &tmp.path().join("image.png"));
-    let frames: Vec<RgbImage> = (0..n_frames)
-        .map(|i| scene(vw, vh, i as f32 / (n_frames.max(2) - 1) as f32))
-        .collect();
-    std::fs::create_dir_all(tmp.path().join("frames")).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        save_png(f, &tmp.path().join(format!("frames/{i:05}.png")));
-    }
+fn read_rgb(path: &Path) -> RgbImage {
+    let img = image::open(path).unwrap().to_rgb8();
+    RgbImage::new(img.width(), img.height(), img.into_raw()).unwrap()
+}
 
+/// The Rust side: `--worker MODEL_DIR INPUTS THREADS CLICKS`.
+fn worker(args: &[String]) {
+    let [dir, inputs, threads, clicks] = args else {
+        panic!("worker arguments: MODEL_DIR INPUTS THREADS CLICKS");
+    };
+    let (threads, n_clicks): (usize, usize) = (threads.parse().unwrap(), clicks.parse().unwrap());
+    let inputs = PathBuf::from(inputs);
+    let image = read_rgb(&inputs.join("image.png"));
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(inputs.join("frames"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let frames: Vec<RgbImage> = paths.iter().map(|p| read_rgb(p)).collect();
+    let (vw, vh) = (frames[0].width, frames[0].height);
     let options = SessionOptions {
         provider: ExecutionProvider::Cpu,
         intra_threads: threads,
         remote: None,
     };
     let t0 = Instant::now();
-    let model = Arc::new(Sam2Model::load(&dir, &options).unwrap());
-    let load_s = t0.elapsed().as_secs_f64();
-    println!(
-        "[rust] model {} on {} with {threads} threads, loaded in {load_s:.1}s",
-        model.variant(),
-        model.provider()
-    );
-
-    // image encoder (preprocessing included), 1 warm-up + 3 timed
+    let model = Arc::new(Sam2Model::load(Path::new(dir), &options).unwrap());
+    let ready = json!({
+        "ready": true,
+        "load_s": t0.elapsed().as_secs_f64(),
+        "variant": model.variant(),
+        "provider": model.provider().to_string(),
+        "threads": threads,
+    });
     let mut pred = ImagePredictor::new(Arc::clone(&model), 1);
-    let mut enc_ms = Vec::new();
-    let mut emb = None;
-    for k in 0..4 {
-        let t = Instant::now();
-        let e = pred
-            .encode(FrameKey { item: 0, frame: k }, &image, None)
-            .unwrap();
-        if k > 0 {
-            enc_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    let (iw, ih) = (image.width as f32, image.height as f32);
+    let mut key = 0;
+    harness::serve(ready, |req| {
+        let mut encode = |pred: &mut ImagePredictor| {
+            key += 1; // a new key: the predictor's cache never answers
+            let t = Instant::now();
+            let e = pred
+                .encode(
+                    FrameKey {
+                        item: 0,
+                        frame: key,
+                    },
+                    &image,
+                    None,
+                )
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((e, t.elapsed().as_secs_f64() * 1e3))
+        };
+        let decode = |pred: &mut ImagePredictor, emb, k: usize| {
+            let x = iw * (0.2 + 0.6 * (k as f32 / n_clicks.max(1) as f32));
+            let t = Instant::now();
+            let p = pred
+                .predict(emb, &click(x, ih * 0.4), None)
+                .map_err(|e| e.to_string())?;
+            std::hint::black_box(p);
+            Ok::<_, String>(t.elapsed().as_secs_f64() * 1e3)
+        };
+        if req.get("warmup").is_some() {
+            let (emb, _) = encode(&mut pred)?;
+            decode(&mut pred, &emb, 0)?;
+            return Ok(json!({ "metrics": {} }));
         }
-        emb = Some(e);
-    }
-    let emb = emb.unwrap();
-    // decoder per click (post-processing to a full-size mask included), 1 warm-up
-    let mut dec_ms = Vec::new();
-    for k in 0..=n_clicks {
-        let x = iw as f32 * (0.2 + 0.6 * (k as f32 / n_clicks.max(1) as f32));
-        let t = Instant::now();
-        let p = pred
-            .predict(&emb, &click(x, ih as f32 * 0.4), None)
-            .unwrap();
-        if k > 0 {
-            dec_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let mut enc = Vec::new();
+        let mut emb = None;
+        for _ in 0..2 {
+            let (e, ms) = encode(&mut pred)?;
+            enc.push(ms);
+            emb = Some(e);
         }
-        std::hint::black_box(p);
-    }
-    // video: two objects clicked on frame 0, forward propagation through the clip
-    let mut frames_src = frames.clone();
-    let mut tracker = VideoTracker::new(
-        Arc::clone(&model),
-        n_frames,
-        vw,
-        vh,
-        TrackerOptions::default(),
-    )
-    .unwrap();
-    tracker
-        .add_prompts(
-            &mut frames_src,
-            0,
-            1,
-            &click(0.25 * vw as f32, 0.35 * vh as f32),
-            true,
-            None,
-        )
-        .unwrap();
-    tracker
-        .add_prompts(
-            &mut frames_src,
-            0,
-            2,
-            &click(0.7 * vw as f32, 0.6 * vh as f32),
-            true,
-            None,
-        )
-        .unwrap();
-    let mut stamps = Vec::new();
-    let t = Instant::now();
-    tracker
-        .propagate(
-            &mut frames_src,
-            None,
-            Direction::Forward,
-            None,
-            None,
-            &mut |p, _| stamps.push((p.frame, t.elapsed().as_secs_f64())),
-        )
-        .unwrap();
-    // frame 0 is the prompted frame (memory encoding only); per-frame time over frames 1..
-    let first = stamps.first().map_or(0.0, |s| s.1);
-    let last = stamps.last().map_or(0.0, |s| s.1);
-    let tracked = n_frames.saturating_sub(1).max(1);
-    let prop_ms_per_frame_obj = (last - first) * 1e3 / tracked as f64 / 2.0;
-    let rss = peak_rss_mib();
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let enc = med(&mut enc_ms);
-    let dec = med(&mut dec_ms);
-    println!("[rust] encoder {enc:.0} ms (median of 3, preprocessing included)");
-    println!(
-        "[rust] decoder {dec:.1} ms per click (median of {n_clicks}, mask post-processing included)"
-    );
-    println!(
-        "[rust] propagation {prop_ms_per_frame_obj:.0} ms per frame per object (2 objects, {tracked} frames, {vw}x{vh}; encoder pass included)"
-    );
-    println!("[rust] peak RSS {rss:.0} MiB");
+        let emb = emb.ok_or("no embedding")?;
+        let dec = (0..n_clicks)
+            .map(|k| decode(&mut pred, &emb, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(emb);
+        // video: two objects clicked on frame 0, forward propagation through the clip
+        let mut src = frames.clone();
+        let n = src.len();
+        let mut tracker =
+            VideoTracker::new(Arc::clone(&model), n, vw, vh, TrackerOptions::default())
+                .map_err(|e| e.to_string())?;
+        for (id, (x, y)) in [(1, (0.25, 0.35)), (2, (0.7, 0.6))] {
+            tracker
+                .add_prompts(
+                    &mut src,
+                    0,
+                    id,
+                    &click(x * vw as f32, y * vh as f32),
+                    true,
+                    None,
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        let mut stamps = Vec::new();
+        let t = Instant::now();
+        tracker
+            .propagate(
+                &mut src,
+                None,
+                Direction::Forward,
+                None,
+                None,
+                &mut |_, _| stamps.push(t.elapsed().as_secs_f64()),
+            )
+            .map_err(|e| e.to_string())?;
+        // frame 0 is the prompted frame (memory encoding only); per-frame time over frames 1..
+        let span = stamps.last().unwrap_or(&0.0) - stamps.first().unwrap_or(&0.0);
+        let prop = span * 1e3 / n.saturating_sub(1).max(1) as f64 / 2.0;
+        Ok(json!({ "metrics": {
+            "encoder_ms": enc,
+            "decoder_ms": dec,
+            "propagation_ms_per_frame_per_object": [prop],
+        }}))
+    });
+}
 
-    if std::env::var_os("SAM2_BENCH_SKIP_TORCH").is_some() {
-        return;
-    }
-    let py = std::env::var_os("PIXELREFER_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            dirs::cache_dir()
-                .unwrap_or_else(|| PathBuf::from("~/.cache"))
-                .join("pixelrefer-studio/venv/bin/python")
-        });
-    println!(
-        "[torch] running onnx/bench_sam2.py with {} ...",
-        py.display()
-    );
-    let out = std::process::Command::new(&py)
-        .arg(root.join("onnx/bench_sam2.py"))
-        .arg("--model-dir")
-        .arg(&dir)
-        .arg("--inputs")
-        .arg(tmp.path())
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "--clicks",
-            &n_clicks.to_string(),
-        ])
-        .output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            eprintln!(
-                "bench_sam2.py failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            std::process::exit(1);
-        }
-        Err(e) => {
-            eprintln!("cannot run {}: {e}", py.display());
-            std::process::exit(1);
-        }
+fn side(
+    spec: &str,
+    env: &[(String, String)],
+    inputs: &Path,
+    threads: usize,
+    clicks: usize,
+) -> Worker {
+    let (kind, dir) = spec.split_once(':').unwrap_or(("rust", spec));
+    let label = harness::label(spec);
+    let worker = match kind {
+        "rust" => Worker::rust(
+            &label,
+            &[
+                dir.to_string(),
+                inputs.display().to_string(),
+                threads.to_string(),
+                clicks.to_string(),
+            ],
+            env,
+        ),
+        "torch" => Worker::python(
+            &label,
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx/bench_sam2.py"),
+            &[
+                "--model-dir".into(),
+                dir.into(),
+                "--inputs".into(),
+                inputs.display().to_string(),
+                "--threads".into(),
+                threads.to_string(),
+                "--clicks".into(),
+                clicks.to_string(),
+            ],
+            env,
+        ),
+        other => Err(format!(
+            "unknown side kind {other:?} (rust:DIR or torch:DIR)"
+        )),
     };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(json) = text.lines().rev().find(|l| l.starts_with('{')) else {
-        eprintln!("bench_sam2.py printed no result: {text}");
+    worker.unwrap_or_else(|e| {
+        eprintln!("{e}");
         std::process::exit(1);
-    };
-    let r: serde_json::Value = serde_json::from_str(json).unwrap();
-    let get = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    let (t_enc, t_dec, t_prop, t_rss) = (
-        get("encoder_ms"),
-        get("decoder_ms"),
-        get("propagation_ms_per_frame_per_object"),
-        get("peak_rss_mib"),
-    );
-    println!(
-        "[torch] encoder {t_enc:.0} ms, decoder {t_dec:.1} ms per click, propagation {t_prop:.0} ms per frame per object, peak RSS {t_rss:.0} MiB (torch {}, {} threads)",
-        r["torch"].as_str().unwrap_or("?"),
-        r["threads"]
-    );
-    println!("[ratio] speed-up = torch time / rust time (> 1: Rust faster); memory = rust / torch");
-    println!("[ratio] encoder     {:.2}x", t_enc / enc);
-    println!(
-        "[ratio] decoder     {:.2}x  (target: decoder < 60 ms per click: {})",
-        t_dec / dec,
-        if dec < 60.0 { "met" } else { "missed" }
-    );
-    println!(
-        "[ratio] propagation {:.2}x  (target >= 1.5x: {})",
-        t_prop / prop_ms_per_frame_obj,
-        if t_prop / prop_ms_per_frame_obj >= 1.5 {
-            "met"
-        } else {
-            "missed"
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(w) = &args.worker {
+        return worker(w);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var_os("PIXELREFER_SAM2_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".fixtures/bench/sam2-full-random"));
+    let a = args.a.clone().unwrap_or(format!("rust:{}", dir.display()));
+    let b = args.b.clone().unwrap_or(format!("torch:{}", dir.display()));
+    for spec in [&a, &b] {
+        let d = Path::new(spec.split_once(':').map_or(spec.as_str(), |s| s.1));
+        if !d.join("manifest.json").is_file() {
+            eprintln!(
+                "no model at {}: run `~/.cache/pixelrefer-studio/venv/bin/python onnx/export_sam2.py --full-random {}` first",
+                d.display(),
+                d.display()
+            );
+            std::process::exit(2);
         }
+    }
+    let q = args.quick;
+    let threads = env_usize("SAM2_BENCH_THREADS", 2);
+    let n_frames = env_usize("SAM2_BENCH_FRAMES", if q { 3 } else { 6 }).max(2);
+    let clicks = env_usize("SAM2_BENCH_CLICKS", if q { 5 } else { 10 }).max(1);
+    let rounds = args
+        .rounds
+        .unwrap_or(env_usize("SAM2_BENCH_ROUNDS", if q { 2 } else { 5 }));
+    let tmp = tempfile::tempdir().unwrap();
+    scene(1280, 720, 0.3)
+        .save(tmp.path().join("image.png"))
+        .unwrap();
+    std::fs::create_dir_all(tmp.path().join("frames")).unwrap();
+    for i in 0..n_frames {
+        scene(640, 360, i as f32 / (n_frames - 1) as f32)
+            .save(tmp.path().join(format!("frames/{i:05}.png")))
+            .unwrap();
+    }
+    println!(
+        "SAM 2 bench: A = {a}, B = {b}; {rounds} rounds, {threads} threads, image 1280x720, {clicks} clicks, video {n_frames} frames 640x360, 2 objects; load average before {}",
+        harness::load_average()
     );
-    println!("[ratio] peak RSS    {:.2}", rss / t_rss);
+    let mut workers = [
+        side(&a, &args.a_env, tmp.path(), threads, clicks),
+        side(&b, &args.b_env, tmp.path(), threads, clicks),
+    ];
+    for w in &workers {
+        println!("[{}] ready: {}", w.label, w.ready);
+    }
+    let result = harness::interleave(&mut workers, rounds, &|r| json!({ "round": r }));
+    let rounds = result.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1);
+    });
+    let (la, lb) = (workers[0].label.clone(), workers[1].label.clone());
+    drop(workers);
+    rounds.report(&la, &lb, &|_| Better::Lower);
+    let dec = rounds.median(0, "decoder_ms");
+    let ratio = |k: &str| rounds.median(1, k) / rounds.median(0, k);
+    println!("targets for A (issue 10):");
+    println!(
+        "  decoder <= 60 ms per click (median): {dec:.1} ms: {}",
+        met(dec <= 60.0)
+    );
+    println!(
+        "  encoder >= 1.2x B: {:.2}x: {}",
+        ratio("encoder_ms"),
+        met(ratio("encoder_ms") >= 1.2)
+    );
+    let p = ratio("propagation_ms_per_frame_per_object");
+    println!("  propagation >= 1.5x B: {p:.2}x: {}", met(p >= 1.5));
+    let (ra, rb) = (rounds.peak_rss(0), rounds.peak_rss(1));
+    println!(
+        "  peak RSS <= B: {ra:.0} MiB vs {rb:.0} MiB: {}",
+        met(ra <= rb)
+    );
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
 }

@@ -1,4 +1,11 @@
-//! Memory over a long propagation (not a timed test): `pixelrefer-studio track` on a synthetic
+//! First, interleaved with PyTorch (benches/support/harness.rs): rounds alternate `pixelrefer-studio
+//! track` and the official predictor (`onnx/bench_sam2.py --track`) on the same clip (default
+//! 10 s at 10 fps, `--quick` 3 s; the official loader holds every frame in memory, so longer
+//! clips are for the Rust side only), one object clicked on frame 0; per side the time per
+//! tracked frame (Rust: prompting, decoding and propagation as `track` reports them; PyTorch:
+//! prompting and propagation, frames preloaded) and the peak RSS of the process (`wait4`).
+//!
+//! Then memory over a long propagation (not a timed test): `pixelrefer-studio track` on a synthetic
 //! 1-minute and 10-minute video with the tiny SAM 2 model, one object clicked on frame 0 and
 //! tracked through every frame; prints the peak resident set of each run, sampled from
 //! `/proc/<pid>/status` (VmHWM) every 100 ms. Bounded memory means the 10-minute run peaks near
@@ -12,11 +19,11 @@
 //! objects peak at 2054 / 2068 / 2173 MiB (9.6 / 40.7 / 186.7 s); before, every object's memory
 //! attention ran in one batch and each object added about 0.7 GiB.
 //!
-//! cargo bench --bench sam2_long --profile test
+//! cargo bench --bench sam2_long --profile test [-- --quick] [-- --rounds N]
 //! Environment: PIXELREFER_FIXTURES (default .fixtures/models, the `sam2-tiny` model),
-//! SAM2_LONG_FPS (default 30), SAM2_LONG_MINUTES (default "1,10"; empty to skip),
-//! SAM2_LONG_OBJECTS (default "1,10,50"; empty to skip), SAM2_LONG_THREADS (default 0: one per
-//! core).
+//! SAM2_LONG_CLIP_SECONDS (default 10, quick 3), SAM2_LONG_CLIP_FPS (default 10),
+//! SAM2_LONG_FPS (default 30), SAM2_LONG_MINUTES (default "1,10"; quick: skipped),
+//! SAM2_LONG_OBJECTS (default "1,10,50"; quick: skipped), SAM2_LONG_THREADS (default 2).
 
 #![allow(clippy::unwrap_used)]
 
@@ -24,6 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/peak_rss.rs"]
 mod peak_rss;
 
@@ -46,10 +55,9 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// A `minutes`-long 320x180 H.264 video of a ball crossing a textured background.
-fn make_video(dir: &Path, minutes: u32, fps: u32) -> PathBuf {
-    let out = dir.join(format!("long-{minutes}min.mp4"));
-    let secs = minutes * 60;
+/// A `secs`-long 320x180 H.264 video of a ball crossing a textured background.
+fn make_video(dir: &Path, secs: u32, fps: u32) -> PathBuf {
+    let out = dir.join(format!("long-{secs}s-{fps}fps.mp4"));
     let filter = format!(
         "testsrc2=size=320x180:rate={fps}:duration={secs}[bg];\
          color=c=red:size=48x48:rate={fps}:duration={secs},format=yuva420p,\
@@ -94,9 +102,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let minutes = list("SAM2_LONG_MINUTES", "1,10");
-    let object_counts = list("SAM2_LONG_OBJECTS", "1,10,50");
-    let threads = std::env::var("SAM2_LONG_THREADS").unwrap_or_else(|_| "0".into());
+    let args = harness::Args::parse();
+    let quick = args.quick;
+    let minutes = list("SAM2_LONG_MINUTES", if quick { "" } else { "1,10" });
+    let object_counts = list("SAM2_LONG_OBJECTS", if quick { "" } else { "1,10,50" });
+    let threads = std::env::var("SAM2_LONG_THREADS").unwrap_or_else(|_| "2".into());
     let tmp = tempfile::tempdir().unwrap();
     let prompts = tmp.path().join("prompts.json");
     // The ball starts at (136 + 24, 66 + 40 + 24) on frame 0.
@@ -105,9 +115,15 @@ fn main() {
         r#"{"objects":[{"id":0,"label":"ball","prompts":[{"frame":0,"points":[[160,130,1]],"box":null}]}]}"#,
     )
     .unwrap();
+    let clip_secs = list("SAM2_LONG_CLIP_SECONDS", if quick { "3" } else { "10" });
+    let clip_fps = list("SAM2_LONG_CLIP_FPS", "10");
+    if let (Some(&secs), Some(&cfps)) = (clip_secs.first(), clip_fps.first()) {
+        let rounds = args.rounds.unwrap_or(if quick { 2 } else { 3 });
+        interleaved(tmp.path(), &model, &prompts, secs, cfps, rounds, &threads);
+    }
     println!("model {}; {fps} fps, 320x180", model.display());
     for m in minutes {
-        let video = make_video(tmp.path(), m, fps);
+        let video = make_video(tmp.path(), m * 60, fps);
         let out = tmp.path().join(format!("r{m}.regions.json"));
         let start = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
@@ -162,9 +178,103 @@ fn main() {
     }
 }
 
+/// Rounds of `track` (A) and the official predictor (B) on the same clip, one object.
+fn interleaved(
+    dir: &Path,
+    model: &Path,
+    prompts: &Path,
+    secs: u32,
+    fps: u32,
+    rounds: usize,
+    threads: &str,
+) {
+    let clip = make_video(dir, secs, fps);
+    let frames = dir.join(format!("frames-{secs}s"));
+    std::fs::create_dir_all(&frames).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&clip)
+        .arg(frames.join("%05d.png"))
+        .status()
+        .expect("the ffmpeg CLI is needed");
+    assert!(status.success(), "ffmpeg failed");
+    println!(
+        "interleaved: {secs} s at {fps} fps ({} frames, 320x180), one object, {rounds} rounds, {threads} threads; load average before {}",
+        secs * fps,
+        harness::load_average()
+    );
+    let log = dir.join("side.log");
+    let run = |mut cmd: Command| -> (i32, u64, String) {
+        let file = std::fs::File::create(&log).unwrap();
+        #[allow(clippy::zombie_processes)] // reaped by `wait4`
+        let child = cmd
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let (status, peak_kib) = peak_rss::wait_peak_kib(&child);
+        (
+            status,
+            peak_kib,
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    };
+    let mut table = harness::Rounds::default();
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (status, peak_kib, text) = if side == 0 {
+                let out = dir.join("clip.regions.json");
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"));
+                cmd.arg("track")
+                    .arg(&clip)
+                    .arg("--model")
+                    .arg(model)
+                    .arg("--prompts")
+                    .arg(prompts)
+                    .arg("--out")
+                    .arg(&out)
+                    .args(["--device", "cpu", "--threads", threads]);
+                run(cmd)
+            } else {
+                let mut cmd = Command::new(harness::python());
+                cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/bench_sam2.py"))
+                    .arg("--model-dir")
+                    .arg(model)
+                    .arg("--track")
+                    .arg(&frames)
+                    .args(["--point", "160,130", "--threads", threads]);
+                run(cmd)
+            };
+            assert_eq!(status, 0, "side {side} failed: {text}");
+            let ms_per_frame = if side == 0 {
+                // "[track] N frames, M objects in X.Ys"
+                text.lines()
+                    .find_map(|l| {
+                        let rest = l.strip_prefix("[track] ")?;
+                        let (n, rest) = rest.split_once(" frames, ")?;
+                        let secs = rest.split(" in ").nth(1)?.trim_end_matches('s');
+                        Some(secs.parse::<f64>().ok()? * 1e3 / n.parse::<f64>().ok()?)
+                    })
+                    .expect("track prints its timing")
+            } else {
+                let json = text.lines().rev().find(|l| l.starts_with('{')).unwrap();
+                serde_json::from_str::<serde_json::Value>(json).unwrap()["ms_per_frame"]
+                    .as_f64()
+                    .unwrap()
+            };
+            table.sample_load();
+            table.push(side, "ms per tracked frame", &[ms_per_frame]);
+            table.peak(side, peak_kib as f64 / 1024.0);
+        }
+        eprintln!("[bench] round {}/{rounds} done", r + 1);
+    }
+    table.report("rust track", "torch", &|_| harness::Better::Lower);
+}
+
 /// Peak RSS of `track` on a 4-frame clip against the number of objects.
 fn objects_peak(dir: &Path, model: &Path, fps: u32, threads: &str, counts: &[u32]) {
-    let long = make_video(dir, 1, fps);
+    let long = make_video(dir, 60, fps);
     let clip = dir.join("clip4.mp4");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])

@@ -1,8 +1,10 @@
-"""PyTorch side of `cargo bench --bench refer`: times the reference pipeline (TorchBackend,
-onnx/pixelrefer_export/pipeline.py) on the same request as benches/refer.rs and prints
-`torch_ttft_secs:` and `torch_tokens_per_sec:` lines that the Rust bench turns into ratios.
+"""PyTorch side of `cargo bench --bench refer`, a worker of the interleaved harness
+(benches/support/harness.rs): the reference pipeline (TorchBackend,
+onnx/pixelrefer_export/pipeline.py) on the same image and video requests as benches/refer.rs.
 
-usage: python onnx/bench_pixelrefer.py MODEL_DIR [--max-new-tokens N] [--runs R]
+usage: python onnx/bench_pixelrefer.py MODEL_DIR [--max-new-tokens N] [--threads T] [--video-frames F]
+Prints `{"ready": true, ...}`, then answers each JSON request line on stdin with one JSON line of
+metrics (`{"warmup": true}`: a 2-token image answer, not timed).
 MODEL_DIR is an export made with --tiny-random / --full-random (it needs MODEL_DIR/checkpoint).
 """
 from __future__ import annotations
@@ -20,31 +22,46 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def bench_request(w: int = 640, h: int = 480):
-    """The request of benches/refer.rs: same pixels, same masks, same question."""
+def bench_frame(k: int, w: int = 640, h: int = 480):
+    """Frame k of benches/refer.rs (frame 0 is the image request's image)."""
     y, x = np.mgrid[0:h, 0:w].astype(np.int64)
-    img = np.stack([x * 255 // w, y * 255 // h, (x ^ y) & 0xFF], -1).astype(np.uint8)
+    xs = (x + 8 * k) % w
+    return np.stack([xs * 255 // w, y * 255 // h, (xs ^ y) & 0xFF], -1).astype(np.uint8)
+
+
+def bench_objects(w: int = 640, h: int = 480):
+    """The two objects of benches/refer.rs on frame 0: an ellipse and a box."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
     dx, dy = (x - 200.0) / 90.0, (y - 240.0) / 120.0
     a = (dx * dx + dy * dy <= 1.0).astype(np.uint8)
     b = ((x >= 400) & (x < 560) & (y >= 100) & (y < 300)).astype(np.uint8)
-    # The Rust side writes <object0>; for images the engine renders it as <region0> (demo/app.py).
-    q = "What is the relationship between <region0> and <region1>?"
-    return img, [[(0, a)], [(0, b)]], q
+    return [[(0, a)], [(0, b)]]
+
+
+def say(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--no-warmup", action="store_true")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--video-frames", type=int, default=8)
     args = ap.parse_args(argv)
     import torch
     from pixelrefer_export.export import load_checkpoint
     from pixelrefer_export.pipeline import Tok, TorchBackend, run_case
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
     ckpt = os.path.join(args.model_dir, "checkpoint")
+    note = None
     if glob.glob(os.path.join(ckpt, "*.safetensors")):
         model = load_checkpoint(ckpt)
     else:
@@ -52,7 +69,7 @@ def main(argv=None):
         # same architecture with PyTorch's default random init is timed.
         from pixelrefer_export.config import PixelReferConfig
         from pixelrefer_export.modeling import PixelReferForCausalLM
-        print("note: no weights in checkpoint/, timing a randomly initialised model of the same config")
+        note = "no weights in checkpoint/: a randomly initialised model of the same config"
         model = PixelReferForCausalLM(PixelReferConfig.load(ckpt)).float().eval()
     cfg = model.cfg
     tok = Tok(os.path.join(args.model_dir, "tokenizer.json"))
@@ -60,44 +77,64 @@ def main(argv=None):
         c = json.load(f)["constants"]
     gen = {"eos_token_ids": c["eos_token_ids"], "repetition_penalty": 1.0}
     backend = TorchBackend(model)
-    img, objects, q = bench_request()
 
     # Time to first token = from the start of the request to the end of the prefill decoder call
-    # (the first `decode` with more than one position); tokens/s over the later decode calls.
+    # (the first `decode` with more than one position); prefill = that call; encode = the rest.
+    # Tokens/s over the later decode calls.
     marks = {}
     inner_decode = backend.decode
 
     def timed_decode(embeds, attn_mask, pos_ids, past):
+        t = time.perf_counter()
         out = inner_decode(embeds, attn_mask, pos_ids, past)
         if embeds.shape[1] > 1:
-            marks["first"] = time.perf_counter()
+            marks["prefill_start"], marks["first"] = t, time.perf_counter()
         return out
 
     backend.decode = timed_decode
+    objects = bench_objects()
+    image_case = {"name": "bench", "modal": "image", "frames": [bench_frame(0)], "objects": objects,
+                  # The Rust side writes <object0>; for images the engine renders it as <region0>.
+                  "turns": ["What is the relationship between <region0> and <region1>?"]}
+    nf = args.video_frames
+    video_case = {"name": "bench_video", "modal": "video", "frames": [bench_frame(k) for k in range(nf)],
+                  "timestamps": [float(k) for k in range(nf)], "objects": objects,
+                  "turns": ["What are <region0> and <region1> doing in the video?"]}
 
-    def run(n):
-        case = {"name": "bench", "modal": "image", "frames": [img], "objects": objects, "turns": [q],
-                "max_new_tokens": n}
+    def run(case, n):
+        case = dict(case, max_new_tokens=n)
         t = time.perf_counter()
-        _, meta = run_case(backend, cfg, tok, case, gen)
+        with torch.inference_mode():
+            _, meta = run_case(backend, cfg, tok, case, gen)
         end = time.perf_counter()
-        n_gen = len(meta["turns"][0]["generated_ids"])
+        turn = meta["turns"][0]
+        n_gen = len(turn["generated_ids"])
         tps = (n_gen - 1) / (end - marks["first"]) if n_gen > 1 else 0.0
-        return marks["first"] - t, tps, meta["turns"][0]
+        name = case["modal"]
+        return {f"{name} ttft s": marks["first"] - t, f"{name} encode s": marks["prefill_start"] - t,
+                f"{name} prefill s": marks["first"] - marks["prefill_start"], f"{name} tokens/s": tps,
+                f"{name} prompt tokens": turn["n_input"], f"{name} generated tokens": n_gen}
 
-    if not args.no_warmup:
-        run(2)
-    res = [run(args.max_new_tokens) for _ in range(args.runs)]
-    ttft = sorted(r[0] for r in res)[args.runs // 2]
-    tps = sorted(r[1] for r in res)[args.runs // 2]
-    turn = res[-1][2]
-    n_gen = len(turn["generated_ids"])
-    print(f"torch_ttft_secs: {ttft:.4f}")
-    print(f"torch_tokens_per_sec: {tps:.2f}")
-    print(f"torch_generated_tokens: {n_gen}")
-    print(f"torch_prompt_tokens: {turn['n_input']}")
-    print(f"torch_peak_rss_mib: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+    say({"ready": True, "load_s": time.perf_counter() - t0, "torch": torch.__version__, "note": note})
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        if req.get("quit"):
+            break
+        if req.get("warmup"):
+            run(image_case, 2)
+            say({"metrics": {}, "peak_rss_mib": peak_rss_mib()})
+            continue
+        metrics = run(image_case, args.max_new_tokens)
+        metrics.update(run(video_case, args.max_new_tokens))
+        say({"metrics": metrics, "peak_rss_mib": peak_rss_mib()})
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001  (the harness reads one error line)
+        say({"error": f"{type(e).__name__}: {e}"})
+        raise

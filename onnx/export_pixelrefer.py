@@ -4,6 +4,8 @@
   python onnx/export_pixelrefer.py --tiny-random DIR [--seed N] [--variant full|lite] [--fp16]
   python onnx/export_pixelrefer.py --full-random DIR [--variant full|lite] [--fp16]
   python onnx/export_pixelrefer.py --checkpoint HF_DIR --out DIR [--fp16] [--reference]
+  any of the three with --quantize int8|int4: a weight-only quantized CPU model instead (opt-in, the
+  manifest and the app label it; onnx/quantize_pixelrefer.py does the same from an existing export)
 
 --tiny-random writes a tiny random checkpoint in the official Hugging Face layout to DIR/checkpoint and
 exports it through the same code path as a real checkpoint into DIR, then writes DIR/reference/ (inputs,
@@ -80,12 +82,43 @@ def main(argv=None):
     ap.add_argument("--variant", choices=["full", "lite"], default="full")
     ap.add_argument("--seed", type=int, default=3)  # seed 3: no case stops at once
     ap.add_argument("--fp16", action="store_true", help="export float16 graphs (for CUDA)")
+    ap.add_argument("--quantize", choices=["int8", "int4"],
+                    help="write a weight-only quantized CPU model instead (opt-in: outputs differ from fp32)")
     ap.add_argument("--reference", action="store_true", help="also write reference cases (--checkpoint)")
     ap.add_argument("--no-ort-reference", action="store_true", help="skip running the cases through onnxruntime")
     a = ap.parse_args(argv)
     if a.checkpoint and not a.out:
         ap.error("--checkpoint needs --out DIR")
+    if a.quantize and a.fp16:
+        ap.error("--quantize works on the fp32 export; leave out --fp16")
+    if a.quantize:
+        # Export fp32 into a staging folder, quantize from it into the asked directory, drop it.
+        import shutil
+        from pixelrefer_export.quantize import quantize_dir
 
+        final = a.tiny_random or a.full_random or a.out
+        fp32 = final.rstrip("/") + ".fp32.tmp"
+        shutil.rmtree(fp32, ignore_errors=True)
+        # The reference cases describe fp32 outputs: none is written for the staged export.
+        staged = argparse.Namespace(**vars(a), skip_reference=True)
+        for key in ("tiny_random", "full_random", "out"):
+            if getattr(staged, key):
+                setattr(staged, key, fp32)
+        try:
+            export(staged)
+            quantize_dir(fp32, final, a.quantize)
+        finally:
+            shutil.rmtree(fp32, ignore_errors=True)
+        print("done", flush=True)
+        progress("done", 1, 1, final)
+        return
+    export(a)
+    print("done", flush=True)
+    progress("done", 1, 1, a.tiny_random or a.full_random or a.out)
+
+
+def export(a):
+    """The fp32 (or --fp16) export of parsed arguments `a`."""
     import torch
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     from pixelrefer_export.export import UPSTREAM, export_model, load_checkpoint
@@ -103,7 +136,7 @@ def main(argv=None):
             model = load_checkpoint(ckpt)
         upstream = dict(UPSTREAM, checkpoint=f"random weights ({name}); official parameter names and layout")
         export_model(model, ckpt, out, name, upstream, fp16=a.fp16)
-        if not full and not a.fp16:
+        if not full and not a.fp16 and not getattr(a, "skip_reference", False):
             from pixelrefer_export.cases import write_reference
             write_reference(model, model.cfg, out, load_generation_config(ckpt), verify_ort=not a.no_ort_reference)
     else:
@@ -116,12 +149,10 @@ def main(argv=None):
         if a.reference and a.fp16:
             print("[export] note: --reference is written for fp32 exports only; skipped with --fp16", flush=True)
         export_model(model, a.checkpoint, out, name, upstream, fp16=a.fp16)
-        if a.reference and not a.fp16:
+        if a.reference and not a.fp16 and not getattr(a, "skip_reference", False):
             from pixelrefer_export.cases import write_reference
             write_reference(model, model.cfg, out, load_generation_config(a.checkpoint),
                             verify_ort=not a.no_ort_reference)
-    print("done", flush=True)
-    progress("done", 1, 1, out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ FIXTURES=(
   "pixelrefer-tiny|onnx/export_pixelrefer.py|--tiny-random DIR --variant full"
   "pixelrefer-lite-tiny|onnx/export_pixelrefer.py|--tiny-random DIR --variant lite"
   "pixelrefer-tiny-fp16|onnx/export_pixelrefer.py|--tiny-random DIR --variant full --fp16"
+  "pixelrefer-tiny-int8|onnx/export_pixelrefer.py|--tiny-random DIR --variant full --quantize int8"
+  "pixelrefer-lite-tiny-int4|onnx/export_pixelrefer.py|--tiny-random DIR --variant lite --quantize int4"
   "sam2-tiny|onnx/export_sam2.py|--tiny-random DIR"
+  "edgetam-tiny|onnx/export_edgetam.py|--tiny-random DIR"
 )
 
 stamp_of() {

@@ -12,6 +12,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ORT_VERSION="1.31.1"
 VENV="${PIXELREFER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pixelrefer-studio/venv}"
 SERVE_VENV="${PIXELREFER_SERVE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pixelrefer-studio/serve-venv}"
+# EdgeTAM's reference code (PyPI edgetam-dimos) installs a top-level `sam2` that clashes with the
+# official one: it lives in a folder of its own, put on sys.path by onnx/export_edgetam.py only.
+EDGETAM_PKG="${PIXELREFER_EDGETAM_PKG:-${XDG_CACHE_HOME:-$HOME/.cache}/pixelrefer-studio/edgetam-pkg}"
 APT_PACKAGES=(
   pkg-config clang libclang-dev
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
@@ -56,14 +59,20 @@ python_bin() {
 install_venv() {
   local req="$ROOT/onnx/requirements.txt" stamp="$VENV/.requirements.sha256" want
   want="$(sha256sum "$req" | cut -d' ' -f1)"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then return; fi
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ] \
+    && [ -f "$EDGETAM_PKG/sam2/modeling/perceiver.py" ]; then return; fi
   say "preparing the Python environment in $VENV (exporters and test helpers)"
   [ -x "$VENV/bin/python" ] || "$(python_bin)" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip wheel setuptools
-  grep -v '^sam2==' "$req" > "$VENV/.requirements-stage1.txt"
+  grep -v -e '^sam2==' -e '^edgetam-dimos==' "$req" > "$VENV/.requirements-stage1.txt"
   "$VENV/bin/python" -m pip install -q -r "$VENV/.requirements-stage1.txt"
   # sam2 builds an optional CUDA extension and imports torch in setup.py: no isolation, no CUDA.
   SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q --no-build-isolation "$(grep '^sam2==' "$req")"
+  # edgetam-dimos: apart from the venv's site-packages (see EDGETAM_PKG), without dependencies
+  # (torch, timm, hydra are the venv's).
+  rm -rf "$EDGETAM_PKG.tmp"
+  "$VENV/bin/python" -m pip install -q --no-deps --target "$EDGETAM_PKG.tmp" "$(grep '^edgetam-dimos==' "$req")"
+  rm -rf "$EDGETAM_PKG" && mv "$EDGETAM_PKG.tmp" "$EDGETAM_PKG"
   echo "$want" > "$stamp"
 }
 

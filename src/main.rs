@@ -193,6 +193,27 @@ enum ModelsCommand {
         #[arg(long)]
         models: Option<PathBuf>,
     },
+    /// How far a PixelRefer model (e.g. an int8 / int4 export) drifts from a reference model
+    /// (its fp32 export): greedy token agreement over many steps with the reference's tokens
+    /// fed to both, and the largest logit difference.
+    Compare {
+        /// The reference model directory (the fp32 export).
+        reference: PathBuf,
+        /// The model to compare with it.
+        other: PathBuf,
+        /// Greedy steps compared.
+        #[arg(long, default_value_t = 64)]
+        steps: usize,
+        /// Image to ask about (default: a synthetic one); two fixed regions are the objects.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Intra-op threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Replay a model directory's bundled reference cases (SAM 2, PixelRefer, PixelRefer-Lite)
     /// and check parity with the official pipelines (exits non-zero beyond the tolerances).
     Verify {
@@ -249,6 +270,28 @@ fn main() -> std::process::ExitCode {
         Some(Command::Models {
             command: ModelsCommand::Remove { name, models },
         }) => cli::models_cmds::remove(&name, models.as_deref()),
+        Some(Command::Models {
+            command:
+                ModelsCommand::Compare {
+                    reference,
+                    other,
+                    steps,
+                    image,
+                    json,
+                    threads,
+                },
+        }) => cli::session_options(cli::Device::Cpu, threads, None)
+            .map_err(anyhow::Error::from)
+            .and_then(|options| {
+                cli::models_cmds::compare(
+                    &reference,
+                    &other,
+                    steps,
+                    image.as_deref(),
+                    json,
+                    &options,
+                )
+            }),
         Some(Command::Models {
             command:
                 ModelsCommand::Verify {

@@ -32,16 +32,7 @@ fn sam2_matches_official_predictors_image_and_video() {
     );
     let report = run_reference(model, &mut |line| eprintln!("{line}")).unwrap();
     let tol = Tolerances::default();
-    eprintln!(
-        "image: min IoU {:.4}, logits max|diff| {:.2e}; video: min IoU {:.4} over {} frame-objects, score max|diff| {:.2e}, pool4 max|diff| {:.2e}, bank mismatches {}",
-        report.image_min_iou(),
-        report.image_logits_max_abs_diff(),
-        report.video_min_iou(),
-        report.video_comparisons(),
-        report.video_score_max_abs_diff(),
-        report.video_logits_pool4_max_abs_diff(),
-        report.bank_mismatches()
-    );
+    eprintln!("{}", report.summary());
     // all five image cases and all seven video steps (both objects, both directions, correction)
     assert_eq!(report.image.len(), 5);
     assert_eq!(report.video.len(), 7);

@@ -23,7 +23,7 @@ import traceback
 from typing import Callable, Optional, Sequence
 
 PROGRESS_PREFIX = "[progress] "
-STAGES = ("load", "graph", "reference", "verify", "done")
+STAGES = ("load", "graph", "reference", "verify", "quantize", "done")
 # Longest error line we print (a state-dict mismatch can otherwise list thousands of names).
 _MAX_ERROR_CHARS = 2000
 

@@ -5,7 +5,8 @@ import json
 import os
 import time
 import warnings
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ def _export(module, args, path, input_names, output_names, dynamic_axes):
         torch.onnx.export(
             module, args, path, dynamo=False, opset_version=OPSET, input_names=input_names,
             output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+            custom_opsets={"com.microsoft": 1},  # MultiHeadAttention (graphs.py)
         )
     dedupe_large_constants(path)
     _fix_output_shapes(path, output_names, ref, dynamic_axes)
@@ -146,8 +148,29 @@ def host_constants(m) -> Dict[str, Any]:
     }
 
 
+def _sam2_maskmem_pos(m, feat_size: int):
+    """maskmem_pos_enc of one memory, [Cm, F, F] (input independent: MemoryEncoder.position_encoding)."""
+    return m.memory_encoder.position_encoding(torch.zeros(1, m.mem_dim, feat_size, feat_size))[0]
+
+
+@dataclass
+class GraphFamily:
+    """What differs between SAM 2 family members in the exported graphs and the manifest (the
+    defaults are SAM 2's; onnx/edgetam_export/export.py fills in EdgeTAM's)."""
+
+    prompt_decoder: Callable = PromptDecoderGraph
+    memory_encoder: Callable = MemoryEncoderGraph
+    memory_attention: Callable = MemoryAttentionGraph
+    # (model, feat_size) -> positional encoding of one memory's tokens, channel-first [Cm, ...]
+    maskmem_pos: Callable = _sam2_maskmem_pos
+    notes: str = GRAPH_VERSION_NOTES
+    manifest_extra: Dict[str, Any] = field(default_factory=dict)
+    constants_extra: Dict[str, Any] = field(default_factory=dict)
+
+
 def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify: bool = True,
-                 extra_notes: Optional[str] = None) -> Dict[str, Any]:
+                 extra_notes: Optional[str] = None, family: Optional[GraphFamily] = None) -> Dict[str, Any]:
+    family = family or GraphFamily()
     os.makedirs(out_dir, exist_ok=True)
     m = m.float().eval()
     C, Cm = m.hidden_dim, m.mem_dim
@@ -160,7 +183,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     # constants that need a forward pass: vision pos enc (lowest level) and maskmem pos enc
     with torch.no_grad():
         vision_pos = m.image_encoder.neck.position_encoding(torch.zeros(1, C, F_, F_))[0]
-        maskmem_pos = m.memory_encoder.position_encoding(torch.zeros(1, Cm, F_, F_))[0]
+        maskmem_pos = family.maskmem_pos(m, F_)
 
     graphs = {}
 
@@ -188,7 +211,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     # 2. prompt decoder
     step("graph", "prompt_decoder")
     t0 = time.time()
-    dec = PromptDecoderGraph(m).eval()
+    dec = family.prompt_decoder(m).eval()
     B, N = 2, 3
     coords = torch.rand(B, N, 2, generator=g) * S
     labels = torch.tensor([[1, 0, -1], [2, 3, 1]], dtype=torch.int32)
@@ -216,7 +239,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     # 3. memory encoder
     step("graph", "memory_encoder")
     t0 = time.time()
-    menc = MemoryEncoderGraph(m).eval()
+    menc = family.memory_encoder(m).eval()
     mlog = torch.randn(B, 1, L, L, generator=g) * 8
     score = torch.tensor([[3.0], [-2.0]])
     binar = torch.tensor([1.0, 0.0])
@@ -236,9 +259,9 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     # 4. memory attention
     step("graph", "memory_attention")
     t0 = time.time()
-    matt = MemoryAttentionGraph(m, vision_pos, maskmem_pos).eval()
+    matt = family.memory_attention(m, vision_pos, maskmem_pos).eval()
     Sm, P = 2, 3
-    memf = torch.stack([mem, mem.flip(0)], dim=1)  # [B,2,Cm,F,F]
+    memf = torch.stack([mem, mem.flip(0)], dim=1)  # [B,2,Cm,F,F] (SAM 2) / [B,2,Cm,T]
     tidx = torch.tensor([6, 0], dtype=torch.int64)
     ptrs = torch.randn(B, P, C, generator=g)
     ppos = torch.tensor([0.0, 1.0 / 15, 2.0 / 15])
@@ -280,14 +303,15 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         "version": 1,
         "kind": "sam2",
         "variant": variant,
+        **family.manifest_extra,
         "upstream": upstream,
-        "notes": GRAPH_VERSION_NOTES + (" " + extra_notes if extra_notes else ""),
+        "notes": family.notes + (" " + extra_notes if extra_notes else ""),
         "opset": OPSET,
         "dtype": "float32",
         "graphs": {},
         "constants_file": "constants.safetensors",
         "constant_tensors": {k: {"dtype": "float32", "shape": list(v.shape)} for k, v in consts.items()},
-        "constants": host_constants(m),
+        "constants": {**host_constants(m), **family.constants_extra},
     }
     for gname in graph_files:
         spec = graph_io_spec(os.path.join(out_dir, f"{gname}.onnx"))

@@ -23,6 +23,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _fold_hiera_pos_embed(model) -> None:
+    """Hiera's absolute position embedding (`Hiera._get_pos_embed`, sam2/modeling/backbones/
+    hieradet.py) is a bicubic interpolation of a parameter to the feature grid, the same for every
+    image of the fixed input size; exported as is, ONNX Runtime runs that Resize on every encoder
+    call (about 9% of the encoder's time in the CPU profile). Compute it once here, with PyTorch's
+    own bicubic, and let the trunk return it for that grid (any other size takes the original path)."""
+    trunk = getattr(getattr(model, "image_encoder", None), "trunk", None)
+    if trunk is None or not hasattr(trunk, "pos_embed_window") or "_get_pos_embed" in vars(trunk):
+        return
+    stride = trunk.patch_embed.proj.stride
+    grid = (model.image_size // stride[0], model.image_size // stride[1])
+    original = trunk._get_pos_embed
+    with torch.no_grad():
+        table = original(grid).detach().clone()
+
+    def folded(hw):
+        if tuple(int(v) for v in hw) == grid:
+            return table
+        return original(hw)
+
+    trunk._get_pos_embed = folded
+
+
 class ImageEncoderGraph(nn.Module):
     """SAM2Base.forward_image + _prepare_backbone_features (+ no_mem_embed as in
     SAM2ImagePredictor.set_image and _prepare_memory_conditioned_features for init cond frames)."""
@@ -30,6 +53,7 @@ class ImageEncoderGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.m = model
+        _fold_hiera_pos_embed(model)
 
     def forward(self, image):
         out = self.m.forward_image(image)  # conv_s0 / conv_s1 already applied on levels 0/1
@@ -53,6 +77,11 @@ class PromptDecoderGraph(nn.Module):
         pe = model.sam_prompt_encoder.get_dense_pe().detach().clone()
         self.register_buffer("dense_pe", pe, persistent=False)
 
+    def _embed_points(self, point_coords, point_labels):
+        """PromptEncoder._embed_points(pad=True) of the model's own package (sam2==1.1.0 writes it
+        with torch.where, which traces with dynamic B and N)."""
+        return self.m.sam_prompt_encoder._embed_points(point_coords, point_labels, pad=True)
+
     def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels,
                 mask_input, has_mask_input):
         m = self.m
@@ -60,7 +89,7 @@ class PromptDecoderGraph(nn.Module):
         B = point_coords.shape[0]
         # prompt_encoder.forward(points=..., boxes=None, masks=...): points are always padded with
         # one (0,0)/-1 point because boxes are passed as points with labels 2/3.
-        sparse = pe._embed_points(point_coords, point_labels, pad=True)
+        sparse = self._embed_points(point_coords, point_labels)
         dense_mask = pe._embed_masks(mask_input)
         dense_none = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(dense_mask)
         use_mask = (has_mask_input > 0.5).reshape(-1, 1, 1, 1)
@@ -122,6 +151,27 @@ def _apply_rope(x, cos, sin):
     return out.reshape(shp)
 
 
+class MultiHeadAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d)) v over heads, q/k/v `[B, h, L, d]` -> `[B, Lq, h*dv]`; exported as
+    ONNX Runtime's `com.microsoft.MultiHeadAttention`, whose CPU kernel works through the keys in
+    blocks and never holds the `Lq x Lk` score matrix (cross-attention to 7 memory frames is
+    4096 x 28736 floats, 470 MB, per head and object as MatMul-Softmax-MatMul) and is faster."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, heads, d, dv):
+        out = F.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], heads * dv)
+
+    @staticmethod
+    def symbolic(g, q, k, v, heads, d, dv):
+        def flat(x, width):  # [B, h, L, d] -> [B, L, h*d]
+            t = g.op("Transpose", x, perm_i=[0, 2, 1, 3])
+            return g.op("Reshape", t, g.op("Constant", value_t=torch.tensor([0, -1, width], dtype=torch.int64)))
+
+        return g.op("com.microsoft::MultiHeadAttention", flat(q, heads * d), flat(k, heads * d),
+                    flat(v, heads * dv), num_heads_i=heads, scale_f=1.0 / math.sqrt(d))
+
+
 class MemoryAttentionGraph(nn.Module):
     """SAM2Base._prepare_memory_conditioned_features (non-init-cond branch, Step 2) with the memory
     bank already chosen by the host. Spatial positional encodings (maskmem_pos_enc + maskmem_tpos_enc)
@@ -146,13 +196,25 @@ class MemoryAttentionGraph(nn.Module):
         self.register_buffer("curr_pos", vision_pos.reshape(self.C, -1).t().contiguous(), persistent=False)
         self.register_buffer("maskmem_pos", maskmem_pos.reshape(self.Cm, -1).t().contiguous(), persistent=False)
         self.HW = self.curr_pos.shape[0]
-        layer0 = self.ma.layers[0]
-        for name, att in (("sa", layer0.self_attn), ("ca", layer0.cross_attn_image)):
-            # the official complex table (compute_axial_cis); all layers share the same config
-            fc = att.freqs_cis.detach().cpu()
-            assert fc.shape[0] == self.HW, "RoPE table must match the feature grid"
+        for name, fc in self._rope_tables(self.ma.layers[0]).items():
+            fc = fc.detach().cpu()
             self.register_buffer(f"{name}_cos", fc.real.float().contiguous(), persistent=False)
             self.register_buffer(f"{name}_sin", fc.imag.float().contiguous(), persistent=False)
+
+    def _rope_tables(self, layer0):
+        """The official complex RoPE tables (compute_axial_cis) by name: `sa` (self-attention) and
+        `ca` (cross-attention queries, repeated for every memory frame's keys); all layers share
+        the same config."""
+        tables = {"sa": layer0.self_attn.freqs_cis, "ca": layer0.cross_attn_image.freqs_cis}
+        for fc in tables.values():
+            assert fc.shape[0] == self.HW, "RoPE table must match the feature grid"
+        return tables
+
+    def _rope_memory_keys(self, kh):
+        """RoPE on the spatial-memory keys kh [B,h,S*T,d]: the query table repeated for every memory
+        frame (RoPEAttention with rope_k_repeat=True, sam2/modeling/sam/transformer.py)."""
+        shp = kh.shape
+        return _apply_rope(kh.reshape(shp[0], shp[1], -1, self.HW, shp[3]), self.ca_cos, self.ca_sin).reshape(shp)
 
     @staticmethod
     def _heads(x, att):
@@ -163,22 +225,22 @@ class MemoryAttentionGraph(nn.Module):
     def _attn(self, att, q, k_parts, v_parts, q_cos, q_sin, rope_k):
         """RoPEAttention.forward with real-valued RoPE. k_parts/v_parts are token groups that are
         projected separately and concatenated (Linear is per token, so this equals projecting the
-        concatenation); rope_k[i] tells whether group i gets RoPE (pointer tokens do not)."""
+        concatenation); rope_k[i] tells how group i gets RoPE: None (pointer tokens: none), "q"
+        (the query table: self-attention keys) or "mem" (spatial memories, _rope_memory_keys)."""
         q = _apply_rope(self._heads(att.q_proj(q), att), q_cos, q_sin)
         ks = []
         for kp, r in zip(k_parts, rope_k):
             kh = self._heads(att.k_proj(kp), att)
-            if r:
-                shp = kh.shape  # [B,h,S*HW,d]: repeat the table for every memory frame
-                kh = _apply_rope(kh.reshape(shp[0], shp[1], -1, self.HW, shp[3]), q_cos, q_sin).reshape(shp)
+            if r == "q":
+                kh = _apply_rope(kh, q_cos, q_sin)
+            elif r == "mem":
+                kh = self._rope_memory_keys(kh)
             ks.append(kh)
         k = torch.cat(ks, dim=2) if len(ks) > 1 else ks[0]
         vs = [self._heads(att.v_proj(vp), att) for vp in v_parts]
         v = torch.cat(vs, dim=2) if len(vs) > 1 else vs[0]
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        a = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, dim=-1)
-        out = torch.matmul(a, v)
-        out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+        d = att.internal_dim // att.num_heads  # python ints: the export needs them static
+        out = MultiHeadAttention.apply(q, k, v, att.num_heads, d, d)  # [B,T,h*d]
         return att.out_proj(out)
 
     def forward(self, pix_feat, mem_features, mem_tpos_index, obj_ptrs, obj_ptr_pos):
@@ -217,14 +279,14 @@ class MemoryAttentionGraph(nn.Module):
             # self attention (RoPE on q and k)
             t2 = layer.norm1(out)
             qk = t2 + curr_pos if layer.pos_enc_at_attn else t2
-            out = out + self._attn(layer.self_attn, qk, [qk], [t2], self.sa_cos, self.sa_sin, [True])
+            out = out + self._attn(layer.self_attn, qk, [qk], [t2], self.sa_cos, self.sa_sin, ["q"])
             # cross attention to memory; RoPE on the spatial keys only (num_k_exclude_rope = ptr tokens)
             t2 = layer.norm2(out)
             q = t2 + curr_pos if layer.pos_enc_at_cross_attn_queries else t2
             ksp = mem_sp + pos_sp if layer.pos_enc_at_cross_attn_keys else mem_sp
             kpt = ptr_tok + ptr_pos if layer.pos_enc_at_cross_attn_keys else ptr_tok
             out = out + self._attn(layer.cross_attn_image, q, [ksp, kpt], [mem_sp, ptr_tok],
-                                   self.ca_cos, self.ca_sin, [True, False])
+                                   self.ca_cos, self.ca_sin, ["mem", None])
             t2 = layer.norm3(out)
             out = out + layer.linear2(layer.activation(layer.linear1(t2)))
         out = self.ma.norm(out)

@@ -111,33 +111,39 @@ class _BankTracer:
             self.ctx = (k.get("frame_idx", a[0] if a else None), k.get("output_dict"), k.get("num_frames"))
             return orig_ts(*a, **k)
 
-        def ma(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        def ma(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0, **kw):
+            # **kw: EdgeTAM's MemoryAttention also takes num_spatial_mem
             self._record(memory, memory_pos, num_obj_ptr_tokens)
             return orig_ma(curr=curr, memory=memory, curr_pos=curr_pos, memory_pos=memory_pos,
-                           num_obj_ptr_tokens=num_obj_ptr_tokens)
+                           num_obj_ptr_tokens=num_obj_ptr_tokens, **kw)
 
         base.get_1d_sine_pe = pe
         model.memory_attention.forward = ma
         model.track_step = ts
 
+    @staticmethod
+    def _tokens(x):
+        """One object's stored memory [Cm,H,W] (SAM 2) or [T,Cm] (EdgeTAM: perceiver latents) as
+        tokens [T,Cm], the order memory attention reads them in."""
+        return x.float() if x.ndim == 2 else x.float().flatten(1).t()
+
     def _record(self, memory, memory_pos, n_ptr_tok):
         m = self.model
         frame, od, num_frames = self.ctx
-        HW = (m.image_size // m.backbone_stride) ** 2
         Cm, C = m.mem_dim, m.hidden_dim
         outs = list(od["cond_frame_outputs"].items()) + list(od["non_cond_frame_outputs"].items())
         n_sp = memory.shape[0] - n_ptr_tok
         maskmem_pos = None
+        for t, o in outs:
+            if o.get("maskmem_pos_enc") is not None:
+                maskmem_pos = self._tokens(o["maskmem_pos_enc"][-1][0])
+                break
+        HW = maskmem_pos.shape[0] if maskmem_pos is not None else n_sp  # tokens per memory
         spatial = []
         for s in range(n_sp // HW):
             blk = memory[s * HW:(s + 1) * HW, 0].float()
             f = [t for t, o in outs if o["maskmem_features"] is not None and
-                 torch.equal(o["maskmem_features"][0].float().flatten(1).t(), blk)]
-            if maskmem_pos is None:
-                for t, o in outs:
-                    if o.get("maskmem_pos_enc") is not None:
-                        maskmem_pos = o["maskmem_pos_enc"][-1][0].flatten(1).t()
-                        break
+                 torch.equal(self._tokens(o["maskmem_features"][0]), blk)]
             tp = memory_pos[s * HW:(s + 1) * HW, 0] - maskmem_pos
             tpos = m.maskmem_tpos_enc.reshape(m.num_maskmem, Cm)
             idx = int(torch.argmin((tpos - tp.mean(0)).abs().sum(1)))
@@ -150,6 +156,10 @@ class _BankTracer:
             dists = (self.last_pos * t_diff_max).round().long().tolist() if m.add_tpos_enc_to_obj_ptrs else [None] * len(ptrs)
             for p, d in zip(ptrs, dists):
                 f = [t for t, o in outs if torch.equal(o["obj_ptr"][0], p)]
+                if d is None and len(f) == 1 and not m.use_signed_tpos_enc_to_obj_ptrs:
+                    # no temporal encoding to read it from (EdgeTAM: add_tpos_enc_to_obj_ptrs=false):
+                    # the unsigned distance _prepare_memory_conditioned_features puts in pos_list
+                    d = abs(int(frame) - int(f[0]))
                 pointers.append([f[0] if len(f) == 1 else f, d])
         self.trace[(int(frame), id(od))] = {"spatial": spatial, "pointers": pointers}
 
@@ -169,8 +179,10 @@ VIDEO_STEPS = ("add", "add", "propagate", "propagate", "add", "propagate", "prop
 
 
 def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, verbose: bool = True,
-                    on_case=None):
-    """on_case(index, total, name), if given, is called before each case (1-based index)."""
+                    on_case=None, video_predictor: str = "SAM2VideoPredictor built by build_sam2_video_predictor "
+                                                         "(apply_postprocessing=True)"):
+    """on_case(index, total, name), if given, is called before each case (1-based index);
+    video_predictor describes the predictor in cases.json."""
     from safetensors.numpy import save_file
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -315,7 +327,7 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
     save_file(vt, os.path.join(ref_dir, "video.safetensors"))
     video_spec = {
         "frames": frame_files, "width": VW, "height": VH, "tensors": "video.safetensors",
-        "predictor": "SAM2VideoPredictor built by build_sam2_video_predictor (apply_postprocessing=True)",
+        "predictor": video_predictor,
         "fill_hole_area": int(model.fill_hole_area), "fill_hole_note": FILL_HOLE_NOTE,
         "add_all_frames_to_correct_as_cond": bool(model.add_all_frames_to_correct_as_cond),
         "non_overlap_masks": bool(model.non_overlap_masks),

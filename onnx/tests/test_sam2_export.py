@@ -79,7 +79,9 @@ def test_manifest(tiny_dir):
     c = man["constants"]
     assert c["num_maskmem"] == 7 and c["max_obj_ptrs_in_encoder"] == 16 and c["image_size"] == 1024
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(tiny_dir) for f in fs)
-    assert total < 16e6, total
+    # graphs + reference; the image encoder holds Hiera's position table precomputed for the 256x256
+    # grid (graphs.py _fold_hiera_pos_embed: 2 MB at the tiny width)
+    assert total < 20e6, total
 
 
 def test_memory_attention_without_pointers(tiny_dir):

@@ -300,3 +300,70 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `models compare REFERENCE OTHER`: greedy token agreement and the largest logit difference of
+/// `other` against `reference` ([`crate::refer::compare`]), as text or one JSON object.
+pub fn compare(
+    reference: &Path,
+    other: &Path,
+    steps: usize,
+    image: Option<&Path>,
+    json: bool,
+    options: &SessionOptions,
+) -> anyhow::Result<()> {
+    use crate::refer::{CancelToken, PixelRefer, compare};
+    let image = image
+        .map(|p| {
+            image::open(p)
+                .map(|i| i.to_rgb8())
+                .with_context(|| format!("cannot read the image {}", p.display()))
+        })
+        .transpose()?;
+    let load = |dir: &Path| {
+        PixelRefer::load(dir, options)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))
+    };
+    let (mut a, mut b) = (load(reference)?, load(other)?);
+    for w in a.warnings().iter().chain(b.warnings()) {
+        eprintln!("warning: {w}");
+    }
+    let req = compare::probe_request(image);
+    let r = compare::compare(&mut a, &mut b, &req, steps, &CancelToken::new())
+        .context("the comparison failed")?;
+    let label = |m: &PixelRefer| {
+        m.quantization()
+            .map_or("full precision".to_string(), |q| format!("{q} quantized"))
+    };
+    if json {
+        let mut v = serde_json::to_value(&r)?;
+        v["agreement_rate"] = r.rate().into();
+        v["reference"] = serde_json::json!({"dir": reference, "precision": label(&a)});
+        v["other"] = serde_json::json!({"dir": other, "precision": label(&b)});
+        println!("{v}");
+    } else {
+        println!(
+            "{} ({}) against {} ({}), {} prompt tokens:",
+            other.display(),
+            label(&b),
+            reference.display(),
+            label(&a),
+            r.prompt_tokens
+        );
+        println!(
+            "greedy tokens agree at {}/{} steps ({:.1}%); identical for the first {} steps",
+            r.agreed,
+            r.steps,
+            100.0 * r.rate(),
+            r.identical_prefix
+        );
+        println!(
+            "largest logit difference {:.4} (reference logits reach {:.2})",
+            r.max_logit_diff, r.max_abs_logit
+        );
+        println!(
+            "time: reference {:.1} s, other {:.1} s (prompt, prefill and {} steps each)",
+            r.reference_secs, r.other_secs, r.steps
+        );
+    }
+    Ok(())
+}

@@ -64,9 +64,23 @@ pub fn verify_model(
 ) -> Result<String, VerifyError> {
     let manifest = Manifest::load(dir).map_err(|e| VerifyError::Failed(e.to_string()))?;
     let script = match manifest.kind {
+        ModelKind::Sam2
+            if manifest.constants.get("family").and_then(|f| f.as_str()) == Some("edgetam") =>
+        {
+            "export_edgetam.py"
+        }
         ModelKind::Sam2 => "export_sam2.py",
         ModelKind::PixelRefer | ModelKind::PixelReferLite => "export_pixelrefer.py",
     };
+    if let Some(q) = &manifest.quantization
+        && !dir.join("reference").join("cases.json").is_file()
+    {
+        return Err(VerifyError::Failed(format!(
+            "{} is an {q} quantized export: its answers differ from the fp32 reference by design; measure how far with `pixelrefer-studio models compare FP32_DIR {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
     if !dir.join("reference").join("cases.json").is_file() {
         return Err(VerifyError::NoReference {
             dir: dir.to_path_buf(),

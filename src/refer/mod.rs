@@ -12,6 +12,7 @@
 //! turns only pay for the decoder.
 
 mod cache;
+pub mod compare;
 pub mod config;
 mod error;
 pub mod generation;

@@ -11,6 +11,7 @@ use super::saot::{self, SaotCrop, Variant};
 use super::{
     Answer, CancelToken, GenerationOptions, Media, ReferError, Request, StopReason, Timings,
 };
+use crate::runtime::preflight::Quantization;
 use crate::runtime::{
     Graph, GraphError, HostTensor, Input, Manifest, ModelKind, Placement, SessionOptions,
     TensorData, Value,
@@ -140,6 +141,8 @@ pub struct PixelRefer {
     cache: Cache,
     /// The graphs take and give float16 (a `--fp16` export).
     half: bool,
+    /// Weight quantization of an opt-in int8 / int4 export.
+    quantization: Option<Quantization>,
 }
 
 impl std::fmt::Debug for PixelRefer {
@@ -213,6 +216,7 @@ impl PixelRefer {
     pub fn load(dir: &Path, options: &SessionOptions) -> Result<Self, ReferError> {
         let manifest = Manifest::load(dir)?;
         manifest.expect_kind(dir, &[ModelKind::PixelRefer, ModelKind::PixelReferLite])?;
+        let mut warnings = manifest.check_can_run(dir, options)?;
         if options.remote.is_some() {
             manifest.verify_files_except_graphs(dir)?;
         } else {
@@ -255,7 +259,6 @@ impl PixelRefer {
                 });
             }
         }
-        let mut warnings = Vec::new();
         let mut open = |role: &str| -> Result<Graph, ReferError> {
             let opened = Graph::open(dir, &manifest, role, options)?;
             warnings.extend(opened.warning);
@@ -294,7 +297,13 @@ impl PixelRefer {
             placement,
             warnings,
             cache: Cache::new(256, 64),
+            quantization: manifest.quantization.clone(),
         })
+    }
+
+    /// The weight quantization of an opt-in int8 / int4 export (None: full precision).
+    pub fn quantization(&self) -> Option<&Quantization> {
+        self.quantization.as_ref()
     }
 
     /// The constants read from the manifest.
@@ -964,6 +973,11 @@ impl PixelRefer {
             });
         }
         Ok(PromptEmbeds { text, ids, embeds })
+    }
+
+    /// The embedding of one token (`[1, hidden]`), as the generation loop feeds it back.
+    pub fn embed_token(&mut self, id: u32, cancel: &CancelToken) -> Result<Vec<f32>, ReferError> {
+        self.embed_ids(vec![i64::from(id)], cancel)
     }
 
     fn embed_ids(&mut self, ids: Vec<i64>, cancel: &CancelToken) -> Result<Vec<f32>, ReferError> {

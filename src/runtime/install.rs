@@ -212,7 +212,7 @@ impl Exporters {
 /// What an exporter reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExportEvent {
-    /// A `[progress]` line: stage (`load`, `graph`, `reference`, `verify`, `done`), step
+    /// A `[progress]` line: stage (`load`, `graph`, `reference`, `verify`, `quantize`, `done`), step
     /// (1-based), step count and the graph or case name.
     Step {
         /// Stage.

@@ -82,6 +82,9 @@ pub struct Manifest {
     /// sha256 (hex) of every file, by file name.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Set for an opt-in weight-quantized export (outputs differ from the fp32 model's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<super::preflight::Quantization>,
 }
 
 impl Manifest {

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod install;
 mod library;
 mod manifest;
+pub mod preflight;
 pub mod remote;
 mod session;
 
@@ -98,6 +99,26 @@ pub enum RuntimeError {
         requested: usize,
         /// The largest accepted count on this machine.
         max: usize,
+    },
+    /// The model's weight quantization is one this build or machine cannot run.
+    #[error("{path} is quantized as {reason}")]
+    Quantization {
+        /// The model directory.
+        path: PathBuf,
+        /// The scheme and why it cannot run.
+        reason: String,
+    },
+    /// The machine has less memory available than the model needs.
+    #[error(
+        "{path} needs about {need_gib:.1} GiB of memory and {available_gib:.1} GiB is available: close other programs, or choose a smaller or quantized model (PIXELREFER_SKIP_MEMORY_CHECK=1 loads it anyway)"
+    )]
+    Memory {
+        /// The model directory.
+        path: PathBuf,
+        /// Estimated need.
+        need_gib: f64,
+        /// Available now.
+        available_gib: f64,
     },
     /// An error from ONNX Runtime itself.
     #[error("ONNX Runtime: {0}")]

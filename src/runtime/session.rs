@@ -97,6 +97,10 @@ pub fn cuda_available() -> bool {
     <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available().unwrap_or(false)
 }
 
+/// Environment variable naming a folder for ONNX Runtime's profiler: every session then writes
+/// a Chrome-trace JSON per graph there (`<graph>_<date>.json`, one event per node run).
+pub const PROFILE_ENV: &str = "PIXELREFER_ORT_PROFILE";
+
 /// Builds a session for `file` on the preferred provider. Returns the session, the provider it
 /// really runs on, and a warning when CUDA was asked for but could not start (never silent).
 pub fn build_session(
@@ -113,6 +117,13 @@ pub fn build_session(
     }
     let base = || -> Result<_, RuntimeError> {
         let mut builder = Session::builder(&runtime.environment)?;
+        if let Some(dir) = std::env::var_os(PROFILE_ENV) {
+            // ONNX Runtime appends `_<date>.json` to the prefix.
+            let stem = file.file_stem().unwrap_or_default();
+            builder = builder
+                .with_profiling(Path::new(&dir).join(stem))
+                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+        }
         if options.intra_threads > 0 {
             builder = builder
                 .with_intra_threads(options.intra_threads)

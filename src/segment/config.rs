@@ -74,11 +74,29 @@ pub struct Sam2Config {
     /// `add_all_frames_to_correct_as_cond` of the video predictor.
     #[serde(default)]
     pub add_all_frames_to_correct_as_cond: bool,
+    /// SAM 2 family member (`edgetam`); absent for SAM 2 / 2.1 (`onnx/edgetam_export/export.py`).
+    #[serde(default)]
+    pub family: Option<String>,
+    /// Tokens of one stored memory when memories are compressed: EdgeTAM's spatial perceiver
+    /// latents (`num_latents + num_latents_2d`, edgetam-dimos `sam2/configs/edgetam.yaml`).
+    /// Absent for SAM 2, whose memories are the `feat_size²` feature grid.
+    #[serde(default)]
+    pub mem_tokens: Option<usize>,
 }
 
 impl Sam2Config {
     /// Reads the config from a manifest's `constants` object.
     pub fn from_constants(constants: &serde_json::Value) -> Result<Self, serde_json::Error> {
         Self::deserialize(constants)
+    }
+
+    /// Tokens of one stored memory: [`Self::mem_tokens`] when given, else `feat_size²`.
+    pub fn memory_tokens_per_frame(&self) -> usize {
+        self.mem_tokens.unwrap_or(self.feat_size * self.feat_size)
+    }
+
+    /// The family name: `edgetam`, or `sam2` when the manifest names none.
+    pub fn family(&self) -> &str {
+        self.family.as_deref().unwrap_or("sam2")
     }
 }

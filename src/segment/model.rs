@@ -62,6 +62,9 @@ pub struct Sam2Model {
     decoder: Graph,
     memory_encoder: Graph,
     memory_attention: Graph,
+    /// Whether memories enter memory attention as `[B, S, Cm, F, F]` grids (SAM 2) rather than
+    /// `[B, S, Cm, T]` token lists (EdgeTAM's perceiver latents).
+    mem_grid: bool,
     placement: Placement,
     warnings: Vec<String>,
 }
@@ -115,6 +118,7 @@ impl Sam2Model {
         runtime::ensure_initialized()?;
         let manifest = Manifest::load(dir)?;
         manifest.expect_kind(dir, &[ModelKind::Sam2])?;
+        let mut warnings = manifest.check_can_run(dir, options)?;
         let config =
             Sam2Config::from_constants(&manifest.constants).map_err(|e| SegmentError::Config {
                 path: dir.join(runtime::MANIFEST_FILE),
@@ -137,12 +141,16 @@ impl Sam2Model {
                 reason: "directly_add_no_mem_embed=false is not supported".into(),
             });
         }
+        let mem_grid =
+            memory_layout(&manifest, &config).map_err(|reason| SegmentError::Config {
+                path: dir.join(runtime::MANIFEST_FILE),
+                reason,
+            })?;
         if options.remote.is_some() {
             manifest.verify_files_except_graphs(dir)?;
         } else {
             manifest.verify_files(dir)?;
         }
-        let mut warnings = Vec::new();
         let mut open = |role: &str| -> Result<Graph, SegmentError> {
             let opened = Graph::open(dir, &manifest, role, options)?;
             warnings.extend(opened.warning);
@@ -162,9 +170,15 @@ impl Sam2Model {
             decoder,
             memory_encoder,
             memory_attention,
+            mem_grid,
             placement,
             warnings,
         })
+    }
+
+    /// The SAM 2 family member (`sam2`, `edgetam`), from the manifest's constants.
+    pub fn family(&self) -> &str {
+        self.config.family()
     }
 
     /// The model directory.
@@ -293,7 +307,8 @@ impl Sam2Model {
     }
 
     /// Runs the memory encoder for `B` objects: `pix_feat` `[1 or B, C, F, F]`, `mask_logits`
-    /// `[B, 1, L, L]`, `scores` `[B]`, `binarize` `[B]` (1.0 = threshold the mask).
+    /// `[B, 1, L, L]`, `scores` `[B]`, `binarize` `[B]` (1.0 = threshold the mask). Returns
+    /// `[B, Cm, T]` memories, `T` = [`Sam2Config::memory_tokens_per_frame`] (`F²` for SAM 2).
     pub fn encode_memory(
         &self,
         pix_feat: &[f32],
@@ -332,12 +347,13 @@ impl Sam2Model {
             &out[0],
             G,
             "maskmem_features",
-            b as usize * c.mem_dim * c.feat_size * c.feat_size,
+            b as usize * c.mem_dim * c.memory_tokens_per_frame(),
         )
     }
 
     /// Runs memory attention for `B` objects sharing one bank layout: `pix_feat` `[1 or B, C, F,
-    /// F]` (without `no_mem_embed`), `mem_features` `[B, S, Cm, F, F]`, `tpos_index` `[S]`,
+    /// F]` (without `no_mem_embed`), `mem_features` `[B, S, Cm, T]` (`[B, S, Cm, F, F]` for
+    /// SAM 2's grids), `tpos_index` `[S]`,
     /// `obj_ptrs` `[B, P, C]`, `ptr_pos` `[P]`. Returns `[B, C, F, F]`.
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
@@ -367,7 +383,14 @@ impl Sam2Model {
             ("pix_feat", Input::f32(vec![b, ch, f, f], pix)),
             (
                 "mem_features",
-                Input::f32(vec![b, s, cm, f, f], mem_features),
+                Input::f32(
+                    if self.mem_grid {
+                        vec![b, s, cm, f, f]
+                    } else {
+                        vec![b, s, cm, c.memory_tokens_per_frame() as i64]
+                    },
+                    mem_features,
+                ),
             ),
             ("mem_tpos_index", Input::i64(vec![s], tpos_index)),
             ("obj_ptrs", Input::f32(vec![b, p, ch], obj_ptrs)),
@@ -383,5 +406,28 @@ impl Sam2Model {
             "pix_feat_with_mem",
             batch * c.hidden_dim * c.feat_size * c.feat_size,
         )
+    }
+}
+
+/// Whether memories are `[Cm, F, F]` grids (SAM 2) or `[Cm, T]` token lists (EdgeTAM), from the
+/// rank of memory attention's `mem_features` input, checked against the constants.
+fn memory_layout(manifest: &Manifest, config: &Sam2Config) -> Result<bool, String> {
+    let rank = manifest
+        .graphs
+        .get(GRAPH_ROLES[3])
+        .and_then(|g| g.inputs.iter().find(|t| t.name == "mem_features"))
+        .map(|t| t.shape.len());
+    let grid_tokens = config.feat_size * config.feat_size;
+    match (rank, config.mem_tokens) {
+        // the graph check on load reports a missing graph or input in its own words
+        (None, _) => Ok(config.mem_tokens.is_none()),
+        (Some(5), None) => Ok(true),
+        (Some(5), Some(t)) if t == grid_tokens => Ok(true),
+        (Some(4), Some(t)) if t > 0 => Ok(false),
+        (Some(r), t) => Err(format!(
+            "memory_attention input `mem_features` has rank {r} but constants.mem_tokens is {} \
+             (expected rank 5 for [B,S,Cm,F,F] grids, or rank 4 for [B,S,Cm,T] with mem_tokens = T)",
+            t.map_or_else(|| "absent".to_string(), |t| t.to_string())
+        )),
     }
 }

@@ -119,6 +119,20 @@ impl ParityReport {
         self.video.iter().map(|s| s.ious.len()).sum()
     }
 
+    /// The whole comparison in one line (the parity tests print it).
+    pub fn summary(&self) -> String {
+        format!(
+            "image: min IoU {:.4}, logits max|diff| {:.2e}; video: min IoU {:.4} over {} frame-objects, score max|diff| {:.2e}, pool4 max|diff| {:.2e}, bank mismatches {}",
+            self.image_min_iou(),
+            self.image_logits_max_abs_diff(),
+            self.video_min_iou(),
+            self.video_comparisons(),
+            self.video_score_max_abs_diff(),
+            self.video_logits_pool4_max_abs_diff(),
+            self.bank_mismatches()
+        )
+    }
+
     /// One sentence per target that is missed (empty when all pass).
     pub fn failures(&self, tol: &Tolerances) -> Vec<String> {
         let mut f = Vec::new();

@@ -143,7 +143,8 @@ struct FrameOut {
     obj_ptr: Vec<f32>,
     /// Object score logit.
     score: f32,
-    /// `[Cm, F, F]` bfloat16 bits of the memory features; `None` until encoded or once evicted.
+    /// `[Cm, T]` bfloat16 bits of the memory features (`T = F²` for SAM 2's `[Cm, F, F]` grid,
+    /// EdgeTAM's perceiver latents otherwise); `None` until encoded or once evicted.
     maskmem: Option<Vec<u16>>,
 }
 
@@ -492,7 +493,8 @@ impl VideoTracker {
 
     /// Estimated working memory (bytes) of one object in one call of `graph`: the activations
     /// ONNX Runtime allocates for it, which grow linearly with the batch. `memory_tokens` is the
-    /// memory bank's length for memory attention (spatial frames × F² plus pointer tokens).
+    /// memory bank's length for memory attention (spatial frames × tokens per memory, F² for
+    /// SAM 2, plus pointer tokens).
     ///
     /// Memory attention dominates: each layer's self-attention holds an `F² × F²` score matrix and
     /// its cross-attention an `F² × memory_tokens` one, each alive as logits and as softmax
@@ -530,7 +532,7 @@ impl VideoTracker {
     fn memory_tokens(&self, spatial: usize, pointers: usize) -> usize {
         let c = &self.c;
         let per_ptr = (c.hidden_dim / c.mem_dim.max(1)).max(1);
-        spatial * c.feat_size * c.feat_size + pointers * per_ptr
+        spatial * c.memory_tokens_per_frame() + pointers * per_ptr
     }
 
     // -- memory bank: SAM2Base._prepare_memory_conditioned_features -----------------------------
@@ -656,7 +658,7 @@ impl VideoTracker {
         (tpos, pos, trace)
     }
 
-    /// Appends one object's memory-attention tensors to `mem` (`[S*Cm*F*F]`, widened from
+    /// Appends one object's memory-attention tensors to `mem` (`[S*Cm*T]`, widened from
     /// bfloat16) and `ptrs` (`[P*C]`), in the order of [`Self::bank_layout`].
     fn bank_tensors(
         &self,

@@ -32,6 +32,8 @@ pub struct FoundModel {
     pub lite: bool,
     /// Manifest variant (`PixelRefer-2B`, `tiny-random`…).
     pub variant: String,
+    /// `int8` / `int4` for an opt-in quantized export (None: full precision).
+    pub quantization: Option<String>,
 }
 
 impl FoundModel {
@@ -47,7 +49,11 @@ impl FoundModel {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        format!("{name} ({dir})")
+        match &self.quantization {
+            // Quantized answers differ from the full-precision model's: say so where it is chosen.
+            Some(q) => format!("{name} ({dir}) · {q} quantized"),
+            None => format!("{name} ({dir})"),
+        }
     }
 
     /// Id of the model in the project's model records and chat turns.
@@ -185,6 +191,7 @@ impl ChatPanel {
                         dir,
                         lite,
                         variant: manifest.variant,
+                        quantization: manifest.quantization.map(|q| q.scheme),
                     })
                 })
                 .collect()
@@ -740,6 +747,24 @@ fn sentence(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantized_models_say_so_in_the_model_menu() {
+        let model = |quantization: Option<&str>| FoundModel {
+            dir: PathBuf::from("/m/pixelrefer-lite-2b-int4"),
+            lite: true,
+            variant: "PixelRefer-Lite-2B-fp32-int4".into(),
+            quantization: quantization.map(str::to_string),
+        };
+        assert_eq!(
+            model(Some("int4")).label(),
+            "PixelRefer-Lite (pixelrefer-lite-2b-int4) · int4 quantized"
+        );
+        assert_eq!(
+            model(None).label(),
+            "PixelRefer-Lite (pixelrefer-lite-2b-int4)"
+        );
+    }
 
     #[test]
     fn tag_completion_prefix() {

@@ -506,7 +506,15 @@ impl ModelsPanel {
                     ui.separator();
                     ui.label("Other model folders found:");
                     for (dir, m) in others {
-                        ui.label(format!("{} ({}, {})", dir.display(), m.kind, m.variant));
+                        ui.label(match &m.quantization {
+                            Some(q) => format!(
+                                "{} ({}, {}, {q} quantized)",
+                                dir.display(),
+                                m.kind,
+                                m.variant
+                            ),
+                            None => format!("{} ({}, {})", dir.display(), m.kind, m.variant),
+                        });
                     }
                 }
             });

@@ -18,6 +18,21 @@ pub fn fixture(name: &str) -> PathBuf {
     dir
 }
 
+/// [`fixture`] for a model without reference data (a quantized export): only its manifest
+/// must be there.
+pub fn model_fixture(name: &str) -> PathBuf {
+    let root = std::env::var_os("PIXELREFER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".fixtures/models"));
+    let dir = root.join(name);
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "missing test fixture {}: run ./test.sh (or scripts/make_fixtures.sh) to export the tiny models",
+        dir.display()
+    );
+    dir
+}
+
 /// A folder `dir/frames` holding the first `count` reference frames of the `sam2-tiny`
 /// fixture (480x270 PNGs `00000.png`, …): a short sequence for `track`.
 pub fn sam2_frames_folder(dir: &std::path::Path, count: usize) -> PathBuf {

@@ -1,0 +1,211 @@
+"""Quantized CPU copies of a PixelRefer / PixelRefer-Lite model directory.
+
+The LLM's matrices (decoder MatMuls, lm_head, and for int4 the embedding table) become ONNX Runtime's
+`com.microsoft` MatMulNBits / GatherBlockQuantized with int8 or int4 weight blocks of 32
+(`accuracy_level` 4: MLAS computes with int8 activations where the CPU has the kernels,
+onnxruntime docs/ContribOperators.md); the vision encoder's MatMuls and Gemms become int8
+MatMulInteger with per-channel weights and activations quantized per call (DynamicQuantizeLinear):
+measured on 2 cores, 8-bit MatMulNBits made the vision encoder 1.4x slower than fp32 while this
+path is about 1.5x faster. The small projector and region graphs stay fp32. The result changes
+outputs: it is opt-in, and the manifest says so (`quantization`, variant suffix), so the app labels it.
+
+Quantizers: onnxruntime.quantization's matmul_nbits_quantizer and quantize_dynamic (the ONNX
+Runtime team's own tools).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict
+
+from common import ExportError, graph_io_spec, progress, write_manifest
+
+# scheme -> bits of the LLM graphs (decoder, embed_tokens); the vision encoder is always 8-bit.
+SCHEMES = {"int8": 8, "int4": 4}
+BLOCK_SIZE = 32
+ACCURACY_LEVEL = 4
+LLM_GRAPHS = ("decoder", "embed_tokens")
+VISION_GRAPHS = ("vision_encoder",)
+# Above this many bytes a graph's weights go to one external file (protobuf's 2 GiB limit).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+def _gemm_to_matmul(model) -> int:
+    """Rewrites `Gemm(A, W, bias)` with a constant W (alpha = beta = 1, no transA) as
+    `MatMul(A, W') + bias`, the form MatMulNBitsQuantizer quantizes (the 2-D vision encoder's
+    Linear layers export as Gemm). Returns the number of rewritten nodes."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, n_done = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            w = np.ascontiguousarray(w.T)
+        wname = node.input[1] + "_kn"
+        model.graph.initializer.append(numpy_helper.from_array(w, wname))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = node.output[0] + "_mm" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name + "_MatMul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_Add"))
+        n_done += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    # drop initializers no node reads any more
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return n_done
+
+
+def _quantize_vision(src: str, dst: str) -> Dict[str, int]:
+    """int8 weights per output channel, activations quantized per call (quantize_dynamic)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice
+    size = os.path.getsize(src)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=size > 4 * EXTERNAL_DATA_BYTES)
+    counts: Dict[str, int] = {}
+    for n in onnx.load(dst, load_external_data=False).graph.node:
+        if n.op_type in ("MatMulInteger", "DynamicQuantizeLinear"):
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    if "MatMulInteger" not in counts:
+        raise ExportError(f"{os.path.basename(src)}: no MatMul or Gemm with constant weights to quantize")
+    return counts
+
+
+def _quantize_graph(src: str, dst: str, bits: int, ops) -> Dict[str, int]:
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    model = onnx.load(src)  # pulls external data in
+    _gemm_to_matmul(model)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    ir_version = model.ir_version
+    q = MatMulNBitsQuantizer(model, bits=bits, block_size=BLOCK_SIZE, is_symmetric=True,
+                             accuracy_level=ACCURACY_LEVEL, op_types_to_quantize=tuple(ops))
+    q.process()
+    out = q.model.model
+    # The 4-bit quantizer lifts every model to opset 21 / IR 10 for the int4 tensor type, without
+    # converting the graph's own nodes (ReduceMean's `axes` moved to an input in opset 18). Only
+    # GatherBlockQuantized stores int4 tensors: a graph without them keeps its original opset.
+    int4 = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    if not any(t.data_type in int4 for t in out.graph.initializer):
+        for o in out.opset_import:
+            if o.domain in opsets:
+                o.version = opsets[o.domain]
+        out.ir_version = ir_version
+    counts: Dict[str, int] = {}
+    for n in out.graph.node:
+        if n.op_type in ("MatMulNBits", "GatherBlockQuantized"):
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    if not counts:
+        raise ExportError(f"{os.path.basename(src)}: no MatMul or Gather with constant weights to quantize")
+    size = sum(t.ByteSize() for t in out.graph.initializer)
+    if size > EXTERNAL_DATA_BYTES:
+        onnx.save_model(out, dst, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(dst) + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(out, dst)
+    return counts
+
+
+def quantize_dir(src: str, dst: str, scheme: str) -> str:
+    """Writes a quantized copy of model directory `src` to `dst` (staged in `dst`.tmp, renamed at
+    the end). The `reference/` cases and the `checkpoint/` stay behind: they describe fp32 outputs."""
+    if scheme not in SCHEMES:
+        raise ExportError(f"unknown quantization {scheme!r}: choose one of {', '.join(SCHEMES)}")
+    with open(os.path.join(src, "manifest.json")) as f:
+        manifest = json.load(f)
+    if manifest.get("kind") not in ("pixelrefer", "pixelrefer-lite"):
+        raise ExportError(f"{src} holds a {manifest.get('kind')} model; only PixelRefer models are quantized")
+    if manifest.get("quantization"):
+        raise ExportError(f"{src} is already quantized ({manifest['quantization'].get('scheme')})")
+    if any(t["dtype"] == "float16" for g in manifest["graphs"].values() for t in g["inputs"]):
+        raise ExportError(f"{src} is a float16 export; quantize the fp32 export")
+    stage = dst.rstrip("/") + ".tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    bits_llm = SCHEMES[scheme]
+    graphs = {}
+    done: Dict[str, Dict[str, int]] = {}
+    roles = list(manifest["graphs"])
+    for i, role in enumerate(roles):
+        spec = dict(manifest["graphs"][role])
+        progress("quantize", i + 1, len(roles), role)
+        src_file = os.path.join(src, spec["file"])
+        dst_file = os.path.join(stage, spec["file"])
+        spec.pop("external_data", None)
+        if role in LLM_GRAPHS or role in VISION_GRAPHS:
+            bits = bits_llm if role in LLM_GRAPHS else 8
+            # GatherBlockQuantized is 4-bit only: the int8 scheme keeps the embedding table fp32.
+            ops = ("MatMul", "Gather") if role in LLM_GRAPHS and bits == 4 else ("MatMul",)
+            if role == "embed_tokens" and bits != 4:
+                shutil.copy2(src_file, dst_file)
+                if manifest["graphs"][role].get("external_data"):
+                    shutil.copy2(os.path.join(src, manifest["graphs"][role]["external_data"]), stage)
+                    spec["external_data"] = manifest["graphs"][role]["external_data"]
+                graphs[role] = spec
+                continue
+            if role in VISION_GRAPHS:
+                counts = _quantize_vision(src_file, dst_file)
+            else:
+                counts = _quantize_graph(src_file, dst_file, bits, ops)
+            done[role] = dict(counts, bits=bits)
+            print(f"[quantize] {role}: {counts} at {bits} bits", flush=True)
+            if os.path.exists(dst_file + ".data"):
+                spec["external_data"] = spec["file"] + ".data"
+            io = graph_io_spec(dst_file)
+            if [t["name"] for t in io["inputs"]] != [t["name"] for t in spec["inputs"]]:
+                raise ExportError(f"{role}: quantization changed the graph's inputs")
+        else:
+            shutil.copy2(src_file, dst_file)
+            if manifest["graphs"][role].get("external_data"):
+                shutil.copy2(os.path.join(src, manifest["graphs"][role]["external_data"]), stage)
+                spec["external_data"] = manifest["graphs"][role]["external_data"]
+        graphs[role] = spec
+    graph_files = {g["file"] for g in graphs.values()} | {g["external_data"] for g in graphs.values()
+                                                         if g.get("external_data")}
+    src_graph_files = {g["file"] for g in manifest["graphs"].values()} | {
+        g["external_data"] for g in manifest["graphs"].values() if g.get("external_data")}
+    extra = [f for f in manifest.get("files", {}) if f not in src_graph_files and os.path.isfile(os.path.join(src, f))]
+    for f in extra:
+        shutil.copy2(os.path.join(src, f), os.path.join(stage, f))
+    out = dict(manifest)
+    out["variant"] = f"{manifest['variant']}-{scheme}"
+    out["graphs"] = graphs
+    out["quantization"] = {
+        "scheme": scheme,
+        "method": "LLM: weight-only, symmetric blocks of 32 (MatMulNBitsQuantizer); vision encoder: "
+                  "int8 per-channel weights, dynamic int8 activations (quantize_dynamic)",
+        "block_size": BLOCK_SIZE,
+        "accuracy_level": ACCURACY_LEVEL,
+        "llm_bits": bits_llm,
+        "vision_bits": 8,
+        "graphs": done,
+        "operators": sorted({op for c in done.values() for op in c if op != "bits"}),
+        "source_variant": manifest["variant"],
+        "note": "outputs differ from fp32; quality on real checkpoints is not measured by the exporter",
+    }
+    out.pop("verification", None)
+    write_manifest(stage, out, sorted(graph_files) + extra)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(stage, dst)
+    return dst

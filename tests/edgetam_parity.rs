@@ -1,0 +1,86 @@
+//! Parity of the Rust SAM 2 family engine with the official EdgeTAM code (edgetam-dimos==1.0.1
+//! `SAM2Base`, driven by the sam2==1.1.0 predictor logic, see onnx/edgetam_export/predictor.py) on
+//! the tiny random-weight EdgeTAM: `edgetam-tiny/reference/` was written by
+//! `onnx/export_edgetam.py --tiny-random` (scripts/make_fixtures.sh, run by ./test.sh). The model
+//! loads through the same `Sam2Model` seam and runs through the unchanged image predictor and
+//! video tracker.
+
+#![allow(clippy::unwrap_used)]
+
+use pixelrefer_studio::runtime::SessionOptions;
+use pixelrefer_studio::segment::reference::{Tolerances, run_reference};
+use pixelrefer_studio::segment::{Sam2Model, SegmentError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+fn fixture() -> PathBuf {
+    fixtures::fixture("edgetam-tiny")
+}
+
+fn options() -> SessionOptions {
+    SessionOptions {
+        intra_threads: 2,
+        ..SessionOptions::default()
+    }
+}
+
+#[test]
+fn edgetam_matches_official_code_image_and_video() {
+    let dir = fixture();
+    let model = Arc::new(Sam2Model::load(&dir, &options()).unwrap());
+    assert_eq!(model.family(), "edgetam");
+    // compressed memories: perceiver latents, not the F x F grid
+    let c = model.config();
+    assert!(c.memory_tokens_per_frame() < c.feat_size * c.feat_size);
+    let report = run_reference(model, &mut |line| eprintln!("{line}")).unwrap();
+    let tol = Tolerances::default();
+    eprintln!("{}", report.summary());
+    // all five image cases and all seven video steps (two objects, forward and backward
+    // propagation, a correction click followed by both directions again)
+    assert_eq!(report.image.len(), 5);
+    assert_eq!(report.video.len(), 7);
+    assert!(report.video.iter().any(|s| s.reverse));
+    let objects: std::collections::BTreeSet<u32> = report
+        .video
+        .iter()
+        .flat_map(|s| s.ious.iter().map(|&(_, o, _)| o))
+        .collect();
+    assert_eq!(objects.len(), 2, "both objects compared");
+    let failures = report.failures(&tol);
+    assert!(failures.is_empty(), "parity targets missed: {failures:?}");
+    assert_eq!(report.bank_mismatches(), 0);
+}
+
+/// Copies the fixture's manifest, graphs and constants (not the reference) into `dst`.
+fn copy_model(src: &Path, dst: &Path) {
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn edgetam_memory_layout_mismatch_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_model(&fixture(), tmp.path());
+    let path = tmp.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // a manifest whose constants claim SAM 2's grid memories for EdgeTAM's token-list graph
+    manifest["constants"]
+        .as_object_mut()
+        .unwrap()
+        .remove("mem_tokens");
+    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    match Sam2Model::load(tmp.path(), &options()) {
+        Err(SegmentError::Config { reason, .. }) => {
+            assert!(reason.contains("mem_features"), "{reason}")
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
