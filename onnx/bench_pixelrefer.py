@@ -13,13 +13,14 @@ import argparse
 import glob
 import json
 import os
-import resource
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common.bench import peak_rss_mib, requests, say  # noqa: E402
 
 
 def bench_frame(k: int, w: int = 640, h: int = 480):
@@ -38,13 +39,8 @@ def bench_objects(w: int = 640, h: int = 480):
     return [[(0, a)], [(0, b)]]
 
 
-def say(obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main(argv=None):
@@ -116,13 +112,7 @@ def main(argv=None):
                 f"{name} prompt tokens": turn["n_input"], f"{name} generated tokens": n_gen}
 
     say({"ready": True, "load_s": time.perf_counter() - t0, "torch": torch.__version__, "note": note})
-    for line in sys.stdin:
-        try:
-            req = json.loads(line)
-        except ValueError:
-            continue
-        if req.get("quit"):
-            break
+    for req in requests():
         if req.get("warmup"):
             run(image_case, 2)
             say({"metrics": {}, "peak_rss_mib": peak_rss_mib()})

@@ -33,18 +33,11 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
+from common.bench import peak_rss_mib, requests, say  # noqa: E402
 
 
-def say(obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+
+
 
 
 def build_model(model_dir: str):
@@ -140,13 +133,7 @@ def main(argv=None):
         return (time.perf_counter() - t) * 1e3
 
     try:
-        for line in sys.stdin:
-            try:
-                req = json.loads(line)
-            except ValueError:
-                continue
-            if req.get("quit"):
-                break
+        for req in requests():
             with torch.inference_mode():
                 if req.get("warmup"):
                     pred.set_image(img)

@@ -31,43 +31,6 @@ VISION_GRAPHS = ("vision_encoder",)
 EXTERNAL_DATA_BYTES = 1 << 30
 
 
-def _gemm_to_matmul(model) -> int:
-    """Rewrites `Gemm(A, W, bias)` with a constant W (alpha = beta = 1, no transA) as
-    `MatMul(A, W') + bias`, the form MatMulNBitsQuantizer quantizes (the 2-D vision encoder's
-    Linear layers export as Gemm). Returns the number of rewritten nodes."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes, n_done = [], 0
-    for node in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
-                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
-            nodes.append(node)
-            continue
-        w = numpy_helper.to_array(inits[node.input[1]])
-        if attrs.get("transB", 0):
-            w = np.ascontiguousarray(w.T)
-        wname = node.input[1] + "_kn"
-        model.graph.initializer.append(numpy_helper.from_array(w, wname))
-        has_bias = len(node.input) > 2 and node.input[2]
-        mm_out = node.output[0] + "_mm" if has_bias else node.output[0]
-        nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name + "_MatMul"))
-        if has_bias:
-            nodes.append(helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_Add"))
-        n_done += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    # drop initializers no node reads any more
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    return n_done
-
-
 def _quantize_vision(src: str, dst: str) -> Dict[str, int]:
     """int8 weights per output channel, activations quantized per call (quantize_dynamic)."""
     import logging
@@ -96,7 +59,6 @@ def _quantize_graph(src: str, dst: str, bits: int, ops) -> Dict[str, int]:
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     model = onnx.load(src)  # pulls external data in
-    _gemm_to_matmul(model)
     opsets = {o.domain: o.version for o in model.opset_import}
     ir_version = model.ir_version
     q = MatMulNBitsQuantizer(model, bits=bits, block_size=BLOCK_SIZE, is_symmetric=True,
@@ -152,34 +114,27 @@ def quantize_dir(src: str, dst: str, scheme: str) -> str:
         progress("quantize", i + 1, len(roles), role)
         src_file = os.path.join(src, spec["file"])
         dst_file = os.path.join(stage, spec["file"])
-        spec.pop("external_data", None)
-        if role in LLM_GRAPHS or role in VISION_GRAPHS:
-            bits = bits_llm if role in LLM_GRAPHS else 8
-            # GatherBlockQuantized is 4-bit only: the int8 scheme keeps the embedding table fp32.
-            ops = ("MatMul", "Gather") if role in LLM_GRAPHS and bits == 4 else ("MatMul",)
-            if role == "embed_tokens" and bits != 4:
-                shutil.copy2(src_file, dst_file)
-                if manifest["graphs"][role].get("external_data"):
-                    shutil.copy2(os.path.join(src, manifest["graphs"][role]["external_data"]), stage)
-                    spec["external_data"] = manifest["graphs"][role]["external_data"]
-                graphs[role] = spec
-                continue
-            if role in VISION_GRAPHS:
-                counts = _quantize_vision(src_file, dst_file)
-            else:
-                counts = _quantize_graph(src_file, dst_file, bits, ops)
+        bits = bits_llm if role in LLM_GRAPHS else 8
+        # GatherBlockQuantized is 4-bit only: the int8 scheme keeps the embedding table fp32.
+        if role in VISION_GRAPHS:
+            counts = _quantize_vision(src_file, dst_file)
+        elif role in LLM_GRAPHS and not (role == "embed_tokens" and bits != 4):
+            counts = _quantize_graph(src_file, dst_file, bits, ("MatMul", "Gather") if bits == 4 else ("MatMul",))
+        else:
+            counts = None
+        if counts is None:  # kept as exported
+            shutil.copy2(src_file, dst_file)
+            if spec.get("external_data"):
+                shutil.copy2(os.path.join(src, spec["external_data"]), stage)
+        else:
             done[role] = dict(counts, bits=bits)
             print(f"[quantize] {role}: {counts} at {bits} bits", flush=True)
+            spec.pop("external_data", None)
             if os.path.exists(dst_file + ".data"):
                 spec["external_data"] = spec["file"] + ".data"
             io = graph_io_spec(dst_file)
             if [t["name"] for t in io["inputs"]] != [t["name"] for t in spec["inputs"]]:
                 raise ExportError(f"{role}: quantization changed the graph's inputs")
-        else:
-            shutil.copy2(src_file, dst_file)
-            if manifest["graphs"][role].get("external_data"):
-                shutil.copy2(os.path.join(src, manifest["graphs"][role]["external_data"]), stage)
-                spec["external_data"] = manifest["graphs"][role]["external_data"]
         graphs[role] = spec
     graph_files = {g["file"] for g in graphs.values()} | {g["external_data"] for g in graphs.values()
                                                          if g.get("external_data")}

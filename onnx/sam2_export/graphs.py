@@ -152,24 +152,24 @@ def _apply_rope(x, cos, sin):
 
 
 class MultiHeadAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d)) v over heads, q/k/v `[B, h, L, d]` -> `[B, Lq, h*dv]`; exported as
+    """softmax(q k^T / sqrt(d)) v over heads, q/k/v `[B, h, L, d]` -> `[B, Lq, h*d]`; exported as
     ONNX Runtime's `com.microsoft.MultiHeadAttention`, whose CPU kernel works through the keys in
     blocks and never holds the `Lq x Lk` score matrix (cross-attention to 7 memory frames is
     4096 x 28736 floats, 470 MB, per head and object as MatMul-Softmax-MatMul) and is faster."""
 
     @staticmethod
-    def forward(ctx, q, k, v, heads, d, dv):
+    def forward(ctx, q, k, v, heads, d):
         out = F.scaled_dot_product_attention(q, k, v)
-        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], heads * dv)
+        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], heads * d)
 
     @staticmethod
-    def symbolic(g, q, k, v, heads, d, dv):
+    def symbolic(g, q, k, v, heads, d):
         def flat(x, width):  # [B, h, L, d] -> [B, L, h*d]
             t = g.op("Transpose", x, perm_i=[0, 2, 1, 3])
             return g.op("Reshape", t, g.op("Constant", value_t=torch.tensor([0, -1, width], dtype=torch.int64)))
 
         return g.op("com.microsoft::MultiHeadAttention", flat(q, heads * d), flat(k, heads * d),
-                    flat(v, heads * dv), num_heads_i=heads, scale_f=1.0 / math.sqrt(d))
+                    flat(v, heads * d), num_heads_i=heads, scale_f=1.0 / math.sqrt(d))
 
 
 class MemoryAttentionGraph(nn.Module):
@@ -240,7 +240,7 @@ class MemoryAttentionGraph(nn.Module):
         vs = [self._heads(att.v_proj(vp), att) for vp in v_parts]
         v = torch.cat(vs, dim=2) if len(vs) > 1 else vs[0]
         d = att.internal_dim // att.num_heads  # python ints: the export needs them static
-        out = MultiHeadAttention.apply(q, k, v, att.num_heads, d, d)  # [B,T,h*d]
+        out = MultiHeadAttention.apply(q, k, v, att.num_heads, d)  # [B,T,h*d]
         return att.out_proj(out)
 
     def forward(self, pix_feat, mem_features, mem_tpos_index, obj_ptrs, obj_ptr_pos):

@@ -17,8 +17,8 @@ use crate::runtime::install::{
     run_exporter,
 };
 use crate::runtime::{Manifest, ModelKind, SessionOptions};
-use crate::segment::Sam2Model;
 use crate::segment::reference::{Tolerances, run_reference};
+use crate::segment::{Sam2Config, Sam2Model};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +65,8 @@ pub fn verify_model(
     let manifest = Manifest::load(dir).map_err(|e| VerifyError::Failed(e.to_string()))?;
     let script = match manifest.kind {
         ModelKind::Sam2
-            if manifest.constants.get("family").and_then(|f| f.as_str()) == Some("edgetam") =>
+            if Sam2Config::from_constants(&manifest.constants)
+                .is_ok_and(|c| c.family() == "edgetam") =>
         {
             "export_edgetam.py"
         }

@@ -37,7 +37,7 @@ impl Agreement {
 }
 
 /// Logits at each step for a fixed token sequence after the request's prompt: the prefill's,
-/// then one per token fed (the last token is not fed). Returns them with the prompt length.
+/// then one per token fed (the last token is not fed). Returns them with the prompt's token ids.
 fn forced_logits(
     model: &mut PixelRefer,
     req: &Request,
