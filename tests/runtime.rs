@@ -47,6 +47,31 @@ fn onnxruntime_is_found_without_environment_variables() {
     );
     // The set-up script installs the wheel's versioned library behind a symlink.
     assert_eq!(info.version.as_deref(), Some("1.31.1"));
+    // every session allocates from one CPU arena registered in the environment
+    assert!(info.shared_arena, "the shared CPU arena was not registered");
+}
+
+/// Sessions that sleep between parallel sections (SAM 2's) and sessions from the shared arena
+/// run and give the same numbers, run after run.
+#[test]
+fn sleeping_and_spinning_sessions_share_the_arena_and_agree() {
+    let file = fixture("add.onnx");
+    let run = |spin: bool| {
+        let (mut session, _, _) =
+            runtime::build_session_with(&file, &SessionOptions::default(), spin).unwrap();
+        (0..3)
+            .map(|k| {
+                let a =
+                    ort::value::Tensor::from_array(([1usize, 3], vec![k as f32, 2., 3.])).unwrap();
+                let b = ort::value::Tensor::from_array(([1usize, 3], vec![0.5f32; 3])).unwrap();
+                let out = session.run(ort::inputs!["a" => a, "b" => b]).unwrap();
+                out["c"].try_extract_tensor::<f32>().unwrap().1.to_vec()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (sleeping, spinning) = (run(false), run(true));
+    assert_eq!(sleeping, spinning);
+    assert_eq!(sleeping[2], vec![2.5, 2.5, 3.5]);
 }
 
 #[test]

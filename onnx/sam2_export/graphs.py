@@ -152,24 +152,25 @@ def _apply_rope(x, cos, sin):
 
 
 class MultiHeadAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d)) v over heads, q/k/v `[B, h, L, d]` -> `[B, Lq, h*d]`; exported as
-    ONNX Runtime's `com.microsoft.MultiHeadAttention`, whose CPU kernel works through the keys in
-    blocks and never holds the `Lq x Lk` score matrix (cross-attention to 7 memory frames is
-    4096 x 28736 floats, 470 MB, per head and object as MatMul-Softmax-MatMul) and is faster."""
+    """softmax(q k^T / sqrt(d)) v over heads, q/k `[B, h, L, d]`, v `[B, h, Lk, dv]` ->
+    `[B, Lq, h*dv]`; exported as ONNX Runtime's `com.microsoft.MultiHeadAttention`, whose CPU kernel
+    works through the keys in blocks and never holds the `Lq x Lk` score matrix (cross-attention to
+    7 memory frames is 4096 x 28736 floats, 470 MB, per head and object as MatMul-Softmax-MatMul)
+    and is faster. The value width may differ from the query/key width."""
 
     @staticmethod
-    def forward(ctx, q, k, v, heads, d):
+    def forward(ctx, q, k, v, heads, d, dv):
         out = F.scaled_dot_product_attention(q, k, v)
-        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], heads * d)
+        return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], heads * dv)
 
     @staticmethod
-    def symbolic(g, q, k, v, heads, d):
+    def symbolic(g, q, k, v, heads, d, dv):
         def flat(x, width):  # [B, h, L, d] -> [B, L, h*d]
             t = g.op("Transpose", x, perm_i=[0, 2, 1, 3])
             return g.op("Reshape", t, g.op("Constant", value_t=torch.tensor([0, -1, width], dtype=torch.int64)))
 
         return g.op("com.microsoft::MultiHeadAttention", flat(q, heads * d), flat(k, heads * d),
-                    flat(v, heads * d), num_heads_i=heads, scale_f=1.0 / math.sqrt(d))
+                    flat(v, heads * dv), num_heads_i=heads, scale_f=1.0 / math.sqrt(d))
 
 
 class MemoryAttentionGraph(nn.Module):
@@ -237,11 +238,25 @@ class MemoryAttentionGraph(nn.Module):
                 kh = self._rope_memory_keys(kh)
             ks.append(kh)
         k = torch.cat(ks, dim=2) if len(ks) > 1 else ks[0]
-        vs = [self._heads(att.v_proj(vp), att) for vp in v_parts]
-        v = torch.cat(vs, dim=2) if len(vs) > 1 else vs[0]
-        d = att.internal_dim // att.num_heads  # python ints: the export needs them static
-        out = MultiHeadAttention.apply(q, k, v, att.num_heads, d)  # [B,T,h*d]
-        return att.out_proj(out)
+        h = att.num_heads
+        d = att.internal_dim // h  # python ints: the export needs them static
+        kv_in = att.v_proj.in_features
+        if h * kv_in >= att.internal_dim:
+            vs = [self._heads(att.v_proj(vp), att) for vp in v_parts]
+            v = torch.cat(vs, dim=2) if len(vs) > 1 else vs[0]
+            return att.out_proj(MultiHeadAttention.apply(q, k, v, h, d, d))  # [B,T,h*d]
+        # Narrow values (cross-attention to kv_in_dim-wide memories): v_proj and out_proj are linear
+        # and each attention row sums to one, so A (M Wv^T + bv) Wo^T + bo equals
+        # (A M) (Wo Wv)^T + (Wo bv + bo) with A M averaging the kv_in-wide tokens themselves: a
+        # quarter of the value work for SAM 2 (64 instead of 256 per token) and one projection
+        # fewer. Per head, the block of Wo that reads head j folds with head j's rows of Wv.
+        mem = torch.cat(list(v_parts), dim=1) if len(v_parts) > 1 else v_parts[0]  # [B,Lk,kv_in]
+        v = mem.unsqueeze(1).expand(-1, h, -1, -1)  # [B,h,Lk,kv_in]
+        out = MultiHeadAttention.apply(q, k, v, h, d, kv_in)  # [B,T,h*kv_in]
+        wv, wo = att.v_proj.weight, att.out_proj.weight  # [h*d, kv_in], [C, h*d]
+        w = torch.cat([wo[:, j * d:(j + 1) * d] @ wv[j * d:(j + 1) * d] for j in range(h)], dim=1)
+        b = wo @ att.v_proj.bias + att.out_proj.bias
+        return F.linear(out, w, b)
 
     def forward(self, pix_feat, mem_features, mem_tpos_index, obj_ptrs, obj_ptr_pos):
         m, C, Cm, HW = self.m, self.C, self.Cm, self.HW

@@ -4,6 +4,27 @@ use crate::mask::Rle;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Reading 32-bit fields as JSON numbers of any size, narrowed to f32 (±inf beyond its range) as
+/// serde_json does without its exact float parsing (`float_roundtrip`, which this crate enables
+/// so that f64 fields such as fps reload to the same bits). With it, an out-of-range number in
+/// an f32 field would be refused with only a line and column; narrowed, the loader's checks
+/// refuse it naming the object and frame.
+mod wide_f32 {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        f64::deserialize(d).map(|v| v as f32)
+    }
+
+    pub fn maybe<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f32>, D::Error> {
+        Option::<f64>::deserialize(d).map(|v| v.map(|v| v as f32))
+    }
+
+    pub fn bbox<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[f32; 4]>, D::Error> {
+        Option::<[f64; 4]>::deserialize(d).map(|v| v.map(|b| b.map(|v| v as f32)))
+    }
+}
+
 /// Current project schema version. Older versions must keep loading (tests/fixtures/projects).
 ///
 /// * 1: the first format; RLE `counts` written as lists of run lengths.
@@ -307,8 +328,10 @@ pub enum MaskSource {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PointPrompt {
     /// Column in image pixels (sub-pixel allowed).
+    #[serde(deserialize_with = "wide_f32::one")]
     pub x: f32,
     /// Row in image pixels.
+    #[serde(deserialize_with = "wide_f32::one")]
     pub y: f32,
     /// True for a positive (include) click, false for negative.
     pub positive: bool,
@@ -321,7 +344,7 @@ pub struct Prompts {
     #[serde(default)]
     pub points: Vec<PointPrompt>,
     /// Box `[x0, y0, x1, y1]` in image pixels.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "wide_f32::bbox")]
     pub bbox: Option<[f32; 4]>,
 }
 
@@ -341,7 +364,7 @@ pub struct FrameAnnotation {
     /// How the mask was made.
     pub source: MaskSource,
     /// Model score (IoU prediction or object score), when a model made it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "wide_f32::maybe")]
     pub score: Option<f32>,
     /// Prompts placed on this frame.
     #[serde(default)]

@@ -4,7 +4,7 @@
 
 use super::remote::{RemoteClient, RemoteError, RemoteGraph};
 use super::{
-    ExecutionProvider, GraphSpec, Manifest, RuntimeError, SessionOptions, build_session,
+    ExecutionProvider, GraphSpec, Manifest, RuntimeError, SessionOptions, build_session_with,
     ensure_initialized, validate_io,
 };
 use ort::session::{RunOptions, Session, SessionInputValue};
@@ -439,6 +439,15 @@ impl std::fmt::Debug for Graph {
     }
 }
 
+/// Whether the sessions of a model spin while idle ([`super::session::build_session_with`]).
+/// SAM 2 runs four graphs per tracked frame and object, so its sessions sleep: on 2 cores the
+/// decoder took 29 ms a click instead of 36 and propagation 1.24 s a frame and object instead of
+/// 1.39 (`cargo bench --bench sam2`, issue 10). PixelRefer's decoding runs one graph per token
+/// and keeps ONNX Runtime's default.
+fn spins(manifest: &Manifest) -> bool {
+    manifest.kind != super::ModelKind::Sam2
+}
+
 /// A graph opened by [`Graph::open`], with the warning of a CUDA fallback if there was one.
 pub struct Opened {
     /// The graph.
@@ -472,7 +481,7 @@ impl Graph {
             });
         }
         let file = dir.join(&spec.file);
-        let (session, ep, warning) = build_session(&file, options)?;
+        let (session, ep, warning) = build_session_with(&file, options, spins(manifest))?;
         validate_io(&session, &file, spec)?;
         Ok(Opened {
             graph: Graph {

@@ -7,6 +7,10 @@ use std::sync::OnceLock;
 /// The ONNX Runtime version `scripts/setup.sh` installs (from the PyPI `onnxruntime` wheel).
 pub const BUNDLED_ORT_VERSION: &str = "1.31.1";
 
+/// Environment variable that gives every session an arena of its own instead of the shared CPU
+/// arena (to compare the two, or to rule the shared one out).
+pub const SEPARATE_ARENAS_ENV: &str = "PIXELREFER_ORT_SEPARATE_ARENAS";
+
 /// What was loaded: the library and the process-wide ONNX Runtime environment.
 #[derive(Clone)]
 pub struct RuntimeInfo {
@@ -18,6 +22,8 @@ pub struct RuntimeInfo {
     pub version: Option<String>,
     /// The environment every session is built in.
     pub environment: ort::environment::Environment,
+    /// Whether the environment holds one CPU arena that every session allocates from.
+    pub shared_arena: bool,
 }
 
 impl std::fmt::Debug for RuntimeInfo {
@@ -112,6 +118,23 @@ pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
         }))
         .map_err(|_| too_old())?
         .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
+        let mut environment = environment;
+        // One CPU arena for every session (they opt in with `session.use_env_allocators`): a
+        // process holds the peak of its largest graph instead of one grown arena per graph. SAM
+        // 2.1-tiny's four graphs peaked at 2.1 GB with an arena each and 1.7 GB shared, same
+        // speed (`cargo bench --bench sam2`, issue 10). Without it, or with
+        // SEPARATE_ARENAS_ENV set, sessions keep their own.
+        let shared_arena = if std::env::var_os(SEPARATE_ARENAS_ENV).is_some() {
+            false
+        } else {
+            match register_shared_cpu_arena(&mut environment) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("{e}; each session keeps its own memory arena");
+                    false
+                }
+            }
+        };
         let build_info = std::panic::catch_unwind(ort::info)
             .map(str::to_string)
             .map_err(|_| too_old())?;
@@ -125,6 +148,7 @@ pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
             build_info,
             version,
             environment,
+            shared_arena,
         })
     });
     match result {
@@ -134,4 +158,33 @@ pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
             reason: reason.clone(),
         }),
     }
+}
+
+/// Registers one CPU arena allocator in the environment; sessions built with
+/// `session.use_env_allocators` take their activations from it instead of an arena of their own.
+fn register_shared_cpu_arena(env: &mut ort::environment::Environment) -> Result<(), String> {
+    use ort::AsPointer;
+    let info = ort::memory::MemoryInfo::new(
+        ort::memory::AllocationDevice::CPU,
+        0,
+        ort::memory::AllocatorType::Arena,
+        ort::memory::MemoryType::Default,
+    )
+    .map_err(|e| format!("ONNX Runtime memory info: {e}"))?;
+    let api = ort::api();
+    // SAFETY: both pointers are live for the call; a null arena config asks for the defaults.
+    let status =
+        unsafe { (api.CreateAndRegisterAllocator)(env.ptr_mut(), info.ptr(), std::ptr::null()) };
+    if status.0.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null status is an error we own: read its message, then release it.
+    let msg = unsafe {
+        let m = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0))
+            .to_string_lossy()
+            .into_owned();
+        (api.ReleaseStatus)(status.0);
+        m
+    };
+    Err(format!("ONNX Runtime shared CPU arena: {msg}"))
 }

@@ -22,15 +22,17 @@ pub use graph::{
     CancelToken, Cancelled, ElementType, Graph, GraphError, HostTensor, Input, InputData, Opened,
     Placement, TensorData, Value,
 };
-pub use library::{RuntimeInfo, ensure_initialized, find_library, library_candidates};
+pub use library::{
+    RuntimeInfo, SEPARATE_ARENAS_ENV, ensure_initialized, find_library, library_candidates,
+};
 pub use manifest::{
     GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, VerifyStats, find_model_dirs,
     model_search_dirs, verified_cache_path, verify_files_with_cache,
 };
 pub mod safetensors;
 pub use session::{
-    ExecutionProvider, SessionOptions, THREADS_PER_CORE_LIMIT, build_session, cuda_available,
-    max_intra_threads, validate_io,
+    ExecutionProvider, SessionOptions, THREADS_PER_CORE_LIMIT, build_session, build_session_with,
+    cuda_available, max_intra_threads, validate_io,
 };
 
 use std::path::PathBuf;

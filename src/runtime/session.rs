@@ -107,6 +107,18 @@ pub fn build_session(
     file: &Path,
     options: &SessionOptions,
 ) -> Result<(Session, ExecutionProvider, Option<String>), RuntimeError> {
+    build_session_with(file, options, true)
+}
+
+/// [`build_session`], choosing whether the intra-op threads spin between ONNX Runtime's parallel
+/// sections (its default) or sleep. Spinning keeps one session's pool warm for its next kernel;
+/// a pipeline that alternates several sessions per step wants them asleep, or each session's
+/// idle pool spins on the cores the next session needs.
+pub fn build_session_with(
+    file: &Path,
+    options: &SessionOptions,
+    spin: bool,
+) -> Result<(Session, ExecutionProvider, Option<String>), RuntimeError> {
     options.validate()?;
     let runtime = ensure_initialized()?;
     if !file.is_file() {
@@ -122,6 +134,16 @@ pub fn build_session(
             let stem = file.file_stem().unwrap_or_default();
             builder = builder
                 .with_profiling(Path::new(&dir).join(stem))
+                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+        }
+        if runtime.shared_arena {
+            builder = builder
+                .with_env_allocators()
+                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+        }
+        if !spin {
+            builder = builder
+                .with_intra_op_spinning(false)
                 .map_err(|e| RuntimeError::Ort(e.to_string()))?;
         }
         if options.intra_threads > 0 {

@@ -6,9 +6,9 @@
 //! * objects that are tracked on the same frame share one encoder pass and are batched in the
 //!   decoder and memory encoder, and in memory attention when their memory banks have the same
 //!   layout (same temporal indices and pointer distances), as many a call as fit
-//!   [`TrackerOptions::batch_budget_bytes`] (memory attention holds `F² × F²` and
-//!   `F² × memory` score matrices per object: about 0.5 GiB at F = 64, so one batch of every
-//!   object made the peak grow by that much per object);
+//!   [`TrackerOptions::batch_budget_bytes`] (memory attention exported as MatMul-Softmax-MatMul
+//!   holds `F² × F²` and `F² × memory` score matrices per object: about 0.5 GiB at F = 64, so one
+//!   batch of every object made the peak grow by that much per object);
 //! * only the last encoded frame's features are kept; the memory features of non-conditioning
 //!   frames are kept in bfloat16 (exactly the values the official code stores) within a byte
 //!   budget ([`TrackerOptions::memory_budget_bytes`]); past it, the frames farthest from the
@@ -496,9 +496,13 @@ impl VideoTracker {
     /// memory bank's length for memory attention (spatial frames × tokens per memory, F² for
     /// SAM 2, plus pointer tokens).
     ///
-    /// Memory attention dominates: each layer's self-attention holds an `F² × F²` score matrix and
-    /// its cross-attention an `F² × memory_tokens` one, each alive as logits and as softmax
-    /// (4096 × 4096 × 4 bytes = 64 MiB per matrix at F = 64). The memory encoder works on the mask
+    /// Memory attention dominates in graphs that compute attention as MatMul-Softmax-MatMul: each
+    /// layer's self-attention holds an `F² × F²` score matrix and its cross-attention an
+    /// `F² × memory_tokens` one, each alive as logits and as softmax (4096 × 4096 × 4 bytes =
+    /// 64 MiB per matrix at F = 64). Current exports use ONNX Runtime's MultiHeadAttention, which
+    /// never holds them; the estimate stays at the older graphs' size, since a model directory
+    /// may come from an older exporter, so batches are smaller than they could be, never larger.
+    /// The memory encoder works on the mask
     /// at encoder resolution (`S²`, a few planes), the decoder on 4 low-res masks and upscaled
     /// features. The factors are conservative: the mask downsampler keeps about four
     /// `S²`-sized activations alive, each as a conv output and its normalised copy.
