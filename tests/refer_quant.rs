@@ -90,6 +90,9 @@ fn int8_and_int4_stay_close_to_fp32_on_the_tiny_models() {
         let mut a2 = load(&fixture(src));
         let same = compare(&mut a, &mut a2, &probe_request(None), 8, &cancel).unwrap();
         assert_eq!((same.agreed, same.max_logit_diff), (8, 0.0), "{same:?}");
+        assert_eq!(same.median_step_diff, 0.0);
+        assert!(same.median_margin > 0.0, "{same:?}");
+        assert!(r.median_step_diff > 0.0 && r.median_step_diff <= r.max_logit_diff);
     }
 }
 

@@ -357,8 +357,8 @@ pub fn compare(
             r.identical_prefix
         );
         println!(
-            "largest logit difference {:.4} (reference logits reach {:.2})",
-            r.max_logit_diff, r.max_abs_logit
+            "largest logit difference {:.4} (reference logits reach {:.2}); per step, median largest difference {:.4} against a median margin of {:.4} between the reference's first and second token",
+            r.max_logit_diff, r.max_abs_logit, r.median_step_diff, r.median_margin
         );
         println!(
             "time: reference {:.1} s, other {:.1} s (prompt, prefill and {} steps each)",

@@ -21,6 +21,12 @@ pub struct Agreement {
     pub max_logit_diff: f32,
     /// Largest |logit| of the reference (the scale of the difference).
     pub max_abs_logit: f32,
+    /// Median over steps of the largest |logit difference| at that step.
+    pub median_step_diff: f32,
+    /// Median over steps of the reference's margin: its top logit minus its second. A step can
+    /// only flip where the other model's error reaches the margin, so agreement is low when the
+    /// margins are small next to `median_step_diff` (random weights give flat distributions).
+    pub median_margin: f32,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Seconds the reference took (prompt, prefill and every step).
@@ -94,6 +100,7 @@ pub fn compare(
     let mut agreed = 0;
     let mut identical_prefix = None;
     let (mut max_diff, mut max_abs) = (0f32, 0f32);
+    let (mut step_diffs, mut margins) = (Vec::new(), Vec::new());
     for (step, (r, o)) in ref_logits.iter().zip(&other_logits).enumerate() {
         if r.len() != o.len() {
             return Err(ReferError::InvalidRequest(format!(
@@ -107,10 +114,14 @@ pub fn compare(
         } else if identical_prefix.is_none() {
             identical_prefix = Some(step);
         }
+        let mut step_diff = 0f32;
         for (a, b) in r.iter().zip(o) {
-            max_diff = max_diff.max((a - b).abs());
+            step_diff = step_diff.max((a - b).abs());
             max_abs = max_abs.max(a.abs());
         }
+        max_diff = max_diff.max(step_diff);
+        step_diffs.push(step_diff);
+        margins.push(top_margin(r));
     }
     let n = ref_logits.len().min(other_logits.len());
     Ok(Agreement {
@@ -119,10 +130,36 @@ pub fn compare(
         identical_prefix: identical_prefix.unwrap_or(n),
         max_logit_diff: max_diff,
         max_abs_logit: max_abs,
+        median_step_diff: median(&mut step_diffs),
+        median_margin: median(&mut margins),
         prompt_tokens: ref_ids.len(),
         reference_secs,
         other_secs,
     })
+}
+
+/// Top logit minus the second (0 for fewer than two logits).
+fn top_margin(logits: &[f32]) -> f32 {
+    let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in logits {
+        if v > first {
+            second = first;
+            first = v;
+        } else if v > second {
+            second = v;
+        }
+    }
+    if second.is_finite() {
+        first - second
+    } else {
+        0.0
+    }
+}
+
+/// Median of `v` (the upper one for an even count; 0 when empty).
+fn median(v: &mut [f32]) -> f32 {
+    v.sort_by(f32::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The request [`compare`] runs when no other is given: `image` (or a synthetic 640×480
@@ -167,5 +204,19 @@ pub fn probe_request(image: Option<image::RgbImage>) -> Request {
         history: vec![],
         question: "Please describe <object0> and <object1> in detail.".into(),
         options: GenerationOptions::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_and_median() {
+        assert_eq!(top_margin(&[0.5, 3.0, -1.0, 2.25]), 0.75);
+        assert_eq!(top_margin(&[2.0, 2.0]), 0.0);
+        assert_eq!(top_margin(&[1.0]), 0.0);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut []), 0.0);
     }
 }
