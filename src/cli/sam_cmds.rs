@@ -76,10 +76,14 @@ pub struct FramePrompt {
     /// Frame index (0-based).
     pub frame: usize,
     /// Clicks `[x, y, label]` in frame pixels; label 1 positive, 0 negative.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::project::wide_f32::points3")]
     pub points: Vec<[f32; 3]>,
     /// Box `[x0, y0, x1, y1]` in frame pixels.
-    #[serde(default, rename = "box")]
+    #[serde(
+        default,
+        rename = "box",
+        deserialize_with = "crate::project::wide_f32::bbox"
+    )]
     pub bbox: Option<[f32; 4]>,
 }
 

@@ -4,13 +4,18 @@ use crate::mask::Rle;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Reading 32-bit fields as JSON numbers of any size, narrowed to f32 (±inf beyond its range) as
-/// serde_json does without its exact float parsing (`float_roundtrip`, which this crate enables
-/// so that f64 fields such as fps reload to the same bits). With it, an out-of-range number in
-/// an f32 field would be refused with only a line and column; narrowed, the loader's checks
-/// refuse it naming the object and frame.
-mod wide_f32 {
+/// Reading 32-bit fields of user files (projects, `track` prompt files) as JSON numbers of any
+/// size, narrowed to f32 (±inf beyond its range) as serde_json does without its exact float
+/// parsing (`float_roundtrip`, which this crate enables so that f64 fields such as fps reload to
+/// the same bits). With it, an out-of-range number in an f32 field would be refused with only a
+/// line and column; narrowed, the loaders' checks refuse it naming the object and frame.
+pub(crate) mod wide_f32 {
     use serde::{Deserialize, Deserializer};
+
+    pub fn points3<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[f32; 3]>, D::Error> {
+        Vec::<[f64; 3]>::deserialize(d)
+            .map(|v| v.into_iter().map(|p| p.map(|x| x as f32)).collect())
+    }
 
     pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
         f64::deserialize(d).map(|v| v as f32)
