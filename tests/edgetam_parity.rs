@@ -8,13 +8,14 @@
 #![allow(clippy::unwrap_used)]
 
 use pixelrefer_studio::runtime::SessionOptions;
-use pixelrefer_studio::segment::reference::{Tolerances, run_reference};
 use pixelrefer_studio::segment::{Sam2Model, SegmentError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/sam_parity.rs"]
+mod sam_parity;
 
 fn fixture() -> PathBuf {
     fixtures::fixture("edgetam-tiny")
@@ -35,23 +36,7 @@ fn edgetam_matches_official_code_image_and_video() {
     // compressed memories: perceiver latents, not the F x F grid
     let c = model.config();
     assert!(c.memory_tokens_per_frame() < c.feat_size * c.feat_size);
-    let report = run_reference(model, &mut |line| eprintln!("{line}")).unwrap();
-    let tol = Tolerances::default();
-    eprintln!("{}", report.summary());
-    // all five image cases and all seven video steps (two objects, forward and backward
-    // propagation, a correction click followed by both directions again)
-    assert_eq!(report.image.len(), 5);
-    assert_eq!(report.video.len(), 7);
-    assert!(report.video.iter().any(|s| s.reverse));
-    let objects: std::collections::BTreeSet<u32> = report
-        .video
-        .iter()
-        .flat_map(|s| s.ious.iter().map(|&(_, o, _)| o))
-        .collect();
-    assert_eq!(objects.len(), 2, "both objects compared");
-    let failures = report.failures(&tol);
-    assert!(failures.is_empty(), "parity targets missed: {failures:?}");
-    assert_eq!(report.bank_mismatches(), 0);
+    sam_parity::assert_matches_reference(model);
 }
 
 /// Copies the fixture's manifest, graphs and constants (not the reference) into `dst`.

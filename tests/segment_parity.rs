@@ -6,12 +6,13 @@
 
 use pixelrefer_studio::runtime::SessionOptions;
 use pixelrefer_studio::segment::Sam2Model;
-use pixelrefer_studio::segment::reference::{Tolerances, run_reference};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[path = "support/fixtures.rs"]
 mod fixtures;
+#[path = "support/sam_parity.rs"]
+mod sam_parity;
 
 fn fixture() -> PathBuf {
     fixtures::fixture("sam2-tiny")
@@ -30,15 +31,5 @@ fn sam2_matches_official_predictors_image_and_video() {
         )
         .unwrap(),
     );
-    let report = run_reference(model, &mut |line| eprintln!("{line}")).unwrap();
-    let tol = Tolerances::default();
-    eprintln!("{}", report.summary());
-    // all five image cases and all seven video steps (both objects, both directions, correction)
-    assert_eq!(report.image.len(), 5);
-    assert_eq!(report.video.len(), 7);
-    assert!(report.video.iter().any(|s| s.reverse));
-    let failures = report.failures(&tol);
-    assert!(failures.is_empty(), "parity targets missed: {failures:?}");
-    // the bank must pick the same frames as the official code
-    assert_eq!(report.bank_mismatches(), 0);
+    sam_parity::assert_matches_reference(model);
 }

@@ -113,12 +113,11 @@ pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
                 path.display()
             )
         };
-        let environment = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut environment = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             builder.with_name("pixelrefer-studio").build()
         }))
         .map_err(|_| too_old())?
         .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
-        let mut environment = environment;
         // One CPU arena for every session (they opt in with `session.use_env_allocators`): a
         // process holds the peak of its largest graph instead of one grown arena per graph. SAM
         // 2.1-tiny's four graphs peaked at 2.1 GB with an arena each and 1.7 GB shared, same

@@ -130,8 +130,8 @@ pub enum RuntimeError {
     Remote(#[from] remote::RemoteError),
 }
 
-impl From<ort::Error> for RuntimeError {
-    fn from(err: ort::Error) -> Self {
+impl<R> From<ort::Error<R>> for RuntimeError {
+    fn from(err: ort::Error<R>) -> Self {
         RuntimeError::Ort(err.to_string())
     }
 }

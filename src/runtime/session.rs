@@ -132,24 +132,16 @@ pub fn build_session_with(
         if let Some(dir) = std::env::var_os(PROFILE_ENV) {
             // ONNX Runtime appends `_<date>.json` to the prefix.
             let stem = file.file_stem().unwrap_or_default();
-            builder = builder
-                .with_profiling(Path::new(&dir).join(stem))
-                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+            builder = builder.with_profiling(Path::new(&dir).join(stem))?;
         }
         if runtime.shared_arena {
-            builder = builder
-                .with_env_allocators()
-                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+            builder = builder.with_env_allocators()?;
         }
         if !spin {
-            builder = builder
-                .with_intra_op_spinning(false)
-                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+            builder = builder.with_intra_op_spinning(false)?;
         }
         if options.intra_threads > 0 {
-            builder = builder
-                .with_intra_threads(options.intra_threads)
-                .map_err(|e| RuntimeError::Ort(e.to_string()))?;
+            builder = builder.with_intra_threads(options.intra_threads)?;
         }
         Ok(builder)
     };

@@ -502,10 +502,10 @@ impl VideoTracker {
     /// 64 MiB per matrix at F = 64). Current exports use ONNX Runtime's MultiHeadAttention, which
     /// never holds them; the estimate stays at the older graphs' size, since a model directory
     /// may come from an older exporter, so batches are smaller than they could be, never larger.
-    /// The memory encoder works on the mask
-    /// at encoder resolution (`S²`, a few planes), the decoder on 4 low-res masks and upscaled
-    /// features. The factors are conservative: the mask downsampler keeps about four
-    /// `S²`-sized activations alive, each as a conv output and its normalised copy.
+    /// The memory encoder works on the mask at encoder resolution (`S²`, a few planes), the
+    /// decoder on 4 low-res masks and upscaled features. The factors are conservative: the mask
+    /// downsampler keeps about four `S²`-sized activations alive, each as a conv output and its
+    /// normalised copy.
     fn per_object_bytes(&self, graph: BatchGraph, memory_tokens: usize) -> usize {
         let c = &self.c;
         let q = c.feat_size * c.feat_size;
