@@ -12,6 +12,7 @@
 //! (e.g. SAM 2.1-tiny against EdgeTAM) on the same harness.
 //! Environment: SAM2_BENCH_THREADS (default 2), SAM2_BENCH_FRAMES (default 6, quick 3),
 //! SAM2_BENCH_CLICKS (default 10, quick 5), SAM2_BENCH_ROUNDS (default 5, quick 2),
+//! SAM2_BENCH_BATCH_BUDGET_MIB (the tracker's batch budget; give it per side with `--b-env`),
 //! PIXELREFER_ORT_PROFILE=DIR (ONNX Runtime's profiler on the Rust side: one JSON per graph).
 
 #![allow(clippy::unwrap_used)]
@@ -49,6 +50,17 @@ fn scene(w: u32, h: u32, t: f32) -> image::RgbImage {
             (140.0 + 30.0 * ((xf + yf) / 40.0).sin()) as u8,
         ])
     })
+}
+
+/// The tracker's defaults, with `SAM2_BENCH_BATCH_BUDGET_MIB` (per side, `--a-env`/`--b-env`)
+/// as its batch budget when set.
+fn tracker_options() -> TrackerOptions {
+    let mut options = TrackerOptions::default();
+    if let Ok(mib) = std::env::var("SAM2_BENCH_BATCH_BUDGET_MIB") {
+        options.batch_budget_bytes =
+            mib.parse::<usize>().expect("SAM2_BENCH_BATCH_BUDGET_MIB") << 20;
+    }
+    options
 }
 
 fn click(x: f32, y: f32) -> Prompts {
@@ -144,9 +156,8 @@ fn worker(args: &[String]) {
         // video: two objects clicked on frame 0, forward propagation through the clip
         let mut src = frames.clone();
         let n = src.len();
-        let mut tracker =
-            VideoTracker::new(Arc::clone(&model), n, vw, vh, TrackerOptions::default())
-                .map_err(|e| e.to_string())?;
+        let mut tracker = VideoTracker::new(Arc::clone(&model), n, vw, vh, tracker_options())
+            .map_err(|e| e.to_string())?;
         for (id, (x, y)) in [(1, (0.25, 0.35)), (2, (0.7, 0.6))] {
             tracker
                 .add_prompts(

@@ -435,15 +435,17 @@ fn cancel_returns_quickly() {
 
 #[test]
 fn objects_run_one_by_one_or_batched_give_the_same_masks() {
-    // batch budget 0: every graph call takes one object; usize::MAX: all three in one batch
+    // batch budget 0: every graph call takes one object; usize::MAX: all three in one batch,
+    // memory attention with one shared frame row (this exporter's graphs) or, with the manifest
+    // of an older export (pix_feat batched like the objects), one row per object
     let mut f = frames(3);
     let (w, h) = (f[0].width, f[0].height);
-    let run = |budget: usize, f: &mut Vec<RgbImage>| {
+    let run = |model: Arc<Sam2Model>, budget: usize, f: &mut Vec<RgbImage>| {
         let options = TrackerOptions {
             batch_budget_bytes: budget,
             ..TrackerOptions::default()
         };
-        let mut t = VideoTracker::new(model(), 3, w, h, options).unwrap();
+        let mut t = VideoTracker::new(model, 3, w, h, options).unwrap();
         for (id, (x, y)) in [(110.0, 80.0), (300.0, 100.0), (200.0, 200.0)]
             .into_iter()
             .enumerate()
@@ -458,30 +460,49 @@ fn objects_run_one_by_one_or_batched_give_the_same_masks() {
         .unwrap();
         all
     };
-    let one = run(0, &mut f);
-    let batched = run(usize::MAX, &mut f);
+    let tmp = tempfile::tempdir().unwrap();
+    copy_model(tmp.path());
+    let path = tmp.path().join("manifest.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let inputs = v["graphs"]["memory_attention"]["inputs"]
+        .as_array_mut()
+        .unwrap();
+    let pix = inputs.iter_mut().find(|t| t["name"] == "pix_feat").unwrap();
+    assert_eq!(pix["shape"][0], "image_batch");
+    pix["shape"][0] = "B".into();
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let per_object_rows = Arc::new(Sam2Model::load(tmp.path(), &opts()).unwrap());
+    assert!(model().shares_frame_row() && !per_object_rows.shares_frame_row());
+
+    let one = run(model(), 0, &mut f);
     assert_eq!(one.len(), 9);
-    assert_eq!(one.len(), batched.len());
-    for (a, b) in one.iter().zip(&batched) {
-        assert_eq!((a.obj_id, a.frame), (b.obj_id, b.frame));
-        assert!(
-            (a.score - b.score).abs() <= 1e-3,
-            "{} vs {}",
-            a.score,
-            b.score
-        );
-        let diff = a
-            .low_res_logits
-            .data
-            .iter()
-            .zip(&b.low_res_logits.data)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            diff <= 1e-3,
-            "object {} frame {}: logits differ by {diff}",
-            a.obj_id,
-            a.frame
-        );
+    for batched in [
+        run(model(), usize::MAX, &mut f),
+        run(per_object_rows, usize::MAX, &mut f),
+    ] {
+        assert_eq!(one.len(), batched.len());
+        for (a, b) in one.iter().zip(&batched) {
+            assert_eq!((a.obj_id, a.frame), (b.obj_id, b.frame));
+            assert!(
+                (a.score - b.score).abs() <= 1e-3,
+                "{} vs {}",
+                a.score,
+                b.score
+            );
+            let diff = a
+                .low_res_logits
+                .data
+                .iter()
+                .zip(&b.low_res_logits.data)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff <= 1e-3,
+                "object {} frame {}: logits differ by {diff}",
+                a.obj_id,
+                a.frame
+            );
+        }
     }
 }

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from common import dedupe_large_constants, graph_io_spec, progress, write_manifest, MANIFEST_FORMAT
-from .graphs import ImageEncoderGraph, MemoryAttentionGraph, MemoryEncoderGraph, PromptDecoderGraph
+from .graphs import (ImageEncoderGraph, MemoryAttentionGraph, MemoryEncoderGraph, PromptDecoderGraph,
+                     hiera_attention_as_mha)
 
 OPSET = 17
 # The exported graphs, in export order (progress lines count them).
@@ -33,7 +34,9 @@ GRAPH_VERSION_NOTES = (
     "memory_attention (like maskmem_pos_enc). (5) maskmem_features must be rounded to bfloat16 by "
     "the host before they enter the memory bank, as the official video predictor stores them in bf16. (6) host policy: "
     "add_all_frames_to_correct_as_cond=true (official default false) so corrections on tracked frames "
-    "become conditioning frames."
+    "become conditioning frames. (7) memory_attention's pix_feat has its own batch dimension "
+    "(image_batch: 1 for every object of the call, or B): the first layer's self-attention reads no "
+    "memory, so it runs once per frame row and is shared by the objects."
 )
 
 
@@ -197,7 +200,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     img = torch.randn(1, 3, S, S, generator=g)
     names_in, names_out = ["image"], ["high_res_feats_0", "high_res_feats_1", "image_embed", "pix_feat"]
     path = os.path.join(out_dir, "image_encoder.onnx")
-    with torch.no_grad():
+    with torch.no_grad(), hiera_attention_as_mha():
         _export(enc, (img,), path, names_in, names_out,
                 {"image": {0: "batch"}, **{n: {0: "batch"} for n in names_out}})
     timings["image_encoder"] = time.time() - t0
@@ -268,7 +271,7 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
     args = (args[0], memf, tidx, ptrs, ppos)
     names_in = ["pix_feat", "mem_features", "mem_tpos_index", "obj_ptrs", "obj_ptr_pos"]
     names_out = ["pix_feat_with_mem"]
-    dyn = {"pix_feat": {0: "B"}, "mem_features": {0: "B", 1: "S"}, "mem_tpos_index": {0: "S"},
+    dyn = {"pix_feat": {0: "image_batch"}, "mem_features": {0: "B", 1: "S"}, "mem_tpos_index": {0: "S"},
            "obj_ptrs": {0: "B", 1: "P"}, "obj_ptr_pos": {0: "P"}, "pix_feat_with_mem": {0: "B"}}
     path = os.path.join(out_dir, "memory_attention.onnx")
     with torch.no_grad():
@@ -279,6 +282,12 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         diffs["memory_attention"] = _check_and_compare(path, matt, args, names_in, names_out, "memory_attention")
         args1 = (args[0][:1], memf[:1, :1], tidx[:1], ptrs[:1, :1], ppos[:1])
         _check_and_compare(path, matt, args1, names_in, names_out, "memory_attention (B=1,S=1,P=1)")
+        # one frame row shared by both objects: the same as that row repeated per object
+        shared = (args[0][:1], memf, tidx, ptrs, ppos)
+        with torch.no_grad():
+            per_object = matt(args[0][:1].expand(B, -1, -1, -1), memf, tidx, ptrs, ppos)
+            assert torch.allclose(matt(*shared), per_object, rtol=0, atol=1e-5)
+        _check_and_compare(path, matt, shared, names_in, names_out, "memory_attention (image_batch=1)")
 
     # constants
     from safetensors.numpy import save_file

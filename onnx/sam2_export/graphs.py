@@ -11,11 +11,12 @@ Graphs (B = number of objects, N = points, S = spatial memories, P = object poin
                    obj_ptr[B,4,C], object_score_logits[B,1]
   memory_encoder   pix_feat, mask_logits[B,1,256,256], object_score_logits, binarize
                    -> maskmem_features[B,mem_dim,64,64]
-  memory_attention pix_feat, mem_features[B,S,mem_dim,64,64], mem_tpos_index[S],
+  memory_attention pix_feat[1 or B,C,64,64], mem_features[B,S,mem_dim,64,64], mem_tpos_index[S],
                    obj_ptrs[B,P,C], obj_ptr_pos[P] -> pix_feat_with_mem[B,C,64,64]
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -173,6 +174,42 @@ class MultiHeadAttention(torch.autograd.Function):
                     flat(v, heads * dv), num_heads_i=heads, scale_f=1.0 / math.sqrt(d))
 
 
+@contextlib.contextmanager
+def hiera_attention_as_mha():
+    """While exporting: Hiera's MultiScaleAttention (sam2/modeling/backbones/hieradet.py) with its
+    scaled_dot_product_attention exported as ONNX Runtime's MultiHeadAttention, which works through
+    the keys in blocks instead of holding each `L x L` score matrix (SAM 2.1-tiny's global-attention
+    blocks attend 4096 tokens to 4096 in 4 heads: 256 MB of scores, written and read twice). The
+    PyTorch arithmetic is the same; the class is restored afterwards, so reference outputs still
+    come from the official forward. A no-op for image encoders without Hiera (EdgeTAM's RepViT)."""
+    try:
+        from sam2.modeling.backbones import hieradet
+    except ImportError:  # a package without Hiera has nothing to patch
+        yield
+        return
+    official = hieradet.MultiScaleAttention.forward
+
+    def forward(self, x):
+        B, H, W, _ = x.shape
+        heads = self.num_heads
+        d = self.dim_out // heads
+        qkv = self.qkv(x).reshape(B, H * W, 3, heads, d)
+        q, k, v = torch.unbind(qkv, 2)
+        if self.q_pool:
+            q = hieradet.do_pool(q.reshape(B, H, W, -1), self.q_pool)
+            H, W = q.shape[1:3]
+            q = q.reshape(B, H * W, heads, d)
+        x = MultiHeadAttention.apply(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), heads, d, d)
+        return self.proj(x.reshape(B, H, W, heads * d))
+
+    hieradet.MultiScaleAttention.forward = forward
+    try:
+        yield
+    finally:
+        hieradet.MultiScaleAttention.forward = official
+
+
+
 class MemoryAttentionGraph(nn.Module):
     """SAM2Base._prepare_memory_conditioned_features (non-init-cond branch, Step 2) with the memory
     bank already chosen by the host. Spatial positional encodings (maskmem_pos_enc + maskmem_tpos_enc)
@@ -180,7 +217,8 @@ class MemoryAttentionGraph(nn.Module):
     graph from host-given indices/positions; the current frame's position encoding is a constant.
 
     Inputs:
-      pix_feat      [B,C,H,W]   vision features WITHOUT no_mem_embed
+      pix_feat      [image_batch,C,H,W] vision features WITHOUT no_mem_embed: one row shared by
+                    every object (image_batch = 1) or one row per object (image_batch = B)
       mem_features  [B,S,Cm,H,W] maskmem_features of the selected frames (bf16-rounded by the host)
       mem_tpos_index [S] int64  index into maskmem_tpos_enc = num_maskmem - t_pos - 1
       obj_ptrs      [B,P,C]     object pointers
@@ -260,7 +298,7 @@ class MemoryAttentionGraph(nn.Module):
 
     def forward(self, pix_feat, mem_features, mem_tpos_index, obj_ptrs, obj_ptr_pos):
         m, C, Cm, HW = self.m, self.C, self.Cm, self.HW
-        B = pix_feat.shape[0]
+        B = mem_features.shape[0]
         # --- memory tokens and their positions (sam2_base.py _prepare_memory_conditioned_features) ---
         mem_sp = mem_features.flatten(3).permute(0, 1, 3, 2).reshape(B, -1, Cm)  # [B,S*HW,Cm]
         tpos = m.maskmem_tpos_enc.reshape(m.num_maskmem, Cm)[mem_tpos_index]  # [S,Cm]
@@ -290,11 +328,15 @@ class MemoryAttentionGraph(nn.Module):
         curr_pos = self.curr_pos.unsqueeze(0)
         if self.ma.pos_enc_at_input:
             out = out + 0.1 * curr_pos
-        for layer in self.ma.layers:
+        for i, layer in enumerate(self.ma.layers):
             # self attention (RoPE on q and k)
             t2 = layer.norm1(out)
             qk = t2 + curr_pos if layer.pos_enc_at_attn else t2
             out = out + self._attn(layer.self_attn, qk, [qk], [t2], self.sa_cos, self.sa_sin, ["q"])
+            if i == 0:
+                # Up to here nothing has read a memory: the first self-attention depends on the
+                # frame alone, so it runs once per image row and every object shares it.
+                out = out.expand(B, -1, -1)
             # cross attention to memory; RoPE on the spatial keys only (num_k_exclude_rope = ptr tokens)
             t2 = layer.norm2(out)
             q = t2 + curr_pos if layer.pos_enc_at_cross_attn_queries else t2

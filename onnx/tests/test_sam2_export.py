@@ -93,6 +93,45 @@ def test_memory_attention_without_pointers(tiny_dir):
     assert out.shape == pix.shape and np.isfinite(out).all()
 
 
+def test_hiera_attention_is_exported_as_multi_head_attention(tiny_dir):
+    """Every Hiera attention block runs as ONNX Runtime's MultiHeadAttention (no score matrix, so
+    no Softmax node is left); the reference parity tests check the numbers."""
+    import onnx
+
+    g = onnx.load(os.path.join(tiny_dir, "image_encoder.onnx")).graph
+    ops = [n.op_type for n in g.node]
+    assert ops.count("MultiHeadAttention") >= 2 and "Softmax" not in ops
+
+
+def test_memory_attention_shares_one_frame_row(tiny_dir):
+    """pix_feat has its own batch dimension (image_batch): one row for every object gives what
+    that row repeated per object gives (the first self-attention reads no memory)."""
+    import onnxruntime as ort
+
+    with open(os.path.join(tiny_dir, "manifest.json")) as f:
+        man = json.load(f)
+    ma = {t["name"]: t for t in man["graphs"]["memory_attention"]["inputs"]}
+    assert ma["pix_feat"]["shape"][0] == "image_batch"
+    c = man["constants"]
+    rng = np.random.default_rng(3)
+    B, S, P, F = 3, 2, 2, 64
+    feeds = {
+        "pix_feat": rng.standard_normal((1, c["hidden_dim"], F, F)).astype(np.float32),
+        "mem_features": rng.standard_normal((B, S, c["mem_dim"], F, F)).astype(np.float32),
+        "mem_tpos_index": np.array([6, 1], np.int64),
+        "obj_ptrs": rng.standard_normal((B, P, c["hidden_dim"])).astype(np.float32),
+        "obj_ptr_pos": np.array([0.0, 0.25], np.float32),
+    }
+    sess = ort.InferenceSession(os.path.join(tiny_dir, "memory_attention.onnx"),
+                                providers=["CPUExecutionProvider"])
+    shared = sess.run(None, feeds)[0]
+    per_object = sess.run(None, {**feeds, "pix_feat": np.repeat(feeds["pix_feat"], B, axis=0)})[0]
+    assert shared.shape == (B, c["hidden_dim"], F, F)
+    # different objects get different outputs (the memories differ), each equal to its repeated-row twin
+    assert np.abs(shared[0] - shared[1]).max() > 1e-3
+    np.testing.assert_allclose(shared, per_object, rtol=0, atol=1e-5)
+
+
 def test_host_reference_parity(tiny_dir):
     w = H.run_reference(tiny_dir)
     assert w["image_min_iou"] >= 0.99

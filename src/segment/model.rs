@@ -65,6 +65,9 @@ pub struct Sam2Model {
     /// Whether memories enter memory attention as `[B, S, Cm, F, F]` grids (SAM 2) rather than
     /// `[B, S, Cm, T]` token lists (EdgeTAM's perceiver latents).
     mem_grid: bool,
+    /// Whether memory attention takes one `pix_feat` row for every object (`image_batch`, its
+    /// first self-attention then runs once per frame) rather than one row per object.
+    shared_frame: bool,
     placement: Placement,
     warnings: Vec<String>,
 }
@@ -146,6 +149,7 @@ impl Sam2Model {
                 path: dir.join(runtime::MANIFEST_FILE),
                 reason,
             })?;
+        let shared_frame = shares_frame_row(&manifest);
         if options.remote.is_some() {
             manifest.verify_files_except_graphs(dir)?;
         } else {
@@ -171,9 +175,16 @@ impl Sam2Model {
             memory_encoder,
             memory_attention,
             mem_grid,
+            shared_frame,
             placement,
             warnings,
         })
+    }
+
+    /// Whether memory attention takes one `pix_feat` row for all objects of a call, so that its
+    /// first self-attention (which reads no memory) runs once per call instead of once per object.
+    pub fn shares_frame_row(&self) -> bool {
+        self.shared_frame
     }
 
     /// The SAM 2 family member (`sam2`, `edgetam`), from the manifest's constants.
@@ -372,15 +383,18 @@ impl Sam2Model {
         let b = batch as i64;
         let s = tpos_index.len() as i64;
         let p = ptr_pos.len() as i64;
+        let one_row = pix_feat.len() as i64 == ch * f * f;
         let expanded;
-        let pix = if pix_feat.len() as i64 == ch * f * f && b > 1 {
+        let (rows, pix) = if one_row && self.shared_frame {
+            (1, pix_feat)
+        } else if one_row && b > 1 {
             expanded = pix_feat.repeat(batch);
-            &expanded[..]
+            (b, &expanded[..])
         } else {
-            pix_feat
+            (b, pix_feat)
         };
         let inputs = vec![
-            ("pix_feat", Input::f32(vec![b, ch, f, f], pix)),
+            ("pix_feat", Input::f32(vec![rows, ch, f, f], pix)),
             (
                 "mem_features",
                 Input::f32(
@@ -407,6 +421,18 @@ impl Sam2Model {
             batch * c.hidden_dim * c.feat_size * c.feat_size,
         )
     }
+}
+
+/// Whether memory attention's `pix_feat` has its own batch dimension (`image_batch`, exports
+/// since the first self-attention is shared by the objects) rather than the objects' `B`.
+fn shares_frame_row(manifest: &Manifest) -> bool {
+    manifest
+        .graphs
+        .get(GRAPH_ROLES[3])
+        .and_then(|g| g.inputs.iter().find(|t| t.name == "pix_feat"))
+        .and_then(|t| t.shape.first())
+        .and_then(|d| d.as_str())
+        == Some("image_batch")
 }
 
 /// Whether memories are `[Cm, F, F]` grids (SAM 2) or `[Cm, T]` token lists (EdgeTAM), from the

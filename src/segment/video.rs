@@ -86,7 +86,9 @@ impl Default for TrackerOptions {
             add_all_frames_to_correct_as_cond: None,
             non_overlap_masks: None,
             memory_budget_bytes: 1 << 30,
-            batch_budget_bytes: 128 << 20,
+            // two EdgeTAM objects at a full memory bank (2 x 143 MiB by `per_object_bytes`), so
+            // they share memory attention's first self-attention; one SAM 2.1 object at a full bank
+            batch_budget_bytes: 320 << 20,
             trace_banks: false,
         }
     }
@@ -499,10 +501,13 @@ impl VideoTracker {
     /// Memory attention dominates in graphs that compute attention as MatMul-Softmax-MatMul: each
     /// layer's self-attention holds an `F² × F²` score matrix and its cross-attention an
     /// `F² × memory_tokens` one, each alive as logits and as softmax (4096 × 4096 × 4 bytes =
-    /// 64 MiB per matrix at F = 64). Current exports use ONNX Runtime's MultiHeadAttention, which
-    /// never holds them; the estimate stays at the older graphs' size, since a model directory
-    /// may come from an older exporter, so batches are smaller than they could be, never larger.
-    /// The memory encoder works on the mask at encoder resolution (`S²`, a few planes), the
+    /// 64 MiB per matrix at F = 64). Exports whose memory attention shares the frame row
+    /// ([`Sam2Model::shares_frame_row`]) use ONNX Runtime's MultiHeadAttention, which never holds
+    /// them: there the estimate is `32 F² C + 4 memory_tokens C` floats, about 1.5× the peak growth
+    /// per object measured with ONNX Runtime's arena off (EdgeTAM, 7 memories: 141 MiB against
+    /// 149 estimated; SAM 2.1-tiny: 119 MiB against 252; the feed-forward layer's `F² × 2048`
+    /// hidden activations are most of it). Older exports may hold score matrices and keep the
+    /// first estimate. The memory encoder works on the mask at encoder resolution (`S²`, a few planes), the
     /// decoder on 4 low-res masks and upscaled features. The factors are conservative: the mask
     /// downsampler keeps about four `S²`-sized activations alive, each as a conv output and its
     /// normalised copy.
@@ -510,6 +515,9 @@ impl VideoTracker {
         let c = &self.c;
         let q = c.feat_size * c.feat_size;
         let f32s = match graph {
+            BatchGraph::MemoryAttention if self.model.shares_frame_row() => {
+                32 * q * c.hidden_dim + 4 * memory_tokens * c.hidden_dim
+            }
             BatchGraph::MemoryAttention => {
                 2 * q * (q + memory_tokens) + 8 * q * c.hidden_dim + memory_tokens * c.mem_dim
             }
