@@ -12,7 +12,9 @@
 //! (e.g. SAM 2.1-tiny against EdgeTAM) on the same harness.
 //! Environment: SAM2_BENCH_THREADS (default 2), SAM2_BENCH_FRAMES (default 6, quick 3),
 //! SAM2_BENCH_CLICKS (default 10, quick 5), SAM2_BENCH_ROUNDS (default 5, quick 2),
-//! SAM2_BENCH_BATCH_BUDGET_MIB (the tracker's batch budget; give it per side with `--b-env`),
+//! SAM2_BENCH_BATCH_BUDGET_MIB (the tracker's batch budget) and SAM2_BENCH_PREFETCH=1 (the
+//! next frame's encoder pass alongside the current frame's objects), each per side with
+//! `--a-env`/`--b-env`,
 //! PIXELREFER_ORT_PROFILE=DIR (ONNX Runtime's profiler on the Rust side: one JSON per graph).
 
 #![allow(clippy::unwrap_used)]
@@ -52,13 +54,16 @@ fn scene(w: u32, h: u32, t: f32) -> image::RgbImage {
     })
 }
 
-/// The tracker's defaults, with `SAM2_BENCH_BATCH_BUDGET_MIB` (per side, `--a-env`/`--b-env`)
-/// as its batch budget when set.
+/// The tracker's defaults, with `SAM2_BENCH_BATCH_BUDGET_MIB` as its batch budget and
+/// `SAM2_BENCH_PREFETCH=1` to encode the next frame alongside (per side, `--a-env`/`--b-env`).
 fn tracker_options() -> TrackerOptions {
     let mut options = TrackerOptions::default();
     if let Ok(mib) = std::env::var("SAM2_BENCH_BATCH_BUDGET_MIB") {
         options.batch_budget_bytes =
             mib.parse::<usize>().expect("SAM2_BENCH_BATCH_BUDGET_MIB") << 20;
+    }
+    if let Ok(v) = std::env::var("SAM2_BENCH_PREFETCH") {
+        options.prefetch_next_frame = v == "1";
     }
     options
 }

@@ -50,6 +50,29 @@ fn click(x: f32, y: f32) -> Prompts {
 }
 
 /// A copy of the fixture (without the reference data) that a test may damage.
+/// Rewrites the manifest of the model directory `dir` through `f`.
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+/// The manifest entry of `graph`'s input `name`.
+fn graph_input<'a>(
+    v: &'a mut serde_json::Value,
+    graph: &str,
+    name: &str,
+) -> &'a mut serde_json::Value {
+    v["graphs"][graph]["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["name"] == name)
+        .unwrap()
+}
+
 fn copy_model(to: &Path) {
     for entry in std::fs::read_dir(fixture()).unwrap() {
         let p = entry.unwrap().path();
@@ -93,11 +116,7 @@ fn rejects_missing_or_incomplete_model_dirs() {
 fn rejects_a_model_of_another_kind() {
     let tmp = tempfile::tempdir().unwrap();
     copy_model(tmp.path());
-    let path = tmp.path().join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["kind"] = "pixelrefer".into();
-    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    edit_manifest(tmp.path(), |v| v["kind"] = "pixelrefer".into());
     let err = Sam2Model::load(tmp.path(), &opts()).unwrap_err();
     assert!(
         matches!(err, SegmentError::Runtime(RuntimeError::WrongKind { .. })),
@@ -109,18 +128,10 @@ fn rejects_a_model_of_another_kind() {
 fn rejects_a_graph_that_does_not_match_the_manifest() {
     let tmp = tempfile::tempdir().unwrap();
     copy_model(tmp.path());
-    let path = tmp.path().join("manifest.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let inputs = v["graphs"]["prompt_decoder"]["inputs"]
-        .as_array_mut()
-        .unwrap();
-    let labels = inputs
-        .iter_mut()
-        .find(|t| t["name"] == "point_labels")
-        .unwrap();
-    labels["dtype"] = "float32".into(); // the graph takes int32
-    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    edit_manifest(tmp.path(), |v| {
+        // the graph takes int32
+        graph_input(v, "prompt_decoder", "point_labels")["dtype"] = "float32".into();
+    });
     let err = Sam2Model::load(tmp.path(), &opts()).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -434,6 +445,40 @@ fn cancel_returns_quickly() {
 }
 
 #[test]
+fn the_next_frame_encoded_alongside_gives_the_same_masks() {
+    // the next frame's encoder pass on its own thread while the current frame's objects run,
+    // or every pass in turn: the same features, so the same masks, bit for bit
+    let mut f = frames(4);
+    let (w, h) = (f[0].width, f[0].height);
+    let run = |prefetch_next_frame: bool, f: &mut Vec<RgbImage>| {
+        let options = TrackerOptions {
+            prefetch_next_frame,
+            ..TrackerOptions::default()
+        };
+        let mut t = VideoTracker::new(model(), 4, w, h, options).unwrap();
+        t.add_prompts(f, 0, 1, &click(110.0, 80.0), true, None)
+            .unwrap();
+        t.add_prompts(f, 2, 2, &click(300.0, 100.0), true, None)
+            .unwrap();
+        let mut all = Vec::new();
+        t.propagate(f, None, Direction::Forward, None, None, &mut |_, objs| {
+            all.extend(objs)
+        })
+        .unwrap();
+        (all, t.encoder_runs())
+    };
+    let (alongside, runs_alongside) = run(true, &mut f);
+    let (in_turn, runs_in_turn) = run(false, &mut f);
+    assert_eq!(runs_alongside, runs_in_turn);
+    assert_eq!(alongside.len(), 8);
+    for (a, b) in alongside.iter().zip(&in_turn) {
+        assert_eq!((a.obj_id, a.frame), (b.obj_id, b.frame));
+        assert_eq!(a.score.to_bits(), b.score.to_bits());
+        assert_eq!(a.low_res_logits.data, b.low_res_logits.data);
+    }
+}
+
+#[test]
 fn objects_run_one_by_one_or_batched_give_the_same_masks() {
     // batch budget 0: every graph call takes one object; usize::MAX: all three in one batch,
     // memory attention with one shared frame row (this exporter's graphs) or, with the manifest
@@ -462,16 +507,11 @@ fn objects_run_one_by_one_or_batched_give_the_same_masks() {
     };
     let tmp = tempfile::tempdir().unwrap();
     copy_model(tmp.path());
-    let path = tmp.path().join("manifest.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let inputs = v["graphs"]["memory_attention"]["inputs"]
-        .as_array_mut()
-        .unwrap();
-    let pix = inputs.iter_mut().find(|t| t["name"] == "pix_feat").unwrap();
-    assert_eq!(pix["shape"][0], "image_batch");
-    pix["shape"][0] = "B".into();
-    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    edit_manifest(tmp.path(), |v| {
+        let pix = graph_input(v, "memory_attention", "pix_feat");
+        assert_eq!(pix["shape"][0], "image_batch");
+        pix["shape"][0] = "B".into();
+    });
     let per_object_rows = Arc::new(Sam2Model::load(tmp.path(), &opts()).unwrap());
     assert!(model().shares_frame_row() && !per_object_rows.shares_frame_row());
 

@@ -8,8 +8,10 @@
 //!   layout (same temporal indices and pointer distances), as many a call as fit
 //!   [`TrackerOptions::batch_budget_bytes`] (memory attention exported as MatMul-Softmax-MatMul
 //!   holds `F² × F²` and `F² × memory` score matrices per object: about 0.5 GiB at F = 64, so one
-//!   batch of every object made the peak grow by that much per object);
-//! * only the last encoded frame's features are kept; the memory features of non-conditioning
+//!   batch of every object made the peak grow by that much per object); objects in one memory
+//!   attention call share its first self-attention, which reads only the frame;
+//! * only the last encoded frame's features are kept (and the next frame's, being encoded, with
+//!   [`TrackerOptions::prefetch_next_frame`]); the memory features of non-conditioning
 //!   frames are kept in bfloat16 (exactly the values the official code stores) within a byte
 //!   budget ([`TrackerOptions::memory_budget_bytes`]); past it, the frames farthest from the
 //!   current one lose their memory features and low-res logits first (object pointers and scores,
@@ -77,6 +79,12 @@ pub struct TrackerOptions {
     pub batch_budget_bytes: usize,
     /// Record which frames each memory bank used (tests, `models verify`).
     pub trace_banks: bool,
+    /// While propagating, run the next frame's encoder pass on a thread of its own while the
+    /// current frame's objects go through memory attention, the decoder and the memory encoder
+    /// (two frames' features and both graphs' activations are alive at a time). Off by default:
+    /// on 2 cores both passes already use both cores, and `benches/sam2.rs` measured no speed-up
+    /// (SAM 2.1-tiny 1.03×, EdgeTAM 0.98×) for 49–106 MiB more peak memory.
+    pub prefetch_next_frame: bool,
 }
 
 impl Default for TrackerOptions {
@@ -90,6 +98,7 @@ impl Default for TrackerOptions {
             // they share memory attention's first self-attention; one SAM 2.1 object at a full bank
             batch_budget_bytes: 320 << 20,
             trace_banks: false,
+            prefetch_next_frame: false,
         }
     }
 }
@@ -463,10 +472,24 @@ impl VideoTracker {
         t: usize,
         cancel: Option<&CancelToken>,
     ) -> Result<(), SegmentError> {
-        if self.features.as_ref().is_some_and(|(ft, _)| *ft == t) {
+        if self.features_of(t) {
             return Ok(());
         }
         self.features = None;
+        let img = self.load_frame(frames, t)?;
+        let x = preprocess_video_frame(&img, &self.c);
+        let out = self.model.encode_image(&x, true, cancel)?;
+        self.set_features(t, out);
+        Ok(())
+    }
+
+    fn set_features(&mut self, t: usize, out: EncoderOutput) {
+        self.encoder_runs += 1;
+        self.features = Some((t, out));
+    }
+
+    /// Frame `t` of `frames`, checked against the video's size.
+    fn load_frame(&self, frames: &mut dyn FrameSource, t: usize) -> Result<RgbImage, SegmentError> {
         let img = frames.frame(t)?;
         if img.width != self.width || img.height != self.height {
             return Err(SegmentError::Frame(format!(
@@ -479,11 +502,44 @@ impl VideoTracker {
             .eq(&(img.width as usize * img.height as usize * 3))
             .then_some(())
             .ok_or_else(|| SegmentError::Frame(format!("frame {t} has a wrong byte count")))?;
-        let x = preprocess_video_frame(&img, &self.c);
-        let out = self.model.encode_image(&x, true, cancel)?;
-        self.encoder_runs += 1;
-        self.features = Some((t, out));
-        Ok(())
+        Ok(img)
+    }
+
+    /// Starts frame `t`'s encoder pass on a thread of `scope` (the frame is read here, on the
+    /// caller's thread, since a frame source is not shared). `None` when `t` needs no features,
+    /// has them already or prefetching is off.
+    fn prefetch<'scope>(
+        &self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        frames: &mut dyn FrameSource,
+        t: Option<usize>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Option<Prefetched<'scope>>, SegmentError> {
+        let Some(t) = t else { return Ok(None) };
+        let needed = self.objs.iter().any(|o| !o.cond.contains(t));
+        if !self.options.prefetch_next_frame || !needed || self.features_of(t) {
+            return Ok(None);
+        }
+        let img = self.load_frame(frames, t)?;
+        let (model, c, cancel) = (Arc::clone(&self.model), self.c.clone(), cancel.cloned());
+        let spawned = std::thread::Builder::new()
+            .name("sam2-next-frame".into())
+            .spawn_scoped(scope, move || {
+                let x = preprocess_video_frame(&img, &c);
+                model.encode_image(&x, true, cancel.as_ref())
+            });
+        match spawned {
+            Ok(handle) => Ok(Some((t, handle))),
+            Err(e) => {
+                // the frame is encoded in turn instead
+                log::warn!("could not start the encoder thread of frame {t}: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn features_of(&self, t: usize) -> bool {
+        self.features.as_ref().is_some_and(|(ft, _)| *ft == t)
     }
 
     fn feats(&self) -> Result<&EncoderOutput, SegmentError> {
@@ -503,14 +559,14 @@ impl VideoTracker {
     /// `F² × memory_tokens` one, each alive as logits and as softmax (4096 × 4096 × 4 bytes =
     /// 64 MiB per matrix at F = 64). Exports whose memory attention shares the frame row
     /// ([`Sam2Model::shares_frame_row`]) use ONNX Runtime's MultiHeadAttention, which never holds
-    /// them: there the estimate is `32 F² C + 4 memory_tokens C` floats, about 1.5× the peak growth
-    /// per object measured with ONNX Runtime's arena off (EdgeTAM, 7 memories: 141 MiB against
-    /// 149 estimated; SAM 2.1-tiny: 119 MiB against 252; the feed-forward layer's `F² × 2048`
-    /// hidden activations are most of it). Older exports may hold score matrices and keep the
-    /// first estimate. The memory encoder works on the mask at encoder resolution (`S²`, a few planes), the
-    /// decoder on 4 low-res masks and upscaled features. The factors are conservative: the mask
-    /// downsampler keeps about four `S²`-sized activations alive, each as a conv output and its
-    /// normalised copy.
+    /// them: there the estimate is `32 F² C + 4 memory_tokens C` floats, at or above the peak
+    /// growth per object measured with ONNX Runtime's arena off (7 memories: EdgeTAM 141 MiB
+    /// against 149 estimated, SAM 2.1-tiny 119 MiB against 252; the feed-forward layer's
+    /// `F² × 2048` hidden activations are most of it). Older exports may hold score matrices and
+    /// keep the first estimate. The memory encoder works on the mask at encoder resolution (`S²`,
+    /// a few planes), the decoder on 4 low-res masks and upscaled features. The factors are
+    /// conservative: the mask downsampler keeps about four `S²`-sized activations alive, each as a
+    /// conv output and its normalised copy.
     fn per_object_bytes(&self, graph: BatchGraph, memory_tokens: usize) -> usize {
         let c = &self.c;
         let q = c.feat_size * c.feat_size;
@@ -1195,47 +1251,104 @@ impl VideoTracker {
             (start..=end).collect()
         };
         let total = order.len();
-        for (done, &t) in order.iter().enumerate() {
-            if let Some(c) = cancel {
-                c.check()?;
-            }
-            let todo: Vec<usize> = (0..self.objs.len())
-                .filter(|&i| !self.objs[i].cond.contains(t))
-                .collect();
-            if !todo.is_empty() {
-                self.ensure_features(frames, t, cancel)?;
-                let outs =
-                    self.run_single_frame(&todo, t, false, None, reverse, true, None, cancel)?;
-                for (&i, out) in todo.iter().zip(outs) {
-                    self.objs[i].non_cond.insert(t, out);
+        std::thread::scope(|scope| {
+            let mut next: Option<Prefetched<'_>> = None;
+            for (done, &t) in order.iter().enumerate() {
+                if let Some(c) = cancel {
+                    c.check()?;
                 }
+                self.propagate_frame(
+                    scope,
+                    frames,
+                    &mut next,
+                    t,
+                    order.get(done + 1).copied(),
+                    reverse,
+                    cancel,
+                )?;
+                self.report_frame(t, reverse, done, total, direction, on_frame);
             }
-            let mut res = Vec::with_capacity(self.objs.len());
-            for st in &mut self.objs {
-                st.tracked.insert(t, reverse);
-                let cond = st.cond.contains(t);
-                let o = st.stored(t);
-                res.push((
-                    st.id,
-                    o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score))),
-                    cond,
-                ));
+            Ok::<(), SegmentError>(())
+        })
+    }
+
+    /// One frame of [`Self::propagate`]: the objects without a conditioning output on `t` run
+    /// on `t`'s features (prefetched in `next` or encoded now), while `t_next`'s encoder pass
+    /// starts on a thread of `scope`.
+    #[allow(clippy::too_many_arguments)]
+    fn propagate_frame<'scope>(
+        &mut self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        frames: &mut dyn FrameSource,
+        next: &mut Option<Prefetched<'scope>>,
+        t: usize,
+        t_next: Option<usize>,
+        reverse: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<(), SegmentError> {
+        let todo: Vec<usize> = (0..self.objs.len())
+            .filter(|&i| !self.objs[i].cond.contains(t))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        match next.take() {
+            Some((ft, handle)) if ft == t => {
+                let out = handle.join().map_err(|_| {
+                    SegmentError::Frame(format!("the encoder thread of frame {t} panicked"))
+                })??;
+                self.set_features(t, out);
             }
-            let results = self.video_res(t, res);
-            self.enforce_budget(t);
-            on_frame(
-                PropagationProgress {
-                    frame: t,
-                    done: done + 1,
-                    total,
-                    direction,
-                },
-                results,
-            );
+            _ => self.ensure_features(frames, t, cancel)?,
+        }
+        *next = self.prefetch(scope, frames, t_next, cancel)?;
+        let outs = self.run_single_frame(&todo, t, false, None, reverse, true, None, cancel)?;
+        for (&i, out) in todo.iter().zip(outs) {
+            self.objs[i].non_cond.insert(t, out);
         }
         Ok(())
     }
+
+    /// Marks frame `t` tracked for every object and hands its video-size masks to `on_frame`.
+    fn report_frame(
+        &mut self,
+        t: usize,
+        reverse: bool,
+        done: usize,
+        total: usize,
+        direction: Direction,
+        on_frame: &mut dyn FnMut(PropagationProgress, Vec<ObjectFrame>),
+    ) {
+        let mut res = Vec::with_capacity(self.objs.len());
+        for st in &mut self.objs {
+            st.tracked.insert(t, reverse);
+            let cond = st.cond.contains(t);
+            let o = st.stored(t);
+            res.push((
+                st.id,
+                o.and_then(|o| o.pred_masks.clone().map(|p| (p, o.score))),
+                cond,
+            ));
+        }
+        let results = self.video_res(t, res);
+        self.enforce_budget(t);
+        on_frame(
+            PropagationProgress {
+                frame: t,
+                done: done + 1,
+                total,
+                direction,
+            },
+            results,
+        );
+    }
 }
+
+/// A frame index and its encoder pass running on a scoped thread.
+type Prefetched<'scope> = (
+    usize,
+    std::thread::ScopedJoinHandle<'scope, Result<EncoderOutput, SegmentError>>,
+);
 
 #[cfg(test)]
 mod tests {
