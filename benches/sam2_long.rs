@@ -15,8 +15,9 @@
 //! Then peak RSS against the object count: `track` on a 4-frame clip of the same video with 1,
 //! 10 and 50 objects clicked on frame 1 (peak from `wait4`'s `ru_maxrss`). Bounded memory means
 //! the 50-object run peaks near the 1-object run: graph calls batch objects only within
-//! `TrackerOptions::batch_budget_bytes`. Measured on 2 shared cores, `--threads 2`: 1 / 10 / 50
-//! objects peak at 2054 / 2068 / 2173 MiB (9.6 / 40.7 / 186.7 s); before, every object's memory
+//! `TrackerOptions::batch_budget_bytes` (320 MiB). Measured on 2 shared cores, `--threads 2`, the
+//! tiny SAM 2 fixture (`-- --quick` with `SAM2_LONG_OBJECTS=1,10,50`): 1 / 10 / 50 objects peak at
+//! 188 / 343 / 425 MiB (2.1 / 6.7 / 29.9 s). Before batches had a budget, every object's memory
 //! attention ran in one batch and each object added about 0.7 GiB.
 //!
 //! cargo bench --bench sam2_long --profile test [-- --quick] [-- --rounds N]
