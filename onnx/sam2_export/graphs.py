@@ -209,7 +209,6 @@ def hiera_attention_as_mha():
         hieradet.MultiScaleAttention.forward = official
 
 
-
 class MemoryAttentionGraph(nn.Module):
     """SAM2Base._prepare_memory_conditioned_features (non-init-cond branch, Step 2) with the memory
     bank already chosen by the host. Spatial positional encodings (maskmem_pos_enc + maskmem_tpos_enc)
