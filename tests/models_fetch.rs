@@ -481,10 +481,11 @@ fn a_download_killed_halfway_resumes_with_ranges() {
     let size = ckpt.bytes.len() as u64;
     assert!(size > 256 * 1024, "the tiny checkpoint is {size} bytes");
     let chunk = 32 * 1024u64;
-    // Slow enough that the kill lands halfway: each connection gets size/32 bytes a second,
-    // and the client keeps 4 in flight, so the whole file takes about 8 s.
+    // Slow enough that the kill lands halfway: each connection gets size/128 bytes a second,
+    // and the client keeps 4 in flight, so the whole file takes about 32 s (at size/32, 8 s,
+    // a loaded CI machine once finished the download before this loop saw a committed offset).
     hub.set_faults(Faults {
-        throttle: Some(size / 32),
+        throttle: Some(size / 128),
         ..Faults::default()
     });
     let mut child = spawn_fetch(&s, &hub, &chunk.to_string());
@@ -548,8 +549,9 @@ fn ctrl_c_cancels_cleanly_and_the_next_fetch_resumes() {
     let s = Scratch::new().with_copy_exporter();
     let ckpt = checkpoint(&hub);
     let size = ckpt.bytes.len() as u64;
+    // about 32 s for the whole file over 4 connections, as in the test above
     hub.set_faults(Faults {
-        throttle: Some(size / 32),
+        throttle: Some(size / 128),
         ..Faults::default()
     });
     let mut child = spawn_fetch(&s, &hub, "32768");
