@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch side of the SAM 2 benchmarks (benches/sam2.rs and benches/sam2_long.rs start it as a
 worker of the interleaved harness, benches/support/harness.rs): the official `sam2` predictors
-(sam2==1.1.0) on the same weights as a model directory exported by onnx/export_sam2.py (random
+(sam2==1.1.0; EdgeTAM's edgetam-dimos for a directory whose manifest says family "edgetam") on
+the same weights as a model directory exported by onnx/export_sam2.py or export_edgetam.py (random
 weights rebuilt with the manifest's seed and overrides through the exporter's builder; a real
 export loads its checkpoint), on the inputs the Rust bench wrote.
 
@@ -45,7 +46,15 @@ def build_model(model_dir: str):
     with open(os.path.join(model_dir, "manifest.json")) as f:
         manifest = json.load(f)
     up = manifest.get("upstream") or {}
-    from sam2_export.build import build_full_random, build_tiny_random, build_video_model
+    if manifest.get("family") == "edgetam":
+        # EdgeTAM's own package (edgetam-dimos), put first on sys.path before anything imports
+        # `sam2`, as onnx/export_edgetam.py does; the same builders and seed as that exporter.
+        from edgetam_export.package import use_edgetam_sam2
+
+        use_edgetam_sam2()
+        from edgetam_export.build import build_full_random, build_tiny_random, build_video_model
+    else:
+        from sam2_export.build import build_full_random, build_tiny_random, build_video_model
 
     if up.get("checkpoint"):
         ckpt = os.path.join(model_dir, up["checkpoint"]) if not os.path.isabs(up["checkpoint"]) else up["checkpoint"]
@@ -122,6 +131,7 @@ def main(argv=None):
     video = to_jpeg_folder(frames)
     vw, vh = Image.open(frames[0]).size
     say({"ready": True, "load_s": load_s, "torch": torch.__version__, "threads": a.threads,
+         "model_class": type(model).__name__, "num_maskmem": model.num_maskmem,
          "note": "fill_holes is skipped by the official package without its CUDA extension"})
 
     def click(k, n):
@@ -161,8 +171,12 @@ def main(argv=None):
                 del state
             n = max(len(frames) - 1, 1)
             prop = (stamps[-1] - stamps[0]) * 1e3 / n / 2.0
+            # frames whose memory bank is full (frame t >= num_maskmem), as benches/sam2.rs
+            steady = [(stamps[t] - stamps[t - 1]) * 1e3 / 2.0
+                      for t in range(max(model.num_maskmem, 1), len(stamps))]
             say({"metrics": {"encoder_ms": enc, "decoder_ms": dec,
-                             "propagation_ms_per_frame_per_object": [prop]},
+                             "propagation_ms_per_frame_per_object": [prop],
+                             "steady_propagation_ms_per_frame_per_object": steady},
                  "peak_rss_mib": peak_rss_mib()})
     finally:
         shutil.rmtree(video, ignore_errors=True)

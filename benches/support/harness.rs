@@ -370,6 +370,9 @@ impl Rounds {
         );
         for k in &self.order {
             let [sa, sb] = &self.metrics[k];
+            if sa.is_empty() && sb.is_empty() {
+                continue; // e.g. a steady-state metric on a clip too short to have one
+            }
             let ((amin, amed), (bmin, bmed)) = (min_median(sa), min_median(sb));
             let ratio = match better(k) {
                 Better::Lower => bmed / amed,

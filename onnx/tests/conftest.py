@@ -33,6 +33,18 @@ def sam2_tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def edgetam_tiny_dir(tmp_path_factory):
+    """`export_edgetam.py --tiny-random DIR --seed 0`, shared with ./test.sh's fixtures as above."""
+    shared = os.path.join(os.environ.get("PIXELREFER_FIXTURES", ""), "edgetam-tiny")
+    if os.environ.get("PIXELREFER_FIXTURES") and os.path.isfile(os.path.join(shared, ".stamp")):
+        return shared
+    out = str(tmp_path_factory.mktemp("edgetamtiny") / "model")
+    subprocess.run([sys.executable, os.path.join(ONNX_DIR, "export_edgetam.py"), "--tiny-random", out, "--seed", "0"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
 def hub_dir(tmp_path_factory):
     """The fake hub of onnx/make_hub_fixtures.py (default seeds): $PIXELREFER_FIXTURES_HUB when
     scripts/make_fixtures.sh wrote it (stamped), else written here (a few seconds)."""

@@ -108,17 +108,6 @@ def test_memory_graphs_match_the_official_modules():
     assert d[0] < 1e-5 and d[1] < 1e-4 and d[2] < 1e-6 and d[3] < 1e-4, d
 
 
-@pytest.fixture(scope="module")
-def edgetam_tiny_dir(tmp_path_factory):
-    shared = os.path.join(os.environ.get("PIXELREFER_FIXTURES", ""), "edgetam-tiny")
-    if os.environ.get("PIXELREFER_FIXTURES") and os.path.isfile(os.path.join(shared, ".stamp")):
-        return shared
-    out = str(tmp_path_factory.mktemp("edgetamtiny") / "model")
-    subprocess.run([sys.executable, EXPORTER, "--tiny-random", out, "--seed", "0"], check=True,
-                   stdout=subprocess.DEVNULL)
-    return out
-
-
 @pytest.mark.slow
 def test_tiny_export_manifest_and_reference(edgetam_tiny_dir):
     with open(os.path.join(edgetam_tiny_dir, "manifest.json")) as f:
