@@ -477,8 +477,7 @@ impl VideoTracker {
         }
         self.features = None;
         let img = self.load_frame(frames, t)?;
-        let x = preprocess_video_frame(&img, &self.c);
-        let out = self.model.encode_image(&x, true, cancel)?;
+        let out = encode_frame(&self.model, &self.c, &img, cancel)?;
         self.set_features(t, out);
         Ok(())
     }
@@ -516,8 +515,10 @@ impl VideoTracker {
         cancel: Option<&CancelToken>,
     ) -> Result<Option<Prefetched<'scope>>, SegmentError> {
         let Some(t) = t else { return Ok(None) };
-        let needed = self.objs.iter().any(|o| !o.cond.contains(t));
-        if !self.options.prefetch_next_frame || !needed || self.features_of(t) {
+        if !self.options.prefetch_next_frame
+            || self.objects_to_track(t).is_empty()
+            || self.features_of(t)
+        {
             return Ok(None);
         }
         let img = self.load_frame(frames, t)?;
@@ -525,8 +526,7 @@ impl VideoTracker {
         let spawned = std::thread::Builder::new()
             .name("sam2-next-frame".into())
             .spawn_scoped(scope, move || {
-                let x = preprocess_video_frame(&img, &c);
-                model.encode_image(&x, true, cancel.as_ref())
+                encode_frame(&model, &c, &img, cancel.as_ref())
             });
         match spawned {
             Ok(handle) => Ok(Some((t, handle))),
@@ -536,6 +536,13 @@ impl VideoTracker {
                 Ok(None)
             }
         }
+    }
+
+    /// The objects that propagation runs on frame `t`: those without a conditioning output there.
+    fn objects_to_track(&self, t: usize) -> Vec<usize> {
+        (0..self.objs.len())
+            .filter(|&i| !self.objs[i].cond.contains(t))
+            .collect()
     }
 
     fn features_of(&self, t: usize) -> bool {
@@ -1286,9 +1293,7 @@ impl VideoTracker {
         reverse: bool,
         cancel: Option<&CancelToken>,
     ) -> Result<(), SegmentError> {
-        let todo: Vec<usize> = (0..self.objs.len())
-            .filter(|&i| !self.objs[i].cond.contains(t))
-            .collect();
+        let todo = self.objects_to_track(t);
         if todo.is_empty() {
             return Ok(());
         }
@@ -1342,6 +1347,17 @@ impl VideoTracker {
             results,
         );
     }
+}
+
+/// The image encoder's pass over one video frame (preprocessed as the official video predictor
+/// does), keeping `pix_feat` for memory attention.
+fn encode_frame(
+    model: &Sam2Model,
+    c: &Sam2Config,
+    img: &RgbImage,
+    cancel: Option<&CancelToken>,
+) -> Result<EncoderOutput, SegmentError> {
+    model.encode_image(&preprocess_video_frame(img, c), true, cancel)
 }
 
 /// A frame index and its encoder pass running on a scoped thread.
