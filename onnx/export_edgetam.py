@@ -26,6 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import run_main  # noqa: E402
+from common.quantize import EDGETAM_REFUSAL  # noqa: E402
 from sam2_export import cli  # noqa: E402
 
 PACKAGE_NOTE = "edgetam-dimos==1.0.1 (+ sam2==1.1.0 video predictor logic)"
@@ -60,7 +61,7 @@ FAMILY = cli.Family(
     package=PACKAGE_NOTE, package_source="edgetam-dimos package", builders=_builders,
     random_variant="edgetam-random", tiny_variant="edgetam-tiny-random",
     tiny_notes="Tiny random-weight model for tests (reduced width/depth/latents, same interface).",
-    prepare=_prepare, reference_kwargs=_reference_kwargs,
+    prepare=_prepare, reference_kwargs=_reference_kwargs, quantize_refusal=EDGETAM_REFUSAL,
 )
 
 

@@ -5,7 +5,7 @@
   python onnx/export_pixelrefer.py --full-random DIR [--variant full|lite] [--fp16]
   python onnx/export_pixelrefer.py --checkpoint HF_DIR --out DIR [--fp16] [--reference]
   any of the three with --quantize int8|int4: a weight-only quantized CPU model instead (opt-in, the
-  manifest and the app label it; onnx/quantize_pixelrefer.py does the same from an existing export)
+  manifest and the app label it; onnx/quantize_model.py does the same from an existing export)
 
 --tiny-random writes a tiny random checkpoint in the official Hugging Face layout to DIR/checkpoint and
 exports it through the same code path as a real checkpoint into DIR, then writes DIR/reference/ (inputs,
@@ -94,7 +94,7 @@ def main(argv=None):
     if a.quantize:
         # Export fp32 into a staging folder, quantize from it into the asked directory, drop it.
         import shutil
-        from pixelrefer_export.quantize import quantize_dir
+        from common.quantize import quantize_dir
 
         final = a.tiny_random or a.full_random or a.out
         fp32 = final.rstrip("/") + ".fp32.tmp"

@@ -20,6 +20,7 @@ FIXTURES=(
   "pixelrefer-tiny-int8|onnx/export_pixelrefer.py|--tiny-random DIR --variant full --quantize int8"
   "pixelrefer-lite-tiny-int4|onnx/export_pixelrefer.py|--tiny-random DIR --variant lite --quantize int4"
   "sam2-tiny|onnx/export_sam2.py|--tiny-random DIR"
+  "sam2-tiny-int8|onnx/export_sam2.py|--tiny-random DIR --quantize int8"
   "edgetam-tiny|onnx/export_edgetam.py|--tiny-random DIR"
 )
 

@@ -193,18 +193,22 @@ enum ModelsCommand {
         #[arg(long)]
         models: Option<PathBuf>,
     },
-    /// How far a PixelRefer model (e.g. an int8 / int4 export) drifts from a reference model
-    /// (its fp32 export): greedy token agreement over many steps with the reference's tokens
-    /// fed to both, and the largest logit difference.
+    /// How far a model (e.g. an int8 / int4 export) drifts from a reference model (its fp32
+    /// export). PixelRefer: greedy token agreement over many steps with the reference's tokens
+    /// fed to both, and the largest logit difference. SAM 2: the IoU of every mask, for clicks
+    /// on one frame and two objects tracked through the frames.
     Compare {
         /// The reference model directory (the fp32 export).
         reference: PathBuf,
         /// The model to compare with it.
         other: PathBuf,
-        /// Greedy steps compared.
+        /// PixelRefer: greedy steps compared.
         #[arg(long, default_value_t = 64)]
         steps: usize,
-        /// Image to ask about (default: a synthetic one); two fixed regions are the objects.
+        /// SAM 2: frames tracked (the image shifted a little per frame).
+        #[arg(long, default_value_t = 8)]
+        frames: usize,
+        /// Image to use (default: a synthetic one); two fixed regions are the objects.
         #[arg(long)]
         image: Option<PathBuf>,
         /// One JSON object instead of text.
@@ -276,6 +280,7 @@ fn main() -> std::process::ExitCode {
                     reference,
                     other,
                     steps,
+                    frames,
                     image,
                     json,
                     threads,
@@ -283,14 +288,12 @@ fn main() -> std::process::ExitCode {
         }) => cli::session_options(cli::Device::Cpu, threads, None)
             .map_err(anyhow::Error::from)
             .and_then(|options| {
-                cli::models_cmds::compare(
-                    &reference,
-                    &other,
+                let probe = cli::models_cmds::CompareProbe {
+                    image: image.as_deref(),
                     steps,
-                    image.as_deref(),
-                    json,
-                    &options,
-                )
+                    frames,
+                };
+                cli::models_cmds::compare(&reference, &other, probe, json, &options)
             }),
         Some(Command::Models {
             command:

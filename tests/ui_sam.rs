@@ -432,3 +432,29 @@ fn a_folder_looks_ahead_over_its_images() {
     seen.extend(worker.poll());
     assert_eq!(encoded_frames(&seen), expect);
 }
+
+#[test]
+fn an_int8_model_is_labelled_in_the_status_bar_and_on_its_masks() {
+    let mut harness = harness(Some(fixtures::model_fixture("sam2-tiny-int8")));
+    step_until(&mut harness, 20, "the int8 model and the frame", |app| {
+        app.frame_ready() && matches!(app.sam().status(), SamStatus::Ready { .. })
+    });
+    let status = harness.state().sam().status_text();
+    assert!(
+        status.contains("-int8") && status.contains("(int8 quantized: masks differ from fp32)"),
+        "{status}"
+    );
+    let state = harness.state_mut().state_mut().unwrap();
+    let id = state.add_object().unwrap();
+    state.add_point_prompt(240.0, 135.0, true).unwrap();
+    step_until(&mut harness, 20, "the mask of a click", |app| {
+        app.state()
+            .and_then(|s| s.annotation(id))
+            .is_some_and(|a| a.mask.is_some())
+    });
+    // The project records that the int8 model made the mask.
+    let state = harness.state().state().unwrap();
+    let model = state.annotation(id).unwrap().model.clone().unwrap();
+    assert!(model.ends_with("-int8"), "{model}");
+    assert!(state.doc.models.iter().any(|m| m.id == model));
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
@@ -28,6 +29,7 @@ class Family:
     tiny_notes: str
     prepare: Callable[[], None] = lambda: None  # before anything imports torch or `sam2`
     reference_kwargs: Callable[[], Dict[str, Any]] = field(default=lambda: {})
+    quantize_refusal: Optional[str] = None  # why --quantize is refused for this family (None: allowed)
 
 
 def main(argv: Optional[list], description: str, fam: Family) -> None:
@@ -45,7 +47,14 @@ def main(argv: Optional[list], description: str, fam: Family) -> None:
     ap.add_argument("--reference", action="store_true",
                     help="(--checkpoint, --full-random) also write DIR/reference/ from the PyTorch predictors")
     ap.add_argument("--no-reference", action="store_true", help="(--tiny-random) skip reference/")
+    ap.add_argument("--quantize", choices=["int8"],
+                    help="write an int8 CPU model instead: the image encoder's matrices in int8 (opt-in: masks "
+                         "differ from fp32; the manifest and the app say so)")
     a = ap.parse_args(argv)
+    if a.quantize and fam.quantize_refusal:
+        raise ExportError(fam.quantize_refusal)
+    if a.quantize and a.reference:
+        ap.error("--reference describes fp32 outputs; leave it out with --quantize")
     if a.checkpoint and (not a.config or not a.out):
         ap.error("--checkpoint needs --config and --out")
     if a.reference and a.tiny_random:
@@ -57,10 +66,43 @@ def main(argv: Optional[list], description: str, fam: Family) -> None:
     import torch
 
     torch.set_grad_enabled(False)
-    from common import sha256_file
-
     b = fam.builders()
     t0 = time.time()
+    final = a.out or a.full_random or a.tiny_random
+    if a.quantize:
+        # Export fp32 into a staging folder without reference/ (it describes fp32 outputs),
+        # quantize from it into the asked directory, drop it.
+        fp32 = final.rstrip("/") + ".fp32.tmp"
+        shutil.rmtree(fp32, ignore_errors=True)
+        a.out, a.full_random, a.tiny_random = (fp32 if x else None for x in (a.out, a.full_random, a.tiny_random))
+        a.no_reference = True
+        from common.quantize import quantize_dir
+
+        try:
+            m, out, _ = _export(a, fam, b)
+            quantize_dir(out, final, a.quantize)
+        finally:
+            shutil.rmtree(fp32, ignore_errors=True)
+        out, reference = final, False
+    else:
+        m, out, reference = _export(a, fam, b)
+    if reference:
+        from sam2_export.reference import write_reference
+
+        t1 = time.time()
+        write_reference(m, os.path.join(out, "reference"), seed=a.seed,
+                        on_case=lambda i, n, name: progress("reference", i, n, name), **fam.reference_kwargs())
+        print(f"[export] reference/ written in {time.time() - t1:.1f}s", flush=True)
+    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
+    print(f"[export] done: {out} ({total / 1e6:.1f} MB) in {time.time() - t0:.1f}s", flush=True)
+    progress("done", 1, 1, out)
+
+
+def _export(a, fam: Family, b: Dict[str, Any]):
+    """The fp32 export of parsed arguments `a`: returns the PyTorch model, the directory written and
+    whether reference/ is still to be written."""
+    from common import sha256_file
+
     if a.checkpoint:
         cfg_path = b["config_file"](a.config)  # raises ExportError for a missing file / unknown name
         progress("load", 1, 1, os.path.basename(a.checkpoint))
@@ -90,13 +132,4 @@ def main(argv: Optional[list], description: str, fam: Family) -> None:
         out = a.tiny_random
         b["export_model"](m, out, fam.tiny_variant, upstream, verify=not a.no_verify, extra_notes=fam.tiny_notes)
         reference = not a.no_reference
-    if reference:
-        from sam2_export.reference import write_reference
-
-        t1 = time.time()
-        write_reference(m, os.path.join(out, "reference"), seed=a.seed,
-                        on_case=lambda i, n, name: progress("reference", i, n, name), **fam.reference_kwargs())
-        print(f"[export] reference/ written in {time.time() - t1:.1f}s", flush=True)
-    total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(out) for f in fs)
-    print(f"[export] done: {out} ({total / 1e6:.1f} MB) in {time.time() - t0:.1f}s", flush=True)
-    progress("done", 1, 1, out)
+    return m, out, reference

@@ -224,7 +224,7 @@ def test_quantized_copy_is_labelled_and_runs(exported, tmp_path):
     import onnx
     import onnxruntime as ort
     from common import ExportError, sha256_file
-    from pixelrefer_export.quantize import quantize_dir
+    from common.quantize import quantize_dir
 
     variant, src = exported
     scheme = "int4" if variant == "lite" else "int8"

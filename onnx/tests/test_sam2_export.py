@@ -137,3 +137,43 @@ def test_host_reference_parity(tiny_dir):
     assert w["image_min_iou"] >= 0.99
     assert w["image_logits_max_abs_diff"] <= 1e-3
     assert w["video_min_iou"] >= 0.98
+
+
+def test_int8_quantizes_the_image_encoder_only(tiny_dir, edgetam_tiny_dir, tmp_path):
+    """quantize_dir on a SAM 2 export: the image encoder's matrices become MatMulInteger, the other
+    graphs are copied, the manifest says so with hashes of the new files, no fp32 reference/ is
+    carried over; ONNX Runtime runs the encoder with outputs close to (not equal to) fp32. EdgeTAM
+    and int4 are refused in a sentence, before anything is written."""
+    import onnx
+    import onnxruntime as ort
+    from common import ExportError, sha256_file
+    from common.quantize import quantize_dir
+
+    dst = str(tmp_path / "q")
+    quantize_dir(tiny_dir, dst, "int8")
+    with open(os.path.join(dst, "manifest.json")) as f:
+        m = json.load(f)
+    with open(os.path.join(tiny_dir, "manifest.json")) as f:
+        src = json.load(f)
+    q = m["quantization"]
+    assert q["scheme"] == "int8" and m["variant"] == src["variant"] + "-int8"
+    assert set(q["graphs"]) == {"image_encoder"} and "MatMulInteger" in q["operators"]
+    assert not os.path.exists(os.path.join(dst, "reference"))
+    for name, digest in m["files"].items():
+        assert sha256_file(os.path.join(dst, name)) == digest, name
+    for role in ("prompt_decoder", "memory_encoder", "memory_attention"):
+        f = m["graphs"][role]["file"]
+        assert m["files"][f] == src["files"][f], role
+    ops = {n.op_type for n in onnx.load(os.path.join(dst, "image_encoder.onnx")).graph.node}
+    assert "MatMulInteger" in ops
+    x = np.random.RandomState(0).rand(1, 3, 1024, 1024).astype(np.float32)
+    a = ort.InferenceSession(os.path.join(tiny_dir, "image_encoder.onnx")).run(None, {"image": x})
+    b = ort.InferenceSession(os.path.join(dst, "image_encoder.onnx")).run(None, {"image": x})
+    for ya, yb in zip(a, b):
+        rel = float(np.linalg.norm(ya - yb) / np.linalg.norm(ya))
+        assert 0 < rel < 0.1, rel
+    with pytest.raises(ExportError, match="EdgeTAM is not quantized"):
+        quantize_dir(edgetam_tiny_dir, str(tmp_path / "e"), "int8")
+    with pytest.raises(ExportError, match="int8 only"):
+        quantize_dir(tiny_dir, str(tmp_path / "i4"), "int4")
+    assert not os.path.exists(tmp_path / "e") and not os.path.exists(tmp_path / "i4")

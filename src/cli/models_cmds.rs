@@ -7,7 +7,7 @@ use crate::runtime::hub::{HubConfig, format_bytes};
 use crate::runtime::install::{
     InstallRecord, default_install_root, installed_name, remove_installed,
 };
-use crate::runtime::{SessionOptions, find_model_dirs, model_search_dirs};
+use crate::runtime::{ModelKind, SessionOptions, find_model_dirs, model_search_dirs};
 use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal as _;
@@ -301,24 +301,53 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-/// `models compare REFERENCE OTHER`: greedy token agreement and the largest logit difference of
-/// `other` against `reference` ([`crate::refer::compare`]), as text or one JSON object.
+/// How `models compare` probes the two models.
+#[derive(Debug, Clone, Copy)]
+pub struct CompareProbe<'a> {
+    /// Image to use (default: a synthetic one).
+    pub image: Option<&'a Path>,
+    /// PixelRefer: greedy steps compared.
+    pub steps: usize,
+    /// SAM 2: frames tracked.
+    pub frames: usize,
+}
+
+/// `models compare REFERENCE OTHER`: for PixelRefer models greedy token agreement and the
+/// largest logit difference ([`crate::refer::compare`]); for SAM 2 models the IoU of every mask
+/// ([`crate::segment::compare`]); as text or one JSON object.
 pub fn compare(
     reference: &Path,
     other: &Path,
-    steps: usize,
-    image: Option<&Path>,
+    probe: CompareProbe,
     json: bool,
     options: &SessionOptions,
 ) -> anyhow::Result<()> {
     use crate::refer::{CancelToken, PixelRefer, compare};
-    let image = image
+    let kind = |dir: &Path| {
+        crate::runtime::Manifest::load(dir)
+            .map(|m| m.kind)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))
+    };
+    let (ka, kb) = (kind(reference)?, kind(other)?);
+    if (ka == ModelKind::Sam2) != (kb == ModelKind::Sam2) {
+        anyhow::bail!(
+            "{} is a {ka} model and {} a {kb} model: compare two SAM 2 models or two PixelRefer models",
+            reference.display(),
+            other.display()
+        );
+    }
+    let image = probe
+        .image
         .map(|p| {
             image::open(p)
                 .map(|i| i.to_rgb8())
                 .with_context(|| format!("cannot read the image {}", p.display()))
         })
         .transpose()?;
+    if ka == ModelKind::Sam2 {
+        return compare_sam2(reference, other, image, probe.frames, json, options);
+    }
+    let steps = probe.steps;
     let load = |dir: &Path| {
         PixelRefer::load(dir, options)
             .with_context(|| format!("cannot load the model in {}", dir.display()))
@@ -330,10 +359,7 @@ pub fn compare(
     let req = compare::probe_request(image);
     let r = compare::compare(&mut a, &mut b, &req, steps, &CancelToken::new())
         .context("the comparison failed")?;
-    let label = |m: &PixelRefer| {
-        m.quantization()
-            .map_or("full precision".to_string(), |q| format!("{q} quantized"))
-    };
+    let label = |m: &PixelRefer| precision_label(m.quantization());
     if json {
         let mut v = serde_json::to_value(&r)?;
         v["agreement_rate"] = r.rate().into();
@@ -363,6 +389,86 @@ pub fn compare(
         println!(
             "time: reference {:.1} s, other {:.1} s (prompt, prefill and {} steps each)",
             r.reference_secs, r.other_secs, r.steps
+        );
+    }
+    Ok(())
+}
+
+fn precision_label(q: Option<&crate::runtime::preflight::Quantization>) -> String {
+    q.map_or("full precision".to_string(), |q| format!("{q} quantized"))
+}
+
+/// `models compare` for two SAM 2 models: clicks on the first frame and two objects tracked
+/// through `frames` frames, every mask of `other` held against `reference`'s.
+fn compare_sam2(
+    reference: &Path,
+    other: &Path,
+    image: Option<image::RgbImage>,
+    frames: usize,
+    json: bool,
+    options: &SessionOptions,
+) -> anyhow::Result<()> {
+    use crate::segment::{CancelToken, RgbImage, Sam2Model, compare};
+    if frames == 0 {
+        anyhow::bail!("--frames must be at least 1");
+    }
+    let image = image
+        .map(|i| {
+            let (w, h) = i.dimensions();
+            RgbImage::new(w, h, i.into_raw())
+        })
+        .transpose()?;
+    let load = |dir: &Path| {
+        Sam2Model::load(dir, options)
+            .map(Arc::new)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))
+    };
+    let (a, b) = (load(reference)?, load(other)?);
+    for w in a.warnings().iter().chain(b.warnings()) {
+        eprintln!("warning: {w}");
+    }
+    let probe = compare::probe_frames(image, frames)?;
+    let r =
+        compare::compare(&a, &b, &probe, &CancelToken::new()).context("the comparison failed")?;
+    let (la, lb) = (
+        precision_label(a.quantization()),
+        precision_label(b.quantization()),
+    );
+    if json {
+        let mut v = serde_json::to_value(&r)?;
+        v["reference"] = serde_json::json!({"dir": reference, "precision": la});
+        v["other"] = serde_json::json!({"dir": other, "precision": lb});
+        println!("{v}");
+    } else {
+        println!(
+            "{} ({lb}) against {} ({la}), {}x{} frames:",
+            other.display(),
+            reference.display(),
+            probe[0].width,
+            probe[0].height
+        );
+        println!(
+            "image: {} clicks, mask IoU min {:.4}, mean {:.4}; {} chose another of the three candidates; largest low-res logit difference {:.4} (reference logits reach {:.2})",
+            r.clicks,
+            r.image_min_iou,
+            r.image_mean_iou,
+            r.image_choice_changes,
+            r.max_logit_diff,
+            r.max_abs_logit
+        );
+        println!(
+            "video: {} objects over {} frames, mask IoU min {:.4} (frame {}, object {}), mean {:.4}; visibility differs on {} frame-objects",
+            r.objects,
+            r.frames,
+            r.video_min_iou,
+            r.video_worst.0,
+            r.video_worst.1,
+            r.video_mean_iou,
+            r.visibility_changes
+        );
+        println!(
+            "time: reference {:.1} s, other {:.1} s (one encoder pass, the clicks, and the tracking each)",
+            r.reference_secs, r.other_secs
         );
     }
     Ok(())

@@ -86,6 +86,8 @@ pub enum SegmentMessage {
         record: ModelRecord,
         /// Execution provider in use ("CPU", "CUDA").
         provider: String,
+        /// The scheme of an opt-in quantized export (`int8`; None: full precision).
+        quantization: Option<String>,
         /// Fallback and other warnings, one sentence each.
         warnings: Vec<String>,
     },
@@ -264,6 +266,7 @@ fn run(
         SegmentMessage::Loaded {
             record,
             provider: model.provider().to_string(),
+            quantization: model.quantization().map(|q| q.scheme.clone()),
             warnings: model.warnings().to_vec(),
         },
     );

@@ -388,6 +388,21 @@ impl Mask {
         Ok(())
     }
 
+    /// Intersection over union with `other` (same size required); 1 when both are empty.
+    pub fn iou(&self, other: &Mask) -> Result<f64, MaskError> {
+        self.check_same_size(other)?;
+        let (mut inter, mut union) = (0u64, 0u64);
+        for (&a, &b) in self.data.iter().zip(&other.data) {
+            inter += u64::from(a & b);
+            union += u64::from(a | b);
+        }
+        Ok(if union == 0 {
+            1.0
+        } else {
+            inter as f64 / union as f64
+        })
+    }
+
     /// Clears every pixel set in `other` (same size required).
     pub fn subtract(&mut self, other: &Mask) -> Result<(), MaskError> {
         self.check_same_size(other)?;

@@ -5,7 +5,7 @@
 use super::{ExecutionProvider, Manifest, ModelKind, RuntimeError, SessionOptions};
 use std::path::Path;
 
-/// Quantization schemes this build runs (written by `onnx/pixelrefer_export/quantize.py`).
+/// Quantization schemes this build runs (written by `onnx/common/quantize.py`).
 pub const SUPPORTED_SCHEMES: &[&str] = &["int8", "int4"];
 
 /// Operators a quantized graph may use: ONNX Runtime's `com.microsoft` MatMulNBits and

@@ -46,7 +46,7 @@ impl RgbImage {
         Self::new(width, height, data)
     }
 
-    fn validate(&self) -> Result<(), SegmentError> {
+    pub(crate) fn validate(&self) -> Result<(), SegmentError> {
         if self.width == 0 || self.height == 0 {
             return Err(SegmentError::Frame(format!(
                 "the frame is empty ({}x{})",

@@ -8,9 +8,11 @@
 //!   bytes), then `predict(&Embedding, prompts, prev_mask) -> Prediction`, as often as wanted.
 //! * [`VideoTracker`]: per-object memory banks, prompts on any frame, forward and backward
 //!   propagation with per-frame results, progress and cancellation.
+//! * [`compare`]: how far one model's masks drift from another's (the int8 export's measure).
 //! * [`reference`]: replays a model directory's bundled `reference/` cases (parity with the
 //!   official predictors), used by `pixelrefer-studio models verify` and the tests.
 
+pub mod compare;
 mod config;
 mod image;
 mod model;

@@ -2,6 +2,7 @@
 //! (`image_encoder`, `prompt_decoder`, `memory_encoder`, `memory_attention`; DESIGN.md §2, §4).
 
 use super::{CancelToken, Sam2Config, SegmentError};
+use crate::runtime::preflight::Quantization;
 use crate::runtime::{
     self, Graph, GraphError, Input, Manifest, ModelKind, Placement, SessionOptions, Value,
 };
@@ -58,6 +59,7 @@ pub struct Sam2Model {
     dir: PathBuf,
     config: Sam2Config,
     variant: String,
+    quantization: Option<Quantization>,
     encoder: Graph,
     decoder: Graph,
     memory_encoder: Graph,
@@ -170,6 +172,7 @@ impl Sam2Model {
             dir: dir.to_path_buf(),
             config,
             variant: manifest.variant.clone(),
+            quantization: manifest.quantization.clone(),
             encoder,
             decoder,
             memory_encoder,
@@ -205,6 +208,11 @@ impl Sam2Model {
     /// The manifest's variant name.
     pub fn variant(&self) -> &str {
         &self.variant
+    }
+
+    /// The quantization of an opt-in int8 export (None: full precision).
+    pub fn quantization(&self) -> Option<&Quantization> {
+        self.quantization.as_ref()
     }
 
     /// Where the graphs really run (CPU, CUDA, or `server@host:port`).

@@ -30,6 +30,8 @@ pub enum SamStatus {
         id: String,
         /// Execution provider in use.
         provider: String,
+        /// The scheme of an opt-in quantized export (`int8`; None: full precision).
+        quantization: Option<String>,
         /// Warnings from loading.
         warnings: Vec<String>,
     },
@@ -180,9 +182,13 @@ impl SamPanel {
             SamStatus::Ready {
                 id,
                 provider,
+                quantization,
                 warnings,
             } => {
                 let mut s = format!("SAM 2: {id} on {provider}");
+                if let Some(q) = quantization {
+                    s.push_str(&format!(" ({q} quantized: masks differ from fp32)"));
+                }
                 if let Some(w) = warnings.first() {
                     s.push_str(&format!(" (warning: {w})"));
                 }
@@ -236,11 +242,13 @@ impl SamPanel {
                     SegmentMessage::Loaded {
                         record,
                         provider,
+                        quantization,
                         warnings,
                     } => {
                         self.status = SamStatus::Ready {
                             id: record.id.clone(),
                             provider,
+                            quantization,
                             warnings,
                         };
                         self.record = Some(record);

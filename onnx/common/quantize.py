@@ -1,6 +1,7 @@
-"""Quantized CPU copies of a PixelRefer / PixelRefer-Lite model directory.
+"""Quantized CPU copies of an exported model directory: PixelRefer / PixelRefer-Lite (int8, int4)
+and SAM 2 (int8).
 
-The LLM's matrices (decoder MatMuls, lm_head, and for int4 the embedding table) become ONNX Runtime's
+PixelRefer: the LLM's matrices (decoder MatMuls, lm_head, and for int4 the embedding table) become ONNX Runtime's
 `com.microsoft` MatMulNBits / GatherBlockQuantized with int8 or int4 weight blocks of 32
 (`accuracy_level` 4: MLAS computes with int8 activations where the CPU has the kernels,
 onnxruntime docs/ContribOperators.md); the vision encoder's MatMuls and Gemms become int8
@@ -8,6 +9,12 @@ MatMulInteger with per-channel weights and activations quantized per call (Dynam
 measured on 2 cores, 8-bit MatMulNBits made the vision encoder 1.4x slower than fp32 while this
 path is about 1.5x faster. The small projector and region graphs stay fp32. The result changes
 outputs: it is opt-in, and the manifest says so (`quantization`, variant suffix), so the app labels it.
+
+SAM 2: only the image encoder (Hiera's linear layers, most of its time) becomes int8 in the same
+dynamic way; measured on 2 cores with full-size random SAM 2.1-tiny, that made the encoder about
+1.7x faster, while the prompt decoder (1.03x) and memory attention (0.99x, its time is in the
+attention products, which stay fp32) gained nothing, so they stay fp32. EdgeTAM is refused: its
+image encoder is convolutional (RepViT), which dynamic int8 does not cover.
 
 Quantizers: onnxruntime.quantization's matmul_nbits_quantizer and quantize_dynamic (the ONNX
 Runtime team's own tools).
@@ -27,6 +34,11 @@ BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4
 LLM_GRAPHS = ("decoder", "embed_tokens")
 VISION_GRAPHS = ("vision_encoder",)
+EDGETAM_REFUSAL = ("EdgeTAM is not quantized: its image encoder is convolutional (RepViT), which dynamic int8 "
+                   "does not cover, and its other graphs spend their time in attention products that stay fp32; "
+                   "use the fp32 export")
+# SAM 2 (family sam2): the graphs quantized like a vision encoder; the others are copied.
+SAM2_INT8_GRAPHS = ("image_encoder",)
 # Above this many bytes a graph's weights go to one external file (protobuf's 2 GiB limit).
 EXTERNAL_DATA_BYTES = 1 << 30
 
@@ -41,7 +53,8 @@ def _quantize_vision(src: str, dst: str) -> Dict[str, int]:
     logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice
     size = os.path.getsize(src)
     quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=size > 4 * EXTERNAL_DATA_BYTES)
+                     op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_batched_weight_matmuls(src),
+                     use_external_data_format=size > 4 * EXTERNAL_DATA_BYTES)
     counts: Dict[str, int] = {}
     for n in onnx.load(dst, load_external_data=False).graph.node:
         if n.op_type in ("MatMulInteger", "DynamicQuantizeLinear"):
@@ -49,6 +62,17 @@ def _quantize_vision(src: str, dst: str) -> Dict[str, int]:
     if "MatMulInteger" not in counts:
         raise ExportError(f"{os.path.basename(src)}: no MatMul or Gemm with constant weights to quantize")
     return counts
+
+
+def _batched_weight_matmuls(path: str):
+    """Names of the MatMuls whose constant weight is not a matrix (e.g. [heads, d, k]): ONNX
+    Runtime's MatMulInteger takes per-channel zero points only for a 2-D weight."""
+    import onnx
+
+    g = onnx.load(path, load_external_data=False).graph
+    dims = {t.name: len(t.dims) for t in g.initializer}
+    return [n.name for n in g.node if n.op_type == "MatMul" and len(n.input) > 1
+            and dims.get(n.input[1], 2) != 2]
 
 
 def _quantize_graph(src: str, dst: str, bits: int, ops) -> Dict[str, int]:
@@ -96,8 +120,14 @@ def quantize_dir(src: str, dst: str, scheme: str) -> str:
         raise ExportError(f"unknown quantization {scheme!r}: choose one of {', '.join(SCHEMES)}")
     with open(os.path.join(src, "manifest.json")) as f:
         manifest = json.load(f)
-    if manifest.get("kind") not in ("pixelrefer", "pixelrefer-lite"):
-        raise ExportError(f"{src} holds a {manifest.get('kind')} model; only PixelRefer models are quantized")
+    kind = manifest.get("kind")
+    if kind == "sam2":
+        if manifest.get("family") == "edgetam":
+            raise ExportError(EDGETAM_REFUSAL)
+        if scheme != "int8":
+            raise ExportError(f"SAM 2 models are quantized int8 only (the image encoder), not {scheme}")
+    elif kind not in ("pixelrefer", "pixelrefer-lite"):
+        raise ExportError(f"{src} holds a {kind} model; only PixelRefer and SAM 2 models are quantized")
     if manifest.get("quantization"):
         raise ExportError(f"{src} is already quantized ({manifest['quantization'].get('scheme')})")
     if any(t["dtype"] == "float16" for g in manifest["graphs"].values() for t in g["inputs"]):
@@ -116,7 +146,9 @@ def quantize_dir(src: str, dst: str, scheme: str) -> str:
         dst_file = os.path.join(stage, spec["file"])
         bits = bits_llm if role in LLM_GRAPHS else 8
         # GatherBlockQuantized is 4-bit only: the int8 scheme keeps the embedding table fp32.
-        if role in VISION_GRAPHS:
+        if kind == "sam2":
+            counts = _quantize_vision(src_file, dst_file) if role in SAM2_INT8_GRAPHS else None
+        elif role in VISION_GRAPHS:
             counts = _quantize_vision(src_file, dst_file)
         elif role in LLM_GRAPHS and not (role == "embed_tokens" and bits != 4):
             counts = _quantize_graph(src_file, dst_file, bits, ("MatMul", "Gather") if bits == 4 else ("MatMul",))
@@ -146,14 +178,17 @@ def quantize_dir(src: str, dst: str, scheme: str) -> str:
     out = dict(manifest)
     out["variant"] = f"{manifest['variant']}-{scheme}"
     out["graphs"] = graphs
+    if kind == "sam2":
+        method = {"method": "image encoder: int8 per-channel weights, dynamic int8 activations (quantize_dynamic); "
+                            "prompt decoder, memory encoder and memory attention fp32",
+                  "vision_bits": 8}
+    else:
+        method = {"method": "LLM: weight-only, symmetric blocks of 32 (MatMulNBitsQuantizer); vision encoder: "
+                            "int8 per-channel weights, dynamic int8 activations (quantize_dynamic)",
+                  "block_size": BLOCK_SIZE, "accuracy_level": ACCURACY_LEVEL, "llm_bits": bits_llm, "vision_bits": 8}
     out["quantization"] = {
         "scheme": scheme,
-        "method": "LLM: weight-only, symmetric blocks of 32 (MatMulNBitsQuantizer); vision encoder: "
-                  "int8 per-channel weights, dynamic int8 activations (quantize_dynamic)",
-        "block_size": BLOCK_SIZE,
-        "accuracy_level": ACCURACY_LEVEL,
-        "llm_bits": bits_llm,
-        "vision_bits": 8,
+        **method,
         "graphs": done,
         "operators": sorted({op for c in done.values() for op in c if op != "bits"}),
         "source_variant": manifest["variant"],

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Write a weight-only quantized CPU copy of an exported PixelRefer / PixelRefer-Lite model directory
-(onnx/pixelrefer_export/quantize.py): int8 or int4 blocks for the LLM (decoder, lm_head, embedding
-table), int8 for the vision encoder. Opt-in: outputs differ from fp32; the manifest's
-`quantization` entry and the `-int8` / `-int4` variant suffix say so, and the app labels it.
+"""Write a quantized CPU copy of an exported model directory (onnx/common/quantize.py).
+PixelRefer / PixelRefer-Lite: int8 or int4 blocks for the LLM (decoder, lm_head, embedding table),
+int8 for the vision encoder. SAM 2: int8 for the image encoder (EdgeTAM is refused). Opt-in:
+outputs differ from fp32; the manifest's `quantization` entry and the `-int8` / `-int4` variant
+suffix say so, and the app labels it.
 
-  python onnx/quantize_pixelrefer.py SRC_DIR --out DST_DIR --quantize int4
+  python onnx/quantize_model.py SRC_DIR --out DST_DIR --quantize int4
 
 Progress: `[progress] {...}` lines on stdout; failure: non-zero exit and `error: <sentence>`.
 """
@@ -21,11 +22,11 @@ from common import ArgumentParser, ExportError, progress, run_main  # noqa: E402
 
 def main(argv=None):
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", help="an fp32 PixelRefer model directory")
+    ap.add_argument("src", help="an fp32 PixelRefer or SAM 2 model directory")
     ap.add_argument("--out", required=True, help="the quantized model directory to write")
     ap.add_argument("--quantize", required=True, choices=["int8", "int4"])
     a = ap.parse_args(argv)
-    from pixelrefer_export.quantize import quantize_dir
+    from common.quantize import quantize_dir
 
     if not os.path.isfile(os.path.join(a.src, "manifest.json")):
         raise ExportError(f"{a.src} is not a model directory (no manifest.json)")
