@@ -82,8 +82,7 @@ fn click(x: f32, y: f32) -> Prompts {
 }
 
 fn read_rgb(path: &Path) -> RgbImage {
-    let img = image::open(path).unwrap().to_rgb8();
-    RgbImage::new(img.width(), img.height(), img.into_raw()).unwrap()
+    RgbImage::try_from(image::open(path).unwrap().to_rgb8()).unwrap()
 }
 
 /// The Rust side: `--worker MODEL_DIR INPUTS THREADS CLICKS`.

@@ -412,12 +412,7 @@ fn compare_sam2(
     if frames == 0 {
         anyhow::bail!("--frames must be at least 1");
     }
-    let image = image
-        .map(|i| {
-            let (w, h) = i.dimensions();
-            RgbImage::new(w, h, i.into_raw())
-        })
-        .transpose()?;
+    let image = image.map(RgbImage::try_from).transpose()?;
     let load = |dir: &Path| {
         Sam2Model::load(dir, options)
             .map(Arc::new)

@@ -206,7 +206,8 @@ pub fn compare(
         }
     }
     let mut video_ious = Vec::new();
-    let (mut worst, mut visibility_changes) = ((0, 0), 0);
+    let mut worst: Option<(f64, (usize, u32))> = None;
+    let mut visibility_changes = 0;
     for (oa, ob) in a.video.iter().zip(&b.video) {
         for fa in oa {
             let Some(fb) = ob.iter().find(|f| f.obj_id == fa.obj_id) else {
@@ -214,8 +215,8 @@ pub fn compare(
             };
             visibility_changes += usize::from(fa.visible != fb.visible);
             let v = iou(&fa.mask, &fb.mask)?;
-            if video_ious.iter().all(|&m| v < m) {
-                worst = (fa.frame, fa.obj_id);
+            if worst.is_none_or(|(m, _)| v < m) {
+                worst = Some((v, (fa.frame, fa.obj_id)));
             }
             video_ious.push(v);
         }
@@ -233,7 +234,7 @@ pub fn compare(
         objects: VIDEO_CLICKS.len(),
         video_min_iou: min(&video_ious),
         video_mean_iou: mean(&video_ious),
-        video_worst: worst,
+        video_worst: worst.map_or((0, 0), |(_, at)| at),
         visibility_changes,
         reference_secs: a.secs,
         other_secs: b.secs,

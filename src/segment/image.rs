@@ -46,6 +46,7 @@ impl RgbImage {
         Self::new(width, height, data)
     }
 
+    /// Checks that the frame is not empty and holds `width * height * 3` bytes.
     pub(crate) fn validate(&self) -> Result<(), SegmentError> {
         if self.width == 0 || self.height == 0 {
             return Err(SegmentError::Frame(format!(
@@ -62,6 +63,16 @@ impl RgbImage {
             )));
         }
         Ok(())
+    }
+}
+
+impl TryFrom<::image::RgbImage> for RgbImage {
+    type Error = SegmentError;
+
+    /// Takes a decoded `image` crate picture's bytes (refused when empty).
+    fn try_from(img: ::image::RgbImage) -> Result<Self, SegmentError> {
+        let (width, height) = img.dimensions();
+        Self::new(width, height, img.into_raw())
     }
 }
 

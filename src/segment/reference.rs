@@ -269,8 +269,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, SegmentError> {
         path: path.to_path_buf(),
         reason: format!("cannot decode: {e}"),
     })?;
-    let rgb = img.to_rgb8();
-    RgbImage::new(rgb.width(), rgb.height(), rgb.into_raw())
+    RgbImage::try_from(img.to_rgb8())
 }
 
 /// `np.unpackbits` (MSB first) of `count` bits.
