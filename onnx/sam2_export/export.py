@@ -36,7 +36,9 @@ GRAPH_VERSION_NOTES = (
     "add_all_frames_to_correct_as_cond=true (official default false) so corrections on tracked frames "
     "become conditioning frames. (7) memory_attention's pix_feat has its own batch dimension "
     "(image_batch: 1 for every object of the call, or B): the first layer's self-attention reads no "
-    "memory, so it runs once per frame row and is shared by the objects."
+    "memory, so it runs once per frame row and is shared by the objects. (8) image_encoder's "
+    "high_res_feats_0/1 come from the neck's lateral convolutions with conv_s0/conv_s1 folded in "
+    "(levels outside fpn_top_down_levels; the same linear map, computed in one convolution)."
 )
 
 

@@ -17,6 +17,7 @@ Graphs (B = number of objects, N = points, S = spatial memories, P = object poin
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 
 import torch
@@ -47,18 +48,82 @@ def _fold_hiera_pos_embed(model) -> None:
     trunk._get_pos_embed = folded
 
 
+def _compose_1x1(first: nn.Conv2d, then: nn.Conv2d):
+    """One convolution equal to `then(first(x))` when `then` is a plain 1x1 convolution (stride 1,
+    no padding, no groups): its weights mix `first`'s output channels, so they fold into `first`'s
+    kernel and bias. None when either convolution does not have that form."""
+    def plain(c):
+        return isinstance(c, nn.Conv2d) and c.groups == 1 and c.padding_mode == "zeros"
+
+    if not (plain(first) and plain(then)) or tuple(then.kernel_size) != (1, 1) \
+            or tuple(then.stride) != (1, 1) or tuple(then.padding) != (0, 0) \
+            or first.out_channels != then.in_channels:
+        return None
+    fused = nn.Conv2d(first.in_channels, then.out_channels, first.kernel_size, stride=first.stride,
+                      padding=first.padding, dilation=first.dilation, bias=True)
+    with torch.no_grad():
+        mix = then.weight[:, :, 0, 0].double()  # [out, mid]
+        fused.weight.copy_(torch.einsum("om,mikl->oikl", mix, first.weight.double()).float())
+        b = then.bias.double() if then.bias is not None else torch.zeros(then.out_channels, dtype=torch.float64)
+        if first.bias is not None:
+            b = b + mix @ first.bias.double()
+        fused.bias.copy_(b.float())
+    return fused.to(first.weight.device)
+
+
+def _neck_with_projections(model):
+    """SAM2Base.forward_image projects FPN levels 0 and 1 with the mask decoder's conv_s0/conv_s1
+    (256 -> 32 and 64 channels at strides 4 and 8). Levels outside the neck's fpn_top_down_levels
+    are just the neck's lateral convolution (FpnNeck.forward, sam2/modeling/backbones/
+    image_encoder.py), so lateral then projection is one linear map: a copy of the neck whose
+    lateral convolutions for those levels already include the projection skips the 256-channel
+    maps at the two largest resolutions (EdgeTAM: about a tenth of its encoder's CPU time). Returns
+    (neck, levels folded), or (None, ()) when the model does not have that structure."""
+    dec = getattr(model, "sam_mask_decoder", None)
+    neck = getattr(getattr(model, "image_encoder", None), "neck", None)
+    if not getattr(model, "use_high_res_features_in_sam", False) or dec is None \
+            or not hasattr(neck, "convs") or not hasattr(neck, "fpn_top_down_levels"):
+        return None, ()
+    neck = copy.deepcopy(neck)
+    n = len(neck.convs) - 1
+    folded = []
+    for level, proj in ((0, dec.conv_s0), (1, dec.conv_s1)):
+        lateral = getattr(neck.convs[n - level], "conv", None)
+        if level in neck.fpn_top_down_levels or lateral is None:
+            continue
+        fused = _compose_1x1(lateral, proj)
+        if fused is not None:
+            neck.convs[n - level].conv = fused
+            folded.append(level)
+    return (neck, tuple(folded)) if folded else (None, ())
+
+
 class ImageEncoderGraph(nn.Module):
     """SAM2Base.forward_image + _prepare_backbone_features (+ no_mem_embed as in
-    SAM2ImagePredictor.set_image and _prepare_memory_conditioned_features for init cond frames)."""
+    SAM2ImagePredictor.set_image and _prepare_memory_conditioned_features for init cond frames).
+    The high-resolution projections are folded into the neck (`_neck_with_projections`)."""
 
     def __init__(self, model):
         super().__init__()
         self.m = model
         _fold_hiera_pos_embed(model)
+        self.neck, self.folded = _neck_with_projections(model)
+
+    def _backbone_fpn(self, image):
+        if self.neck is None:
+            return self.m.forward_image(image)["backbone_fpn"]  # conv_s0 / conv_s1 applied
+        enc, dec = self.m.image_encoder, self.m.sam_mask_decoder
+        features, _ = self.neck(enc.trunk(image))  # ImageEncoder.forward with the folded neck
+        if enc.scalp > 0:
+            features = features[:-enc.scalp]
+        features = list(features)
+        for level, proj in ((0, dec.conv_s0), (1, dec.conv_s1)):
+            if level not in self.folded:
+                features[level] = proj(features[level])
+        return features
 
     def forward(self, image):
-        out = self.m.forward_image(image)  # conv_s0 / conv_s1 already applied on levels 0/1
-        fpn = out["backbone_fpn"][-self.m.num_feature_levels:]
+        fpn = self._backbone_fpn(image)[-self.m.num_feature_levels:]
         pix_feat = fpn[-1]
         # no_mem_embed is [1,1,C] in (HW)BC layout: one value per channel.
         image_embed = pix_feat + self.m.no_mem_embed.reshape(1, -1, 1, 1)

@@ -108,6 +108,34 @@ def test_memory_graphs_match_the_official_modules():
     assert d[0] < 1e-5 and d[1] < 1e-4 and d[2] < 1e-6 and d[3] < 1e-4, d
 
 
+def test_image_encoder_graph_folds_the_high_res_projections():
+    """As the SAM 2 test of the same name, on EdgeTAM's RepViT trunk and neck."""
+    r = _script("""
+        from edgetam_export.package import use_edgetam_sam2
+        use_edgetam_sam2()
+        import torch
+        torch.set_grad_enabled(False)
+        from edgetam_export.build import build_tiny_random
+        from sam2_export.graphs import ImageEncoderGraph
+        m = build_tiny_random(5).eval()
+        graph = ImageEncoderGraph(m).eval()
+        n = len(graph.neck.convs) - 1
+        print("folded", list(graph.folded), graph.neck.convs[n].conv.out_channels,
+              m.sam_mask_decoder.conv_s0.out_channels)
+        img = torch.randn(1, 3, m.image_size, m.image_size, generator=torch.Generator().manual_seed(2))
+        fpn = m.forward_image(img)["backbone_fpn"][-m.num_feature_levels:]
+        want = (fpn[0], fpn[1], fpn[2] + m.no_mem_embed.reshape(1, -1, 1, 1), fpn[2])
+        rel = [((g - w).abs().max() / w.abs().max().clamp(min=1.0)).item() for g, w in zip(graph(img), want)]
+        print("diffs", *rel)
+    """)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "folded [0, 1]" in r.stdout, r.stdout
+    head = r.stdout.split("folded")[1].split("\n")[0].split("]")[1].split()
+    assert head[0] == head[1], r.stdout
+    d = [float(x) for x in r.stdout.split("diffs")[1].split()]
+    assert len(d) == 4 and max(d) < 1e-5, d
+
+
 @pytest.mark.slow
 def test_tiny_export_manifest_and_reference(edgetam_tiny_dir):
     with open(os.path.join(edgetam_tiny_dir, "manifest.json")) as f:

@@ -58,6 +58,28 @@ def test_tiny_random_seed_is_deterministic():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_image_encoder_graph_folds_the_high_res_projections():
+    """The graph's neck folds conv_s0/conv_s1 into the lateral convolutions of FPN levels 0 and 1;
+    its four outputs must equal SAM2Base.forward_image's on the same image."""
+    import torch
+
+    from sam2_export.build import build_tiny_random
+    from sam2_export.graphs import ImageEncoderGraph
+
+    torch.set_grad_enabled(False)
+    m = build_tiny_random(5).eval()
+    graph = ImageEncoderGraph(m).eval()
+    assert graph.folded == (0, 1)
+    n = len(graph.neck.convs) - 1
+    assert graph.neck.convs[n].conv.out_channels == m.sam_mask_decoder.conv_s0.out_channels
+    img = torch.randn(1, 3, m.image_size, m.image_size, generator=torch.Generator().manual_seed(2))
+    fpn = m.forward_image(img)["backbone_fpn"][-m.num_feature_levels:]
+    want = (fpn[0], fpn[1], fpn[2] + m.no_mem_embed.reshape(1, -1, 1, 1), fpn[2])
+    for got, ref in zip(graph(img), want):
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max().item() < 1e-5 * max(1.0, ref.abs().max().item())
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(sam2_tiny_dir):
     return sam2_tiny_dir  # conftest.py: one export per session, shared with test_hub_fixtures.py

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 mod cache;
 mod orient;
+pub mod resample;
 mod still;
 mod video;
 

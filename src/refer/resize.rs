@@ -1,9 +1,9 @@
 //! Image and mask resizes used by the host steps, ported from the libraries the reference uses.
 //!
-//! * [`pil_bicubic`]: Pillow `Image.resize(..., BICUBIC)` on RGB8 (Pillow `libImaging/Resample.c`:
-//!   `precompute_coeffs`, `normalize_coeffs_8bpc`, horizontal pass then vertical pass, 22-bit fixed
-//!   point). Used by the image processor (`image_processing.py`, `resample=3`). Bit-exact port
-//!   except for Pillow 13's pass-order choice when both axes shrink (see [`pil_bicubic`]).
+//! * [`pil_bicubic`]: Pillow `Image.resize(..., BICUBIC)` on RGB8, the port in
+//!   [`crate::media::resample`] that SAM 2's video frames share. Used by the image processor
+//!   (`image_processing.py`, `resample=3`). Bit-exact except for Pillow 13's pass-order choice
+//!   when both axes shrink (see [`pil_bicubic`]).
 //! * [`torch_uint8_bilinear`]: `F.interpolate` on a uint8 mask (`pixelrefer/mm_utils.py:52`),
 //!   ported from `host.torch_uint8_bilinear`. Bit-exact.
 //! * [`cv2_linear_f32`]: `cv2.resize(float32 mask, INTER_LINEAR)` (`pixelreferlite/mm_utils.py:140-145`),
@@ -16,129 +16,15 @@
 
 use image::RgbImage;
 
-/// Pillow's `PRECISION_BITS` for 8-bit resampling (`Resample.c`: `32 - 8 - 2`).
-const PIL_PRECISION_BITS: u32 = 22;
-
-/// Pillow's bicubic filter, `a = -0.5`, support 2 (`Resample.c: bicubic_filter`).
-fn pil_bicubic_filter(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
-    }
-}
-
-/// `precompute_coeffs` + `normalize_coeffs_8bpc`: per output pixel `(xmin, fixed-point weights)`.
-fn pil_coeffs(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
-    let support_base = 2.0;
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = support_base * filterscale;
-    let mut out = Vec::with_capacity(out_size);
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        let xmin = ((center - support + 0.5) as i64).max(0);
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64);
-        let n = (xmax - xmin).max(0) as usize;
-        let mut w: Vec<f64> = (0..n)
-            .map(|x| pil_bicubic_filter((x as f64 + xmin as f64 - center + 0.5) * ss))
-            .collect();
-        let ww: f64 = w.iter().sum();
-        if ww != 0.0 {
-            for v in &mut w {
-                *v /= ww;
-            }
-        }
-        let k = w
-            .iter()
-            .map(|&v| {
-                let s = v * f64::from(1u32 << PIL_PRECISION_BITS);
-                if v < 0.0 {
-                    (-0.5 + s) as i32
-                } else {
-                    (0.5 + s) as i32
-                }
-            })
-            .collect();
-        out.push((xmin as usize, k));
-    }
-    out
-}
-
-fn pil_clip8(v: i64) -> u8 {
-    (v >> PIL_PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// One 8-bit pass of Pillow's resampler along rows (`axis == 1`, `ImagingResampleHorizontal_8bpc`)
-/// or columns (`axis == 0`, `ImagingResampleVertical_8bpc`) of an RGB8 `h×w` buffer.
-fn pil_pass(src: &[u8], h: usize, w: usize, out: usize, axis: usize) -> Vec<u8> {
-    let half = 1i64 << (PIL_PRECISION_BITS - 1);
-    if axis == 1 {
-        let k = pil_coeffs(w, out);
-        let mut dst = vec![0u8; h * out * 3];
-        for y in 0..h {
-            for (xx, (xmin, ws)) in k.iter().enumerate() {
-                for c in 0..3 {
-                    let mut ss = half;
-                    for (j, &wt) in ws.iter().enumerate() {
-                        ss += i64::from(src[(y * w + xmin + j) * 3 + c]) * i64::from(wt);
-                    }
-                    dst[(y * out + xx) * 3 + c] = pil_clip8(ss);
-                }
-            }
-        }
-        dst
-    } else {
-        let k = pil_coeffs(h, out);
-        let mut dst = vec![0u8; out * w * 3];
-        for (yy, (ymin, ws)) in k.iter().enumerate() {
-            for x in 0..w * 3 {
-                let mut ss = half;
-                for (j, &wt) in ws.iter().enumerate() {
-                    ss += i64::from(src[(ymin + j) * w * 3 + x]) * i64::from(wt);
-                }
-                dst[yy * w * 3 + x] = pil_clip8(ss);
-            }
-        }
-        dst
-    }
-}
-
-/// Pillow `Image.resize((w, h), BICUBIC)` of an RGB8 image (an unchanged size returns a copy).
-///
-/// Pass order: Pillow 13 runs the vertical pass first when the height shrinks and the width
-/// grows, and horizontal first otherwise in the cases we measured (random sizes against
-/// Pillow 13.0.0: every case with one axis growing or both growing matches bit for bit). When
-/// both axes shrink Pillow sometimes picks the vertical pass first by a rule we have not pinned
-/// down; the results then differ by a few grey levels at most. The processor only shrinks
-/// images above its pixel budget, so reference inputs are reproduced exactly.
+/// Pillow `Image.resize((w, h), BICUBIC)` of an RGB8 image (an unchanged size returns a copy;
+/// [`crate::media::resample::pil_bicubic_rgb8`] has the pass-order rule). The processor only
+/// shrinks images above its pixel budget, so reference inputs are reproduced exactly.
 pub fn pil_bicubic(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     if in_w == out_w && in_h == out_h {
         return img.clone();
     }
-    let src = img.as_raw();
-    let vertical_first = out_h < in_h && out_w > in_w;
-    let out = if vertical_first {
-        let t = pil_pass(src, in_h, in_w, out_h, 0);
-        pil_pass(&t, out_h, in_w, out_w, 1)
-    } else {
-        let t = if in_w != out_w {
-            pil_pass(src, in_h, in_w, out_w, 1)
-        } else {
-            src.to_vec()
-        };
-        if in_h != out_h {
-            pil_pass(&t, in_h, out_w, out_h, 0)
-        } else {
-            t
-        }
-    };
+    let out = crate::media::resample::pil_bicubic_rgb8(img.as_raw(), in_w, in_h, out_w, out_h);
     RgbImage::from_raw(out_w as u32, out_h as u32, out).unwrap_or_else(|| RgbImage::new(0, 0))
 }
 

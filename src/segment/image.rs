@@ -111,7 +111,7 @@ pub fn preprocess_image(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
 pub fn preprocess_video_frame(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
     let (w, h) = (img.width as usize, img.height as usize);
     let s = c.image_size;
-    let resized = ops::pil_resize_bicubic_u8(&img.data, h, w, s, s);
+    let resized = crate::media::resample::pil_bicubic_rgb8(&img.data, w, h, s, s);
     let mut chw = vec![0f32; 3 * s * s];
     for (i, px) in resized.chunks_exact(3).enumerate() {
         for ch in 0..3 {

@@ -105,100 +105,6 @@ pub fn resize_antialias_bilinear(
     cur
 }
 
-/// Pillow's bicubic kernel (`Resample.c`, a = -0.5).
-fn pil_bicubic(x: f64) -> f64 {
-    let a = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    } else {
-        0.0
-    }
-}
-
-/// Pillow's `precompute_coeffs` (BICUBIC) + `normalize_coeffs_8bpc` (22 precision bits).
-fn pil_bicubic_coeffs(in_size: usize, out_size: usize) -> (Vec<usize>, Vec<Vec<i64>>) {
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
-    let ksize = (support.ceil() as usize) * 2 + 1;
-    let mut xmin = Vec::with_capacity(out_size);
-    let mut kk = Vec::with_capacity(out_size);
-    for xx in 0..out_size {
-        let center = (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        let x0 = ((center - support + 0.5) as i64).max(0);
-        let x1 = ((center + support + 0.5) as i64).min(in_size as i64) - x0;
-        let ws: Vec<f64> = (0..x1.max(0))
-            .map(|x| pil_bicubic((x as f64 + x0 as f64 - center + 0.5) * ss))
-            .collect();
-        let ww: f64 = ws.iter().sum();
-        let mut row = vec![0i64; ksize];
-        for (r, w) in row.iter_mut().zip(&ws) {
-            let k = if ww != 0.0 { w / ww } else { *w };
-            *r = if k < 0.0 {
-                (-0.5 + k * (1u64 << 22) as f64) as i64
-            } else {
-                (0.5 + k * (1u64 << 22) as f64) as i64
-            };
-        }
-        xmin.push(x0 as usize);
-        kk.push(row);
-    }
-    (xmin, kk)
-}
-
-/// Pillow `Image.resize((w, h))` with the default BICUBIC filter on 8-bit RGB (HWC): horizontal
-/// pass then vertical pass, 8-bit in between (`pil_resize_bicubic_u8` in the spec).
-pub fn pil_resize_bicubic_u8(
-    rgb: &[u8],
-    in_h: usize,
-    in_w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<u8> {
-    let mut cur = rgb.to_vec();
-    let mut cur_w = in_w;
-    if in_w != out_w {
-        let (xmin, kk) = pil_bicubic_coeffs(in_w, out_w);
-        let mut out = vec![0u8; in_h * out_w * 3];
-        for y in 0..in_h {
-            for (i, row) in kk.iter().enumerate() {
-                for c in 0..3 {
-                    let mut acc: i64 = 1 << 21;
-                    for (j, k) in row.iter().enumerate() {
-                        let idx = (xmin[i] + j).min(in_w - 1);
-                        acc += i64::from(cur[(y * in_w + idx) * 3 + c]) * k;
-                    }
-                    out[(y * out_w + i) * 3 + c] = (acc >> 22).clamp(0, 255) as u8;
-                }
-            }
-        }
-        cur = out;
-        cur_w = out_w;
-    }
-    if in_h != out_h {
-        let (ymin, kk) = pil_bicubic_coeffs(in_h, out_h);
-        let mut out = vec![0u8; out_h * cur_w * 3];
-        for (i, row) in kk.iter().enumerate() {
-            for x in 0..cur_w {
-                for c in 0..3 {
-                    let mut acc: i64 = 1 << 21;
-                    for (j, k) in row.iter().enumerate() {
-                        let idx = (ymin[i] + j).min(in_h - 1);
-                        acc += i64::from(cur[(idx * cur_w + x) * 3 + c]) * k;
-                    }
-                    out[(i * cur_w + x) * 3 + c] = (acc >> 22).clamp(0, 255) as u8;
-                }
-            }
-        }
-        cur = out;
-    }
-    cur
-}
-
 /// `F.interpolate(mode="bilinear", align_corners=False, antialias=False)` of one `[in_h, in_w]`
 /// plane to `[out_h, out_w]` (`resize_bilinear` in the spec), f32 in the spec's order.
 pub fn resize_bilinear(
@@ -447,14 +353,6 @@ mod tests {
         let y = resize_antialias_bilinear(&x, 3, 10, 13, 16, 7);
         assert_eq!(y.len(), 3 * 16 * 7);
         assert!(y.iter().all(|&v| (v - 0.5).abs() < 1e-6));
-    }
-
-    #[test]
-    fn pil_bicubic_keeps_constants() {
-        let x = vec![77u8; 5 * 9 * 3];
-        let y = pil_resize_bicubic_u8(&x, 5, 9, 12, 4);
-        assert_eq!(y.len(), 12 * 4 * 3);
-        assert!(y.iter().all(|&v| v == 77));
     }
 
     #[test]
