@@ -10,36 +10,11 @@
 use pixelrefer_studio::mask::{Mask, Rle};
 use pixelrefer_studio::project::*;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+#[path = "support/python_ref.rs"]
+mod python_ref;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIXELREFER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = dirs::home_dir()
-        .unwrap_or_default()
-        .join(".cache/pixelrefer-studio/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with pycocotools: set PIXELREFER_PYTHON or create {} by running the test set-up \
-         command from README.md (it installs pycocotools, numpy and pillow)",
-        venv.display()
-    );
-    venv
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use python_ref::{Rng, run_script};
+use std::path::Path;
 
 fn test_masks() -> Vec<(String, Mask)> {
     let mut out = vec![
@@ -241,19 +216,7 @@ fn rle_and_exports_agree_with_pycocotools() {
     write_rust_masks(work);
     write_exports(work);
     write_polygons(work);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_coco.py");
-    let python = python();
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(work)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "check_coco.py failed:\n{stderr}\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let output = run_script("pycocotools, numpy and pillow", "check_coco.py", &[work]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("ok:"));
 
     let out: Value =

@@ -12,7 +12,10 @@
 
 use pixelrefer_studio::media::resample::pil_bicubic_rgb8;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+#[path = "support/python_ref.rs"]
+mod python_ref;
+
+use python_ref::{Rng, run_script};
 
 /// The Pillow version the port is bit-exact with (`onnx/requirements.txt`).
 const PILLOW_VERSION: &str = "13.0.0";
@@ -20,34 +23,6 @@ const PILLOW_VERSION: &str = "13.0.0";
 /// Largest difference allowed, in grey levels, when both axes shrink and Pillow took the other
 /// pass order (measured on uniform noise: up to 16, a 1080x1920 frame to 1024x1024 included).
 const BOTH_SHRINK_TOLERANCE: u8 = 16;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIXELREFER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = dirs::home_dir()
-        .unwrap_or_default()
-        .join(".cache/pixelrefer-studio/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with Pillow: set PIXELREFER_PYTHON or create {} (./test.sh sets it up)",
-        venv.display()
-    );
-    venv
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
 
 fn size_pairs(rng: &mut Rng) -> Vec<(usize, usize, usize, usize)> {
     let mut v = Vec::new();
@@ -102,19 +77,7 @@ fn pil_bicubic_port_matches_pillow() {
     let work = dir.path();
     std::fs::write(work.join("cases.json"), serde_json::to_vec(&cases).unwrap()).unwrap();
     std::fs::write(work.join("inputs.bin"), &inputs).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/pil_resize.py");
-    let python = python();
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(work)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        output.status.success(),
-        "pil_resize.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
+    run_script("Pillow", "pil_resize.py", &[work]);
     let info: Value =
         serde_json::from_slice(&std::fs::read(work.join("info.json")).unwrap()).unwrap();
     assert_eq!(

@@ -15,39 +15,13 @@
 use image::RgbImage;
 use pixelrefer_studio::refer::resize::{cv2_area_u8, cv2_linear_u8};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+#[path = "support/python_ref.rs"]
+mod python_ref;
+
+use python_ref::{Rng, run_script};
 
 /// The opencv-python version the ports are bit-exact with (`onnx/requirements.txt`).
 const CV2_VERSION: &str = "5.0.0";
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIXELREFER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = dirs::home_dir()
-        .unwrap_or_default()
-        .join(".cache/pixelrefer-studio/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with opencv-python: set PIXELREFER_PYTHON or create {} (./test.sh sets it up)",
-        venv.display()
-    );
-    venv
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
 
 /// `(w, h, out_w, out_h)` size pairs; each runs with both interpolations.
 fn size_pairs(rng: &mut Rng) -> Vec<(usize, usize, usize, usize)> {
@@ -170,19 +144,7 @@ fn cv2_ports_are_bit_exact_with_cv2_resize() {
     let work = dir.path();
     std::fs::write(work.join("cases.json"), serde_json::to_vec(&cases).unwrap()).unwrap();
     std::fs::write(work.join("inputs.bin"), &inputs).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cv2_resize.py");
-    let python = python();
-    let output = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(work)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    assert!(
-        output.status.success(),
-        "cv2_resize.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
+    run_script("opencv-python", "cv2_resize.py", &[work]);
     let info: Value =
         serde_json::from_slice(&std::fs::read(work.join("info.json")).unwrap()).unwrap();
     assert_eq!(
