@@ -2,8 +2,7 @@
 //!
 //! * [`pil_bicubic`]: Pillow `Image.resize(..., BICUBIC)` on RGB8, the port in
 //!   [`crate::media::resample`] that SAM 2's video frames share. Used by the image processor
-//!   (`image_processing.py`, `resample=3`). Bit-exact except for Pillow 13's pass-order choice
-//!   when both axes shrink (see [`pil_bicubic`]).
+//!   (`image_processing.py`, `resample=3`). Bit-exact with Pillow 13 for any sizes.
 //! * [`torch_uint8_bilinear`]: `F.interpolate` on a uint8 mask (`pixelrefer/mm_utils.py:52`),
 //!   ported from `host.torch_uint8_bilinear`. Bit-exact.
 //! * [`cv2_linear_f32`]: `cv2.resize(float32 mask, INTER_LINEAR)` (`pixelreferlite/mm_utils.py:140-145`),
@@ -16,9 +15,7 @@
 
 use image::RgbImage;
 
-/// Pillow `Image.resize((w, h), BICUBIC)` of an RGB8 image (an unchanged size returns a copy;
-/// [`crate::media::resample::pil_bicubic_rgb8`] has the pass-order rule). The processor only
-/// shrinks images above its pixel budget, so reference inputs are reproduced exactly.
+/// Pillow `Image.resize((w, h), BICUBIC)` of an RGB8 image (an unchanged size returns a copy).
 pub fn pil_bicubic(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     let (in_w, in_h) = (img.width() as usize, img.height() as usize);
     if in_w == out_w && in_h == out_h {
