@@ -37,6 +37,7 @@ fn size_pairs(rng: &mut Rng) -> Vec<(usize, usize, usize, usize)> {
         let (w, h) = (rng.range(10, 90), rng.range(10, 90));
         v.push((w, h, rng.range(1, w - 1), rng.range(1, h - 1)));
     }
+    v.extend([(40, 60, 40, 30), (60, 40, 30, 40), (40, 60, 41, 20)]); // one axis unchanged or growing
     for dx in 1..6 {
         v.push((40, 60, 40 - dx, 60 - 2 * dx));
         v.push((40, 60, 40 - dx, 60 - 2 * dx - 1));

@@ -159,7 +159,11 @@ pub fn pil_bicubic_rgb8(
     }
     if vertical_first(in_w, in_h, out_w, out_h) {
         let t = vertical(src, in_h, in_w, out_h);
-        return horizontal(&t, out_h, in_w, out_w);
+        return if in_w != out_w {
+            horizontal(&t, out_h, in_w, out_w)
+        } else {
+            t
+        };
     }
     let t = if in_w != out_w {
         horizontal(src, in_h, in_w, out_w)
