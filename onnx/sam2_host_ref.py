@@ -124,14 +124,26 @@ def _pil_pass_last_axis(x_u8: np.ndarray, xmin, kk) -> np.ndarray:
 
 def pil_resize_bicubic_u8(img_hwc: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """PIL Image.resize((w,h)) with the default BICUBIC filter on an 8-bit RGB image
-    (fixed point, 22 precision bits, horizontal pass then vertical pass, uint8 in between)."""
+    (fixed point, 22 precision bits, one pass per axis, uint8 in between). Pass order as Pillow
+    13's ImagingResampleInner (src/libImaging/Resample.c): vertical first when the height loses
+    more than twice as many pixels as the width, else horizontal first."""
     x = np.moveaxis(img_hwc, -1, 0)  # CHW
-    if x.shape[2] != out_w:
+    in_h, in_w = x.shape[1], x.shape[2]
+
+    def horizontal(x):
+        if x.shape[2] == out_w:
+            return x
         xmin, kk = _pil_bicubic_coeffs(x.shape[2], out_w)
-        x = _pil_pass_last_axis(x, xmin, kk)
-    if x.shape[1] != out_h:
+        return _pil_pass_last_axis(x, xmin, kk)
+
+    def vertical(x):
+        if x.shape[1] == out_h:
+            return x
         xmin, kk = _pil_bicubic_coeffs(x.shape[1], out_h)
-        x = np.swapaxes(_pil_pass_last_axis(np.swapaxes(x, 1, 2), xmin, kk), 1, 2)
+        return np.swapaxes(_pil_pass_last_axis(np.swapaxes(x, 1, 2), xmin, kk), 1, 2)
+
+    dy, dx = in_h - out_h, in_w - out_w
+    x = horizontal(vertical(x)) if dy > 0 and dy > 2 * dx else vertical(horizontal(x))
     return np.ascontiguousarray(np.moveaxis(x, 0, -1))
 
 

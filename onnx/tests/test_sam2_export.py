@@ -24,7 +24,8 @@ def test_preprocessing_matches_official():
 
     rng = np.random.default_rng(0)
     c = {"image_size": 1024, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
-    for h, w in [(700, 1200), (240, 320)]:
+    # landscape, small, and portrait frames (Pillow runs the vertical pass first for those)
+    for h, w in [(700, 1200), (240, 320), (1280, 720), (1920, 1080)]:
         img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
         ours = H.preprocess_image(img, c)
         theirs = SAM2Transforms(1024, 0.0)(img).numpy()
