@@ -5,17 +5,17 @@
 //! way), both axes shrinking with the height losing more or less than twice the width's pixels
 //! (Pillow's pass-order rule), and frame shapes as SAM 2 resizes them to 1024 x 1024 (scaled down
 //! 4x to keep the test short): landscape and portrait 360p, 720p and 1080p.
-//! `tests/python/pil_resize.py` runs Pillow on them. Python: `$PIXELREFER_PYTHON`, else
+//! `tests/python/resize_ref.py` runs Pillow on them. Python: `$PIXELREFER_PYTHON`, else
 //! `~/.cache/pixelrefer-studio/venv/bin/python`, with the Pillow pinned in
 //! `onnx/requirements.txt`. Without it the test fails; it never skips.
 #![allow(clippy::unwrap_used)]
 
 use pixelrefer_studio::media::resample::pil_bicubic_rgb8;
-use serde_json::{Value, json};
+use serde_json::json;
 #[path = "support/python_ref.rs"]
 mod python_ref;
 
-use python_ref::{Rng, run_script};
+use python_ref::{Rng, reference_resizes, test_image};
 
 /// The Pillow version the port is bit-exact with (`onnx/requirements.txt`).
 const PILLOW_VERSION: &str = "13.0.0";
@@ -67,33 +67,16 @@ fn pil_bicubic_port_matches_pillow() {
     let mut inputs: Vec<u8> = Vec::new();
     for &(w, h, ow, oh) in &pairs {
         let offset = inputs.len();
-        let smooth = rng.next().is_multiple_of(4);
-        let (gx, gy) = (rng.range(0, 9), rng.range(0, 9));
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    inputs.push(if smooth {
-                        ((x * gx + y * gy + c * 40) % 256) as u8
-                    } else {
-                        (rng.next() >> 24) as u8
-                    });
-                }
-            }
-        }
-        cases.push(json!({"w": w, "h": h, "out_w": ow, "out_h": oh, "offset": offset}));
+        inputs.extend(test_image(&mut rng, w, h));
+        cases.push(json!({
+            "w": w, "h": h, "out_w": ow, "out_h": oh, "interp": "pil_bicubic", "offset": offset,
+        }));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
-    std::fs::write(work.join("cases.json"), serde_json::to_vec(&cases).unwrap()).unwrap();
-    std::fs::write(work.join("inputs.bin"), &inputs).unwrap();
-    run_script("Pillow", "pil_resize.py", &[work]);
-    let info: Value =
-        serde_json::from_slice(&std::fs::read(work.join("info.json")).unwrap()).unwrap();
+    let (info, want) = reference_resizes(&cases, &inputs);
     assert_eq!(
-        info["version"], PILLOW_VERSION,
+        info["pillow"], PILLOW_VERSION,
         "the port is bit-exact with Pillow {PILLOW_VERSION}"
     );
-    let want = std::fs::read(work.join("outputs.bin")).unwrap();
 
     let mut at = 0;
     let mut failures = Vec::new();

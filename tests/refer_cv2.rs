@@ -5,7 +5,7 @@
 //! axis each way), integer factors (OpenCV's block-mean INTER_AREA path, non-square factors,
 //! one axis only, the 2×2 path INTER_LINEAR also takes), 1-pixel inputs and outputs, odd sizes,
 //! ratios such as 10/3 and 5/3, and a few frame-sized inputs (wide enough for OpenCV's SIMD
-//! loops). `tests/python/cv2_resize.py` runs `cv2.resize` on them.
+//! loops). `tests/python/resize_ref.py` runs `cv2.resize` on them.
 //!
 //! Python: `$PIXELREFER_PYTHON`, else `~/.cache/pixelrefer-studio/venv/bin/python`, with the
 //! opencv-python-headless pinned in `onnx/requirements.txt` (5.0.0). Without it the test fails;
@@ -14,11 +14,11 @@
 
 use image::RgbImage;
 use pixelrefer_studio::refer::resize::{cv2_area_u8, cv2_linear_u8};
-use serde_json::{Value, json};
+use serde_json::json;
 #[path = "support/python_ref.rs"]
 mod python_ref;
 
-use python_ref::{Rng, run_script};
+use python_ref::{Rng, reference_resizes, test_image};
 
 /// The opencv-python version the ports are bit-exact with (`onnx/requirements.txt`).
 const CV2_VERSION: &str = "5.0.0";
@@ -115,21 +115,7 @@ fn cv2_ports_are_bit_exact_with_cv2_resize() {
     let mut images = Vec::new();
     for &(w, h, ow, oh) in &pairs {
         let offset = inputs.len();
-        // Mostly uniform noise; every fourth image smooth (gradients round differently).
-        let smooth = rng.next().is_multiple_of(4);
-        let (gx, gy) = (rng.range(0, 9) as i64, rng.range(0, 9) as i64);
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    let v = if smooth {
-                        ((x as i64 * gx + y as i64 * gy + c as i64 * 40) % 256) as u8
-                    } else {
-                        (rng.next() >> 24) as u8
-                    };
-                    inputs.push(v);
-                }
-            }
-        }
+        inputs.extend(test_image(&mut rng, w, h));
         let img = RgbImage::from_raw(w as u32, h as u32, inputs[offset..].to_vec()).unwrap();
         images.push(img);
         for interp in ["linear", "area"] {
@@ -140,19 +126,12 @@ fn cv2_ports_are_bit_exact_with_cv2_resize() {
         }
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path();
-    std::fs::write(work.join("cases.json"), serde_json::to_vec(&cases).unwrap()).unwrap();
-    std::fs::write(work.join("inputs.bin"), &inputs).unwrap();
-    run_script("opencv-python", "cv2_resize.py", &[work]);
-    let info: Value =
-        serde_json::from_slice(&std::fs::read(work.join("info.json")).unwrap()).unwrap();
+    let (info, want) = reference_resizes(&cases, &inputs);
     assert_eq!(
-        info["version"], CV2_VERSION,
+        info["cv2"], CV2_VERSION,
         "the ports are bit-exact with opencv-python {CV2_VERSION} (onnx/requirements.txt)"
     );
     assert_eq!(info["ipp_not_exact"], false, "IPP's inexact resize is on");
-    let want = std::fs::read(work.join("outputs.bin")).unwrap();
 
     let mut at = 0;
     let mut failures = Vec::new();

@@ -65,3 +65,47 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// A `w × h` RGB8 test image (row-major) drawn from `rng`: mostly uniform noise, and one in four
+/// a smooth gradient (gradients round differently from noise).
+pub fn test_image(rng: &mut Rng, w: usize, h: usize) -> Vec<u8> {
+    let smooth = rng.next().is_multiple_of(4);
+    let (gx, gy) = (rng.range(0, 9), rng.range(0, 9));
+    let mut img = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                img.push(if smooth {
+                    ((x * gx + y * gy + c * 40) % 256) as u8
+                } else {
+                    (rng.next() >> 24) as u8
+                });
+            }
+        }
+    }
+    img
+}
+
+/// Runs `tests/python/resize_ref.py` on `cases` (JSON objects with `w`, `h`, `out_w`, `out_h`,
+/// `interp` and the byte `offset` of their input in `inputs`). Returns the script's `info.json`
+/// (library versions) and the reference outputs, back to back in case order.
+pub fn reference_resizes(
+    cases: &[serde_json::Value],
+    inputs: &[u8],
+) -> (serde_json::Value, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let work = dir.path();
+    let write = |name: &str, bytes: &[u8]| {
+        std::fs::write(work.join(name), bytes).unwrap_or_else(|e| panic!("write {name}: {e}"))
+    };
+    write(
+        "cases.json",
+        &serde_json::to_vec(cases).expect("cases as JSON"),
+    );
+    write("inputs.bin", inputs);
+    run_script("opencv-python and Pillow", "resize_ref.py", &[work]);
+    let read =
+        |name: &str| std::fs::read(work.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
+    let info = serde_json::from_slice(&read("info.json")).expect("info.json");
+    (info, read("outputs.bin"))
+}
