@@ -46,3 +46,25 @@ pub fn sam2_frames_folder(dir: &std::path::Path, count: usize) -> PathBuf {
     }
     folder
 }
+
+/// The manifest of quantized model fixture `name`, after the checks every quantized export must
+/// pass: a quantization entry with `scheme` whose operators include `operator`, a variant ending
+/// in `-<scheme>`, and no `reference/` (fp32 reference cases do not describe it).
+pub fn quantized_manifest(
+    name: &str,
+    scheme: &str,
+    operator: &str,
+) -> pixelrefer_studio::runtime::Manifest {
+    let dir = model_fixture(name);
+    let m = pixelrefer_studio::runtime::Manifest::load(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let q = m.quantization.as_ref().expect("a quantization entry");
+    assert_eq!(q.scheme, scheme);
+    assert!(q.operators.iter().any(|o| o == operator), "{q:?}");
+    assert!(m.variant.ends_with(&format!("-{scheme}")), "{}", m.variant);
+    assert!(
+        !dir.join("reference").exists(),
+        "fp32 reference cases do not describe a quantized model"
+    );
+    m
+}
