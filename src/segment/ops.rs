@@ -295,6 +295,7 @@ pub fn argmax(xs: &[f32]) -> usize {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn bf16_rounds_to_nearest_even() {
@@ -312,19 +313,21 @@ mod tests {
         assert_eq!(resize_bilinear(&x, 4, 4, 4, 4), x);
     }
 
-    /// The separable pass gives the same bits as sampling each pixel from its four neighbours
-    /// (PyTorch's expression), up and down, and the thresholded form agrees with it.
-    #[test]
-    fn separable_bilinear_equals_the_four_tap_formula() {
-        let mut seed = 0x9e37_79b9u32;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32) * 8.0 - 4.0
-        };
-        for (ih, iw, oh, ow) in [(7, 5, 23, 17), (16, 16, 5, 9), (3, 11, 3, 40), (9, 4, 1, 1)] {
-            let x: Vec<f32> = (0..ih * iw).map(|_| rand()).collect();
+    /// A random plane and an output size, up and down on each axis.
+    fn plane_case() -> impl Strategy<Value = (usize, usize, usize, usize, Vec<f32>)> {
+        (1..20usize, 1..20usize, 1..48usize, 1..48usize).prop_flat_map(|(ih, iw, oh, ow)| {
+            let plane = proptest::collection::vec(-4.0f32..4.0, ih * iw);
+            (Just(ih), Just(iw), Just(oh), Just(ow), plane)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The separable pass gives the same bits as sampling each pixel from its four
+        /// neighbours (PyTorch's expression), up and down, and the thresholded form agrees.
+        #[test]
+        fn separable_bilinear_equals_the_four_tap_formula((ih, iw, oh, ow, x) in plane_case()) {
             let (ys, xs) = (bilinear_taps(ih, oh), bilinear_taps(iw, ow));
             let mut want = Vec::with_capacity(oh * ow);
             for &(y0, y1, hy0, hy1) in &ys {
@@ -335,15 +338,11 @@ mod tests {
                 }
             }
             let got = resize_bilinear(&x, ih, iw, oh, ow);
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{ih}x{iw} -> {oh}x{ow}"
-            );
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&got), bits(&want), "{}x{} -> {}x{}", ih, iw, oh, ow);
             let mask = upsample_threshold(&x, ih, iw, oh, ow, 0.25);
             let from_plane: Vec<u8> = want.iter().map(|&v| u8::from(v > 0.25)).collect();
-            assert_eq!(mask, from_plane);
+            prop_assert_eq!(mask, from_plane);
         }
     }
 
