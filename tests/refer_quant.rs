@@ -31,7 +31,7 @@ fn quantized_exports_say_so_in_the_manifest_and_the_model() {
         ("pixelrefer-lite-tiny-int4", "int4", 4),
     ] {
         let dir = fixture(name);
-        let m = quantized_manifest(name, scheme, "MatMulNBits");
+        let m = quantized_manifest(&dir, scheme, "MatMulNBits");
         let q = m.quantization.as_ref().expect("a quantization entry");
         assert_eq!(q.llm_bits, Some(llm_bits));
         assert_eq!(q.vision_bits, Some(8));

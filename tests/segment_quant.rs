@@ -28,7 +28,7 @@ fn load(dir: &Path) -> Arc<Sam2Model> {
 #[test]
 fn the_int8_export_says_so_in_the_manifest_and_the_model() {
     let dir = model_fixture("sam2-tiny-int8");
-    let m = quantized_manifest("sam2-tiny-int8", "int8", "MatMulInteger");
+    let m = quantized_manifest(&dir, "int8", "MatMulInteger");
     let q = m.quantization.as_ref().expect("a quantization entry");
     assert_eq!(q.vision_bits, Some(8));
     assert_eq!(q.llm_bits, None);

@@ -47,16 +47,15 @@ pub fn sam2_frames_folder(dir: &std::path::Path, count: usize) -> PathBuf {
     folder
 }
 
-/// The manifest of quantized model fixture `name`, after the checks every quantized export must
+/// The manifest of the quantized model in `dir`, after the checks every quantized export must
 /// pass: a quantization entry with `scheme` whose operators include `operator`, a variant ending
 /// in `-<scheme>`, and no `reference/` (fp32 reference cases do not describe it).
 pub fn quantized_manifest(
-    name: &str,
+    dir: &std::path::Path,
     scheme: &str,
     operator: &str,
 ) -> pixelrefer_studio::runtime::Manifest {
-    let dir = model_fixture(name);
-    let m = pixelrefer_studio::runtime::Manifest::load(&dir)
+    let m = pixelrefer_studio::runtime::Manifest::load(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let q = m.quantization.as_ref().expect("a quantization entry");
     assert_eq!(q.scheme, scheme);
