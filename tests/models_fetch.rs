@@ -478,13 +478,13 @@ const ATTEMPTS: usize = 3;
 fn fetch_until_committed(hub: &FakeHub, chunk: u64, min: u64) -> (Scratch, Running) {
     let ckpt = checkpoint(hub);
     let size = ckpt.bytes.len() as u64;
+    hub.set_faults(Faults {
+        throttle: Some(size / 128),
+        ..Faults::default()
+    });
     let mut ended = Vec::new();
     for _ in 0..ATTEMPTS {
         let s = Scratch::new().with_copy_exporter();
-        hub.set_faults(Faults {
-            throttle: Some(size / 128),
-            ..Faults::default()
-        });
         let first = hub.log().len();
         let mut child = spawn_fetch(&s, hub, &chunk.to_string());
         let start = Instant::now();
