@@ -37,7 +37,7 @@ ACCURACY_LEVEL = 4
 LLM_GRAPHS = ("decoder", "embed_tokens")
 VISION_GRAPHS = ("vision_encoder",)
 EDGETAM_REFUSAL = ("EdgeTAM is not quantized: its image encoder is convolutional (RepViT), which dynamic int8 "
-                   "does not cover, and int8 makes its other graphs only about 1.1x faster; "
+                   "does not cover, and int8 makes its other graphs at most about 1.1x faster; "
                    "use the fp32 export")
 # SAM 2 (family sam2): the graphs quantized like a vision encoder; the others are copied.
 SAM2_INT8_GRAPHS = ("image_encoder",)
