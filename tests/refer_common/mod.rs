@@ -98,6 +98,54 @@ pub fn read_safetensors(path: &std::path::Path) -> HashMap<String, StTensor> {
     out
 }
 
+/// The tiny fixture `model` loaded with default session options, and its directory.
+pub fn load(model: &str) -> (pixelrefer_studio::refer::PixelRefer, std::path::PathBuf) {
+    let dir = fixture(model);
+    let m = pixelrefer_studio::refer::PixelRefer::load(
+        &dir,
+        &pixelrefer_studio::runtime::SessionOptions::default(),
+    )
+    .unwrap();
+    (m, dir)
+}
+
+/// A `w`×`h` patterned image with one rectangular object (`<object0>`), asked about it with at
+/// most 4 new tokens.
+pub fn simple_request(w: u32, h: u32) -> pixelrefer_studio::refer::Request {
+    use image::RgbImage;
+    use pixelrefer_studio::mask::Mask;
+    use pixelrefer_studio::refer::{FrameMask, GenerationOptions, Media, ObjectMasks, Request};
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 3 % 256) as u8,
+            ((x + y) % 256) as u8,
+        ])
+    });
+    let mut bits = vec![0u8; (w * h) as usize];
+    for y in h / 4..h / 2 {
+        for x in w / 4..w / 2 {
+            bits[(y * w + x) as usize] = 1;
+        }
+    }
+    Request {
+        media: Media::Image(img),
+        objects: vec![ObjectMasks {
+            tag_id: 0,
+            masks: vec![FrameMask {
+                frame: 0,
+                mask: Mask::from_raw(w, h, bits).unwrap(),
+            }],
+        }],
+        history: vec![],
+        question: "What is <object0>?".into(),
+        options: GenerationOptions {
+            max_new_tokens: Some(4),
+            ..GenerationOptions::default()
+        },
+    }
+}
+
 /// Max |a-b|; panics naming `what` if the lengths differ or the difference exceeds `tol`.
 pub fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) -> f32 {
     assert_eq!(a.len(), b.len(), "{what}: lengths differ");
