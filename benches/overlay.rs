@@ -6,10 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use pixelrefer_studio::mask::Mask;
+use pixelrefer_studio::mask::{BBox, Mask};
 use pixelrefer_studio::render::{
-    FLAG_VISIBLE, OverlayFrame, OverlayMasks, OverlayRenderer, OverlayUniforms, PixelRect,
-    SlotStyle,
+    FLAG_VISIBLE, OverlayFrame, OverlayMasks, OverlayRenderer, OverlayUniforms, SlotStyle,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +64,7 @@ fn main() {
     );
 
     let (mut packed, _) = OverlayMasks::pack(WIDTH, HEIGHT, &refs);
-    let stroke = PixelRect {
+    let stroke = BBox {
         x: 1000,
         y: 800,
         w: 120,
@@ -196,7 +195,7 @@ fn gpu(packed: OverlayMasks) {
             m.update_slot_rect(
                 1,
                 &Mask::new(WIDTH, HEIGHT),
-                PixelRect {
+                BBox {
                     x: 100 + i * 50,
                     y: 100,
                     w: 64,

@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use pixelrefer_studio::mask::Mask;
+use pixelrefer_studio::mask::{BBox, Mask};
 use pixelrefer_studio::render::{
     FLAG_SELECTED, FLAG_VISIBLE, OverlayFrame, OverlayMasks, OverlayRenderer, OverlayUniforms,
-    PixelRect, SlotStyle,
+    SlotStyle,
 };
 use std::sync::Arc;
 
@@ -218,7 +218,7 @@ fn dirty_rect_updates_reach_the_gpu() {
     masks.update_slot_rect(
         0,
         &dab,
-        PixelRect {
+        BBox {
             x: 4,
             y: 4,
             w: 1,

@@ -127,6 +127,18 @@ impl BBox {
         }
     }
 
+    /// Clipped to a `width × height` image; None when nothing is left.
+    pub fn clipped(self, width: u32, height: u32) -> Option<BBox> {
+        let x1 = (self.x.saturating_add(self.w)).min(width);
+        let y1 = (self.y.saturating_add(self.h)).min(height);
+        (self.x < x1 && self.y < y1).then(|| BBox {
+            x: self.x,
+            y: self.y,
+            w: x1 - self.x,
+            h: y1 - self.y,
+        })
+    }
+
     /// `[x, y, w, h]` as COCO writes a bbox.
     pub fn to_xywh(self) -> [u32; 4] {
         [self.x, self.y, self.w, self.h]

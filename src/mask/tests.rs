@@ -467,3 +467,22 @@ fn png_round_trip_and_threshold() {
     std::fs::write(dir.path().join("bad.png"), b"not a png").unwrap();
     assert!(Mask::from_png(&dir.path().join("bad.png"), 0).is_err());
 }
+
+#[test]
+fn bbox_union_and_clipping() {
+    let b = |x, y, w, h| BBox { x, y, w, h };
+    assert_eq!(b(2, 3, 4, 1).union(b(0, 5, 1, 2)), b(0, 3, 6, 4));
+    assert_eq!(b(2, 2, 10, 2).clipped(8, 8), Some(b(2, 2, 6, 2)));
+    assert_eq!(b(1, 1, 2, 2).clipped(8, 8), Some(b(1, 1, 2, 2)));
+    assert_eq!(
+        b(8, 0, 3, 3).clipped(8, 8),
+        None,
+        "starts past the right edge"
+    );
+    assert_eq!(b(0, 0, 0, 5).clipped(8, 8), None, "empty");
+    assert_eq!(
+        b(u32::MAX - 1, 0, 5, 5).clipped(u32::MAX, 8),
+        Some(b(u32::MAX - 1, 0, 1, 5)),
+        "no overflow at the far edge"
+    );
+}

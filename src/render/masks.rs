@@ -1,7 +1,7 @@
 //! CPU side of the overlay: object masks packed into bit planes, per-slot styles and the
 //! uniform block shared with `shaders/mask_overlay.wgsl`. Pure data, no GPU.
 
-use crate::mask::Mask;
+use crate::mask::{BBox, Mask};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Objects per layer: bit `k` of layer `l` means object slot `32 * l + k` covers the texel.
@@ -69,47 +69,6 @@ impl SlotStyle {
     }
 }
 
-/// A rectangle in image pixels (`x, y` top-left, `w, h` size), used for dirty regions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PixelRect {
-    /// Left column.
-    pub x: u32,
-    /// Top row.
-    pub y: u32,
-    /// Width in pixels.
-    pub w: u32,
-    /// Height in pixels.
-    pub h: u32,
-}
-
-impl PixelRect {
-    /// The smallest rectangle covering both.
-    pub fn union(self, other: Self) -> Self {
-        let x0 = self.x.min(other.x);
-        let y0 = self.y.min(other.y);
-        let x1 = (self.x + self.w).max(other.x + other.w);
-        let y1 = (self.y + self.h).max(other.y + other.h);
-        Self {
-            x: x0,
-            y: y0,
-            w: x1 - x0,
-            h: y1 - y0,
-        }
-    }
-
-    /// Clipped to a `width × height` image; None when nothing is left.
-    pub fn clipped(self, width: u32, height: u32) -> Option<Self> {
-        let x1 = (self.x.saturating_add(self.w)).min(width);
-        let y1 = (self.y.saturating_add(self.h)).min(height);
-        (self.x < x1 && self.y < y1).then(|| Self {
-            x: self.x,
-            y: self.y,
-            w: x1 - self.x,
-            h: y1 - self.y,
-        })
-    }
-}
-
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
 fn next_version() -> u64 {
@@ -129,7 +88,7 @@ pub struct OverlayMasks {
     data: Vec<u32>,
     version: u64,
     dirty_since: u64,
-    dirty: Vec<PixelRect>,
+    dirty: Vec<BBox>,
 }
 
 impl OverlayMasks {
@@ -195,7 +154,7 @@ impl OverlayMasks {
 
     /// Rewrites slot `slot` inside `rect` from `mask` (same size as the planes), marking the
     /// rectangle dirty. Used for live brush strokes.
-    pub fn update_slot_rect(&mut self, slot: usize, mask: &Mask, rect: PixelRect) {
+    pub fn update_slot_rect(&mut self, slot: usize, mask: &Mask, rect: BBox) {
         if slot >= self.layers as usize * SLOTS_PER_LAYER
             || mask.width() != self.width
             || mask.height() != self.height
@@ -258,7 +217,7 @@ impl OverlayMasks {
 
     /// A copy uploaded at version `uploaded` can catch up by uploading these rectangles; None
     /// means it needs a full upload.
-    pub fn dirty_rects_since(&self, uploaded: u64) -> Option<&[PixelRect]> {
+    pub fn dirty_rects_since(&self, uploaded: u64) -> Option<&[BBox]> {
         if uploaded == self.version {
             Some(&[])
         } else if uploaded == self.dirty_since {
@@ -356,7 +315,7 @@ mod tests {
         packed.update_slot_rect(
             0,
             &painted,
-            PixelRect {
+            BBox {
                 x: 2,
                 y: 2,
                 w: 10,
@@ -370,7 +329,7 @@ mod tests {
         let rects = packed.dirty_rects_since(before).unwrap();
         assert_eq!(
             rects,
-            &[PixelRect {
+            &[BBox {
                 x: 2,
                 y: 2,
                 w: 6,

@@ -9,7 +9,7 @@ pub mod masks;
 pub mod pipeline;
 
 pub use masks::{
-    FLAG_HOVERED, FLAG_SELECTED, FLAG_VISIBLE, OverlayMasks, OverlayUniforms, PixelRect,
-    SLOTS_PER_LAYER, SlotStyle,
+    FLAG_HOVERED, FLAG_SELECTED, FLAG_VISIBLE, OverlayMasks, OverlayUniforms, SLOTS_PER_LAYER,
+    SlotStyle,
 };
 pub use pipeline::{MASK_OVERLAY_WGSL, OverlayFrame, OverlayRenderer};

@@ -1,6 +1,7 @@
 //! GPU side of the overlay: pipeline, mask texture array, style and uniform buffers.
 
-use super::masks::{OverlayMasks, OverlayUniforms, PixelRect, SlotStyle};
+use super::masks::{OverlayMasks, OverlayUniforms, SlotStyle};
+use crate::mask::BBox;
 
 /// The WGSL source (validated by naga in `tests/shaders.rs`).
 pub const MASK_OVERLAY_WGSL: &str = include_str!("../../shaders/mask_overlay.wgsl");
@@ -217,7 +218,7 @@ impl OverlayRenderer {
                     }
                 }
                 None => {
-                    let all = PixelRect {
+                    let all = BBox {
                         x: 0,
                         y: 0,
                         w: masks.width(),
@@ -285,7 +286,7 @@ fn upload_rect(
     queue: &wgpu::Queue,
     texture: &MaskTexture,
     masks: &OverlayMasks,
-    rect: PixelRect,
+    rect: BBox,
 ) -> u64 {
     let width = masks.width() as usize;
     let plane = width * masks.height() as usize;

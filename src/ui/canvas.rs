@@ -4,11 +4,11 @@
 use super::doc_api;
 use super::state::{ActionError, AppState, Tool};
 use super::transform::{CanvasTransform, size_vec};
-use crate::mask::{Mask, Rle};
+use crate::mask::{BBox, Mask, Rle};
 use crate::render::callback::{ImagePlacement, OverlayCallback};
 use crate::render::{
     FLAG_HOVERED, FLAG_SELECTED, FLAG_VISIBLE, OverlayFrame, OverlayMasks, OverlayUniforms,
-    PixelRect, SLOTS_PER_LAYER, SlotStyle,
+    SLOTS_PER_LAYER, SlotStyle,
 };
 use egui::{Color32, Key, PointerButton, Pos2, Rect, Sense, Stroke, StrokeKind, Vec2, pos2, vec2};
 use std::collections::HashMap;
@@ -300,7 +300,7 @@ impl Canvas {
         });
         // A live stroke keeps showing over the rebuilt overlay.
         if let (Some(stroke), Some(cache)) = (&self.stroke, &mut self.overlay) {
-            let all = PixelRect {
+            let all = BBox {
                 x: 0,
                 y: 0,
                 w: width,
@@ -463,7 +463,7 @@ impl Canvas {
         );
         stroke.last_image = to_image;
         if let (Some(bbox), Some(cache)) = (bbox, &mut self.overlay) {
-            let rect = PixelRect {
+            let rect = BBox {
                 x: bbox.x,
                 y: bbox.y,
                 w: bbox.w,
