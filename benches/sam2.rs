@@ -27,8 +27,7 @@ mod harness;
 use harness::{Args, Better, Worker, env_usize};
 use pixelrefer_studio::runtime::{ExecutionProvider, SessionOptions};
 use pixelrefer_studio::segment::{
-    Direction, FrameKey, ImagePredictor, Point, Prompts, RgbImage, Sam2Model, TrackerOptions,
-    VideoTracker,
+    Direction, FrameKey, ImagePredictor, Point, Prompts, Sam2Model, TrackerOptions, VideoTracker,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -81,8 +80,8 @@ fn click(x: f32, y: f32) -> Prompts {
     }
 }
 
-fn read_rgb(path: &Path) -> RgbImage {
-    RgbImage::try_from(image::open(path).unwrap().to_rgb8()).unwrap()
+fn read_rgb(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap().to_rgb8()
 }
 
 /// The Rust side: `--worker MODEL_DIR INPUTS THREADS CLICKS`.
@@ -98,8 +97,8 @@ fn worker(args: &[String]) {
         .map(|e| e.unwrap().path())
         .collect();
     paths.sort();
-    let frames: Vec<RgbImage> = paths.iter().map(|p| read_rgb(p)).collect();
-    let (vw, vh) = (frames[0].width, frames[0].height);
+    let frames: Vec<image::RgbImage> = paths.iter().map(|p| read_rgb(p)).collect();
+    let (vw, vh) = (frames[0].width(), frames[0].height());
     let options = SessionOptions {
         provider: ExecutionProvider::Cpu,
         intra_threads: threads,
@@ -115,7 +114,7 @@ fn worker(args: &[String]) {
         "threads": threads,
     });
     let mut pred = ImagePredictor::new(Arc::clone(&model), 1);
-    let (iw, ih) = (image.width as f32, image.height as f32);
+    let (iw, ih) = (image.width() as f32, image.height() as f32);
     let mut key = 0;
     harness::serve(ready, |req| {
         let mut encode = |pred: &mut ImagePredictor| {

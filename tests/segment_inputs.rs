@@ -3,11 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+use image::RgbImage;
 use pixelrefer_studio::runtime::{RuntimeError, SessionOptions};
 use pixelrefer_studio::segment::reference::load_rgb;
 use pixelrefer_studio::segment::{
-    CancelToken, Direction, FrameKey, ImagePredictor, LowResLogits, Point, Prompts, RgbImage,
-    Sam2Model, SegmentError, TrackerOptions, VideoTracker,
+    CancelToken, Direction, FrameKey, ImagePredictor, LowResLogits, Point, Prompts, Sam2Model,
+    SegmentError, TrackerOptions, VideoTracker,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -153,11 +154,11 @@ fn image_prompts_outside_the_image_are_errors() {
         .unwrap();
     for prompts in [
         click(-1.0, 10.0),
-        click(10.0, img.height as f32 + 0.5),
+        click(10.0, img.height() as f32 + 0.5),
         click(f32::NAN, 3.0),
         Prompts {
             points: vec![],
-            bbox: Some([10.0, 10.0, img.width as f32 + 20.0, 50.0]),
+            bbox: Some([10.0, 10.0, img.width() as f32 + 20.0, 50.0]),
         },
         Prompts {
             points: vec![],
@@ -170,9 +171,12 @@ fn image_prompts_outside_the_image_are_errors() {
     }
     // the edges themselves are inside
     let ok = p
-        .predict(&emb, &click(img.width as f32, 0.0), None)
+        .predict(&emb, &click(img.width() as f32, 0.0), None)
         .unwrap();
-    assert_eq!((ok.mask.width(), ok.mask.height()), (img.width, img.height));
+    assert_eq!(
+        (ok.mask.width(), ok.mask.height()),
+        (img.width(), img.height())
+    );
 }
 
 #[test]
@@ -234,20 +238,34 @@ fn empty_previous_mask_and_empty_frames() {
         p.predict(&emb, &click(400.0, 230.0), Some(&wrong)),
         Err(SegmentError::Prompt(_))
     ));
-    assert!(matches!(
-        RgbImage::new(0, 0, vec![]),
-        Err(SegmentError::Frame(_))
-    ));
-    assert!(matches!(
-        RgbImage::new(2, 2, vec![0; 5]),
-        Err(SegmentError::Frame(_))
-    ));
+    for (w, h) in [(0, 0), (0, 5), (5, 0)] {
+        assert!(
+            matches!(
+                p.encode(FrameKey { item: 1, frame: 0 }, &RgbImage::new(w, h), None),
+                Err(SegmentError::Frame(_))
+            ),
+            "a {w}x{h} frame is refused"
+        );
+    }
+    // A buffer longer than its pixels (image::ImageBuffer allows it) reads only the pixels.
+    let (w, h) = img.dimensions();
+    let mut longer = img.clone().into_raw();
+    longer.extend_from_slice(&[255; 7]);
+    let longer = RgbImage::from_raw(w, h, longer).unwrap();
+    let emb2 = p
+        .encode(FrameKey { item: 2, frame: 0 }, &longer, None)
+        .unwrap();
+    let c = click(400.0, 230.0);
+    assert_eq!(
+        p.predict(&emb, &c, None).unwrap().low_res_logits.data,
+        p.predict(&emb2, &c, None).unwrap().low_res_logits.data
+    );
 }
 
 #[test]
 fn one_frame_video() {
     let mut f = frames(1);
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let mut t = VideoTracker::new(model(), 1, w, h, TrackerOptions::default()).unwrap();
     let r = t
         .add_prompts(&mut f, 0, 1, &click(130.0, 85.0), true, None)
@@ -290,7 +308,7 @@ fn one_frame_video() {
 #[test]
 fn video_prompt_checks() {
     let mut f = frames(2);
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let mut t = VideoTracker::new(model(), 2, w, h, TrackerOptions::default()).unwrap();
     let mut none = 0;
     assert!(matches!(
@@ -304,7 +322,7 @@ fn video_prompt_checks() {
         Err(SegmentError::Prompt(_))
     ));
     // a frame of another size
-    f[1] = RgbImage::new(4, 4, vec![0; 48]).unwrap();
+    f[1] = RgbImage::new(4, 4);
     assert!(matches!(
         t.add_prompts(&mut f, 1, 1, &click(2.0, 2.0), true, None),
         Err(SegmentError::Frame(_))
@@ -314,7 +332,7 @@ fn video_prompt_checks() {
 #[test]
 fn not_visible_objects_get_an_empty_mask_and_a_flag() {
     let mut f = frames(10);
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let mut t = VideoTracker::new(model(), 10, w, h, TrackerOptions::default()).unwrap();
     t.add_prompts(&mut f, 3, 1, &click(180.0, 95.0), true, None)
         .unwrap();
@@ -343,7 +361,7 @@ fn memory_stays_within_budget_on_long_propagation() {
     let base = frames(10);
     let n = 24;
     let mut f: Vec<RgbImage> = (0..n).map(|i| base[i % 10].clone()).collect();
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let run = |budget: usize, f: &mut Vec<RgbImage>| {
         let options = TrackerOptions {
             memory_budget_bytes: budget,
@@ -380,7 +398,7 @@ fn memory_stays_within_budget_on_long_propagation() {
 #[test]
 fn cancel_returns_quickly() {
     let mut f = frames(10);
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let mut t = VideoTracker::new(model(), 10, w, h, TrackerOptions::default()).unwrap();
     t.add_prompts(&mut f, 0, 1, &click(110.0, 80.0), true, None)
         .unwrap();
@@ -449,7 +467,7 @@ fn the_next_frame_encoded_alongside_gives_the_same_masks() {
     // the next frame's encoder pass on its own thread while the current frame's objects run,
     // or every pass in turn: the same features, so the same masks, bit for bit
     let mut f = frames(4);
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let run = |prefetch_next_frame: bool, f: &mut Vec<RgbImage>| {
         let options = TrackerOptions {
             prefetch_next_frame,
@@ -484,7 +502,7 @@ fn objects_run_one_by_one_or_batched_give_the_same_masks() {
     // memory attention with one shared frame row (this exporter's graphs) or, with the manifest
     // of an older export (pix_feat batched like the objects), one row per object
     let mut f = frames(3);
-    let (w, h) = (f[0].width, f[0].height);
+    let (w, h) = f[0].dimensions();
     let run = |model: Arc<Sam2Model>, budget: usize, f: &mut Vec<RgbImage>| {
         let options = TrackerOptions {
             batch_budget_bytes: budget,

@@ -408,11 +408,10 @@ fn compare_sam2(
     json: bool,
     options: &SessionOptions,
 ) -> anyhow::Result<()> {
-    use crate::segment::{CancelToken, RgbImage, Sam2Model, compare};
+    use crate::segment::{CancelToken, Sam2Model, compare};
     if frames == 0 {
         anyhow::bail!("--frames must be at least 1");
     }
-    let image = image.map(RgbImage::try_from).transpose()?;
     let load = |dir: &Path| {
         Sam2Model::load(dir, options)
             .map(Arc::new)
@@ -439,8 +438,8 @@ fn compare_sam2(
             "{} ({lb}) against {} ({la}), {}x{} frames:",
             other.display(),
             reference.display(),
-            probe[0].width,
-            probe[0].height
+            probe[0].width(),
+            probe[0].height()
         );
         println!(
             "image: {} clicks, mask IoU min {:.4}, mean {:.4}; {} chose another of the three candidates; largest low-res logit difference {:.4} (reference logits reach {:.2})",

@@ -6,10 +6,11 @@
 use super::Repaint;
 use crate::media::{ItemInfo, MediaError, MediaSource, SourceKind};
 use crate::segment::{
-    CancelToken, Direction, FrameSource, ObjectFrame, Prompts, RgbImage, Sam2Model, SegmentError,
+    CancelToken, Direction, FrameSource, ObjectFrame, Prompts, Sam2Model, SegmentError,
     TrackerOptions, VideoTracker,
 };
 use crossbeam_channel::{Receiver, Sender};
+use image::RgbImage;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -217,7 +218,14 @@ impl FrameSource for MediaFrames {
                 index,
                 reason: e.to_string(),
             })?;
-        RgbImage::from_rgba(f.width, f.height, &f.rgba)
+        f.to_rgb_image().ok_or_else(|| {
+            SegmentError::Frame(format!(
+                "frame {index}: {} RGBA bytes for a {}x{} frame",
+                f.rgba.len(),
+                f.width,
+                f.height
+            ))
+        })
     }
 }
 

@@ -10,10 +10,9 @@ use crate::media::Frame;
 use crate::project::ModelRecord;
 use crate::runtime::SessionOptions;
 use crate::segment::FrameSource as _;
-use crate::segment::{
-    CancelToken, FrameKey, ImagePredictor, LowResLogits, Prompts, RgbImage, Sam2Model,
-};
+use crate::segment::{CancelToken, FrameKey, ImagePredictor, LowResLogits, Prompts, Sam2Model};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use image::RgbImage;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -219,7 +218,14 @@ fn send(tx: &Sender<SegmentMessage>, repaint: &Arc<dyn Repaint>, message: Segmen
 }
 
 fn to_rgb(frame: &Frame) -> Result<RgbImage, String> {
-    RgbImage::from_rgba(frame.width, frame.height, &frame.rgba).map_err(|e| e.to_string())
+    frame.to_rgb_image().ok_or_else(|| {
+        format!(
+            "{} RGBA bytes for a {}x{} frame",
+            frame.rgba.len(),
+            frame.width,
+            frame.height
+        )
+    })
 }
 
 /// The model record of a loaded directory: id `sam2-<variant>`, sha256 per file.

@@ -6,8 +6,9 @@
 
 use super::{
     CancelToken, Candidate, Direction, FrameKey, ImagePredictor, ObjectFrame, Point, Prompts,
-    RgbImage, Sam2Model, SegmentError, TrackerOptions, VideoTracker,
+    Sam2Model, SegmentError, TrackerOptions, VideoTracker,
 };
+use image::RgbImage;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,58 +58,38 @@ pub struct MaskAgreement {
 pub fn probe_frames(image: Option<RgbImage>, frames: usize) -> Result<Vec<RgbImage>, SegmentError> {
     let base = match image {
         Some(i) => {
-            i.validate()?;
+            super::image::check_frame(&i)?;
             i
         }
         None => synthetic_image(640, 480),
     };
-    let (w, h) = (base.width as usize, base.height as usize);
-    Ok((0..frames.max(1))
+    Ok((0..frames.max(1) as u32)
         .map(|t| {
             let (dx, dy) = (3 * t, 2 * t);
-            let mut data = Vec::with_capacity(w * h * 3);
-            for y in 0..h {
-                let sy = y.saturating_sub(dy);
-                for x in 0..w {
-                    let i = (sy * w + x.saturating_sub(dx)) * 3;
-                    data.extend_from_slice(&base.data[i..i + 3]);
-                }
-            }
-            RgbImage {
-                width: base.width,
-                height: base.height,
-                data,
-            }
+            RgbImage::from_fn(base.width(), base.height(), |x, y| {
+                *base.get_pixel(x.saturating_sub(dx), y.saturating_sub(dy))
+            })
         })
         .collect())
 }
 
 fn synthetic_image(w: u32, h: u32) -> RgbImage {
     let (wf, hf) = (w as f32, h as f32);
-    let mut data = Vec::with_capacity((w * h * 3) as usize);
-    for y in 0..h {
-        for x in 0..w {
-            let (xf, yf) = (x as f32 + 0.5, y as f32 + 0.5);
-            let (dx, dy) = (
-                (xf - VIDEO_CLICKS[0].0 * wf) / (0.14 * wf),
-                (yf - VIDEO_CLICKS[0].1 * hf) / (0.25 * hf),
-            );
-            let px = if dx * dx + dy * dy <= 1.0 {
-                [200, 40, 40]
-            } else if (0.62 * wf..0.87 * wf).contains(&xf) && (0.2 * hf..0.62 * hf).contains(&yf) {
-                [40, 60, 210]
-            } else {
-                let t = ((x ^ y) & 0x1f) as u8;
-                [90 + t, (60 + y * 80 / h) as u8, (70 + x * 60 / w) as u8]
-            };
-            data.extend_from_slice(&px);
-        }
-    }
-    RgbImage {
-        width: w,
-        height: h,
-        data,
-    }
+    RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32 + 0.5, y as f32 + 0.5);
+        let (dx, dy) = (
+            (xf - VIDEO_CLICKS[0].0 * wf) / (0.14 * wf),
+            (yf - VIDEO_CLICKS[0].1 * hf) / (0.25 * hf),
+        );
+        image::Rgb(if dx * dx + dy * dy <= 1.0 {
+            [200, 40, 40]
+        } else if (0.62 * wf..0.87 * wf).contains(&xf) && (0.2 * hf..0.62 * hf).contains(&yf) {
+            [40, 60, 210]
+        } else {
+            let t = ((x ^ y) & 0x1f) as u8;
+            [90 + t, (60 + y * 80 / h) as u8, (70 + x * 60 / w) as u8]
+        })
+    })
 }
 
 fn click(x: f32, y: f32) -> Prompts {
@@ -137,7 +118,7 @@ fn run(
 ) -> Result<Run, SegmentError> {
     let t0 = Instant::now();
     let first = &frames[0];
-    let (w, h) = (first.width as f32, first.height as f32);
+    let (w, h) = (first.width() as f32, first.height() as f32);
     let mut pred = ImagePredictor::new(Arc::clone(model), 1);
     let emb = pred.encode(FrameKey { item: 0, frame: 0 }, first, Some(cancel))?;
     let mut clicks = Vec::new();
@@ -154,8 +135,8 @@ fn run(
     let mut tracker = VideoTracker::new(
         Arc::clone(model),
         n,
-        first.width,
-        first.height,
+        first.width(),
+        first.height(),
         TrackerOptions::default(),
     )?;
     for (id, (fx, fy)) in (1..).zip(VIDEO_CLICKS) {

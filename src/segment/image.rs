@@ -5,75 +5,27 @@ use super::{
     CancelToken, EncoderOutput, Prompts, Sam2Config, Sam2Model, SegmentError, choose_mask, ops,
 };
 use crate::mask::Mask;
+use ::image::RgbImage;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// An 8-bit RGB image, row-major, 3 bytes per pixel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// `width * height * 3` bytes.
-    pub data: Vec<u8>,
+/// Refuses a frame the predictors cannot encode: an empty one.
+pub(crate) fn check_frame(img: &RgbImage) -> Result<(), SegmentError> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(SegmentError::Frame(format!(
+            "the frame is empty ({}x{})",
+            img.width(),
+            img.height()
+        )));
+    }
+    Ok(())
 }
 
-impl RgbImage {
-    /// Wraps RGB bytes, checking the size.
-    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Result<Self, SegmentError> {
-        let img = Self {
-            width,
-            height,
-            data,
-        };
-        img.validate()?;
-        Ok(img)
-    }
-
-    /// Drops the alpha channel of RGBA bytes (as `PIL.Image.convert("RGB")` does).
-    pub fn from_rgba(width: u32, height: u32, rgba: &[u8]) -> Result<Self, SegmentError> {
-        if rgba.len() != width as usize * height as usize * 4 {
-            return Err(SegmentError::Frame(format!(
-                "{} RGBA bytes for a {width}x{height} frame",
-                rgba.len()
-            )));
-        }
-        let data = rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        Self::new(width, height, data)
-    }
-
-    /// Checks that the frame is not empty and holds `width * height * 3` bytes.
-    pub(crate) fn validate(&self) -> Result<(), SegmentError> {
-        if self.width == 0 || self.height == 0 {
-            return Err(SegmentError::Frame(format!(
-                "the frame is empty ({}x{})",
-                self.width, self.height
-            )));
-        }
-        if self.data.len() != self.width as usize * self.height as usize * 3 {
-            return Err(SegmentError::Frame(format!(
-                "{} bytes for a {}x{} RGB frame",
-                self.data.len(),
-                self.width,
-                self.height
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl TryFrom<::image::RgbImage> for RgbImage {
-    type Error = SegmentError;
-
-    /// Takes a decoded `image` crate picture's bytes (refused when empty).
-    fn try_from(img: ::image::RgbImage) -> Result<Self, SegmentError> {
-        let (width, height) = img.dimensions();
-        Self::new(width, height, img.into_raw())
-    }
+/// The frame's `width * height * 3` bytes, row-major (an `image` buffer may hold more).
+pub(crate) fn rgb_bytes(img: &RgbImage) -> &[u8] {
+    let n = img.width() as usize * img.height() as usize * 3;
+    // ImageBuffer's constructors guarantee at least n bytes.
+    &img.as_raw()[..n]
 }
 
 /// Normalises a CHW float image in place: `(x - mean) / std` (`SAM2Transforms` Normalize).
@@ -92,9 +44,9 @@ fn normalize(chw: &mut [f32], c: &Sam2Config) {
 /// Matches the host reference bit for bit (same f32 operations in the same order); versus
 /// torchvision itself the difference is float rounding (≤ 1e-6 after normalisation).
 pub fn preprocess_image(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
-    let (w, h) = (img.width as usize, img.height as usize);
+    let (w, h) = (img.width() as usize, img.height() as usize);
     let mut chw = vec![0f32; 3 * h * w];
-    for (i, px) in img.data.chunks_exact(3).enumerate() {
+    for (i, px) in rgb_bytes(img).chunks_exact(3).enumerate() {
         for ch in 0..3 {
             chw[ch * h * w + i] = f32::from(px[ch]) / 255f32;
         }
@@ -109,9 +61,9 @@ pub fn preprocess_image(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
 /// `_load_img_as_tensor`): Pillow BICUBIC resize of the 8-bit image to `S × S`, / 255 in f64
 /// stored as f32, normalise in f32. Bit-exact with Pillow (integer arithmetic).
 pub fn preprocess_video_frame(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
-    let (w, h) = (img.width as usize, img.height as usize);
+    let (w, h) = (img.width() as usize, img.height() as usize);
     let s = c.image_size;
-    let resized = crate::media::resample::pil_bicubic_rgb8(&img.data, w, h, s, s);
+    let resized = crate::media::resample::pil_bicubic_rgb8(rgb_bytes(img), w, h, s, s);
     let mut chw = vec![0f32; 3 * s * s];
     for (i, px) in resized.chunks_exact(3).enumerate() {
         for ch in 0..3 {
@@ -271,20 +223,20 @@ impl ImagePredictor {
     ) -> Result<Arc<Embedding>, SegmentError> {
         self.tick += 1;
         if let Some((e, t)) = self.cache.get_mut(&key)
-            && e.width == image.width
-            && e.height == image.height
+            && e.width == image.width()
+            && e.height == image.height()
         {
             *t = self.tick;
             return Ok(Arc::clone(e));
         }
-        image.validate()?;
+        check_frame(image)?;
         let x = preprocess_image(image, self.model.config());
         let features = self.model.encode_image(&x, false, cancel)?;
         self.encoder_runs += 1;
         let emb = Arc::new(Embedding {
             key,
-            width: image.width,
-            height: image.height,
+            width: image.width(),
+            height: image.height(),
             features,
         });
         self.cache.insert(key, (Arc::clone(&emb), self.tick));

@@ -22,8 +22,7 @@ mod video;
 
 pub use config::Sam2Config;
 pub use image::{
-    Candidate, Embedding, FrameKey, ImagePredictor, LowResLogits, Prediction, RgbImage,
-    logits_to_mask,
+    Candidate, Embedding, FrameKey, ImagePredictor, LowResLogits, Prediction, logits_to_mask,
 };
 pub use model::{DecoderOutput, EncoderOutput, GRAPH_ROLES, Sam2Model};
 pub use video::{

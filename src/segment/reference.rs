@@ -4,9 +4,10 @@
 //! `onnx/sam2_host_ref.py`). Used by `pixelrefer-studio models verify` and the parity tests.
 
 use super::{
-    CancelToken, Direction, FrameKey, ImagePredictor, LowResLogits, Point, Prompts, RgbImage,
-    Sam2Model, SegmentError, TrackerOptions, VideoTracker,
+    CancelToken, Direction, FrameKey, ImagePredictor, LowResLogits, Point, Prompts, Sam2Model,
+    SegmentError, TrackerOptions, VideoTracker,
 };
+use image::RgbImage;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -269,7 +270,9 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, SegmentError> {
         path: path.to_path_buf(),
         reason: format!("cannot decode: {e}"),
     })?;
-    RgbImage::try_from(img.to_rgb8())
+    let rgb = img.to_rgb8();
+    super::image::check_frame(&rgb)?;
+    Ok(rgb)
 }
 
 /// `np.unpackbits` (MSB first) of `count` bits.
@@ -427,7 +430,7 @@ pub fn run_reference(
         let ours_iou: Vec<f32> = pred.candidates.iter().map(|c| c.iou).collect();
         let count: usize = case.masks_shape.iter().product();
         let ref_masks = unpack_bits(&packed.bytes, count);
-        let per = (img.width * img.height) as usize;
+        let per = (img.width() * img.height()) as usize;
         let ious: Vec<f64> = pred
             .candidates
             .iter()

@@ -22,10 +22,11 @@
 
 use super::image::preprocess_video_frame;
 use super::{
-    CancelToken, EncoderOutput, LowResLogits, Prompts, RgbImage, Sam2Config, Sam2Model,
-    SegmentError, choose_mask, ops,
+    CancelToken, EncoderOutput, LowResLogits, Prompts, Sam2Config, Sam2Model, SegmentError,
+    choose_mask, ops,
 };
 use crate::mask::Mask;
+use image::RgbImage;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -490,17 +491,15 @@ impl VideoTracker {
     /// Frame `t` of `frames`, checked against the video's size.
     fn load_frame(&self, frames: &mut dyn FrameSource, t: usize) -> Result<RgbImage, SegmentError> {
         let img = frames.frame(t)?;
-        if img.width != self.width || img.height != self.height {
+        if img.dimensions() != (self.width, self.height) {
             return Err(SegmentError::Frame(format!(
                 "frame {t} is {}x{}, the video is {}x{}",
-                img.width, img.height, self.width, self.height
+                img.width(),
+                img.height(),
+                self.width,
+                self.height
             )));
         }
-        img.data
-            .len()
-            .eq(&(img.width as usize * img.height as usize * 3))
-            .then_some(())
-            .ok_or_else(|| SegmentError::Frame(format!("frame {t} has a wrong byte count")))?;
         Ok(img)
     }
 
