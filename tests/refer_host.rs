@@ -15,7 +15,7 @@ use pixelrefer_studio::refer::preprocess::{
 };
 use pixelrefer_studio::refer::prompt::{self, Modal};
 use pixelrefer_studio::refer::resize::{
-    cv2_area_u8, cv2_linear_f32, pil_bicubic, torch_uint8_bilinear,
+    cv2_area_u8, cv2_linear_f32, cv2_linear_u8, pil_bicubic, torch_uint8_bilinear,
 };
 use pixelrefer_studio::refer::saot::{kmeans, kmeans_init_indices, region_position};
 use pixelrefer_studio::refer::{ReferConfig, ReferError, TokenOutputStream};
@@ -350,6 +350,39 @@ fn pil_bicubic_port_is_bit_exact_on_reference_image() {
         pil_bicubic(&crop, crop.width() as usize, crop.height() as usize),
         crop
     );
+}
+
+/// An `image` buffer may be longer than its pixels (`RgbImage::from_raw` accepts that); the
+/// host steps read only the pixels, so they give what the exact buffer gives.
+#[test]
+fn host_steps_ignore_bytes_past_the_pixels() {
+    let cfg = config();
+    let exact = RgbImage::from_fn(61, 37, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 6) as u8, ((x + y) * 3) as u8])
+    });
+    let mut raw = exact.clone().into_raw();
+    raw.extend_from_slice(&[255; 29]);
+    let longer = RgbImage::from_raw(61, 37, raw).unwrap();
+    let (ra, pa) = pixelrefer_studio::refer::preprocess::preprocess(&exact, &cfg, 1, 1);
+    let (rb, pb) = pixelrefer_studio::refer::preprocess::preprocess(&longer, &cfg, 1, 1);
+    assert_eq!(ra, rb);
+    assert!(pa.data == pb.data, "patches differ");
+    let normalize = pixelrefer_studio::refer::preprocess::normalize;
+    assert!(normalize(&exact, &cfg) == normalize(&longer, &cfg));
+    assert_eq!(pil_bicubic(&exact, 40, 50), pil_bicubic(&longer, 40, 50));
+    assert_eq!(cv2_area_u8(&exact, 20, 12), cv2_area_u8(&longer, 20, 12));
+    assert_eq!(
+        cv2_linear_u8(&exact, 90, 20),
+        cv2_linear_u8(&longer, 90, 20)
+    );
+    let mask: Vec<u8> = (0..61 * 37)
+        .map(|i| u8::from(i % 61 > 20 && i / 61 > 10))
+        .collect();
+    let variant = pixelrefer_studio::refer::Variant::Full;
+    let g = pixelrefer_studio::refer::saot::geometry(variant, &mask, 37, 61, &cfg).unwrap();
+    let ca = pixelrefer_studio::refer::saot::crop(variant, &exact, &mask, &g, &cfg);
+    let cb = pixelrefer_studio::refer::saot::crop(variant, &longer, &mask, &g, &cfg);
+    assert_eq!(ca.crop, cb.crop);
 }
 
 /// The object crops (`cv2.resize` INTER_LINEAR / INTER_AREA) and the Lite 336 global image

@@ -97,6 +97,14 @@ impl Frame {
     }
 }
 
+/// The image's `width * height * 3` bytes, row-major: an `image` buffer may hold more than its
+/// pixels (`ImageBuffer::from_raw` accepts a longer vector), and readers must not see the rest.
+pub fn rgb_pixels(img: &image::RgbImage) -> &[u8] {
+    let n = img.width() as usize * img.height() as usize * 3;
+    // ImageBuffer's constructors guarantee at least n bytes; `get` keeps this panic-free.
+    img.as_raw().get(..n).unwrap_or(&[])
+}
+
 impl std::fmt::Debug for Frame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Frame({}x{})", self.width, self.height)

@@ -11,6 +11,7 @@ use super::saot::{self, SaotCrop, Variant};
 use super::{
     Answer, CancelToken, GenerationOptions, Media, ReferError, Request, StopReason, Timings,
 };
+use crate::media::rgb_pixels;
 use crate::runtime::preflight::Quantization;
 use crate::runtime::{
     Graph, GraphError, HostTensor, Input, Manifest, ModelKind, Placement, SessionOptions,
@@ -485,7 +486,10 @@ impl PixelRefer {
         }
         let list = self.mask_list(req);
         let n_masks = list.len();
-        let frame_hashes: Vec<u64> = frames.iter().map(|f| hash_bytes(f.as_raw(), 0)).collect();
+        let frame_hashes: Vec<u64> = frames
+            .iter()
+            .map(|f| hash_bytes(rgb_pixels(f), 0))
+            .collect();
         // Lite: 336/224 images cached per frame index, the local one from the first mask on
         // that frame (pixelreferlite/mm_utils.py:150-158, reproduced).
         let mut lite_frame: std::collections::HashMap<usize, (RgbImage, RgbImage, u64)> =
@@ -825,7 +829,7 @@ impl PixelRefer {
         let n_masks = prepared.masks.len();
         let mut per_mask = Vec::with_capacity(n_masks);
         for pm in &prepared.masks {
-            let key = pm.key ^ hash_bytes(pm.saot.crop.as_raw(), 3);
+            let key = pm.key ^ hash_bytes(rgb_pixels(&pm.saot.crop), 3);
             let tokens = match self.cache.region(key) {
                 Some(t) => t,
                 None => {

@@ -3,6 +3,7 @@
 
 use super::config::ReferConfig;
 use super::resize::pil_bicubic;
+use crate::media::rgb_pixels;
 use image::RgbImage;
 
 /// `smart_resize` (`image_processing.py:99-129`), Python `round` = round half to even.
@@ -66,7 +67,7 @@ pub fn normalize(img: &RgbImage, cfg: &ReferConfig) -> Vec<f32> {
             *out = (x - cfg.image_mean[c]) / cfg.image_std[c];
         }
     }
-    let src = img.as_raw();
+    let src = rgb_pixels(img);
     let mut chw = vec![0f32; 3 * h * w];
     for (i, px) in src.chunks_exact(3).enumerate() {
         for c in 0..3 {

@@ -13,6 +13,7 @@
 //!   pinned opencv-python 5.0.0 for any sizes (`tests/refer_cv2.rs` compares with `cv2.resize`).
 //! * [`bilinear_features`]: `F.interpolate(float, bilinear, align_corners=False)` on feature grids.
 
+use crate::media::rgb_pixels;
 use image::RgbImage;
 
 /// Pillow `Image.resize((w, h), BICUBIC)` of an RGB8 image (an unchanged size returns a copy).
@@ -21,7 +22,7 @@ pub fn pil_bicubic(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
     if in_w == out_w && in_h == out_h {
         return img.clone();
     }
-    let out = crate::media::resample::pil_bicubic_rgb8(img.as_raw(), in_w, in_h, out_w, out_h);
+    let out = crate::media::resample::pil_bicubic_rgb8(rgb_pixels(img), in_w, in_h, out_w, out_h);
     RgbImage::from_raw(out_w as u32, out_h as u32, out).unwrap_or_else(|| RgbImage::new(0, 0))
 }
 
@@ -263,7 +264,7 @@ fn cv2_resize_u8(img: &RgbImage, out_w: usize, out_h: usize, interp: Cv2Interp) 
 /// `resizeAreaFast_`: the mean of each `kx×ky` block (the output tiles the input exactly).
 fn cv2_area_fast(img: &RgbImage, out_w: usize, out_h: usize, kx: usize, ky: usize) -> Vec<u8> {
     let w = img.width() as usize;
-    let src = img.as_raw();
+    let src = rgb_pixels(img);
     let area = kx * ky;
     // `resizeAreaFast_Invoker`: `float scale = 1.f/(area)`.
     let inv_area = 1.0f32 / area as f32;
@@ -332,7 +333,7 @@ fn cv2_area_generic(
     scale_y: f64,
 ) -> Vec<u8> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
+    let src = rgb_pixels(img);
     let xtab = cv2_area_tab(w, out_w, scale_x);
     let ytab = cv2_area_tab(h, out_h, scale_y);
     let width = out_w * 3;
@@ -412,7 +413,7 @@ fn cv2_linear_generic(
     area_mode: bool,
 ) -> Vec<u8> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
+    let src = rgb_pixels(img);
     let xs: Vec<(usize, usize, i32, i32)> =
         cv2_linear_pos(out_w, scale[0], inv_scale[0], area_mode)
             .into_iter()

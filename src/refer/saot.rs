@@ -5,6 +5,7 @@
 
 use super::config::ReferConfig;
 use super::resize::{cv2_area_u8, cv2_linear_f32, cv2_linear_u8, torch_uint8_bilinear};
+use crate::media::rgb_pixels;
 use image::RgbImage;
 
 /// Which model's SAOT rules apply.
@@ -75,7 +76,7 @@ pub fn mask_bounds(mask: &[u8], w: usize) -> Option<(usize, usize, usize, usize)
 
 fn sub_image(img: &RgbImage, top: usize, left: usize, bottom: usize, right: usize) -> RgbImage {
     let w = img.width() as usize;
-    let src = img.as_raw();
+    let src = rgb_pixels(img);
     let mut out = Vec::with_capacity((bottom - top) * (right - left) * 3);
     for r in top..bottom {
         out.extend_from_slice(&src[(r * w + left) * 3..(r * w + right) * 3]);

@@ -5,6 +5,7 @@ use super::{
     CancelToken, EncoderOutput, Prompts, Sam2Config, Sam2Model, SegmentError, choose_mask, ops,
 };
 use crate::mask::Mask;
+use crate::media::rgb_pixels;
 use ::image::RgbImage;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,13 +20,6 @@ pub(crate) fn check_frame(img: &RgbImage) -> Result<(), SegmentError> {
         )));
     }
     Ok(())
-}
-
-/// The frame's `width * height * 3` bytes, row-major (an `image` buffer may hold more).
-pub(crate) fn rgb_bytes(img: &RgbImage) -> &[u8] {
-    let n = img.width() as usize * img.height() as usize * 3;
-    // ImageBuffer's constructors guarantee at least n bytes.
-    &img.as_raw()[..n]
 }
 
 /// Normalises a CHW float image in place: `(x - mean) / std` (`SAM2Transforms` Normalize).
@@ -46,7 +40,7 @@ fn normalize(chw: &mut [f32], c: &Sam2Config) {
 pub fn preprocess_image(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut chw = vec![0f32; 3 * h * w];
-    for (i, px) in rgb_bytes(img).chunks_exact(3).enumerate() {
+    for (i, px) in rgb_pixels(img).chunks_exact(3).enumerate() {
         for ch in 0..3 {
             chw[ch * h * w + i] = f32::from(px[ch]) / 255f32;
         }
@@ -63,7 +57,7 @@ pub fn preprocess_image(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
 pub fn preprocess_video_frame(img: &RgbImage, c: &Sam2Config) -> Vec<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let s = c.image_size;
-    let resized = crate::media::resample::pil_bicubic_rgb8(rgb_bytes(img), w, h, s, s);
+    let resized = crate::media::resample::pil_bicubic_rgb8(rgb_pixels(img), w, h, s, s);
     let mut chw = vec![0f32; 3 * s * s];
     for (i, px) in resized.chunks_exact(3).enumerate() {
         for ch in 0..3 {
