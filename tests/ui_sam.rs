@@ -287,6 +287,52 @@ fn propagation_fills_every_frame_and_one_undo_reverts_it() {
     assert_eq!(state.object(id).unwrap().frames.len(), 4);
 }
 
+/// Frames the person painted keep their masks through a propagation (the tracker reads only
+/// prompts), whether painted over the clicked frame or on a frame ahead of it.
+#[test]
+fn propagation_keeps_painted_masks() {
+    let (_tmp, path) = video(4);
+    let mut harness = video_harness(path);
+    let id = click_object(&mut harness);
+    let state = harness.state_mut().state_mut().unwrap();
+    let (w, h) = state.image_size_px().unwrap();
+    let painted = |x0: u32| {
+        let mut m = pixelrefer_studio::mask::Mask::new(w, h);
+        for y in 10..30 {
+            for x in x0..x0 + 25 {
+                m.set(i64::from(x), i64::from(y), true);
+            }
+        }
+        m
+    };
+    // The clicked frame refined by painting, and frame 2 painted.
+    let refined = painted(5);
+    state.commit_painted_mask(id, &refined).unwrap();
+    state.set_frame(2);
+    let ahead = painted(60);
+    state.commit_painted_mask(id, &ahead).unwrap();
+    state.set_frame(0);
+    harness
+        .state_mut()
+        .sam_propagate(PropagateDirection::Forward)
+        .unwrap();
+    step_until(&mut harness, 20, "the propagation", |app| {
+        app.sam().propagation_progress().is_none()
+    });
+    let state = harness.state_mut().state_mut().unwrap();
+    let object = state.object(id).unwrap().clone();
+    let mask_of = |frame: u64| {
+        let a = &object.frames[&frame];
+        (a.source, a.mask.as_ref().map(|r| r.to_mask().unwrap()))
+    };
+    assert_eq!(mask_of(0), (MaskSource::Painted, Some(refined)));
+    assert_eq!(mask_of(2), (MaskSource::Painted, Some(ahead)));
+    for frame in [1, 3] {
+        assert_eq!(mask_of(frame).0, MaskSource::Propagated, "frame {frame}");
+    }
+    assert!(!object.frames[&0].prompts.is_empty(), "the clicks stay");
+}
+
 #[test]
 fn cancel_stops_propagation_quickly() {
     let (_tmp, path) = video(10);

@@ -466,14 +466,14 @@ impl SamPanel {
                         else {
                             continue;
                         };
-                        if object.locked {
+                        let current = object.frames.get(&o.frame);
+                        // A mask the person painted is their answer for that frame: the tracker
+                        // (which reads prompts, not painted masks) does not replace it.
+                        if object.locked || current.is_some_and(|a| a.source == MaskSource::Painted)
+                        {
                             continue;
                         }
-                        let prompts = object
-                            .frames
-                            .get(&o.frame)
-                            .map(|a| a.prompts.clone())
-                            .unwrap_or_default();
+                        let prompts = current.map(|a| a.prompts.clone()).unwrap_or_default();
                         let annotation = FrameAnnotation {
                             mask: Some(super::doc_api::rle_from_mask(&o.mask)),
                             source: if o.conditioning {
