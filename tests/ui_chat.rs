@@ -244,6 +244,50 @@ fn describe_and_describe_all_fill_captions() {
     }
 }
 
+/// A long caption (a real model's description is a sentence or more) stays inside the chat
+/// panel: the side panels keep their width and stay on screen.
+#[test]
+fn long_captions_keep_the_side_panels_on_screen() {
+    let mut harness = harness(2);
+    let before = (
+        harness.get_by_label("Send").rect(),
+        harness.get_by_label("+ Add object").rect(),
+    );
+    let caption = "a red motorcycle parked in a garage beside a wooden bench, with shelves of \
+                   tools behind it and a framed portrait on the wall; "
+        .repeat(4)
+        + &"x".repeat(300);
+    let state = harness.state_mut().state_mut().unwrap();
+    state
+        .update_props(1, |p| p.caption = caption.clone())
+        .unwrap();
+    // Chat turns too, one of them a single 600-character word (a URL, a path, a model's noise).
+    let turn = |role, text: String| pixelrefer_studio::project::ChatTurn {
+        role,
+        text,
+        frame: 0,
+        model: None,
+    };
+    let chat = vec![
+        turn(Role::User, caption.clone()),
+        turn(Role::Assistant, "y".repeat(600)),
+    ];
+    state
+        .apply(pixelrefer_studio::project::Edit::SetChat { item: 0, chat })
+        .unwrap();
+    harness.run_steps(3);
+    let after = (
+        harness.get_by_label("Send").rect(),
+        harness.get_by_label("+ Add object").rect(),
+    );
+    assert_eq!(before, after, "the panels moved");
+    assert!(
+        after.1.max.x <= 1200.0,
+        "the objects panel is off screen: {:?}",
+        after.1
+    );
+}
+
 #[test]
 fn unknown_tag_is_one_clear_sentence() {
     let mut harness = harness(1);

@@ -596,7 +596,9 @@ impl ChatPanel {
                     describe = Some(*id);
                 }
                 if !caption.is_empty() {
-                    ui.label(egui::RichText::new(caption).weak())
+                    // One line, cut to the panel's width (a row does not wrap, and an uncut
+                    // caption would widen the panel past the window); the whole on hover.
+                    ui.add(egui::Label::new(egui::RichText::new(caption).weak()).truncate())
                         .on_hover_text(caption);
                 }
             });
