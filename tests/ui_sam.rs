@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
 use pixelrefer_studio::jobs::{
     FrameSource, PropagateDirection, SegmentMessage, SegmentRequest, SegmentWorker,
 };
@@ -213,9 +214,13 @@ fn video(frames: usize) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn video_harness(path: PathBuf) -> Harness<'static, StudioApp> {
+    video_harness_sized(path, egui::vec2(900.0, 600.0))
+}
+
+fn video_harness_sized(path: PathBuf, size: egui::Vec2) -> Harness<'static, StudioApp> {
     let dir = sam2_dir();
     let mut harness = Harness::builder()
-        .with_size(egui::vec2(900.0, 600.0))
+        .with_size(size)
         .wgpu()
         .build_eframe(move |cc| {
             let mut app = StudioApp::new(cc, Some(path));
@@ -331,6 +336,19 @@ fn propagation_keeps_painted_masks() {
         assert_eq!(mask_of(frame).0, MaskSource::Propagated, "frame {frame}");
     }
     assert!(!object.frames[&0].prompts.is_empty(), "the clicks stay");
+}
+
+/// On a narrow window the status bar wraps instead of cutting off the propagation buttons.
+#[test]
+fn propagation_buttons_stay_on_a_narrow_window() {
+    let (_tmp, path) = video(2);
+    let width = 640.0;
+    let mut harness = video_harness_sized(path, egui::vec2(width, 600.0));
+    harness.run_steps(2);
+    for label in ["Propagate backward", "Propagate forward", "Propagate both"] {
+        let rect = harness.get_by_label(label).rect();
+        assert!(rect.max.x <= width, "{label} is cut off: {rect:?}");
+    }
 }
 
 #[test]

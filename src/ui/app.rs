@@ -1062,7 +1062,8 @@ impl StudioApp {
     }
 
     fn status_bar_ui(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
+        // Wrapped: on a narrow window the propagation controls go to a second line, not off it.
+        ui.horizontal_wrapped(|ui| {
             if let Some(state) = &self.state {
                 let dirty = if state.is_dirty() {
                     "* unsaved"
