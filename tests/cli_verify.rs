@@ -170,3 +170,28 @@ fn verify_without_reference_data_says_how_to_get_it() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// A file that is not ONNX Runtime where the library is looked for first: one sentence that
+/// names the file once and says why, before any model is read.
+#[test]
+fn a_broken_onnx_runtime_library_is_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("libonnxruntime.so");
+    std::fs::write(&lib, b"not a shared library").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .args(["models", "verify"])
+        .arg(fixture("pixelrefer-lite-tiny"))
+        .args(["--device", "cpu"])
+        .env("ORT_DYLIB_PATH", &lib)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    let head = format!("ONNX Runtime at {} could not be loaded: ", lib.display());
+    assert!(line.contains(&head), "{line}");
+    assert_eq!(line.matches("ONNX Runtime at").count(), 1, "{line}");
+    assert!(
+        line.len() > line.find(&head).unwrap() + head.len(),
+        "no reason: {line}"
+    );
+}

@@ -96,28 +96,53 @@ pub fn find_library() -> Result<PathBuf, RuntimeError> {
         })
 }
 
-static RUNTIME: OnceLock<Result<RuntimeInfo, String>> = OnceLock::new();
+/// Why loading failed, kept so that later calls return the same error.
+#[derive(Debug, Clone)]
+enum InitFailure {
+    /// No library in any searched place (the places, joined).
+    NotFound(String),
+    /// The library at `path` could not be used.
+    Load(PathBuf, String),
+}
+
+impl From<&InitFailure> for RuntimeError {
+    fn from(f: &InitFailure) -> Self {
+        match f {
+            InitFailure::NotFound(searched) => RuntimeError::LibraryNotFound {
+                searched: searched.clone(),
+            },
+            InitFailure::Load(path, reason) => RuntimeError::LibraryLoad {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+static RUNTIME: OnceLock<Result<RuntimeInfo, InitFailure>> = OnceLock::new();
 
 /// Loads ONNX Runtime once per process and returns what was loaded. Later calls return the same
 /// result (also the same failure: the process must be restarted after fixing the install).
 pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
     let result = RUNTIME.get_or_init(|| {
-        let path = find_library().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path)
-            .map_err(|e| format!("ONNX Runtime at {} could not be loaded: {e}", path.display()))?;
+        let path = find_library().map_err(|e| match e {
+            RuntimeError::LibraryNotFound { searched } => InitFailure::NotFound(searched),
+            other => InitFailure::Load(PathBuf::new(), other.to_string()),
+        })?;
+        let failed = |reason: String| InitFailure::Load(path.clone(), reason);
+        let builder = ort::init_from(&path).map_err(|e| failed(e.to_string()))?;
         // `ort` panics when the library lacks the API version it was built for (an old
         // ONNX Runtime); turn that into a message instead of a crash.
         let too_old = || {
-            format!(
-                "ONNX Runtime at {} is too old for this build (need {BUNDLED_ORT_VERSION} or a compatible 1.22+)",
-                path.display()
-            )
+            failed(format!(
+                "it is too old for this build (need {BUNDLED_ORT_VERSION} or a compatible 1.22+)"
+            ))
         };
         let mut environment = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             builder.with_name("pixelrefer-studio").build()
         }))
         .map_err(|_| too_old())?
-        .map_err(|e| format!("ONNX Runtime environment: {e}"))?;
+        .map_err(|e| failed(format!("its environment: {e}")))?;
         // One CPU arena for every session (they opt in with `session.use_env_allocators`): a
         // process holds the peak of its largest graph instead of one grown arena per graph. SAM
         // 2.1-tiny's four graphs peaked at 2.1 GB with an arena each and 1.7 GB shared, same
@@ -150,13 +175,7 @@ pub fn ensure_initialized() -> Result<&'static RuntimeInfo, RuntimeError> {
             shared_arena,
         })
     });
-    match result {
-        Ok(info) => Ok(info),
-        Err(reason) => Err(RuntimeError::LibraryLoad {
-            path: find_library().unwrap_or_default(),
-            reason: reason.clone(),
-        }),
-    }
+    result.as_ref().map_err(RuntimeError::from)
 }
 
 /// Registers one CPU arena allocator in the environment; sessions built with
