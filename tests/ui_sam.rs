@@ -351,6 +351,25 @@ fn propagation_buttons_stay_on_a_narrow_window() {
     }
 }
 
+/// An object that is only painted cannot be tracked: the refusal says what the tracker needs.
+#[test]
+fn propagating_only_painted_objects_says_what_is_needed() {
+    let (_tmp, path) = video(2);
+    let mut harness = video_harness(path);
+    let state = harness.state_mut().state_mut().unwrap();
+    let (w, h) = state.image_size_px().unwrap();
+    let id = state.add_object().unwrap();
+    let mut mask = pixelrefer_studio::mask::Mask::new(w, h);
+    mask.set(3, 3, true);
+    state.commit_painted_mask(id, &mask).unwrap();
+    let err = harness
+        .state_mut()
+        .sam_propagate(PropagateDirection::Forward)
+        .unwrap_err();
+    assert!(err.contains("not painted masks"), "{err}");
+    assert!(harness.state().sam().propagation_progress().is_none());
+}
+
 #[test]
 fn cancel_stops_propagation_quickly() {
     let (_tmp, path) = video(10);

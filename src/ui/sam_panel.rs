@@ -362,7 +362,17 @@ impl SamPanel {
             })
             .collect();
         if prompts.is_empty() {
-            return Err("click on an object first: no object has prompts".into());
+            let painted = state
+                .objects()
+                .iter()
+                .any(|o| !o.locked && o.frames.values().any(|a| a.mask.is_some()));
+            return Err(if painted {
+                "click on an object or draw a box on it first: the tracker follows clicks and \
+                 boxes, not painted masks"
+            } else {
+                "click on an object first: no object has prompts"
+            }
+            .into());
         }
         let request = PropagateRequest {
             media_path: state.media_path(),
