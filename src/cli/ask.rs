@@ -146,7 +146,7 @@ impl RequestFrames for ItemFrames {
         };
         let f = read.map_err(|e| ReferError::InvalidRequest(format!("frame {index}: {e}")))?;
         f.to_rgb_image()
-            .ok_or_else(|| ReferError::InvalidRequest(format!("frame {index} has a bad size")))
+            .map_err(|e| ReferError::InvalidRequest(format!("frame {index}: {e}")))
     }
 }
 

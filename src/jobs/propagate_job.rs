@@ -218,14 +218,8 @@ impl FrameSource for MediaFrames {
                 index,
                 reason: e.to_string(),
             })?;
-        f.to_rgb_image().ok_or_else(|| {
-            SegmentError::Frame(format!(
-                "frame {index}: {} RGBA bytes for a {}x{} frame",
-                f.rgba.len(),
-                f.width,
-                f.height
-            ))
-        })
+        f.to_rgb_image()
+            .map_err(|e| SegmentError::Frame(format!("frame {index}: {e}")))
     }
 }
 

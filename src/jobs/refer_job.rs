@@ -384,7 +384,7 @@ impl RequestFrames for ItemFrames<'_> {
             .map_err(|e| invalid(format!("cannot read frame {index}: {e}")))?;
         frame
             .to_rgb_image()
-            .ok_or_else(|| invalid(format!("frame {index} has the wrong buffer size")))
+            .map_err(|e| invalid(format!("frame {index}: {e}")))
     }
 }
 

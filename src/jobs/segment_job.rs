@@ -218,14 +218,7 @@ fn send(tx: &Sender<SegmentMessage>, repaint: &Arc<dyn Repaint>, message: Segmen
 }
 
 fn to_rgb(frame: &Frame) -> Result<RgbImage, String> {
-    frame.to_rgb_image().ok_or_else(|| {
-        format!(
-            "{} RGBA bytes for a {}x{} frame",
-            frame.rgba.len(),
-            frame.width,
-            frame.height
-        )
-    })
+    frame.to_rgb_image()
 }
 
 /// The model record of a loaded directory: id `sam2-<variant>`, sha256 per file.

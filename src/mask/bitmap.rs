@@ -113,6 +113,16 @@ impl Mask {
 }
 
 impl BBox {
+    /// The whole of a `width × height` image.
+    pub fn whole(width: u32, height: u32) -> BBox {
+        BBox {
+            x: 0,
+            y: 0,
+            w: width,
+            h: height,
+        }
+    }
+
     /// The smallest box containing both boxes.
     pub fn union(self, other: BBox) -> BBox {
         let x0 = self.x.min(other.x);

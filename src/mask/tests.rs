@@ -480,6 +480,8 @@ fn bbox_union_and_clipping() {
         "starts past the right edge"
     );
     assert_eq!(b(0, 0, 0, 5).clipped(8, 8), None, "empty");
+    assert_eq!(BBox::whole(8, 5), b(0, 0, 8, 5));
+    assert_eq!(BBox::whole(8, 5).clipped(8, 5), Some(BBox::whole(8, 5)));
     assert_eq!(
         b(u32::MAX - 1, 0, 5, 5).clipped(u32::MAX, 8),
         Some(b(u32::MAX - 1, 0, 1, 5)),

@@ -86,14 +86,22 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The frame as 8-bit RGB (alpha dropped); `None` when the buffer does not match the size.
-    pub fn to_rgb_image(&self) -> Option<image::RgbImage> {
+    /// The frame as 8-bit RGB (alpha dropped); an error when the buffer is too short for the
+    /// size.
+    pub fn to_rgb_image(&self) -> Result<image::RgbImage, String> {
         let rgb: Vec<u8> = self
             .rgba
             .chunks_exact(4)
             .flat_map(|p| [p[0], p[1], p[2]])
             .collect();
-        image::RgbImage::from_raw(self.width, self.height, rgb)
+        image::RgbImage::from_raw(self.width, self.height, rgb).ok_or_else(|| {
+            format!(
+                "{} RGBA bytes for a {}x{} frame",
+                self.rgba.len(),
+                self.width,
+                self.height
+            )
+        })
     }
 }
 

@@ -218,12 +218,7 @@ impl OverlayRenderer {
                     }
                 }
                 None => {
-                    let all = BBox {
-                        x: 0,
-                        y: 0,
-                        w: masks.width(),
-                        h: masks.height(),
-                    };
+                    let all = BBox::whole(masks.width(), masks.height());
                     self.last_upload_bytes += upload_rect(queue, texture, masks, all);
                 }
             }

@@ -63,9 +63,10 @@ pub fn probe_frames(image: Option<RgbImage>, frames: usize) -> Result<Vec<RgbIma
         }
         None => synthetic_image(640, 480),
     };
-    Ok((0..frames.max(1) as u32)
+    Ok((0..frames.max(1))
         .map(|t| {
-            let (dx, dy) = (3 * t, 2 * t);
+            let t = u32::try_from(t).unwrap_or(u32::MAX);
+            let (dx, dy) = (t.saturating_mul(3), t.saturating_mul(2));
             RgbImage::from_fn(base.width(), base.height(), |x, y| {
                 *base.get_pixel(x.saturating_sub(dx), y.saturating_sub(dy))
             })

@@ -300,12 +300,7 @@ impl Canvas {
         });
         // A live stroke keeps showing over the rebuilt overlay.
         if let (Some(stroke), Some(cache)) = (&self.stroke, &mut self.overlay) {
-            let all = BBox {
-                x: 0,
-                y: 0,
-                w: width,
-                h: height,
-            };
+            let all = BBox::whole(width, height);
             Arc::make_mut(&mut cache.masks).update_slot_rect(stroke.slot, &stroke.mask, all);
         }
     }
@@ -463,13 +458,7 @@ impl Canvas {
         );
         stroke.last_image = to_image;
         if let (Some(bbox), Some(cache)) = (bbox, &mut self.overlay) {
-            let rect = BBox {
-                x: bbox.x,
-                y: bbox.y,
-                w: bbox.w,
-                h: bbox.h,
-            };
-            Arc::make_mut(&mut cache.masks).update_slot_rect(stroke.slot, &stroke.mask, rect);
+            Arc::make_mut(&mut cache.masks).update_slot_rect(stroke.slot, &stroke.mask, bbox);
         }
     }
 
