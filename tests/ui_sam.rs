@@ -218,7 +218,14 @@ fn video_harness(path: PathBuf) -> Harness<'static, StudioApp> {
 }
 
 fn video_harness_sized(path: PathBuf, size: egui::Vec2) -> Harness<'static, StudioApp> {
-    let dir = sam2_dir();
+    video_harness_with(path, size, sam2_dir())
+}
+
+fn video_harness_with(
+    path: PathBuf,
+    size: egui::Vec2,
+    dir: PathBuf,
+) -> Harness<'static, StudioApp> {
     let mut harness = Harness::builder()
         .with_size(size)
         .wgpu()
@@ -351,22 +358,120 @@ fn propagation_buttons_stay_on_a_narrow_window() {
     }
 }
 
-/// An object that is only painted cannot be tracked: the refusal says what the tracker needs.
+/// A block mask of the frame's size.
+fn block(w: u32, h: u32, x0: u32, y0: u32, side: u32) -> pixelrefer_studio::mask::Mask {
+    let mut m = pixelrefer_studio::mask::Mask::new(w, h);
+    for y in y0..y0 + side {
+        for x in x0..x0 + side {
+            m.set(i64::from(x), i64::from(y), true);
+        }
+    }
+    m
+}
+
+/// An object given only by a painted mask is tracked from it (SAM 2's add_new_mask): the app's
+/// propagated masks are the tracker's for that painted mask, and the painted frame stays as
+/// painted.
 #[test]
-fn propagating_only_painted_objects_says_what_is_needed() {
-    let (_tmp, path) = video(2);
-    let mut harness = video_harness(path);
+fn propagation_tracks_an_object_given_by_a_painted_mask() {
+    use pixelrefer_studio::jobs::MediaFrames;
+    use pixelrefer_studio::segment::{Direction, Sam2Model, TrackerOptions, VideoTracker};
+    let (_tmp, path) = video(3);
+    let mut harness = video_harness(path.clone());
     let state = harness.state_mut().state_mut().unwrap();
     let (w, h) = state.image_size_px().unwrap();
     let id = state.add_object().unwrap();
-    let mut mask = pixelrefer_studio::mask::Mask::new(w, h);
-    mask.set(3, 3, true);
-    state.commit_painted_mask(id, &mask).unwrap();
+    let painted = block(w, h, 80, 60, 70);
+    state.commit_painted_mask(id, &painted).unwrap();
+    harness
+        .state_mut()
+        .sam_propagate(PropagateDirection::Forward)
+        .unwrap();
+    step_until(&mut harness, 30, "the propagation", |app| {
+        app.sam().propagation_progress().is_none()
+    });
+    assert!(
+        harness.state().toasts().is_empty(),
+        "{:?}",
+        harness.state().toasts()
+    );
+    let state = harness.state().state().unwrap();
+    let object = state.object(id).unwrap().clone();
+    let a0 = &object.frames[&0];
+    assert_eq!(a0.source, MaskSource::Painted);
+    assert_eq!(a0.mask.as_ref().unwrap().to_mask().unwrap(), painted);
+
+    // The same painted mask given to the tracker directly.
+    let model = Arc::new(Sam2Model::load(&sam2_dir(), &Default::default()).unwrap());
+    let mut frames = MediaFrames::open(&path).unwrap();
+    let options = TrackerOptions {
+        add_all_frames_to_correct_as_cond: Some(true),
+        ..TrackerOptions::default()
+    };
+    let mut tracker = VideoTracker::new(model, 3, w, h, options).unwrap();
+    tracker
+        .add_mask(&mut frames, 0, id, &painted, None)
+        .unwrap();
+    let mut expected = Vec::new();
+    tracker
+        .propagate(
+            &mut frames,
+            Some(0),
+            Direction::Forward,
+            None,
+            None,
+            &mut |p, r| expected.push((p.frame, r)),
+        )
+        .unwrap();
+    for (frame, objs) in expected.into_iter().filter(|(f, _)| *f > 0) {
+        let a = &object.frames[&(frame as u64)];
+        assert_eq!(a.source, MaskSource::Propagated, "frame {frame}");
+        assert_eq!(a.score, Some(objs[0].score), "frame {frame}");
+        let got = a.mask.as_ref().map(|r| r.to_mask().unwrap());
+        let want = objs[0].mask.clone();
+        assert_eq!(
+            got.unwrap_or_else(|| pixelrefer_studio::mask::Mask::new(w, h)),
+            want,
+            "frame {frame}"
+        );
+    }
+}
+
+/// A model directory exported before mask prompts (no `fixed_no_obj_ptr` constant, no
+/// `mask_downsample` weights) cannot track a painted object: the refusal says to get it again.
+#[test]
+fn painted_objects_with_an_older_model_export_say_to_get_it_again() {
+    let old = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(sam2_dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), old.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let manifest = old.path().join("manifest.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    json["constants"]
+        .as_object_mut()
+        .unwrap()
+        .remove("fixed_no_obj_ptr")
+        .unwrap();
+    std::fs::write(&manifest, serde_json::to_string(&json).unwrap()).unwrap();
+
+    let (_tmp, path) = video(2);
+    let mut harness = video_harness_with(path, egui::vec2(900.0, 600.0), old.path().into());
+    let state = harness.state_mut().state_mut().unwrap();
+    let (w, h) = state.image_size_px().unwrap();
+    let id = state.add_object().unwrap();
+    state
+        .commit_painted_mask(id, &block(w, h, 3, 3, 5))
+        .unwrap();
     let err = harness
         .state_mut()
         .sam_propagate(PropagateDirection::Forward)
         .unwrap_err();
-    assert!(err.contains("not painted masks"), "{err}");
+    assert!(err.contains("exported before painted masks"), "{err}");
+    assert!(err.contains("click on the object"), "{err}");
     assert!(harness.state().sam().propagation_progress().is_none());
 }
 

@@ -139,6 +139,7 @@ def host_constants(m) -> Dict[str, Any]:
         "sigmoid_bias_for_mem_enc": float(m.sigmoid_bias_for_mem_enc),
         "binarize_mask_from_pts_for_mem_enc": bool(m.binarize_mask_from_pts_for_mem_enc),
         "use_mask_input_as_output_without_sam": bool(m.use_mask_input_as_output_without_sam),
+        "fixed_no_obj_ptr": bool(m.fixed_no_obj_ptr),
         "memory_features_dtype_in_bank": "bfloat16",
         "fill_hole_area": int(getattr(m, "fill_hole_area", 0)),
         "fill_hole_connectivity": 8,
@@ -305,6 +306,11 @@ def export_model(m, out_dir: str, variant: str, upstream: Dict[str, Any], verify
         consts["no_obj_ptr"] = m.no_obj_ptr.detach().reshape(-1)
     if m.no_obj_embed_spatial is not None:
         consts["no_obj_embed_spatial"] = m.no_obj_embed_spatial.detach().reshape(-1)
+    # the 4x4 stride-4 conv that turns a 1024x1024 mask prompt into the decoder's 256x256 mask
+    # input (SAM2Base.mask_downsample, used by _use_mask_as_output: add_new_mask in video)
+    if getattr(m, "mask_downsample", None) is not None:
+        consts["mask_downsample_weight"] = m.mask_downsample.weight.detach().reshape(m.mask_downsample.kernel_size)
+        consts["mask_downsample_bias"] = m.mask_downsample.bias.detach().reshape(1)
     consts = {k: np.ascontiguousarray(v.float().cpu().numpy()) for k, v in consts.items()}
     save_file(consts, os.path.join(out_dir, "constants.safetensors"))
 

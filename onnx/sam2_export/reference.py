@@ -10,8 +10,11 @@ Layout:
   reference/frames/NNNNN.png     video frames (the decoded pixels of the JPEGs the official loader read)
   reference/video.safetensors    per step s, frame t, object o: s{s}.f{t}.o{o}.mask_packed (packbits of
                                  the [H,W] mask = video-res logits > 0), s{s}.f{t}.o{o}.score [1] f32
-                                 (object score logit), s{s}.f{t}.o{o}.low_res_logits_pool4 [64,64] f32
-                                 (the stored 256x256 low-res logits, 4x4 mean-pooled)
+                                 (object score logit), s{s}.f{t}.o{o}.obj_ptr [C] f32 (object pointer),
+                                 s{s}.f{t}.o{o}.low_res_logits_pool4 [64,64] f32
+                                 (the stored 256x256 low-res logits, 4x4 mean-pooled); for an
+                                 add_mask step, s{s}.input_mask_packed (packbits of the [H,W] painted
+                                 mask given to add_new_mask; its shape is the step's mask_shape)
 """
 from __future__ import annotations
 
@@ -175,7 +178,7 @@ def case_names(num_frames: int = 10):
 
 # Case names / step kinds of write_reference (it asserts that its cases match).
 IMAGE_CASES = ("one_click", "click_and_negative", "box", "box_and_points", "refine_with_mask")
-VIDEO_STEPS = ("add", "add", "propagate", "propagate", "add", "propagate", "propagate")
+VIDEO_STEPS = ("add", "add", "add_mask", "propagate", "propagate", "add", "add_mask", "propagate", "propagate")
 
 
 def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, verbose: bool = True,
@@ -276,12 +279,26 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
     yb = lambda t: [round((0.62 - 0.25 * t - 0.09) * VW, 2), round((0.22 + 0.20 * t - 0.11) * VH, 2),
                     round((0.62 - 0.25 * t + 0.09) * VW, 2), round((0.22 + 0.20 * t + 0.11) * VH, 2)]
     red7 = pos(t7, lambda t: 0.22 + 0.35 * t, lambda t: 0.30 + 0.10 * t)
+    t6 = 6 / (num_frames - 1)
+
+    def painted(shape, xy):  # a hand-painted mask: a polygon a little off the object's outline
+        im = Image.new("L", (VW, VH), 0)
+        getattr(ImageDraw.Draw(im), shape)(xy, fill=1)
+        return np.asarray(im).astype(bool)
+
     steps = [
         {"op": "add", "frame": 3, "obj_id": 1, "points": [red3], "labels": [1]},
         {"op": "add", "frame": 3, "obj_id": 2, "box": yb(t3)},
+        # a new object given by a painted mask (the static green triangle, roughly)
+        {"op": "add_mask", "frame": 3, "obj_id": 3,
+         "mask": painted("polygon", [(0.10 * VW, 0.93 * VH), (0.21 * VW, 0.60 * VH), (0.24 * VW, 0.61 * VH),
+                                     (0.35 * VW, 0.90 * VH)])},
         {"op": "propagate", "reverse": False},
         {"op": "propagate", "reverse": True},
         {"op": "add", "frame": 7, "obj_id": 1, "points": [red7, [round(0.5 * VW, 2), round(0.85 * VH, 2)]], "labels": [1, 0]},
+        # a painted correction of a tracked object (the yellow box on frame 6, drawn a bit large)
+        {"op": "add_mask", "frame": 6, "obj_id": 2,
+         "mask": painted("rectangle", [(yb(t6)[0] - 4, yb(t6)[1] - 3), (yb(t6)[2] + 5, yb(t6)[3] + 2)])},
         {"op": "propagate", "reverse": False},
         # reverse pass over both conditioning frames. (Starting it at the last frame would crash the
         # official code: no object pointer -> an all-bfloat16 memory -> dtype error in memory attention.)
@@ -299,6 +316,11 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
                 labels=np.array(step["labels"], np.int32) if "labels" in step else None,
                 box=np.array(step["box"], np.float32) if "box" in step else None)
             results = [(t, obj_ids, logits)]
+        elif step["op"] == "add_mask":
+            mask = step.pop("mask")
+            step["mask_shape"] = list(mask.shape)
+            vt[f"s{si}.input_mask_packed"] = _packbits(mask)
+            results = [model.add_new_mask(state, frame_idx=step["frame"], obj_id=step["obj_id"], mask=mask)]
         else:
             results = list(model.propagate_in_video(state, start_frame_idx=step.get("start_frame_idx"),
                                                     reverse=step["reverse"]))
@@ -318,6 +340,8 @@ def write_reference(model, ref_dir: str, seed: int = 0, num_frames: int = 10, ve
                     out = out or d["cond_frame_outputs"].get(t) or d["non_cond_frame_outputs"].get(t)
                 if out is not None:
                     vt[f"s{si}.f{t}.o{obj_id}.score"] = out["object_score_logits"].reshape(1).float().numpy()
+                    vt[f"s{si}.f{t}.o{obj_id}.obj_ptr"] = np.ascontiguousarray(
+                        out["obj_ptr"].reshape(-1).float().numpy())
                     # 4x4 mean-pooled low-res logits [64,64] f32: a compact, sensitive fingerprint
                     low = out["pred_masks"][0, 0].float().numpy()
                     vt[f"s{si}.f{t}.o{obj_id}.low_res_logits_pool4"] = np.ascontiguousarray(

@@ -1,5 +1,6 @@
 //! SAM 2 video propagation as a background job: a named thread opens its own copy of the media,
-//! adds every object's prompts to a [`VideoTracker`] and propagates forward, backward or both,
+//! adds every object's prompts (clicks and boxes, or a mask the person gave) to a
+//! [`VideoTracker`] and propagates forward, backward or both,
 //! streaming each finished frame back as a [`PropagateMessage`] over a bounded channel. The
 //! [`CancelToken`] stops a running graph and is checked between frames.
 
@@ -26,6 +27,15 @@ pub enum PropagateDirection {
     Both,
 }
 
+/// One object's input on one frame.
+#[derive(Debug, Clone)]
+pub enum TrackPrompt {
+    /// Clicks and/or a box (`add_new_points_or_box`).
+    Clicks(crate::project::Prompts),
+    /// A mask of the video's size, painted or imported (`add_new_mask`); empty: not there.
+    Mask(crate::mask::Mask),
+}
+
 /// What to propagate.
 #[derive(Debug, Clone)]
 pub struct PropagateRequest {
@@ -33,8 +43,8 @@ pub struct PropagateRequest {
     pub media_path: PathBuf,
     /// Item index in the document (0 for a video).
     pub item: usize,
-    /// Prompts per (object id, frame).
-    pub prompts: Vec<(u32, u64, crate::project::Prompts)>,
+    /// Inputs per (object id, frame), added in this order.
+    pub prompts: Vec<(u32, u64, TrackPrompt)>,
     /// Frame to start from (the current frame).
     pub start: u64,
     /// Direction.
@@ -238,18 +248,22 @@ fn run(
     };
     let mut tracker = VideoTracker::new(model, count, info.width, info.height, options)
         .map_err(|e| e.to_string())?;
-    for (id, frame, prompts) in &request.prompts {
+    for (id, frame, prompt) in &request.prompts {
         let frame = usize::try_from(*frame).unwrap_or(usize::MAX);
-        tracker
-            .add_prompts(
+        match prompt {
+            TrackPrompt::Clicks(prompts) => tracker.add_prompts(
                 &mut frames,
                 frame,
                 *id,
                 &Prompts::from_project(prompts),
                 true,
                 Some(cancel),
-            )
-            .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+            ),
+            TrackPrompt::Mask(mask) => {
+                tracker.add_mask(&mut frames, frame, *id, mask, Some(cancel))
+            }
+        }
+        .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
     }
     let directions: &[Direction] = match request.direction {
         PropagateDirection::Forward => &[Direction::Forward],

@@ -329,6 +329,14 @@ pub enum MaskSource {
     Imported,
 }
 
+impl MaskSource {
+    /// Whether the mask was given by the person (painted or imported) rather than computed by
+    /// SAM 2: the tracker takes it as input and never replaces it.
+    pub fn is_given(self) -> bool {
+        matches!(self, MaskSource::Painted | MaskSource::Imported)
+    }
+}
+
 /// A SAM point prompt in image pixel coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PointPrompt {

@@ -79,6 +79,9 @@ pub struct Manifest {
     /// Every constant the host needs, by name.
     #[serde(default)]
     pub constants: serde_json::Value,
+    /// The safetensors file of constant tensors (SAM 2: `constants.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constants_file: Option<String>,
     /// sha256 (hex) of every file, by file name.
     #[serde(default)]
     pub files: BTreeMap<String, String>,

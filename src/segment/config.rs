@@ -74,6 +74,13 @@ pub struct Sam2Config {
     /// `add_all_frames_to_correct_as_cond` of the video predictor.
     #[serde(default)]
     pub add_all_frames_to_correct_as_cond: bool,
+    /// `use_mask_input_as_output_without_sam` (true in every released config): a mask prompt in
+    /// video is taken as the frame's output; the decoder only gives its object pointer.
+    #[serde(default)]
+    pub use_mask_input_as_output_without_sam: bool,
+    /// `fixed_no_obj_ptr`; absent from manifests written before mask prompts were exported.
+    #[serde(default)]
+    pub fixed_no_obj_ptr: Option<bool>,
     /// SAM 2 family member (`edgetam`); absent for SAM 2 / 2.1 (`onnx/edgetam_export/export.py`).
     #[serde(default)]
     pub family: Option<String>,

@@ -24,7 +24,7 @@ pub use config::Sam2Config;
 pub use image::{
     Candidate, Embedding, FrameKey, ImagePredictor, LowResLogits, Prediction, logits_to_mask,
 };
-pub use model::{DecoderOutput, EncoderOutput, GRAPH_ROLES, Sam2Model};
+pub use model::{DecoderOutput, EncoderOutput, GRAPH_ROLES, MaskPromptWeights, Sam2Model};
 pub use video::{
     BatchGraph, Direction, FrameSource, ObjectFrame, PropagationProgress, TrackerOptions,
     VideoTracker,

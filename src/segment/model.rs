@@ -53,6 +53,78 @@ pub struct DecoderOutput {
     pub object_score: Vec<f32>,
 }
 
+/// What a video mask prompt needs beyond the graphs (`SAM2Base._use_mask_as_output`,
+/// sam2/modeling/sam2_base.py): the `mask_downsample` conv and the no-object pointer, read from
+/// the model's constants file.
+#[derive(Debug, Clone)]
+pub struct MaskPromptWeights {
+    /// Side and stride of the square `mask_downsample` kernel (`image_size / low_res_mask_size`).
+    /// 0 when the model has no object pointers (then the conv is not used).
+    pub kernel: usize,
+    /// `[kernel, kernel]` conv weights (one input and one output channel).
+    pub weight: Vec<f32>,
+    /// The conv's bias.
+    pub bias: f32,
+    /// `no_obj_ptr` `[C]` (empty without `pred_obj_scores`).
+    pub no_obj_ptr: Vec<f32>,
+    /// `fixed_no_obj_ptr`.
+    pub fixed_no_obj_ptr: bool,
+}
+
+/// Why a model directory cannot take mask prompts, or the weights they need.
+fn load_mask_prompt(
+    dir: &Path,
+    manifest: &Manifest,
+    c: &Sam2Config,
+) -> Result<MaskPromptWeights, String> {
+    const OLD: &str = "this SAM 2 model directory was exported before painted masks could be \
+                       tracked; export or download it again to track painted masks";
+    if !c.use_mask_input_as_output_without_sam {
+        return Err("this SAM 2 model does not take masks as tracking input \
+             (use_mask_input_as_output_without_sam is false)"
+            .into());
+    }
+    let fixed_no_obj_ptr = c.fixed_no_obj_ptr.ok_or(OLD)?;
+    let file = manifest.constants_file.as_deref().ok_or(OLD)?;
+    let tensors = runtime::safetensors::read_safetensors(&dir.join(file))
+        .map_err(|e| format!("{}: {e}", dir.join(file).display()))?;
+    let get = |name: &str, len: usize| -> Result<Vec<f32>, String> {
+        let v = tensors.get(name).and_then(|t| t.f32s()).ok_or(OLD)?;
+        if v.len() != len {
+            return Err(format!(
+                "{file}: `{name}` has {} values, expected {len}",
+                v.len()
+            ));
+        }
+        Ok(v)
+    };
+    let (kernel, weight, bias) = if c.use_obj_ptrs_in_encoder {
+        let k = c.image_size / c.low_res_mask_size.max(1);
+        if k == 0 || k * c.low_res_mask_size != c.image_size {
+            return Err(format!(
+                "mask prompts need image_size ({}) to be a multiple of low_res_mask_size ({})",
+                c.image_size, c.low_res_mask_size
+            ));
+        }
+        let bias = get("mask_downsample_bias", 1)?[0];
+        (k, get("mask_downsample_weight", k * k)?, bias)
+    } else {
+        (0, Vec::new(), 0.0)
+    };
+    let no_obj_ptr = if c.pred_obj_scores {
+        get("no_obj_ptr", c.hidden_dim)?
+    } else {
+        Vec::new()
+    };
+    Ok(MaskPromptWeights {
+        kernel,
+        weight,
+        bias,
+        no_obj_ptr,
+        fixed_no_obj_ptr,
+    })
+}
+
 /// A loaded SAM 2 model: the host config and one [`Graph`] per role, local or remote. Graphs are
 /// shared, so one model can serve an image predictor and a video tracker (`Arc<Sam2Model>`).
 pub struct Sam2Model {
@@ -72,6 +144,8 @@ pub struct Sam2Model {
     shared_frame: bool,
     placement: Placement,
     warnings: Vec<String>,
+    /// The mask-prompt weights, or why this directory cannot take mask prompts.
+    mask_prompt: Result<MaskPromptWeights, String>,
 }
 
 impl std::fmt::Debug for Sam2Model {
@@ -162,6 +236,7 @@ impl Sam2Model {
             warnings.extend(opened.warning);
             Ok(opened.graph)
         };
+        let mask_prompt = load_mask_prompt(dir, &manifest, &config);
         let encoder = open(GRAPH_ROLES[0])?;
         let decoder = open(GRAPH_ROLES[1])?;
         let memory_encoder = open(GRAPH_ROLES[2])?;
@@ -181,7 +256,16 @@ impl Sam2Model {
             shared_frame,
             placement,
             warnings,
+            mask_prompt,
         })
+    }
+
+    /// The weights a video mask prompt needs; the error says why this model cannot take one
+    /// (e.g. a directory exported before mask prompts were).
+    pub fn mask_prompt(&self) -> Result<&MaskPromptWeights, SegmentError> {
+        self.mask_prompt
+            .as_ref()
+            .map_err(|reason| SegmentError::Prompt(reason.clone()))
     }
 
     /// Whether memory attention takes one `pix_feat` row for all objects of a call, so that its

@@ -105,6 +105,27 @@ pub fn resize_antialias_bilinear(
     cur
 }
 
+/// A one-channel square conv with kernel side = stride = `k` and a bias, on a `[side, side]`
+/// plane (`SAM2Base.mask_downsample`, `Conv2d(1, 1, kernel_size=4, stride=4)`):
+/// `[side / k, side / k]`, each output the bias plus its block's weighted sum in row order.
+pub fn conv_stride_k(x: &[f32], side: usize, k: usize, weight: &[f32], bias: f32) -> Vec<f32> {
+    let n = side / k;
+    let mut out = vec![0f32; n * n];
+    for (oy, row) in out.chunks_exact_mut(n).enumerate() {
+        for (ox, o) in row.iter_mut().enumerate() {
+            let mut acc = 0f32;
+            for a in 0..k {
+                let src = &x[(oy * k + a) * side + ox * k..][..k];
+                for (w, v) in weight[a * k..(a + 1) * k].iter().zip(src) {
+                    acc += w * v;
+                }
+            }
+            *o = acc + bias;
+        }
+    }
+    out
+}
+
 /// `F.interpolate(mode="bilinear", align_corners=False, antialias=False)` of one `[in_h, in_w]`
 /// plane to `[out_h, out_w]` (`resize_bilinear` in the spec), f32 in the spec's order.
 pub fn resize_bilinear(

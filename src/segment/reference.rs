@@ -7,6 +7,7 @@ use super::{
     CancelToken, Direction, FrameKey, ImagePredictor, LowResLogits, Point, Prompts, Sam2Model,
     SegmentError, TrackerOptions, VideoTracker,
 };
+use crate::mask::Mask;
 use image::RgbImage;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -22,6 +23,8 @@ pub struct Tolerances {
     pub image_logits_max_abs_diff: f64,
     /// Minimum mask IoU of every video frame, object, direction and correction.
     pub video_min_iou: f64,
+    /// Maximum |difference| of the object pointers of every video frame and object.
+    pub video_obj_ptr_max_abs_diff: f64,
 }
 
 impl Default for Tolerances {
@@ -30,6 +33,7 @@ impl Default for Tolerances {
             image_min_iou: 0.99,
             image_logits_max_abs_diff: 1e-3,
             video_min_iou: 0.98,
+            video_obj_ptr_max_abs_diff: 1e-4,
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct VideoStepReport {
     pub score_max_abs_diff: f64,
     /// Max |difference| of the 4×4 mean-pooled low-res logits.
     pub logits_pool4_max_abs_diff: f64,
+    /// Max |difference| of the object pointers.
+    pub obj_ptr_max_abs_diff: f64,
     /// Memory banks that used other frames than the official ones.
     pub bank_mismatches: Vec<String>,
 }
@@ -111,6 +117,13 @@ impl ParityReport {
             .map(|s| s.logits_pool4_max_abs_diff)
             .fold(0.0, f64::max)
     }
+    /// Worst video object-pointer difference.
+    pub fn video_obj_ptr_max_abs_diff(&self) -> f64 {
+        self.video
+            .iter()
+            .map(|s| s.obj_ptr_max_abs_diff)
+            .fold(0.0, f64::max)
+    }
     /// Memory banks that differ from the official ones.
     pub fn bank_mismatches(&self) -> usize {
         self.video.iter().map(|s| s.bank_mismatches.len()).sum()
@@ -123,13 +136,14 @@ impl ParityReport {
     /// The whole comparison in one line (the parity tests print it).
     pub fn summary(&self) -> String {
         format!(
-            "image: min IoU {:.4}, logits max|diff| {:.2e}; video: min IoU {:.4} over {} frame-objects, score max|diff| {:.2e}, pool4 max|diff| {:.2e}, bank mismatches {}",
+            "image: min IoU {:.4}, logits max|diff| {:.2e}; video: min IoU {:.4} over {} frame-objects, score max|diff| {:.2e}, pool4 max|diff| {:.2e}, pointer max|diff| {:.2e}, bank mismatches {}",
             self.image_min_iou(),
             self.image_logits_max_abs_diff(),
             self.video_min_iou(),
             self.video_comparisons(),
             self.video_score_max_abs_diff(),
             self.video_logits_pool4_max_abs_diff(),
+            self.video_obj_ptr_max_abs_diff(),
             self.bank_mismatches()
         )
     }
@@ -162,6 +176,13 @@ impl ParityReport {
                 "video mask IoU {:.4} < {}",
                 self.video_min_iou(),
                 tol.video_min_iou
+            ));
+        }
+        if self.video_obj_ptr_max_abs_diff() > tol.video_obj_ptr_max_abs_diff {
+            f.push(format!(
+                "video object pointer max|diff| {:.3e} > {:.0e}",
+                self.video_obj_ptr_max_abs_diff(),
+                tol.video_obj_ptr_max_abs_diff
             ));
         }
         f
@@ -245,6 +266,9 @@ struct VideoStep {
     reverse: bool,
     #[serde(default)]
     start_frame_idx: Option<usize>,
+    /// `[H, W]` of an add_mask step's painted mask.
+    #[serde(default)]
+    mask_shape: Option<[usize; 2]>,
     frames: Vec<usize>,
     #[serde(default)]
     memory_banks: Vec<BankRef>,
@@ -520,6 +544,26 @@ pub fn run_reference(
                 Some(&cancel),
             )?;
             results.push((step.frame, r));
+        } else if step.op == "add_mask" {
+            let key = format!("s{si}.input_mask_packed");
+            let bad = |reason: String| SegmentError::Reference {
+                path: dir.join(&v.tensors),
+                reason,
+            };
+            let [h, w] = step
+                .mask_shape
+                .ok_or_else(|| bad(format!("step {si} (add_mask) has no mask_shape")))?;
+            let bits = vt
+                .get(&key)
+                .ok_or_else(|| bad(format!("`{key}` is missing")))?;
+            let data = unpack_bits(&bits.bytes, h * w)
+                .into_iter()
+                .map(u8::from)
+                .collect();
+            let mask = Mask::from_raw(w as u32, h as u32, data)
+                .map_err(|e| bad(format!("`{key}`: {e}")))?;
+            let r = tracker.add_mask(&mut frames, step.frame, step.obj_id, &mask, Some(&cancel))?;
+            results.push((step.frame, r));
         } else {
             let dir = if step.reverse {
                 Direction::Backward
@@ -543,6 +587,7 @@ pub fn run_reference(
             ious: Vec::new(),
             score_max_abs_diff: 0.0,
             logits_pool4_max_abs_diff: 0.0,
+            obj_ptr_max_abs_diff: 0.0,
             bank_mismatches: Vec::new(),
         };
         if got != step.frames {
@@ -586,6 +631,19 @@ pub fn run_reference(
                     rep.logits_pool4_max_abs_diff = rep
                         .logits_pool4_max_abs_diff
                         .max(max_abs_diff(&pool, &pool_ref));
+                    // written by exporters since mask prompts; older references lack it
+                    if let Some(ptr_ref) =
+                        vt.get(&format!("{key}.obj_ptr")).and_then(RawTensor::f32s)
+                    {
+                        let ours = tracker.object_pointer(o.obj_id, *t).unwrap_or(&[]);
+                        rep.obj_ptr_max_abs_diff =
+                            rep.obj_ptr_max_abs_diff
+                                .max(if ours.len() == ptr_ref.len() {
+                                    max_abs_diff(ours, &ptr_ref)
+                                } else {
+                                    f64::INFINITY
+                                });
+                    }
                 }
             }
         }
@@ -599,7 +657,7 @@ pub fn run_reference(
             }
         }
         log(&format!(
-            "[video] step {si} {:9} {} IoU {} | score max|diff|={:.2e} pool4 max|diff|={:.2e} bank mismatches={}",
+            "[video] step {si} {:9} {} IoU {} | score max|diff|={:.2e} pool4 max|diff|={:.2e} pointer max|diff|={:.2e} bank mismatches={}",
             step.op,
             if step.reverse { "rev" } else { "fwd" },
             rep.ious
@@ -609,6 +667,7 @@ pub fn run_reference(
                 .join(" "),
             rep.score_max_abs_diff,
             rep.logits_pool4_max_abs_diff,
+            rep.obj_ptr_max_abs_diff,
             rep.bank_mismatches.len()
         ));
         for m in &rep.bank_mismatches {

@@ -435,6 +435,17 @@ impl VideoTracker {
             .sum()
     }
 
+    /// Object `obj_id`'s pointer on frame `t`: its pending prompt output, else its stored one
+    /// (the official consolidation's lookup order). For parity checks.
+    pub fn object_pointer(&self, obj_id: u32, t: usize) -> Option<&[f32]> {
+        let st = self.objs.iter().find(|o| o.id == obj_id)?;
+        st.temp_cond
+            .get(t)
+            .or_else(|| st.temp_non_cond.get(t))
+            .or_else(|| st.stored(t))
+            .map(|o| o.obj_ptr.as_slice())
+    }
+
     /// The memory bank used by the last memory-attention call on `(frame, obj_id)` (only with
     /// [`TrackerOptions::trace_banks`]).
     pub fn bank_trace(&self, frame: usize, obj_id: u32) -> Option<&BankTrace> {
@@ -1091,7 +1102,11 @@ impl VideoTracker {
         } else {
             st.temp_non_cond.insert(t, out);
         }
-        // consolidate all objects on this frame (missing ones: no_obj_score)
+        Ok(self.consolidated(t, is_cond))
+    }
+
+    /// Every object's result on frame `t` after a prompt there (missing ones: no_obj_score).
+    fn consolidated(&self, t: usize, is_cond: bool) -> Vec<ObjectFrame> {
         let outs = self
             .objs
             .iter()
@@ -1106,7 +1121,110 @@ impl VideoTracker {
                 (s.id, lr, s.temp_cond.contains(t) || s.cond.contains(t))
             })
             .collect();
-        Ok(self.video_res(t, outs))
+        self.video_res(t, outs)
+    }
+
+    /// Sets object `obj_id`'s mask on frame `t` from a binary mask of the video's size
+    /// (`add_new_mask`, e.g. a mask the person painted): it replaces the object's clicks on that
+    /// frame and becomes a conditioning frame (or a correction of a tracked one) as a click
+    /// would. The mask itself is the frame's output (`_use_mask_as_output`); the decoder only
+    /// gives its object pointer. An empty mask says the object is absent there. Returns every
+    /// object's result on that frame. Fails with a sentence when the model directory cannot
+    /// take mask prompts ([`Sam2Model::mask_prompt`]).
+    pub fn add_mask(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        t: usize,
+        obj_id: u32,
+        mask: &Mask,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<ObjectFrame>, SegmentError> {
+        self.check_index(t)?;
+        if (mask.width(), mask.height()) != (self.width, self.height) {
+            return Err(SegmentError::Prompt(format!(
+                "the mask is {}x{} but the video is {}x{}",
+                mask.width(),
+                mask.height(),
+                self.width,
+                self.height
+            )));
+        }
+        let weights = self.model.mask_prompt()?.clone();
+        let c = self.c.clone();
+        let (s, l) = (c.image_size, c.low_res_mask_size);
+        let (w, h) = (self.width as usize, self.height as usize);
+        // the mask at the model's square input size: antialiased bilinear, then >= 0.5
+        let plane: Vec<f32> = mask.data().iter().map(|&v| f32::from(v != 0)).collect();
+        let square: Vec<f32> = if (h, w) == (s, s) {
+            plane
+        } else {
+            ops::resize_antialias_bilinear(&plane, 1, h, w, s, s)
+                .into_iter()
+                .map(|v| f32::from(v >= 0.5))
+                .collect()
+        };
+        self.ensure_features(frames, t, cancel)?;
+        let feats = self.feats()?;
+        // out_scale, out_bias of `_use_mask_as_output` (sam2/modeling/sam2_base.py)
+        let (scale, bias) = (20f32, -10f32);
+        let high: Vec<f32> = square.iter().map(|v| v * scale + bias).collect();
+        let mut low = ops::resize_antialias_bilinear(&high, 1, s, s, l, l);
+        let ch = c.hidden_dim;
+        let mut obj_ptr = if c.use_obj_ptrs_in_encoder {
+            let mask_input =
+                ops::conv_stride_k(&square, s, weights.kernel, &weights.weight, weights.bias);
+            // no points: one padding point (the graph appends a second one), one mask
+            let dec = self.model.decode(
+                &feats.pix_feat,
+                feats,
+                &[0.0, 0.0],
+                &[-1],
+                1,
+                &mask_input,
+                &[1.0],
+                cancel,
+            )?;
+            // multimask_output=False: the first token's pointer
+            dec.obj_ptr[..ch].to_vec()
+        } else {
+            vec![0f32; ch]
+        };
+        let appearing = f32::from(square.iter().any(|&v| v > 0.0));
+        let score = scale * appearing + bias;
+        if c.pred_obj_scores {
+            for (p, n) in obj_ptr.iter_mut().zip(&weights.no_obj_ptr) {
+                if weights.fixed_no_obj_ptr {
+                    *p *= appearing;
+                }
+                *p += (1.0 - appearing) * n;
+            }
+        }
+        if c.fill_hole_area > 0 {
+            ops::fill_holes_in_mask_scores(&mut low, l, l, c.fill_hole_area);
+        }
+        let out = FrameOut {
+            pred_masks: Some(Arc::new(LowResLogits { size: l, data: low })),
+            obj_ptr,
+            score,
+            maskmem: None,
+        };
+        let i = match self.objs.iter().position(|o| o.id == obj_id) {
+            Some(i) => i,
+            None => {
+                self.objs.push(ObjState::new(obj_id));
+                self.objs.len() - 1
+            }
+        };
+        let st = &mut self.objs[i];
+        st.points.remove(&t);
+        let is_init_cond = !st.tracked.contains_key(&t);
+        let is_cond = is_init_cond || c.add_all_frames_to_correct_as_cond;
+        if is_cond {
+            st.temp_cond.insert(t, out);
+        } else {
+            st.temp_non_cond.insert(t, out);
+        }
+        Ok(self.consolidated(t, is_cond))
     }
 
     /// `propagate_in_video_preflight`: encodes the memories of frames that received clicks.

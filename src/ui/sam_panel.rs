@@ -9,7 +9,7 @@
 use super::state::{AppEvent, AppState};
 use crate::jobs::{
     PropagateDirection, PropagateMessage, PropagateRequest, PropagationJob, Repaint,
-    SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker,
+    SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker, TrackPrompt,
 };
 use crate::media::Frame;
 use crate::project::{Edit, FrameAnnotation, MaskSource, ModelRecord};
@@ -350,29 +350,37 @@ impl SamPanel {
             return Err("propagation needs a video".into());
         }
         let item = state.item;
-        let prompts: Vec<_> = state
-            .objects()
-            .iter()
-            .filter(|o| !o.locked)
-            .flat_map(|o| {
-                o.frames
-                    .iter()
-                    .filter(|(_, a)| !a.prompts.is_empty())
-                    .map(|(f, a)| (o.id, *f, a.prompts.clone()))
-            })
-            .collect();
-        if prompts.is_empty() {
-            let painted = state
-                .objects()
-                .iter()
-                .any(|o| !o.locked && o.frames.values().any(|a| a.mask.is_some()));
-            return Err(if painted {
-                "click on an object or draw a box on it first: the tracker follows clicks and \
-                 boxes, not painted masks"
-            } else {
-                "click on an object first: no object has prompts"
+        let (width, height) = state.image_size_px().ok_or("propagation needs a video")?;
+        // A painted or imported mask is the object's input on its frame (it replaces that
+        // frame's clicks, as in SAM 2's add_new_mask) when the model can take one.
+        let masks_unsupported = model.mask_prompt().err().map(|e| e.to_string());
+        let mut prompts = Vec::new();
+        let mut given_but_unused = false;
+        for o in state.objects().iter().filter(|o| !o.locked) {
+            for (f, a) in &o.frames {
+                if a.source.is_given() {
+                    if masks_unsupported.is_none() {
+                        let mask = match &a.mask {
+                            Some(rle) => super::doc_api::mask_from_rle(rle).map_err(|e| {
+                                format!("the mask of {} on frame {f} is unreadable: {e}", o.tag())
+                            })?,
+                            None => crate::mask::Mask::new(width, height),
+                        };
+                        prompts.push((o.id, *f, TrackPrompt::Mask(mask)));
+                        continue;
+                    }
+                    given_but_unused = true;
+                }
+                if !a.prompts.is_empty() {
+                    prompts.push((o.id, *f, TrackPrompt::Clicks(a.prompts.clone())));
+                }
             }
-            .into());
+        }
+        if prompts.is_empty() {
+            return Err(match masks_unsupported.filter(|_| given_but_unused) {
+                Some(why) => format!("{why}; or click on the object"),
+                None => "click on an object first, draw a box on it, or paint it".into(),
+            });
         }
         let request = PropagateRequest {
             media_path: state.media_path(),
@@ -477,10 +485,9 @@ impl SamPanel {
                             continue;
                         };
                         let current = object.frames.get(&o.frame);
-                        // A mask the person painted is their answer for that frame: the tracker
-                        // (which reads prompts, not painted masks) does not replace it.
-                        if object.locked || current.is_some_and(|a| a.source == MaskSource::Painted)
-                        {
+                        // A mask the person painted or imported is their answer for that frame
+                        // (the tracker's result there is that mask at low resolution).
+                        if object.locked || current.is_some_and(|a| a.source.is_given()) {
                             continue;
                         }
                         let prompts = current.map(|a| a.prompts.clone()).unwrap_or_default();
