@@ -125,7 +125,7 @@ fn verify_sam2(
         run_reference(Arc::new(model), on_line).map_err(|e| VerifyError::Failed(e.to_string()))?;
     let tol = Tolerances::default();
     let summary = format!(
-        "[summary] image: min mask IoU {:.4} (≥ {}), logits max|diff| {:.2e} (≤ {:.0e}); video: min mask IoU {:.4} (≥ {}) over {} frame-objects, object score max|diff| {:.2e}, pooled logits max|diff| {:.2e}, memory-bank mismatches {}",
+        "[summary] image: min mask IoU {:.4} (≥ {}), logits max|diff| {:.2e} (≤ {:.0e}); video: min mask IoU {:.4} (≥ {}) over {} frame-objects, object score max|diff| {:.2e}, pooled logits max|diff| {:.2e}, object pointer max|diff| {:.2e} (≤ {:.0e}), memory-bank mismatches {}",
         report.image_min_iou(),
         tol.image_min_iou,
         report.image_logits_max_abs_diff(),
@@ -135,6 +135,8 @@ fn verify_sam2(
         report.video_comparisons(),
         report.video_score_max_abs_diff(),
         report.video_logits_pool4_max_abs_diff(),
+        report.video_obj_ptr_max_abs_diff(),
+        tol.video_obj_ptr_max_abs_diff,
         report.bank_mismatches()
     );
     Ok((summary, report.failures(&tol)))

@@ -33,7 +33,8 @@ impl Default for Tolerances {
             image_min_iou: 0.99,
             image_logits_max_abs_diff: 1e-3,
             video_min_iou: 0.98,
-            video_obj_ptr_max_abs_diff: 1e-4,
+            // the image logits' bound; the tiny fixtures' parity tests hold 1e-4
+            video_obj_ptr_max_abs_diff: 1e-3,
         }
     }
 }
