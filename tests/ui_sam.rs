@@ -13,7 +13,9 @@ use pixelrefer_studio::jobs::{
     FrameSource, PropagateDirection, SegmentMessage, SegmentRequest, SegmentWorker,
 };
 use pixelrefer_studio::media::{Frame, MediaError};
-use pixelrefer_studio::project::{Document, Item, MaskSource, MediaKind, MediaRef};
+use pixelrefer_studio::project::{
+    Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef,
+};
 use pixelrefer_studio::runtime::SessionOptions;
 use pixelrefer_studio::ui::StudioApp;
 use pixelrefer_studio::ui::sam_panel::SamStatus;
@@ -299,30 +301,35 @@ fn propagation_fills_every_frame_and_one_undo_reverts_it() {
     assert_eq!(state.object(id).unwrap().frames.len(), 4);
 }
 
-/// Frames the person painted keep their masks through a propagation (the tracker reads only
-/// prompts), whether painted over the clicked frame or on a frame ahead of it.
+/// Frames the person painted or imported keep their masks through a propagation (the tracker
+/// takes them as input), whether painted over the clicked frame or on a frame ahead of it.
 #[test]
 fn propagation_keeps_painted_masks() {
-    let (_tmp, path) = video(4);
+    let (_tmp, path) = video(6);
     let mut harness = video_harness(path);
     let id = click_object(&mut harness);
     let state = harness.state_mut().state_mut().unwrap();
     let (w, h) = state.image_size_px().unwrap();
-    let painted = |x0: u32| {
-        let mut m = pixelrefer_studio::mask::Mask::new(w, h);
-        for y in 10..30 {
-            for x in x0..x0 + 25 {
-                m.set(i64::from(x), i64::from(y), true);
-            }
-        }
-        m
-    };
+    let painted = |x0: u32| block(w, h, x0, 10, 25, 20);
     // The clicked frame refined by painting, and frame 2 painted.
     let refined = painted(5);
     state.commit_painted_mask(id, &refined).unwrap();
     state.set_frame(2);
     let ahead = painted(60);
     state.commit_painted_mask(id, &ahead).unwrap();
+    // Frame 4 imported (e.g. from COCO).
+    let imported = painted(120);
+    state
+        .apply(pixelrefer_studio::project::Edit::SetFrame {
+            item: 0,
+            id,
+            frame: 4,
+            annotation: Some(Box::new(FrameAnnotation::from_mask(
+                pixelrefer_studio::mask::Rle::from_mask(&imported),
+                MaskSource::Imported,
+            ))),
+        })
+        .unwrap();
     state.set_frame(0);
     harness
         .state_mut()
@@ -339,7 +346,8 @@ fn propagation_keeps_painted_masks() {
     };
     assert_eq!(mask_of(0), (MaskSource::Painted, Some(refined)));
     assert_eq!(mask_of(2), (MaskSource::Painted, Some(ahead)));
-    for frame in [1, 3] {
+    assert_eq!(mask_of(4), (MaskSource::Imported, Some(imported)));
+    for frame in [1, 3, 5] {
         assert_eq!(mask_of(frame).0, MaskSource::Propagated, "frame {frame}");
     }
     assert!(!object.frames[&0].prompts.is_empty(), "the clicks stay");
@@ -358,11 +366,18 @@ fn propagation_buttons_stay_on_a_narrow_window() {
     }
 }
 
-/// A block mask of the frame's size.
-fn block(w: u32, h: u32, x0: u32, y0: u32, side: u32) -> pixelrefer_studio::mask::Mask {
+/// A mask of the frame's size holding one `width × height` rectangle at `(x0, y0)`.
+fn block(
+    w: u32,
+    h: u32,
+    x0: u32,
+    y0: u32,
+    width: u32,
+    height: u32,
+) -> pixelrefer_studio::mask::Mask {
     let mut m = pixelrefer_studio::mask::Mask::new(w, h);
-    for y in y0..y0 + side {
-        for x in x0..x0 + side {
+    for y in y0..y0 + height {
+        for x in x0..x0 + width {
             m.set(i64::from(x), i64::from(y), true);
         }
     }
@@ -381,7 +396,7 @@ fn propagation_tracks_an_object_given_by_a_painted_mask() {
     let state = harness.state_mut().state_mut().unwrap();
     let (w, h) = state.image_size_px().unwrap();
     let id = state.add_object().unwrap();
-    let painted = block(w, h, 80, 60, 70);
+    let painted = block(w, h, 80, 60, 70, 70);
     state.commit_painted_mask(id, &painted).unwrap();
     harness
         .state_mut()
@@ -464,7 +479,7 @@ fn painted_objects_with_an_older_model_export_say_to_get_it_again() {
     let (w, h) = state.image_size_px().unwrap();
     let id = state.add_object().unwrap();
     state
-        .commit_painted_mask(id, &block(w, h, 3, 3, 5))
+        .commit_painted_mask(id, &block(w, h, 3, 3, 5, 5))
         .unwrap();
     let err = harness
         .state_mut()

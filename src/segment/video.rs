@@ -1046,13 +1046,7 @@ impl VideoTracker {
             .flat_map(|[x, y]| [x / w * s, y / h * s])
             .collect();
         let mut labels = labels;
-        let i = match self.objs.iter().position(|o| o.id == obj_id) {
-            Some(i) => i,
-            None => {
-                self.objs.push(ObjState::new(obj_id));
-                self.objs.len() - 1
-            }
-        };
+        let i = self.object_index(obj_id);
         let st = &mut self.objs[i];
         if !clear_old_points && let Some((oc, ol)) = st.points.get(&t) {
             let mut c2 = oc.clone();
@@ -1103,6 +1097,17 @@ impl VideoTracker {
             st.temp_non_cond.insert(t, out);
         }
         Ok(self.consolidated(t, is_cond))
+    }
+
+    /// The index of object `obj_id`, added when new (`_obj_id_to_idx`).
+    fn object_index(&mut self, obj_id: u32) -> usize {
+        match self.objs.iter().position(|o| o.id == obj_id) {
+            Some(i) => i,
+            None => {
+                self.objs.push(ObjState::new(obj_id));
+                self.objs.len() - 1
+            }
+        }
     }
 
     /// Every object's result on frame `t` after a prompt there (missing ones: no_obj_score).
@@ -1208,13 +1213,7 @@ impl VideoTracker {
             score,
             maskmem: None,
         };
-        let i = match self.objs.iter().position(|o| o.id == obj_id) {
-            Some(i) => i,
-            None => {
-                self.objs.push(ObjState::new(obj_id));
-                self.objs.len() - 1
-            }
-        };
+        let i = self.object_index(obj_id);
         let st = &mut self.objs[i];
         st.points.remove(&t);
         let is_init_cond = !st.tracked.contains_key(&t);
