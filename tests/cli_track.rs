@@ -80,3 +80,67 @@ fn track_writes_regions_for_every_frame_of_every_object() {
         }
     }
 }
+
+/// A frame given as a mask image (`"mask"`, relative to the prompts file) starts the object's
+/// track (SAM 2's add_new_mask): that frame keeps the given mask (`imported`), the others are
+/// propagated from it.
+#[test]
+fn track_follows_an_object_given_as_a_mask() {
+    use pixelrefer_studio::mask::Mask;
+    let model = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let video = tmp.path().join("clip.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-framerate", "5", "-i"])
+        .arg(model.join("reference/frames/%05d.png"))
+        .args(["-frames:v", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut mask = Mask::new(480, 270);
+    for y in 80..170 {
+        for x in 300..400 {
+            mask.set(x, y, true);
+        }
+    }
+    std::fs::create_dir(tmp.path().join("masks")).unwrap();
+    mask.to_png(&tmp.path().join("masks/box.png")).unwrap();
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(
+        &prompts,
+        r#"{"objects":[{"id":5,"label":"painted","prompts":[{"frame":1,"mask":"masks/box.png"}]}]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("clip.regions.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("track")
+        .arg(&video)
+        .arg("--model")
+        .arg(&model)
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&out)
+        .args(["--device", "cpu", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let object = &regions["items"][0]["objects"][0];
+    assert_eq!(object["tag"], "<object5>");
+    let frames = object["frames"].as_array().unwrap();
+    let sources: Vec<&str> = frames
+        .iter()
+        .map(|f| f["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["propagated", "imported", "propagated"]);
+    let given = &frames[1];
+    assert_eq!(given["area"], 100 * 90);
+    assert_eq!(given["bbox"], serde_json::json!([300, 80, 100, 90]));
+    assert!(given["score"].as_f64().unwrap() > 0.0, "{given}");
+}

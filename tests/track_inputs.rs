@@ -48,6 +48,12 @@ fn bad_prompt_files_are_refused_before_the_model_loads() {
     let media = fixtures::sam2_frames_folder(tmp.path(), 2);
     let out = tmp.path().join("r.regions.json");
     let ok_point = r#"{"frame":0,"points":[[120,130,1]]}"#;
+    let mut small = pixelrefer_studio::mask::Mask::new(12, 10);
+    small.set(3, 3, true);
+    small.to_png(&tmp.path().join("small.png")).unwrap();
+    pixelrefer_studio::mask::Mask::new(480, 270)
+        .to_png(&tmp.path().join("empty.png"))
+        .unwrap();
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
         (
             "duplicate object id",
@@ -94,7 +100,27 @@ fn bad_prompt_files_are_refused_before_the_model_loads() {
         (
             "prompt with neither points nor box",
             r#"{"objects":[{"id":0,"prompts":[{"frame":0}]}]}"#.into(),
-            vec!["neither points nor a box"],
+            vec!["neither points, a box nor a mask"],
+        ),
+        (
+            "mask together with points",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"points":[[120,130,1]],"mask":"small.png"}]}]}"#.into(),
+            vec!["either a mask or points and a box, not both"],
+        ),
+        (
+            "missing mask file",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"mask":"nowhere.png"}]}]}"#.into(),
+            vec!["object 0 frame 0", "nowhere.png", "cannot read it"],
+        ),
+        (
+            "empty mask",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"mask":"empty.png"}]}]}"#.into(),
+            vec!["empty.png", "no pixel is in the mask"],
+        ),
+        (
+            "mask of another size than the video",
+            r#"{"objects":[{"id":0,"prompts":[{"frame":0,"mask":"small.png"}]}]}"#.into(),
+            vec!["small.png is 12x10 but the video is 480x270"],
         ),
         (
             "empty objects list",
@@ -175,6 +201,27 @@ fn out_naming_the_video_is_refused_and_the_video_is_kept() {
 }
 
 #[cfg(unix)]
+/// A mask file of the prompts is an input too: `--out` naming it is refused and it is kept.
+#[test]
+fn out_naming_a_mask_file_is_refused_and_the_mask_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = fixtures::sam2_frames_folder(tmp.path(), 2);
+    let mut mask = pixelrefer_studio::mask::Mask::new(480, 270);
+    mask.set(100, 100, true);
+    let mask_path = tmp.path().join("m.png");
+    mask.to_png(&mask_path).unwrap();
+    let before = std::fs::read(&mask_path).unwrap();
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(
+        &prompts,
+        r#"{"objects":[{"id":0,"prompts":[{"frame":0,"mask":"m.png"}]}]}"#,
+    )
+    .unwrap();
+    let run = track(&media, &prompts, &mask_path);
+    assert_refused_early(&run, &["one of the inputs"], "mask file as output");
+    assert_eq!(std::fs::read(&mask_path).unwrap(), before);
+}
+
 #[test]
 fn a_fifo_as_prompts_file_is_refused_instead_of_waited_on() {
     let tmp = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! the command line.
 
 use crate::jobs;
-use crate::mask::Rle;
+use crate::mask::{Mask, Rle};
 use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
@@ -14,7 +14,7 @@ use crate::segment::{
 use anyhow::{anyhow, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Model id recorded on masks and in the document's model list.
@@ -85,6 +85,11 @@ pub struct FramePrompt {
         deserialize_with = "crate::project::wide_f32::bbox"
     )]
     pub bbox: Option<[f32; 4]>,
+    /// A mask image of the frame's size that is the object on this frame (SAM 2's
+    /// `add_new_mask`), instead of points and a box; relative paths start at the prompts file's
+    /// folder.
+    #[serde(default)]
+    pub mask: Option<PathBuf>,
 }
 
 /// `pixelrefer-studio track VIDEO --model DIR --prompts P.json --out R.regions.json`.
@@ -92,7 +97,8 @@ pub struct FramePrompt {
 /// Adds every prompt of `P.json`, propagates forward from the earliest prompted frame to the
 /// end, then backward from it to the first frame, and writes a regions file (DESIGN.md §5): per
 /// object its tag `<objectN>`, label, and per frame index, timestamp, visibility, score, source
-/// (`clicked` on prompted frames, else `propagated`), COCO bbox `[x, y, w, h]`, area and RLE —
+/// (`clicked` on prompted frames, `imported` on frames given as a mask, which keep that mask, else
+/// `propagated`), COCO bbox `[x, y, w, h]`, area and RLE —
 /// the same regions export the app writes (`project::export_regions`). Progress goes to stderr.
 pub fn track(
     media_path: &Path,
@@ -115,6 +121,15 @@ pub fn track(
     }
     check_output_writable(out)?;
     let (prompts, checked) = read_prompt_file(prompts_path)?;
+    // the mask files are inputs too: never written over
+    let mask_files: Vec<&Path> = checked
+        .iter()
+        .filter_map(|(_, _, input)| match input {
+            CheckedInput::Mask(path, _) => Some(path.as_path()),
+            CheckedInput::Clicks(_) => None,
+        })
+        .collect();
+    project::check_output_path(out, &mask_files)?;
     let frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
     check_prompts_fit(
         &checked,
@@ -137,16 +152,26 @@ pub fn track(
     Ok(())
 }
 
-/// One checked prompt: object id, frame, prompts.
-pub type CheckedPrompt = (u32, usize, Prompts);
+/// One object's checked input on one frame.
+#[derive(Debug, Clone)]
+pub enum CheckedInput {
+    /// Clicks and/or a box.
+    Clicks(Prompts),
+    /// A mask read from its file (the path, for messages).
+    Mask(PathBuf, Mask),
+}
+
+/// One checked prompt: object id, frame, input.
+pub type CheckedPrompt = (u32, usize, CheckedInput);
 
 /// Reads and checks a prompts file ([`check_prompt_file`]).
 pub fn read_prompt_file(prompts_path: &Path) -> anyhow::Result<(PromptFile, Vec<CheckedPrompt>)> {
     let text = read_prompt_text(prompts_path)?;
     let prompts: PromptFile = serde_json::from_str(&text)
         .map_err(|e| anyhow!("{}: not a prompts file: {e}", prompts_path.display()))?;
-    let checked =
-        check_prompt_file(&prompts).map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
+    let base = prompts_path.parent().unwrap_or(Path::new(""));
+    let checked = check_prompt_file(&prompts, base)
+        .map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
     Ok((prompts, checked))
 }
 
@@ -158,7 +183,7 @@ pub fn track_loaded(
     media_path: &Path,
     mut frames: jobs::MediaFrames,
     prompts: &PromptFile,
-    checked: &[(u32, usize, Prompts)],
+    checked: &[CheckedPrompt],
 ) -> anyhow::Result<Tracked> {
     let (folder, count, info) = (frames.folder, frames.count, frames.info.clone());
     let fps = info.fps;
@@ -194,8 +219,24 @@ pub fn track_loaded(
     .map_err(|e| anyhow!("{}: {e}", media_path.display()))?;
     let mut first = usize::MAX;
     let mut placed: BTreeMap<(u32, usize), project::Prompts> = BTreeMap::new();
-    for (id, frame, pr) in checked {
+    let mut given: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
+    for (id, frame, input) in checked {
         let (id, frame) = (*id, *frame);
+        let pr = match input {
+            CheckedInput::Mask(path, mask) => {
+                tracker
+                    .add_mask(&mut frames, frame, id, mask, None)
+                    .map_err(|e| anyhow!("object {id} frame {frame} ({}): {e}", path.display()))?;
+                given.insert(
+                    (id, frame),
+                    FrameAnnotation::from_mask(Rle::from_mask(mask), MaskSource::Imported),
+                );
+                first = first.min(frame);
+                eprintln!("[track] object {id} given as a mask on frame {frame}");
+                continue;
+            }
+            CheckedInput::Clicks(pr) => pr,
+        };
         tracker
             .add_prompts(&mut frames, frame, id, pr, true, None)
             .map_err(|e| anyhow!("object {id} frame {frame}: {e}"))?;
@@ -234,7 +275,16 @@ pub fn track_loaded(
                 );
                 for o in objs {
                     let key = (o.obj_id, o.frame);
-                    results.insert(key, annotation(&o, placed.get(&key)));
+                    // a frame given as a mask keeps that mask
+                    let a = match given.get(&key) {
+                        Some(g) => FrameAnnotation {
+                            score: Some(o.score),
+                            model: Some(MODEL_ID.to_string()),
+                            ..g.clone()
+                        },
+                        None => annotation(&o, placed.get(&key)),
+                    };
+                    results.insert(key, a);
                 }
             },
         ) {
@@ -298,12 +348,14 @@ fn read_prompt_text(path: &Path) -> anyhow::Result<String> {
     String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))
 }
 
-/// Checks the prompts file on its own (no media needed) and returns its prompts as
-/// `(object id, frame, prompts)` in file order. Refused: no objects, an object without prompts,
-/// an id used twice (two objects would share one `<objectN>` tag), two prompts of one object on
-/// one frame (the second would silently replace the first), a point label other than 0 or 1, a
-/// non-finite coordinate, a box with swapped corners, and a prompt with neither points nor box.
-pub fn check_prompt_file(file: &PromptFile) -> Result<Vec<(u32, usize, Prompts)>, String> {
+/// Checks the prompts file on its own (no media needed; mask files are read, relative to
+/// `base`) and returns its prompts as `(object id, frame, input)` in file order. Refused: no
+/// objects, an object without prompts, an id used twice (two objects would share one
+/// `<objectN>` tag), two prompts of one object on one frame (the second would silently replace
+/// the first), a point label other than 0 or 1, a non-finite coordinate, a box with swapped
+/// corners, a prompt with neither points, a box nor a mask, a mask together with points or a
+/// box, and a mask file that is unreadable or empty.
+pub fn check_prompt_file(file: &PromptFile, base: &Path) -> Result<Vec<CheckedPrompt>, String> {
     if file.objects.is_empty() {
         return Err(
             "the objects list is empty: at least one object with a prompt is needed".into(),
@@ -332,6 +384,18 @@ pub fn check_prompt_file(file: &PromptFile) -> Result<Vec<(u32, usize, Prompts)>
                 ));
             }
             let at = |what: String| format!("object {id} frame {frame}: {what}");
+            if let Some(rel) = &p.mask {
+                if !p.points.is_empty() || p.bbox.is_some() {
+                    return Err(at(
+                        "a prompt gives either a mask or points and a box, not both".into(),
+                    ));
+                }
+                let path = base.join(rel);
+                let mask = crate::refer::mask_file::read_mask_file(&path)
+                    .map_err(|e| at(e.to_string()))?;
+                out.push((id, frame, CheckedInput::Mask(path, mask)));
+                continue;
+            }
             let mut points = Vec::with_capacity(p.points.len());
             for &[x, y, label] in &p.points {
                 if !x.is_finite() || !y.is_finite() {
@@ -365,18 +429,18 @@ pub fn check_prompt_file(file: &PromptFile) -> Result<Vec<(u32, usize, Prompts)>
                 bbox: p.bbox,
             };
             if prompts.is_empty() {
-                return Err(at("the prompt has neither points nor a box".into()));
+                return Err(at("the prompt has neither points, a box nor a mask".into()));
             }
-            out.push((id, frame, prompts));
+            out.push((id, frame, CheckedInput::Clicks(prompts)));
         }
     }
     Ok(out)
 }
 
 /// Checks checked prompts against the video: every frame inside it, every point and box corner
-/// inside the `width × height` frame.
+/// inside the `width × height` frame, every mask of that size.
 pub fn check_prompts_fit(
-    prompts: &[(u32, usize, Prompts)],
+    prompts: &[CheckedPrompt],
     count: usize,
     width: u32,
     height: u32,
@@ -388,8 +452,21 @@ pub fn check_prompts_fit(
                 count.saturating_sub(1)
             ));
         }
-        p.to_points(width, height)
-            .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+        match p {
+            CheckedInput::Clicks(p) => {
+                p.to_points(width, height)
+                    .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+            }
+            CheckedInput::Mask(path, m) if (m.width(), m.height()) != (width, height) => {
+                return Err(format!(
+                    "object {id} frame {frame}: the mask {} is {}x{} but the video is {width}x{height}",
+                    path.display(),
+                    m.width(),
+                    m.height()
+                ));
+            }
+            CheckedInput::Mask(..) => {}
+        }
     }
     Ok(())
 }
