@@ -108,6 +108,13 @@ fn first_run_panel_gets_sam2_and_it_becomes_active() {
         "SAM 2 to be installed and active",
         |app| {
             saw_progress |= app.models_panel().busy();
+            // a failed fetch or load ends the wait at once, with its sentence
+            if let Some(e) = app.models_panel().error() {
+                panic!("the fetch failed: {e}");
+            }
+            if let SamStatus::Failed(e) = app.sam().status() {
+                panic!("the fetched model did not load: {e}");
+            }
             matches!(app.sam().status(), SamStatus::Ready { .. })
         },
     );
