@@ -452,6 +452,73 @@ fn propagation_tracks_an_object_given_by_a_painted_mask() {
     }
 }
 
+/// The job reports each prompted frame as it is added (each costs an encoder pass, so many
+/// painted frames take a while before the first tracked frame), then the frames.
+#[test]
+fn propagation_reports_its_prompted_frames_before_tracking() {
+    use pixelrefer_studio::jobs::{NoRepaint, PropagateMessage, PropagateRequest, TrackPrompt};
+    use pixelrefer_studio::segment::Sam2Model;
+    let (_tmp, path) = video(3);
+    let model = Arc::new(Sam2Model::load(&sam2_dir(), &Default::default()).unwrap());
+    let prompts = (0..3)
+        .map(|f| {
+            (
+                1,
+                f,
+                TrackPrompt::Mask(block(480, 270, 60 + 10 * f as u32, 40, 50, 50)),
+            )
+        })
+        .collect();
+    let request = PropagateRequest {
+        media_path: path,
+        item: 0,
+        prompts,
+        start: 0,
+        direction: PropagateDirection::Forward,
+    };
+    let job = pixelrefer_studio::jobs::PropagationJob::spawn(model, request, Arc::new(NoRepaint))
+        .unwrap();
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let batch = job.poll();
+        let end = batch.iter().any(|m| {
+            matches!(
+                m,
+                PropagateMessage::Finished
+                    | PropagateMessage::Failed(_)
+                    | PropagateMessage::Cancelled
+            )
+        });
+        seen.extend(batch);
+        if end {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|m| match m {
+            PropagateMessage::Prompted { done, total } => format!("prompted {done}/{total}"),
+            PropagateMessage::Frame { done, total, .. } => format!("frame {done}/{total}"),
+            PropagateMessage::Finished => "finished".into(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "prompted 0/3",
+            "prompted 1/3",
+            "prompted 2/3",
+            "frame 1/3",
+            "frame 2/3",
+            "frame 3/3",
+            "finished"
+        ]
+    );
+}
+
 /// A model directory exported before mask prompts (no `fixed_no_obj_ptr` constant, no
 /// `mask_downsample` weights) cannot track a painted object: the refusal says to get it again.
 #[test]

@@ -69,6 +69,14 @@ pub struct PropagatedFrame {
 /// Messages of a propagation job.
 #[derive(Debug, Clone)]
 pub enum PropagateMessage {
+    /// `done` of the `total` prompted frames are added (each costs an encoder pass); frames
+    /// follow once all are.
+    Prompted {
+        /// Prompted frames added.
+        done: usize,
+        /// Prompted frames in the request.
+        total: usize,
+    },
     /// Results of one frame, with `done` of `total` frames finished in this pass.
     Frame {
         /// Frames done in this pass.
@@ -248,7 +256,17 @@ fn run(
     };
     let mut tracker = VideoTracker::new(model, count, info.width, info.height, options)
         .map_err(|e| e.to_string())?;
-    for (id, frame, prompt) in &request.prompts {
+    let total = request.prompts.len();
+    for (done, (id, frame, prompt)) in request.prompts.iter().enumerate() {
+        if !send(
+            tx,
+            repaint,
+            cancel,
+            PropagateMessage::Prompted { done, total },
+            false,
+        ) {
+            return Err("cancelled".into());
+        }
         let frame = usize::try_from(*frame).unwrap_or(usize::MAX);
         match prompt {
             TrackPrompt::Clicks(prompts) => tracker.add_prompts(

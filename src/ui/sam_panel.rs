@@ -61,6 +61,8 @@ struct Propagation {
     job: PropagationJob,
     item: usize,
     inverses: Vec<Edit>,
+    /// Still adding the prompted frames (`done`/`total` count those, else frames).
+    preparing: bool,
     done: usize,
     total: usize,
 }
@@ -394,6 +396,7 @@ impl SamPanel {
             job,
             item,
             inverses: Vec::new(),
+            preparing: true,
             done: 0,
             total: 0,
         });
@@ -407,7 +410,8 @@ impl SamPanel {
         }
     }
 
-    /// `(done, total)` frames of the running propagation pass.
+    /// `(done, total)` of the running propagation: prompted frames added while it prepares,
+    /// then frames of the running pass.
     pub fn propagation_progress(&self) -> Option<(usize, usize)> {
         self.propagation.as_ref().map(|p| (p.done, p.total))
     }
@@ -419,16 +423,23 @@ impl SamPanel {
         state: &AppState,
         repaint: &Arc<dyn Repaint>,
     ) -> Option<String> {
-        if let Some((done, total)) = self.propagation_progress() {
+        if let Some(p) = &self.propagation {
+            let (done, total) = (p.done, p.total);
             let fraction = if total > 0 {
                 done as f32 / total as f32
             } else {
                 0.0
             };
+            // each prompted frame is encoded before tracking starts
+            let text = if p.preparing {
+                format!("prompted frame {done}/{total}")
+            } else {
+                format!("frame {done}/{total}")
+            };
             ui.add(
                 egui::ProgressBar::new(fraction)
                     .desired_width(140.0)
-                    .text(format!("frame {done}/{total}")),
+                    .text(text),
             );
             if ui.button("Cancel").clicked() {
                 self.cancel_propagation();
@@ -471,11 +482,17 @@ impl SamPanel {
         let mut ended = false;
         for message in p.job.poll() {
             match message {
+                PropagateMessage::Prompted { done, total } => {
+                    p.preparing = true;
+                    p.done = done;
+                    p.total = total;
+                }
                 PropagateMessage::Frame {
                     done,
                     total,
                     objects,
                 } => {
+                    p.preparing = false;
                     p.done = done;
                     p.total = total;
                     for o in objects {
