@@ -58,6 +58,9 @@ pub enum SegmentError {
     /// A prompt is unusable (outside the image, no points, bad label...).
     #[error("invalid prompt: {0}")]
     Prompt(String),
+    /// The model directory cannot take mask prompts (the sentence says why and what to do).
+    #[error("{0}")]
+    MaskPromptUnsupported(String),
     /// A frame is unusable (empty, wrong size, wrong byte count).
     #[error("invalid frame: {0}")]
     Frame(String),

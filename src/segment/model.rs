@@ -265,7 +265,7 @@ impl Sam2Model {
     pub fn mask_prompt(&self) -> Result<&MaskPromptWeights, SegmentError> {
         self.mask_prompt
             .as_ref()
-            .map_err(|reason| SegmentError::Prompt(reason.clone()))
+            .map_err(|reason| SegmentError::MaskPromptUnsupported(reason.clone()))
     }
 
     /// Whether memory attention takes one `pix_feat` row for all objects of a call, so that its
