@@ -3,7 +3,7 @@
 //! and backward propagation, and the app's regions export with COCO compressed RLE.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[path = "support/fixtures.rs"]
@@ -13,20 +13,52 @@ fn fixture() -> PathBuf {
     fixtures::fixture("sam2-tiny")
 }
 
-#[test]
-fn track_writes_regions_for_every_frame_of_every_object() {
-    let model = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    // A 4-frame H.264 clip made from the fixture's reference frames.
-    let video = tmp.path().join("clip.mp4");
+/// A `frames`-frame H.264 clip in `dir` made from the fixture's reference frames.
+fn clip(dir: &Path, frames: usize) -> PathBuf {
+    let video = dir.join("clip.mp4");
     let status = Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-framerate", "5", "-i"])
-        .arg(model.join("reference/frames/%05d.png"))
-        .args(["-frames:v", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(fixture().join("reference/frames/%05d.png"))
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .arg(&video)
         .status()
         .unwrap();
     assert!(status.success());
+    video
+}
+
+/// Runs `track` on the CPU and requires it to succeed.
+fn run_track(video: &Path, prompts: &Path, out: &Path) {
+    let run = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("track")
+        .arg(video)
+        .arg("--model")
+        .arg(fixture())
+        .arg("--prompts")
+        .arg(prompts)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu", "--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn track_writes_regions_for_every_frame_of_every_object() {
+    let tmp = tempfile::tempdir().unwrap();
+    let video = clip(tmp.path(), 4);
     let prompts = tmp.path().join("prompts.json");
     std::fs::write(
         &prompts,
@@ -37,23 +69,7 @@ fn track_writes_regions_for_every_frame_of_every_object() {
     )
     .unwrap();
     let out = tmp.path().join("clip.regions.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
-        .arg("track")
-        .arg(&video)
-        .arg("--model")
-        .arg(&model)
-        .arg("--prompts")
-        .arg(&prompts)
-        .arg("--out")
-        .arg(&out)
-        .args(["--device", "cpu", "--threads", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_track(&video, &prompts, &out);
 
     let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let objects = regions["items"][0]["objects"].as_array().unwrap();
@@ -87,17 +103,8 @@ fn track_writes_regions_for_every_frame_of_every_object() {
 #[test]
 fn track_follows_an_object_given_as_a_mask() {
     use pixelrefer_studio::mask::Mask;
-    let model = fixture();
     let tmp = tempfile::tempdir().unwrap();
-    let video = tmp.path().join("clip.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-framerate", "5", "-i"])
-        .arg(model.join("reference/frames/%05d.png"))
-        .args(["-frames:v", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let video = clip(tmp.path(), 3);
     let mut mask = Mask::new(480, 270);
     for y in 80..170 {
         for x in 300..400 {
@@ -113,23 +120,7 @@ fn track_follows_an_object_given_as_a_mask() {
     )
     .unwrap();
     let out = tmp.path().join("clip.regions.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
-        .arg("track")
-        .arg(&video)
-        .arg("--model")
-        .arg(&model)
-        .arg("--prompts")
-        .arg(&prompts)
-        .arg("--out")
-        .arg(&out)
-        .args(["--device", "cpu", "--threads", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    run_track(&video, &prompts, &out);
     let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let object = &regions["items"][0]["objects"][0];
     assert_eq!(object["tag"], "<object5>");
