@@ -222,7 +222,7 @@ pub fn track_loaded(
     let mut given: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
     for (id, frame, input) in checked {
         let (id, frame) = (*id, *frame);
-        let pr = match input {
+        match input {
             CheckedInput::Mask(path, mask) => {
                 tracker
                     .add_mask(&mut frames, frame, id, mask, None)
@@ -231,32 +231,31 @@ pub fn track_loaded(
                     (id, frame),
                     FrameAnnotation::from_mask(Rle::from_mask(mask), MaskSource::Imported),
                 );
-                first = first.min(frame);
                 eprintln!("[track] object {id} given as a mask on frame {frame}");
-                continue;
             }
-            CheckedInput::Clicks(pr) => pr,
-        };
-        tracker
-            .add_prompts(&mut frames, frame, id, pr, true, None)
-            .map_err(|e| anyhow!("object {id} frame {frame}: {e}"))?;
-        placed.insert(
-            (id, frame),
-            project::Prompts {
-                points: pr
-                    .points
-                    .iter()
-                    .map(|q| project::PointPrompt {
-                        x: q.x,
-                        y: q.y,
-                        positive: q.positive,
-                    })
-                    .collect(),
-                bbox: pr.bbox,
-            },
-        );
+            CheckedInput::Clicks(pr) => {
+                tracker
+                    .add_prompts(&mut frames, frame, id, pr, true, None)
+                    .map_err(|e| anyhow!("object {id} frame {frame}: {e}"))?;
+                placed.insert(
+                    (id, frame),
+                    project::Prompts {
+                        points: pr
+                            .points
+                            .iter()
+                            .map(|q| project::PointPrompt {
+                                x: q.x,
+                                y: q.y,
+                                positive: q.positive,
+                            })
+                            .collect(),
+                        bbox: pr.bbox,
+                    },
+                );
+                eprintln!("[track] object {id} prompted on frame {frame}");
+            }
+        }
         first = first.min(frame);
-        eprintln!("[track] object {id} prompted on frame {frame}");
     }
     let mut results: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
     let started = std::time::Instant::now();

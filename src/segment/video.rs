@@ -1090,13 +1090,7 @@ impl VideoTracker {
         let Some(out) = out.pop() else {
             return Err(SegmentError::Frame("no output".into()));
         };
-        let st = &mut self.objs[i];
-        if is_cond {
-            st.temp_cond.insert(t, out);
-        } else {
-            st.temp_non_cond.insert(t, out);
-        }
-        Ok(self.consolidated(t, is_cond))
+        Ok(self.keep_prompt_output(i, t, is_cond, out))
     }
 
     /// The index of object `obj_id`, added when new (`_obj_id_to_idx`).
@@ -1108,6 +1102,24 @@ impl VideoTracker {
                 self.objs.len() - 1
             }
         }
+    }
+
+    /// Keeps object `i`'s output of a prompt on frame `t` until the next preflight (as a
+    /// conditioning frame when `is_cond`) and returns every object's result on that frame.
+    fn keep_prompt_output(
+        &mut self,
+        i: usize,
+        t: usize,
+        is_cond: bool,
+        out: FrameOut,
+    ) -> Vec<ObjectFrame> {
+        let st = &mut self.objs[i];
+        if is_cond {
+            st.temp_cond.insert(t, out);
+        } else {
+            st.temp_non_cond.insert(t, out);
+        }
+        self.consolidated(t, is_cond)
     }
 
     /// Every object's result on frame `t` after a prompt there (missing ones: no_obj_score).
@@ -1154,7 +1166,8 @@ impl VideoTracker {
                 self.height
             )));
         }
-        let weights = self.model.mask_prompt()?.clone();
+        let model = Arc::clone(&self.model);
+        let weights = model.mask_prompt()?;
         let c = self.c.clone();
         let (s, l) = (c.image_size, c.low_res_mask_size);
         let (w, h) = (self.width as usize, self.height as usize);
@@ -1216,14 +1229,8 @@ impl VideoTracker {
         let i = self.object_index(obj_id);
         let st = &mut self.objs[i];
         st.points.remove(&t);
-        let is_init_cond = !st.tracked.contains_key(&t);
-        let is_cond = is_init_cond || c.add_all_frames_to_correct_as_cond;
-        if is_cond {
-            st.temp_cond.insert(t, out);
-        } else {
-            st.temp_non_cond.insert(t, out);
-        }
-        Ok(self.consolidated(t, is_cond))
+        let is_cond = !st.tracked.contains_key(&t) || c.add_all_frames_to_correct_as_cond;
+        Ok(self.keep_prompt_output(i, t, is_cond, out))
     }
 
     /// `propagate_in_video_preflight`: encodes the memories of frames that received clicks.
