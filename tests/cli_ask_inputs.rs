@@ -366,17 +366,6 @@ fn a_sixteen_bit_zero_one_mask_is_asked_about() {
     assert_eq!(got, st["turn0.generated_ids"].i64());
 }
 
-/// Copies model directory `src` (its top-level files) to `dst`.
-fn copy_model(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_pixelrefer_file_changed_after_export_is_refused() {
     use pixelrefer_studio::refer::PixelRefer;
@@ -384,7 +373,7 @@ fn a_pixelrefer_file_changed_after_export_is_refused() {
     for name in ["pixelrefer-tiny", "pixelrefer-lite-tiny"] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(name);
-        copy_model(&fixture(name), &dir);
+        refer_common::fixtures::copy_model(&fixture(name), &dir);
         // It loads as copied (which records it as verified)...
         PixelRefer::load(&dir, &SessionOptions::default()).unwrap();
         // ...then one byte of the tokenizer changes in a way its parser cannot see (a final

@@ -9,7 +9,7 @@
 
 use pixelrefer_studio::runtime::SessionOptions;
 use pixelrefer_studio::segment::{Sam2Model, SegmentError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[path = "support/fixtures.rs"]
@@ -39,29 +39,11 @@ fn edgetam_matches_official_code_image_and_video() {
     sam_parity::assert_matches_reference(model);
 }
 
-/// Copies the fixture's manifest, graphs and constants (not the reference) into `dst`.
-fn copy_model(src: &Path, dst: &Path) {
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn edgetam_memory_layout_mismatch_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_model(&fixture(), tmp.path());
-    let path = tmp.path().join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     // a manifest whose constants claim SAM 2's grid memories for EdgeTAM's token-list graph
-    manifest["constants"]
-        .as_object_mut()
-        .unwrap()
-        .remove("mem_tokens");
-    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+    fixtures::copy_model_without_constant(&fixture(), tmp.path(), "mem_tokens");
     match Sam2Model::load(tmp.path(), &options()) {
         Err(SegmentError::Config { reason, .. }) => {
             assert!(reason.contains("mem_features"), "{reason}")

@@ -242,6 +242,18 @@ fn video_harness_with(
     harness
 }
 
+/// Starts a propagation in `direction` and waits at most `secs` seconds for it to end.
+fn propagate_to_end(
+    harness: &mut Harness<'static, StudioApp>,
+    direction: PropagateDirection,
+    secs: u64,
+) {
+    harness.state_mut().sam_propagate(direction).unwrap();
+    step_until(harness, secs, "the propagation", |app| {
+        app.sam().propagation_progress().is_none()
+    });
+}
+
 /// Adds an object with a click on the current frame and waits for its mask.
 fn click_object(harness: &mut Harness<'static, StudioApp>) -> u32 {
     let state = harness.state_mut().state_mut().unwrap();
@@ -331,13 +343,7 @@ fn propagation_keeps_painted_masks() {
         })
         .unwrap();
     state.set_frame(0);
-    harness
-        .state_mut()
-        .sam_propagate(PropagateDirection::Forward)
-        .unwrap();
-    step_until(&mut harness, 20, "the propagation", |app| {
-        app.sam().propagation_progress().is_none()
-    });
+    propagate_to_end(&mut harness, PropagateDirection::Forward, 20);
     let state = harness.state_mut().state_mut().unwrap();
     let object = state.object(id).unwrap().clone();
     let mask_of = |frame: u64| {
@@ -398,13 +404,7 @@ fn propagation_tracks_an_object_given_by_a_painted_mask() {
     let id = state.add_object().unwrap();
     let painted = block(w, h, 80, 60, 70, 70);
     state.commit_painted_mask(id, &painted).unwrap();
-    harness
-        .state_mut()
-        .sam_propagate(PropagateDirection::Forward)
-        .unwrap();
-    step_until(&mut harness, 30, "the propagation", |app| {
-        app.sam().propagation_progress().is_none()
-    });
+    propagate_to_end(&mut harness, PropagateDirection::Forward, 30);
     assert!(
         harness.state().toasts().is_empty(),
         "{:?}",
@@ -524,21 +524,7 @@ fn propagation_reports_its_prompted_frames_before_tracking() {
 #[test]
 fn painted_objects_with_an_older_model_export_say_to_get_it_again() {
     let old = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(sam2_dir()).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), old.path().join(entry.file_name())).unwrap();
-        }
-    }
-    let manifest = old.path().join("manifest.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    json["constants"]
-        .as_object_mut()
-        .unwrap()
-        .remove("fixed_no_obj_ptr")
-        .unwrap();
-    std::fs::write(&manifest, serde_json::to_string(&json).unwrap()).unwrap();
+    fixtures::copy_model_without_constant(&sam2_dir(), old.path(), "fixed_no_obj_ptr");
 
     let (_tmp, path) = video(2);
     let mut harness = video_harness_with(path, egui::vec2(900.0, 600.0), old.path().into());

@@ -67,3 +67,29 @@ pub fn quantized_manifest(
     );
     m
 }
+
+/// Copies model directory `src` (its top-level files, not `reference/`) to `dst`.
+pub fn copy_model(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// [`copy_model`] with constant `name` removed from the copy's manifest (a directory exported
+/// before that constant existed); panics when the source manifest lacks it.
+pub fn copy_model_without_constant(src: &std::path::Path, dst: &std::path::Path, name: &str) {
+    copy_model(src, dst);
+    let path = dst.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["constants"]
+        .as_object_mut()
+        .unwrap()
+        .remove(name)
+        .unwrap_or_else(|| panic!("{} has no constant {name}", src.display()));
+    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+}
