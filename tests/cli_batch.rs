@@ -203,6 +203,43 @@ fn a_killed_batch_resumes_where_it_stopped() {
     }
 }
 
+/// A prompts file's mask is an input like the media: a batch never writes or deletes it, even
+/// when it sits where a result (or the partial result a batch clears after a success) would go.
+#[test]
+fn a_mask_input_is_never_a_result_file() {
+    use pixelrefer_studio::mask::Mask;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures::fixture("sam2-tiny");
+    let inputs = track_inputs(tmp.path(), &["m"]);
+    let frame = image::open(inputs.join("m/00000.png")).unwrap();
+    let mut mask = Mask::new(frame.width(), frame.height());
+    for y in 40..120 {
+        for x in 60..180 {
+            mask.set(x, y, true);
+        }
+    }
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // where `batch` keeps (and, after a success, deletes) the partial result of `m`
+    let held = out.join("m.partial.regions.json");
+    mask.to_png(&held).unwrap();
+    let bytes = std::fs::read(&held).unwrap();
+    std::fs::write(
+        inputs.join("m.prompts.json"),
+        r#"{"objects":[{"id":1,"prompts":[{"frame":0,"mask":"../out/m.partial.regions.json"}]}]}"#,
+    )
+    .unwrap();
+    let run = batch(&track_args(&inputs, &out, &model));
+    assert!(!run.status.success());
+    assert_eq!(std::fs::read(&held).unwrap(), bytes, "the mask input is untouched");
+    assert!(!out.join("m.regions.json").exists());
+    let lines = log_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], "failed");
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(error.contains("m.partial.regions.json"), "{error}");
+}
+
 #[test]
 fn describe_and_ask_fill_captions_and_answers() {
     let tmp = tempfile::tempdir().unwrap();

@@ -399,6 +399,12 @@ fn track_one(
     let text = input.path.to_string_lossy();
     let media = PathBuf::from(text.strip_suffix(".prompts.json").unwrap_or(&text));
     let (prompts, checked) = super::sam_cmds::read_prompt_file(&input.path).map_err(plain)?;
+    // the media and the mask files are inputs too: neither result file may be one of them
+    let mut inputs: Vec<&Path> = vec![&media, &input.path];
+    inputs.extend(super::sam_cmds::mask_files(&checked));
+    for out in [input.output.clone(), partial_path(&input.output)] {
+        project::check_output_path(&out, &inputs).map_err(|e| plain(e.into()))?;
+    }
     let frames = crate::jobs::MediaFrames::open(&media)
         .map_err(|e| (format!("{}: {e}", media.display()), false))?;
     super::sam_cmds::check_prompts_fit(

@@ -122,14 +122,7 @@ pub fn track(
     check_output_writable(out)?;
     let (prompts, checked) = read_prompt_file(prompts_path)?;
     // the mask files are inputs too: never written over
-    let mask_files: Vec<&Path> = checked
-        .iter()
-        .filter_map(|(_, _, input)| match input {
-            CheckedInput::Mask(path, _) => Some(path.as_path()),
-            CheckedInput::Clicks(_) => None,
-        })
-        .collect();
-    project::check_output_path(out, &mask_files)?;
+    project::check_output_path(out, &mask_files(&checked))?;
     let frames = jobs::MediaFrames::open(media_path).map_err(|e| anyhow!("{e}"))?;
     check_prompts_fit(
         &checked,
@@ -163,6 +156,17 @@ pub enum CheckedInput {
 
 /// One checked prompt: object id, frame, input.
 pub type CheckedPrompt = (u32, usize, CheckedInput);
+
+/// The mask files the checked prompts read (inputs that no output may write over).
+pub fn mask_files(checked: &[CheckedPrompt]) -> Vec<&Path> {
+    checked
+        .iter()
+        .filter_map(|(_, _, input)| match input {
+            CheckedInput::Mask(path, _) => Some(path.as_path()),
+            CheckedInput::Clicks(_) => None,
+        })
+        .collect()
+}
 
 /// Reads and checks a prompts file ([`check_prompt_file`]).
 pub fn read_prompt_file(prompts_path: &Path) -> anyhow::Result<(PromptFile, Vec<CheckedPrompt>)> {
