@@ -4,8 +4,9 @@
 //! Per side: encoder (preprocessing included), decoder per click (mask post-processing to full
 //! size included), propagation per tracked frame per object (two objects, encoder pass included)
 //! over the whole clip and, with more than `num_maskmem` (7) frames, over the frames whose memory
-//! bank is full (steady state: what most frames of a long clip cost), peak RSS; min, median,
-//! ratio of medians and the load average.
+//! bank is full (steady state: what most frames of a long clip cost), minor page faults per
+//! click and per tracked frame (fresh pages the kernel maps and zeroes: buffers a side does not reuse), peak
+//! RSS; min, median, ratio of medians and the load average.
 //!
 //! cargo bench --bench sam2 --profile test [-- --quick] [-- --rounds N]
 //!     [-- --a rust:DIR --b torch:DIR | --b rust:DIR2]
@@ -154,9 +155,11 @@ fn worker(args: &[String]) {
             emb = Some(e);
         }
         let emb = emb.ok_or("no embedding")?;
+        let f0 = harness::minor_faults();
         let dec = (0..n_clicks)
             .map(|k| decode(&mut pred, &emb, k))
             .collect::<Result<Vec<_>, _>>()?;
+        let click_faults = (harness::minor_faults() - f0) / n_clicks.max(1) as f64;
         drop(emb);
         // video: two objects clicked on frame 0, forward propagation through the clip
         let mut src = frames.clone();
@@ -176,6 +179,7 @@ fn worker(args: &[String]) {
                 .map_err(|e| e.to_string())?;
         }
         let mut stamps = Vec::new();
+        let mut faults = Vec::new();
         let t = Instant::now();
         tracker
             .propagate(
@@ -184,18 +188,25 @@ fn worker(args: &[String]) {
                 Direction::Forward,
                 None,
                 None,
-                &mut |_, _| stamps.push(t.elapsed().as_secs_f64()),
+                &mut |_, _| {
+                    stamps.push(t.elapsed().as_secs_f64());
+                    faults.push(harness::minor_faults());
+                },
             )
             .map_err(|e| e.to_string())?;
         // frame 0 is the prompted frame (memory encoding only); per-frame time over frames 1..
         let span = stamps.last().unwrap_or(&0.0) - stamps.first().unwrap_or(&0.0);
         let prop = span * 1e3 / n.saturating_sub(1).max(1) as f64 / 2.0;
         let steady = steady_frames(&stamps, model.config().num_maskmem);
+        let frame_faults = (faults.last().unwrap_or(&0.0) - faults.first().unwrap_or(&0.0))
+            / n.saturating_sub(1).max(1) as f64;
         Ok(json!({ "metrics": {
             "encoder_ms": enc,
             "decoder_ms": dec,
             "propagation_ms_per_frame_per_object": [prop],
             "steady_propagation_ms_per_frame_per_object": steady,
+            "minor_page_faults_per_click": [click_faults],
+            "minor_page_faults_per_tracked_frame": [frame_faults],
         }}))
     });
 }

@@ -14,7 +14,8 @@ on stdin and answers one JSON line: `{"warmup": true}` runs one set_image and on
 `{"round": k}` runs set_image twice (encoder_ms), `--clicks` single clicks (decoder_ms, multimask,
 best mask thresholded at full size) and a forward propagation of two objects clicked on frame 0
 (propagation_ms_per_frame_per_object; the image encoder runs inside propagation, as in the Rust
-engine). TMP holds image.png and frames/NNNNN.png.
+engine), with the minor page faults per click and per tracked frame (`getrusage`). TMP holds
+image.png and frames/NNNNN.png.
 
 Track mode (the second form, one shot, for sam2_long): one object clicked at X,Y on frame 0 of the
 JPEG/PNG folder, propagated to the end; prints `{"ms_per_frame": .., "frames": n,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import resource
 import os
 import shutil
 import sys
@@ -155,7 +157,9 @@ def main(argv=None):
                     t = time.perf_counter()
                     pred.set_image(img)
                     enc.append((time.perf_counter() - t) * 1e3)
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 dec = [click(k, a.clicks) for k in range(a.clicks)]
+                click_faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / max(a.clicks, 1)
                 state = model.init_state(video, offload_video_to_cpu=True)
                 model.add_new_points_or_box(state, frame_idx=0, obj_id=1,
                                             points=np.array([[0.25 * vw, 0.35 * vh]], np.float32),
@@ -164,10 +168,11 @@ def main(argv=None):
                                             points=np.array([[0.7 * vw, 0.6 * vh]], np.float32),
                                             labels=np.array([1], np.int32))
                 t = time.perf_counter()
-                stamps = []
+                stamps, faults = [], []
                 for _fi, _ids, logits in model.propagate_in_video(state):
                     _ = (logits > 0).cpu().numpy()
                     stamps.append(time.perf_counter() - t)
+                    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
                 del state
             n = max(len(frames) - 1, 1)
             prop = (stamps[-1] - stamps[0]) * 1e3 / n / 2.0
@@ -176,7 +181,9 @@ def main(argv=None):
                       for t in range(max(model.num_maskmem, 1), len(stamps))]
             say({"metrics": {"encoder_ms": enc, "decoder_ms": dec,
                              "propagation_ms_per_frame_per_object": [prop],
-                             "steady_propagation_ms_per_frame_per_object": steady},
+                             "steady_propagation_ms_per_frame_per_object": steady,
+                             "minor_page_faults_per_click": [click_faults],
+                             "minor_page_faults_per_tracked_frame": [(faults[-1] - faults[0]) / n]},
                  "peak_rss_mib": peak_rss_mib()})
     finally:
         shutil.rmtree(video, ignore_errors=True)

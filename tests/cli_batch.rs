@@ -231,7 +231,11 @@ fn a_mask_input_is_never_a_result_file() {
     .unwrap();
     let run = batch(&track_args(&inputs, &out, &model));
     assert!(!run.status.success());
-    assert_eq!(std::fs::read(&held).unwrap(), bytes, "the mask input is untouched");
+    assert_eq!(
+        std::fs::read(&held).unwrap(),
+        bytes,
+        "the mask input is untouched"
+    );
     assert!(!out.join("m.regions.json").exists());
     let lines = log_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");

@@ -102,6 +102,19 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Minor page faults of this process so far (`/proc/self/stat`, all threads): pages the kernel
+/// had to map and zero, which a process that reuses its buffers stops taking.
+pub fn minor_faults() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // fields after the command name (which may hold spaces): state is field 3, minflt 10
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().nth(7)?.parse::<f64>().ok()
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// Min and median of samples (NaN for none).
 pub fn min_median(v: &[f64]) -> (f64, f64) {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
@@ -378,11 +391,16 @@ impl Rounds {
                 Better::Lower => bmed / amed,
                 Better::Higher => amed / bmed,
             };
+            // a count that is zero on a side (page faults) has no ratio
+            let ratio = if ratio.is_finite() {
+                format!("{ratio:.2}x")
+            } else {
+                "-".to_string()
+            };
             println!(
-                "{k:<36} {:>24} {:>24} {:>7.2}x",
+                "{k:<36} {:>24} {:>24} {ratio:>8}",
                 format!("{amin:.2} / {amed:.2} (n={})", sa.len()),
                 format!("{bmin:.2} / {bmed:.2} (n={})", sb.len()),
-                ratio
             );
         }
         let [ra, rb] = self.peak_rss;

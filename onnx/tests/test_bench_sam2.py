@@ -57,4 +57,7 @@ def test_worker_runs_the_directory_model_and_reports_steady_frames(family, sam2_
     steady = m["steady_propagation_ms_per_frame_per_object"]
     assert len(steady) == N_FRAMES - ready["num_maskmem"], (len(steady), ready["num_maskmem"])
     assert all(v > 0 for v in steady)
+    # fresh pages the process took per click and per tracked frame: present and never negative
+    for k in ("minor_page_faults_per_click", "minor_page_faults_per_tracked_frame"):
+        assert len(m[k]) == 1 and m[k][0] >= 0, (k, m[k])
     assert answer["peak_rss_mib"] > 0
