@@ -717,3 +717,61 @@ fn an_int8_model_is_labelled_in_the_status_bar_and_on_its_masks() {
     assert!(model.ends_with("-int8"), "{model}");
     assert!(state.doc.models.iter().any(|m| m.id == model));
 }
+
+/// Models ▸ Tracker lists every tracker found, each by its family (SAM 2 and EdgeTAM side by
+/// side, as issue 10 asks of the model chooser), marks the loaded one and loads the one chosen;
+/// the status bar and the masks made afterwards name it.
+#[test]
+fn the_tracker_menu_lists_sam2_and_edgetam_and_switches() {
+    let models = tempfile::tempdir().unwrap();
+    for name in ["edgetam-tiny", "sam2-tiny"] {
+        std::os::unix::fs::symlink(fixtures::fixture(name), models.path().join(name)).unwrap();
+    }
+    let mut harness = harness(Some(models.path().to_path_buf()));
+    let ready = |app: &StudioApp, family: &str| {
+        app.frame_ready()
+            && matches!(app.sam().status(), SamStatus::Ready { family: f, .. } if f == family)
+    };
+    // the first found (folders in name order) loads by itself
+    step_until(&mut harness, 20, "EdgeTAM", |app| ready(app, "edgetam"));
+    let status = harness.state().sam().status_text();
+    assert!(status.starts_with("EdgeTAM: "), "{status}");
+
+    harness.get_by_label("Models").click();
+    harness.run();
+    harness.get_by_label("Tracker").click();
+    harness.run();
+    harness.get_by_label("EdgeTAM (edgetam-tiny)");
+    harness.get_by_label("Other folder…");
+    harness.get_by_label("SAM 2 (sam2-tiny)").click();
+    harness.run();
+    step_until(&mut harness, 20, "SAM 2", |app| ready(app, "sam2"));
+    let status = harness.state().sam().status_text();
+    assert!(status.starts_with("SAM 2: "), "{status}");
+    assert!(
+        harness.query_by_label("EdgeTAM (edgetam-tiny)").is_none(),
+        "the menu closes once a tracker is chosen"
+    );
+
+    let state = harness.state_mut().state_mut().unwrap();
+    let id = state.add_object().unwrap();
+    state.add_point_prompt(240.0, 135.0, true).unwrap();
+    step_until(&mut harness, 20, "the mask of a click", |app| {
+        app.state()
+            .and_then(|s| s.annotation(id))
+            .is_some_and(|a| a.mask.is_some())
+    });
+    let model = harness
+        .state()
+        .state()
+        .unwrap()
+        .annotation(id)
+        .unwrap()
+        .model
+        .clone();
+    let SamStatus::Ready { id: loaded, .. } = harness.state().sam().status().clone() else {
+        unreachable!("checked above")
+    };
+    assert_eq!(model.as_deref(), Some(loaded.as_str()));
+    assert!(!loaded.contains("edgetam"), "{loaded}");
+}

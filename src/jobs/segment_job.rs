@@ -83,6 +83,8 @@ pub enum SegmentMessage {
     Loaded {
         /// What to record in the document.
         record: ModelRecord,
+        /// The SAM 2 family member (`sam2`, `edgetam`).
+        family: String,
         /// Execution provider in use ("CPU", "CUDA").
         provider: String,
         /// The scheme of an opt-in quantized export (`int8`; None: full precision).
@@ -264,6 +266,7 @@ fn run(
         &repaint,
         SegmentMessage::Loaded {
             record,
+            family: model.family().to_string(),
             provider: model.provider().to_string(),
             quantization: model.quantization().map(|q| q.scheme.clone()),
             warnings: model.warnings().to_vec(),

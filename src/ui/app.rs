@@ -313,6 +313,7 @@ impl StudioApp {
             match event {
                 ModelsEvent::Installed(dir, kind) => {
                     self.notify(ctx, format!("Installed {}", dir.display()));
+                    self.sam.rescan_trackers();
                     if kind == crate::runtime::ModelKind::Sam2
                         && !matches!(self.sam.status(), super::sam_panel::SamStatus::Ready { .. })
                     {
@@ -321,6 +322,7 @@ impl StudioApp {
                     self.chat.rescan_models();
                 }
                 ModelsEvent::Changed => {
+                    self.sam.rescan_trackers();
                     if matches!(
                         self.sam.status(),
                         super::sam_panel::SamStatus::NoModel
@@ -457,7 +459,7 @@ impl StudioApp {
                 .set_title("Import COCO JSON")
                 .add_filter("COCO JSON", &["json"]),
             Pick::Relink => dialog.set_title("Locate the moved media"),
-            Pick::SamModel => dialog.set_title("SAM 2 model folder"),
+            Pick::SamModel => dialog.set_title("Tracker model folder (SAM 2 or EdgeTAM)"),
         };
         self.spawn("file dialog", move || {
             let handle = pollster::block_on(async move {
@@ -975,7 +977,11 @@ impl StudioApp {
                 {
                     self.server.open = true;
                 }
-                if ui.button("SAM 2 model folder…").clicked() {
+                let mut other = false;
+                ui.menu_button("Tracker", |ui| {
+                    other = self.sam.tracker_menu_ui(ui, &self.repaint);
+                });
+                if other {
                     self.pick(Pick::SamModel);
                 }
             });

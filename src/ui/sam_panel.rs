@@ -28,6 +28,8 @@ pub enum SamStatus {
     Ready {
         /// Model id recorded in the document.
         id: String,
+        /// The SAM 2 family member (`sam2`, `edgetam`).
+        family: String,
         /// Execution provider in use.
         provider: String,
         /// The scheme of an opt-in quantized export (`int8`; None: full precision).
@@ -54,12 +56,18 @@ pub struct SamPanel {
     dir: Option<PathBuf>,
     /// Provider and threads the model is loaded with.
     options: SessionOptions,
+    /// Where `--models` pointed (searched first for trackers).
+    models_dir: Option<PathBuf>,
+    /// Trackers found on disk (scanned when first listed, again after installs).
+    trackers: Option<Vec<FoundTracker>>,
 }
 
 /// A running propagation and the inverses of what it applied so far (one undo step).
 struct Propagation {
     job: PropagationJob,
     item: usize,
+    /// The model that runs it, recorded on its masks (the chosen tracker may change meanwhile).
+    record: Option<ModelRecord>,
     inverses: Vec<Edit>,
     /// Still adding the prompted frames (`done`/`total` count those, else frames).
     preparing: bool,
@@ -80,6 +88,8 @@ impl Default for SamPanel {
             media_sent: None,
             dir: None,
             options: SessionOptions::default(),
+            models_dir: None,
+            trackers: None,
         }
     }
 }
@@ -116,19 +126,89 @@ pub fn strip_colour(base: egui::Color32, annotation: Option<&FrameAnnotation>) -
     base.gamma_multiply(0.35 + 0.65 * confidence)
 }
 
-/// The first `sam2` model directory found in `models_dir`, `$PIXELREFER_MODELS`, `./models` and
-/// the user data directory.
-pub fn find_sam2_dir(models_dir: Option<&Path>) -> Option<PathBuf> {
+/// The name a person knows a SAM 2 family member by (manifest `family`).
+pub fn family_name(family: &str) -> &str {
+    match family {
+        "sam2" => "SAM 2",
+        "edgetam" => "EdgeTAM",
+        other => other,
+    }
+}
+
+/// A tracker found on disk: a `sam2`-kind model directory (SAM 2 or EdgeTAM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundTracker {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The family member (`sam2`, `edgetam`).
+    pub family: String,
+    /// Manifest variant (`sam2.1_hiera_tiny`, `edgetam`…).
+    pub variant: String,
+    /// `int8` for an opt-in quantized export (None: full precision).
+    pub quantization: Option<String>,
+}
+
+impl FoundTracker {
+    /// Name shown in the tracker menu: family, folder, and the quantization when there is one.
+    pub fn label(&self) -> String {
+        let dir = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = family_name(&self.family);
+        match &self.quantization {
+            // Quantized masks differ from the full-precision model's: say so where it is chosen.
+            Some(q) => format!("{name} ({dir}) · {q} quantized"),
+            None => format!("{name} ({dir})"),
+        }
+    }
+
+    /// What choosing it means, for the menu's hover text.
+    pub fn hint(&self) -> &'static str {
+        match self.family.as_str() {
+            // measured: `cargo bench --bench sam2 -- --a rust:EDGETAM --b rust:SAM2` (issue 10)
+            "edgetam" => {
+                "EdgeTAM: the tracker for CPUs, about 4x faster per tracked frame than SAM 2.1-tiny on 2 cores; less accurate (Models > Get models… lists both papers' scores)"
+            }
+            _ => "SAM 2: the most accurate tracker; on a CPU each tracked frame takes seconds",
+        }
+    }
+}
+
+/// Every tracker in `models_dir`, `$PIXELREFER_MODELS`, `./models` and the user data directory,
+/// in that order.
+pub fn find_trackers(models_dir: Option<&Path>) -> Vec<FoundTracker> {
     crate::runtime::find_model_dirs(models_dir)
         .into_iter()
-        .find(|(_, m)| m.kind == ModelKind::Sam2)
-        .map(|(dir, _)| dir)
+        .filter(|(_, m)| m.kind == ModelKind::Sam2)
+        .map(|(dir, m)| FoundTracker {
+            family: m
+                .constants
+                .get("family")
+                .and_then(|f| f.as_str())
+                .unwrap_or("sam2")
+                .to_string(),
+            variant: m.variant,
+            quantization: m.quantization.map(|q| q.scheme),
+            dir,
+        })
+        .collect()
+}
+
+/// The first tracker found (see [`find_trackers`]).
+pub fn find_sam2_dir(models_dir: Option<&Path>) -> Option<PathBuf> {
+    find_trackers(models_dir).into_iter().next().map(|t| t.dir)
 }
 
 impl SamPanel {
     /// Finds a `sam2` model (see [`find_sam2_dir`]) and starts loading it in the background.
     pub fn discover(&mut self, models_dir: Option<&Path>, repaint: Arc<dyn Repaint>) {
-        match find_sam2_dir(models_dir) {
+        self.models_dir = models_dir.map(Path::to_path_buf);
+        let found = find_trackers(models_dir);
+        let first = found.first().map(|t| t.dir.clone());
+        self.trackers = Some(found);
+        match first {
             Some(dir) => self.load(dir, repaint),
             None => {
                 self.worker = None;
@@ -163,6 +243,65 @@ impl SamPanel {
         }
     }
 
+    /// The trackers found on disk (scanned on first use and after [`Self::rescan_trackers`]).
+    pub fn trackers(&mut self) -> &[FoundTracker] {
+        let dir = self.models_dir.clone();
+        self.trackers
+            .get_or_insert_with(|| find_trackers(dir.as_deref()))
+    }
+
+    /// Looks for trackers again when next listed (after an install or a removal).
+    pub fn rescan_trackers(&mut self) {
+        self.trackers = None;
+    }
+
+    /// The model directory loaded or loading.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Whether a propagation is running (the tracker cannot change meanwhile).
+    pub fn propagating(&self) -> bool {
+        self.propagation.is_some()
+    }
+
+    /// The tracker entries of the Models menu: every tracker found (the loaded one marked),
+    /// then a folder picker. Returns true when "Other folder…" was chosen (the caller opens the
+    /// dialog). Switching waits for a running propagation, whose masks keep the model that made
+    /// them.
+    pub fn tracker_menu_ui(&mut self, ui: &mut egui::Ui, repaint: &Arc<dyn Repaint>) -> bool {
+        let idle = !self.propagating();
+        let current = self.dir.clone();
+        let mut chosen = None;
+        let found = self.trackers().to_vec();
+        if found.is_empty() {
+            ui.label("none found (Models > Get models…)");
+        }
+        for t in &found {
+            let selected = current.as_deref() == Some(t.dir.as_path());
+            let response = ui
+                .add_enabled(idle, egui::Button::selectable(selected, t.label()))
+                .on_hover_text(t.hint())
+                .on_disabled_hover_text("after the propagation");
+            if response.clicked() && !selected {
+                chosen = Some(t.dir.clone());
+            }
+        }
+        let other = ui
+            .add_enabled(idle, egui::Button::new("Other folder…"))
+            .on_hover_text("A SAM 2 or EdgeTAM model folder")
+            .on_disabled_hover_text("after the propagation")
+            .clicked();
+        let close = chosen.is_some() || other;
+        if let Some(dir) = chosen {
+            self.load(dir, Arc::clone(repaint));
+        }
+        if close {
+            ui.close();
+        }
+        other
+    }
+
     /// Where the model stands.
     pub fn status(&self) -> &SamStatus {
         &self.status
@@ -183,11 +322,12 @@ impl SamPanel {
             SamStatus::Loading(dir) => format!("SAM 2: loading {}…", dir.display()),
             SamStatus::Ready {
                 id,
+                family,
                 provider,
                 quantization,
                 warnings,
             } => {
-                let mut s = format!("SAM 2: {id} on {provider}");
+                let mut s = format!("{}: {id} on {provider}", family_name(family));
                 if let Some(q) = quantization {
                     s.push_str(&format!(" ({q} quantized: masks differ from fp32)"));
                 }
@@ -243,12 +383,14 @@ impl SamPanel {
                 match message {
                     SegmentMessage::Loaded {
                         record,
+                        family,
                         provider,
                         quantization,
                         warnings,
                     } => {
                         self.status = SamStatus::Ready {
                             id: record.id.clone(),
+                            family,
                             provider,
                             quantization,
                             warnings,
@@ -395,6 +537,7 @@ impl SamPanel {
         self.propagation = Some(Propagation {
             job,
             item,
+            record: self.record.clone(),
             inverses: Vec::new(),
             preparing: true,
             done: 0,
@@ -517,10 +660,10 @@ impl SamPanel {
                             },
                             score: Some(o.score),
                             prompts,
-                            model: self.record.as_ref().map(|r| r.id.clone()),
+                            model: p.record.as_ref().map(|r| r.id.clone()),
                         };
                         let mut edits = Vec::new();
-                        if let Some(record) = &self.record
+                        if let Some(record) = &p.record
                             && !state.doc.models.iter().any(|m| m.id == record.id)
                         {
                             let mut models = state.doc.models.clone();
