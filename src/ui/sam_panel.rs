@@ -30,6 +30,8 @@ pub enum SamStatus {
         id: String,
         /// The SAM 2 family member (`sam2`, `edgetam`).
         family: String,
+        /// Manifest variant (`sam2.1_hiera_tiny`…), what the status bar shows.
+        variant: String,
         /// Execution provider in use.
         provider: String,
         /// The scheme of an opt-in quantized export (`int8`; None: full precision).
@@ -321,13 +323,14 @@ impl SamPanel {
             }
             SamStatus::Loading(dir) => format!("SAM 2: loading {}…", dir.display()),
             SamStatus::Ready {
-                id,
                 family,
+                variant,
                 provider,
                 quantization,
                 warnings,
+                ..
             } => {
-                let mut s = format!("{}: {id} on {provider}", family_name(family));
+                let mut s = format!("{}: {variant} on {provider}", family_name(family));
                 if let Some(q) = quantization {
                     s.push_str(&format!(" ({q} quantized: masks differ from fp32)"));
                 }
@@ -391,6 +394,7 @@ impl SamPanel {
                         self.status = SamStatus::Ready {
                             id: record.id.clone(),
                             family,
+                            variant: record.variant.clone(),
                             provider,
                             quantization,
                             warnings,
