@@ -703,14 +703,7 @@ fn an_int8_model_is_labelled_in_the_status_bar_and_on_its_masks() {
         status.contains("-int8") && status.contains("(int8 quantized: masks differ from fp32)"),
         "{status}"
     );
-    let state = harness.state_mut().state_mut().unwrap();
-    let id = state.add_object().unwrap();
-    state.add_point_prompt(240.0, 135.0, true).unwrap();
-    step_until(&mut harness, 20, "the mask of a click", |app| {
-        app.state()
-            .and_then(|s| s.annotation(id))
-            .is_some_and(|a| a.mask.is_some())
-    });
+    let id = click_object(&mut harness);
     // The project records that the int8 model made the mask.
     let state = harness.state().state().unwrap();
     let model = state.annotation(id).unwrap().model.clone().unwrap();
@@ -753,14 +746,7 @@ fn the_tracker_menu_lists_sam2_and_edgetam_and_switches() {
         "the menu closes once a tracker is chosen"
     );
 
-    let state = harness.state_mut().state_mut().unwrap();
-    let id = state.add_object().unwrap();
-    state.add_point_prompt(240.0, 135.0, true).unwrap();
-    step_until(&mut harness, 20, "the mask of a click", |app| {
-        app.state()
-            .and_then(|s| s.annotation(id))
-            .is_some_and(|a| a.mask.is_some())
-    });
+    let id = click_object(&mut harness);
     let model = harness
         .state()
         .state()
