@@ -237,8 +237,15 @@ impl StudioApp {
             .set_session_options(options, Arc::clone(&self.repaint));
     }
 
-    /// Looks for models in `dir` first (like `--models DIR`): loads the SAM 2 model found there
-    /// and offers its PixelRefer models in the chat panel.
+    /// Where the app remembers the person's choices ([`super::settings::Settings`]; None: it
+    /// does not). Takes effect at the next [`Self::set_models_dir`].
+    pub fn set_settings_path(&mut self, path: Option<PathBuf>) {
+        self.sam.set_settings_path(path);
+    }
+
+    /// Looks for models in `dir` first (like `--models DIR`): loads the tracker chosen last when
+    /// it is there, else the first SAM 2 model found there, and offers its PixelRefer models in
+    /// the chat panel.
     pub fn set_models_dir(&mut self, dir: Option<&Path>) {
         self.models_dir = dir.map(Path::to_path_buf);
         self.server.models_dir = self.models_dir.clone();
@@ -658,7 +665,7 @@ impl StudioApp {
 
     fn on_picked(&mut self, ctx: &egui::Context, pick: Pick, path: PathBuf) {
         match pick {
-            Pick::SamModel => self.sam.load(path, Arc::clone(&self.repaint)),
+            Pick::SamModel => self.sam.choose(path, Arc::clone(&self.repaint)),
             Pick::OpenMedia | Pick::OpenProject => {
                 if self.state.as_ref().is_some_and(AppState::is_dirty) {
                     // Keep the work: autosave now, the recovery prompt brings it back.

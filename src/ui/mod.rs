@@ -17,6 +17,7 @@ pub mod models_panel;
 pub mod objects_panel;
 pub mod sam_panel;
 pub mod server_panel;
+pub mod settings;
 pub mod state;
 pub mod timeline;
 pub mod transform;

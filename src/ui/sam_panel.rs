@@ -6,6 +6,7 @@
 //! made it and the model id, plus the model record in `doc.models` the first time). The UI
 //! thread never waits on the model.
 
+use super::settings::Settings;
 use super::state::{AppEvent, AppState};
 use crate::jobs::{
     PropagateDirection, PropagateMessage, PropagateRequest, PropagationJob, Repaint,
@@ -62,6 +63,8 @@ pub struct SamPanel {
     models_dir: Option<PathBuf>,
     /// Trackers found on disk (scanned when first listed, again after installs).
     trackers: Option<Vec<FoundTracker>>,
+    /// Where the chosen tracker is remembered ([`Settings`]; None: nowhere).
+    settings_path: Option<PathBuf>,
 }
 
 /// A running propagation and the inverses of what it applied so far (one undo step).
@@ -92,6 +95,7 @@ impl Default for SamPanel {
             options: SessionOptions::default(),
             models_dir: None,
             trackers: None,
+            settings_path: Settings::default_path(),
         }
     }
 }
@@ -204,13 +208,15 @@ pub fn find_sam2_dir(models_dir: Option<&Path>) -> Option<PathBuf> {
 }
 
 impl SamPanel {
-    /// Finds a `sam2` model (see [`find_sam2_dir`]) and starts loading it in the background.
+    /// Loads the tracker chosen last ([`Self::choose`]) when it is still a tracker folder (and,
+    /// with `--models DIR`, inside DIR), else the first found ([`find_sam2_dir`]), in the
+    /// background.
     pub fn discover(&mut self, models_dir: Option<&Path>, repaint: Arc<dyn Repaint>) {
         self.models_dir = models_dir.map(Path::to_path_buf);
         let found = find_trackers(models_dir);
         let first = found.first().map(|t| t.dir.clone());
         self.trackers = Some(found);
-        match first {
+        match self.remembered(models_dir).or(first) {
             Some(dir) => self.load(dir, repaint),
             None => {
                 self.worker = None;
@@ -250,6 +256,39 @@ impl SamPanel {
         let dir = self.models_dir.clone();
         self.trackers
             .get_or_insert_with(|| find_trackers(dir.as_deref()))
+    }
+
+    /// Loads `dir` and remembers it as the person's tracker for the next start.
+    pub fn choose(&mut self, dir: PathBuf, repaint: Arc<dyn Repaint>) {
+        if let Some(path) = &self.settings_path {
+            let mut settings = Settings::load(path);
+            settings.tracker = Some(std::path::absolute(&dir).unwrap_or_else(|_| dir.clone()));
+            if let Err(e) = settings.save(path) {
+                log::warn!("the chosen tracker will not be remembered: {e}");
+            }
+        }
+        self.load(dir, repaint);
+    }
+
+    /// Where the chosen tracker is remembered (None: not remembered; tests use a folder of
+    /// their own).
+    pub fn set_settings_path(&mut self, path: Option<PathBuf>) {
+        self.settings_path = path;
+    }
+
+    /// The remembered tracker, when it is still a tracker folder and, with `--models DIR`,
+    /// inside DIR (that flag asks for the models there).
+    fn remembered(&self, models_dir: Option<&Path>) -> Option<PathBuf> {
+        let dir = Settings::load(self.settings_path.as_deref()?).tracker?;
+        if let Some(m) = models_dir {
+            let m = std::path::absolute(m).unwrap_or_else(|_| m.to_path_buf());
+            if !dir.starts_with(&m) {
+                return None;
+            }
+        }
+        crate::runtime::Manifest::load(&dir)
+            .is_ok_and(|m| m.kind == ModelKind::Sam2)
+            .then_some(dir)
     }
 
     /// Looks for trackers again when next listed (after an install or a removal).
@@ -296,7 +335,7 @@ impl SamPanel {
             .clicked();
         let close = chosen.is_some() || other;
         if let Some(dir) = chosen {
-            self.load(dir, Arc::clone(repaint));
+            self.choose(dir, Arc::clone(repaint));
         }
         if close {
             ui.close();
