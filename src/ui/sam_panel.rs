@@ -323,7 +323,7 @@ impl SamPanel {
             let response = ui
                 .add_enabled(idle, egui::Button::selectable(selected, t.label()))
                 .on_hover_text(t.hint())
-                .on_disabled_hover_text("after the propagation");
+                .on_disabled_hover_text("switch trackers once the propagation ends (or cancel it)");
             if response.clicked() && !selected {
                 chosen = Some(t.dir.clone());
             }
@@ -331,7 +331,7 @@ impl SamPanel {
         let other = ui
             .add_enabled(idle, egui::Button::new("Other folder…"))
             .on_hover_text("A SAM 2 or EdgeTAM model folder")
-            .on_disabled_hover_text("after the propagation")
+            .on_disabled_hover_text("switch trackers once the propagation ends (or cancel it)")
             .clicked();
         let close = chosen.is_some() || other;
         if let Some(dir) = chosen {
