@@ -456,8 +456,9 @@ fn propagation_tracks_an_object_given_by_a_painted_mask() {
 /// painted frames take a while before the first tracked frame), then the frames.
 #[test]
 fn propagation_reports_its_prompted_frames_before_tracking() {
-    use pixelrefer_studio::jobs::{NoRepaint, PropagateMessage, PropagateRequest, TrackPrompt};
+    use pixelrefer_studio::jobs::{NoRepaint, PropagateMessage, PropagateRequest};
     use pixelrefer_studio::segment::Sam2Model;
+    use pixelrefer_studio::segment::TrackInput;
     let (_tmp, path) = video(3);
     let model = Arc::new(Sam2Model::load(&sam2_dir(), &Default::default()).unwrap());
     let prompts = (0..3)
@@ -465,7 +466,7 @@ fn propagation_reports_its_prompted_frames_before_tracking() {
             (
                 1,
                 f,
-                TrackPrompt::Mask(block(480, 270, 60 + 10 * f as u32, 40, 50, 50)),
+                TrackInput::Mask(block(480, 270, 60 + 10 * f as u32, 40, 50, 50)),
             )
         })
         .collect();

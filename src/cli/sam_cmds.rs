@@ -2,14 +2,14 @@
 //! the command line.
 
 use crate::jobs;
-use crate::mask::{Mask, Rle};
+use crate::mask::Rle;
 use crate::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
     PALETTE,
 };
 use crate::runtime::{Manifest, SessionOptions};
 use crate::segment::{
-    Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackerOptions, VideoTracker,
+    Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackInput, TrackerOptions, VideoTracker,
 };
 use anyhow::{anyhow, bail};
 use serde::Deserialize;
@@ -147,24 +147,33 @@ pub fn track(
 
 /// One object's checked input on one frame.
 #[derive(Debug, Clone)]
-pub enum CheckedInput {
-    /// Clicks and/or a box.
-    Clicks(Prompts),
-    /// A mask read from its file (the path, for messages).
-    Mask(PathBuf, Mask),
+pub struct CheckedPrompt {
+    /// Object id.
+    pub id: u32,
+    /// Frame index.
+    pub frame: usize,
+    /// Clicks and/or a box, or a mask.
+    pub input: TrackInput,
+    /// The file a mask was read from (for messages; None for clicks).
+    pub mask_file: Option<PathBuf>,
 }
 
-/// One checked prompt: object id, frame, input.
-pub type CheckedPrompt = (u32, usize, CheckedInput);
+impl CheckedPrompt {
+    /// `object N frame F` and, for a mask, its file: where a message is about.
+    fn place(&self) -> String {
+        let (id, frame) = (self.id, self.frame);
+        match &self.mask_file {
+            Some(path) => format!("object {id} frame {frame} ({})", path.display()),
+            None => format!("object {id} frame {frame}"),
+        }
+    }
+}
 
 /// The mask files the checked prompts read (inputs that no output may write over).
 pub fn mask_files(checked: &[CheckedPrompt]) -> Vec<&Path> {
     checked
         .iter()
-        .filter_map(|(_, _, input)| match input {
-            CheckedInput::Mask(path, _) => Some(path.as_path()),
-            CheckedInput::Clicks(_) => None,
-        })
+        .filter_map(|p| p.mask_file.as_deref())
         .collect()
 }
 
@@ -224,38 +233,21 @@ pub fn track_loaded(
     let mut first = usize::MAX;
     let mut placed: BTreeMap<(u32, usize), project::Prompts> = BTreeMap::new();
     let mut given: BTreeMap<(u32, usize), FrameAnnotation> = BTreeMap::new();
-    for (id, frame, input) in checked {
-        let (id, frame) = (*id, *frame);
-        match input {
-            CheckedInput::Mask(path, mask) => {
-                tracker
-                    .add_mask(&mut frames, frame, id, mask, None)
-                    .map_err(|e| anyhow!("object {id} frame {frame} ({}): {e}", path.display()))?;
+    for p in checked {
+        let (id, frame) = (p.id, p.frame);
+        tracker
+            .add_input(&mut frames, frame, id, &p.input, None)
+            .map_err(|e| anyhow!("{}: {e}", p.place()))?;
+        match &p.input {
+            TrackInput::Mask(mask) => {
                 given.insert(
                     (id, frame),
                     FrameAnnotation::from_mask(Rle::from_mask(mask), MaskSource::Imported),
                 );
                 eprintln!("[track] object {id} given as a mask on frame {frame}");
             }
-            CheckedInput::Clicks(pr) => {
-                tracker
-                    .add_prompts(&mut frames, frame, id, pr, true, None)
-                    .map_err(|e| anyhow!("object {id} frame {frame}: {e}"))?;
-                placed.insert(
-                    (id, frame),
-                    project::Prompts {
-                        points: pr
-                            .points
-                            .iter()
-                            .map(|q| project::PointPrompt {
-                                x: q.x,
-                                y: q.y,
-                                positive: q.positive,
-                            })
-                            .collect(),
-                        bbox: pr.bbox,
-                    },
-                );
+            TrackInput::Clicks(pr) => {
+                placed.insert((id, frame), pr.to_project());
                 eprintln!("[track] object {id} prompted on frame {frame}");
             }
         }
@@ -352,7 +344,7 @@ fn read_prompt_text(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Checks the prompts file on its own (no media needed; mask files are read, relative to
-/// `base`) and returns its prompts as `(object id, frame, input)` in file order. Refused: no
+/// `base`) and returns its prompts in file order. Refused: no
 /// objects, an object without prompts, an id used twice (two objects would share one
 /// `<objectN>` tag), two prompts of one object on one frame (the second would silently replace
 /// the first), a point label other than 0 or 1, a non-finite coordinate, a box with swapped
@@ -396,7 +388,12 @@ pub fn check_prompt_file(file: &PromptFile, base: &Path) -> Result<Vec<CheckedPr
                 let path = base.join(rel);
                 let mask = crate::refer::mask_file::read_mask_file(&path)
                     .map_err(|e| at(e.to_string()))?;
-                out.push((id, frame, CheckedInput::Mask(path, mask)));
+                out.push(CheckedPrompt {
+                    id,
+                    frame,
+                    input: TrackInput::Mask(mask),
+                    mask_file: Some(path),
+                });
                 continue;
             }
             let mut points = Vec::with_capacity(p.points.len());
@@ -434,7 +431,12 @@ pub fn check_prompt_file(file: &PromptFile, base: &Path) -> Result<Vec<CheckedPr
             if prompts.is_empty() {
                 return Err(at("the prompt has neither points, a box nor a mask".into()));
             }
-            out.push((id, frame, CheckedInput::Clicks(prompts)));
+            out.push(CheckedPrompt {
+                id,
+                frame,
+                input: TrackInput::Clicks(prompts),
+                mask_file: None,
+            });
         }
     }
     Ok(out)
@@ -448,27 +450,29 @@ pub fn check_prompts_fit(
     width: u32,
     height: u32,
 ) -> Result<(), String> {
-    for (id, frame, p) in prompts {
-        if *frame >= count {
+    for p in prompts {
+        let (id, frame) = (p.id, p.frame);
+        if frame >= count {
             return Err(format!(
                 "object {id}: frame {frame} is outside the video ({count} frames, 0 to {})",
                 count.saturating_sub(1)
             ));
         }
-        match p {
-            CheckedInput::Clicks(p) => {
-                p.to_points(width, height)
-                    .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+        match &p.input {
+            TrackInput::Clicks(c) => {
+                c.to_points(width, height)
+                    .map_err(|e| format!("{}: {e}", p.place()))?;
             }
-            CheckedInput::Mask(path, m) if (m.width(), m.height()) != (width, height) => {
+            TrackInput::Mask(m) if (m.width(), m.height()) != (width, height) => {
+                let file = p.mask_file.as_deref().unwrap_or(Path::new("given"));
                 return Err(format!(
                     "object {id} frame {frame}: the mask {} is {}x{} but the video is {width}x{height}",
-                    path.display(),
+                    file.display(),
                     m.width(),
                     m.height()
                 ));
             }
-            CheckedInput::Mask(..) => {}
+            TrackInput::Mask(_) => {}
         }
     }
     Ok(())

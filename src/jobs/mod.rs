@@ -27,7 +27,7 @@ pub use model_fetch::{
 pub use project_media::{ProjectMediaError, check_project_media, compare_with_media};
 pub use propagate_job::{
     MediaFrames, PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame,
-    PropagationJob, TrackPrompt,
+    PropagationJob,
 };
 pub use segment_job::{SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker};
 

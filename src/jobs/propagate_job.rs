@@ -7,7 +7,7 @@
 use super::Repaint;
 use crate::media::{ItemInfo, MediaError, MediaSource, SourceKind};
 use crate::segment::{
-    CancelToken, Direction, FrameSource, ObjectFrame, Prompts, Sam2Model, SegmentError,
+    CancelToken, Direction, FrameSource, ObjectFrame, Sam2Model, SegmentError, TrackInput,
     TrackerOptions, VideoTracker,
 };
 use crossbeam_channel::{Receiver, Sender};
@@ -27,15 +27,6 @@ pub enum PropagateDirection {
     Both,
 }
 
-/// One object's input on one frame.
-#[derive(Debug, Clone)]
-pub enum TrackPrompt {
-    /// Clicks and/or a box (`add_new_points_or_box`).
-    Clicks(crate::project::Prompts),
-    /// A mask of the video's size, painted or imported (`add_new_mask`); empty: not there.
-    Mask(crate::mask::Mask),
-}
-
 /// What to propagate.
 #[derive(Debug, Clone)]
 pub struct PropagateRequest {
@@ -44,7 +35,7 @@ pub struct PropagateRequest {
     /// Item index in the document (0 for a video).
     pub item: usize,
     /// Inputs per (object id, frame), added in this order.
-    pub prompts: Vec<(u32, u64, TrackPrompt)>,
+    pub prompts: Vec<(u32, u64, TrackInput)>,
     /// Frame to start from (the current frame).
     pub start: u64,
     /// Direction.
@@ -268,20 +259,9 @@ fn run(
             return Err("cancelled".into());
         }
         let frame = usize::try_from(*frame).unwrap_or(usize::MAX);
-        match prompt {
-            TrackPrompt::Clicks(prompts) => tracker.add_prompts(
-                &mut frames,
-                frame,
-                *id,
-                &Prompts::from_project(prompts),
-                true,
-                Some(cancel),
-            ),
-            TrackPrompt::Mask(mask) => {
-                tracker.add_mask(&mut frames, frame, *id, mask, Some(cancel))
-            }
-        }
-        .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
+        tracker
+            .add_input(&mut frames, frame, *id, prompt, Some(cancel))
+            .map_err(|e| format!("object {id} frame {frame}: {e}"))?;
     }
     let directions: &[Direction] = match request.direction {
         PropagateDirection::Forward => &[Direction::Forward],

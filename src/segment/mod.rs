@@ -26,8 +26,8 @@ pub use image::{
 };
 pub use model::{DecoderOutput, EncoderOutput, GRAPH_ROLES, MaskPromptWeights, Sam2Model};
 pub use video::{
-    BatchGraph, Direction, FrameSource, ObjectFrame, PropagationProgress, TrackerOptions,
-    VideoTracker,
+    BatchGraph, Direction, FrameSource, ObjectFrame, PropagationProgress, TrackInput,
+    TrackerOptions, VideoTracker,
 };
 
 use crate::runtime::RuntimeError;
@@ -149,6 +149,22 @@ impl Prompts {
         }
     }
 
+    /// To the document's prompts (the inverse of [`Self::from_project`]).
+    pub fn to_project(&self) -> crate::project::Prompts {
+        crate::project::Prompts {
+            points: self
+                .points
+                .iter()
+                .map(|q| crate::project::PointPrompt {
+                    x: q.x,
+                    y: q.y,
+                    positive: q.positive,
+                })
+                .collect(),
+            bbox: self.bbox,
+        }
+    }
+
     /// Checks the prompt against a `width × height` frame and returns points and labels as the
     /// official predictors build them: box corners first with labels 2 and 3, then the clicks
     /// (labels 1/0), in frame pixels.
@@ -239,4 +255,32 @@ pub(crate) fn choose_mask(
         return (1 + ops::argmax(&iou4[1..4]), 0);
     }
     (0, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Point, Prompts};
+
+    #[test]
+    fn prompts_round_trip_through_the_document() {
+        let p = Prompts {
+            points: vec![
+                Point {
+                    x: 1.5,
+                    y: 2.0,
+                    positive: true,
+                },
+                Point {
+                    x: 7.0,
+                    y: 0.25,
+                    positive: false,
+                },
+            ],
+            bbox: Some([1.0, 2.0, 30.0, 40.0]),
+        };
+        let doc = p.to_project();
+        assert_eq!(doc.points.len(), 2);
+        assert!(!doc.points[1].positive);
+        assert_eq!(Prompts::from_project(&doc), p);
+    }
 }

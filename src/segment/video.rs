@@ -329,6 +329,15 @@ fn binary_masks(
     masks
 }
 
+/// One object's input on one frame: what SAM 2's video predictor takes.
+#[derive(Debug, Clone)]
+pub enum TrackInput {
+    /// Clicks and/or a box (`add_new_points_or_box`).
+    Clicks(Prompts),
+    /// A mask of the video's size, painted or imported (`add_new_mask`); empty: not there.
+    Mask(Mask),
+}
+
 /// SAM 2 video tracker: per-object memory banks over one video.
 pub struct VideoTracker {
     model: Arc<Sam2Model>,
@@ -1139,6 +1148,24 @@ impl VideoTracker {
             })
             .collect();
         self.video_res(t, outs)
+    }
+
+    /// Adds one object's input on frame `t`: clicks and/or a box replace the frame's earlier
+    /// clicks ([`Self::add_prompts`]), a mask is the object there ([`Self::add_mask`]).
+    pub fn add_input(
+        &mut self,
+        frames: &mut dyn FrameSource,
+        t: usize,
+        obj_id: u32,
+        input: &TrackInput,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Vec<ObjectFrame>, SegmentError> {
+        match input {
+            TrackInput::Clicks(prompts) => {
+                self.add_prompts(frames, t, obj_id, prompts, true, cancel)
+            }
+            TrackInput::Mask(mask) => self.add_mask(frames, t, obj_id, mask, cancel),
+        }
     }
 
     /// Sets object `obj_id`'s mask on frame `t` from a binary mask of the video's size

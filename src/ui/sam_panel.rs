@@ -10,11 +10,12 @@ use super::settings::Settings;
 use super::state::{AppEvent, AppState};
 use crate::jobs::{
     PropagateDirection, PropagateMessage, PropagateRequest, PropagationJob, Repaint,
-    SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker, TrackPrompt,
+    SegmentMessage, SegmentRequest, SegmentResult, SegmentWorker,
 };
 use crate::media::Frame;
 use crate::project::{Edit, FrameAnnotation, MaskSource, ModelRecord};
 use crate::runtime::{ModelKind, SessionOptions};
+use crate::segment::{Prompts, TrackInput};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -553,13 +554,17 @@ impl SamPanel {
                             })?,
                             None => crate::mask::Mask::new(width, height),
                         };
-                        prompts.push((o.id, *f, TrackPrompt::Mask(mask)));
+                        prompts.push((o.id, *f, TrackInput::Mask(mask)));
                         continue;
                     }
                     given_but_unused = true;
                 }
                 if !a.prompts.is_empty() {
-                    prompts.push((o.id, *f, TrackPrompt::Clicks(a.prompts.clone())));
+                    prompts.push((
+                        o.id,
+                        *f,
+                        TrackInput::Clicks(Prompts::from_project(&a.prompts)),
+                    ));
                 }
             }
         }
