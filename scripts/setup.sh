@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs whatever PixelRefer Studio needs and is missing, idempotently:
-#   1. Debian packages (FFmpeg dev libraries, clang, GTK 3, Xvfb, Mesa Vulkan, ffmpeg CLI);
+#   1. Debian packages (FFmpeg dev libraries, clang, GTK 3, Xvfb, Mesa Vulkan, ffmpeg CLI, a CJK
+#      font for Chinese, Japanese and Korean text);
 #   2. ONNX Runtime's shared library, taken from the PyPI `onnxruntime` wheel into ./.ort/lib;
 #   3. a Python virtual environment with the exporters' packages (onnx/requirements.txt);
 #   4. for test.sh, another with the OIP test servers, Triton and MLServer
@@ -20,6 +21,7 @@ APT_PACKAGES=(
   ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev
   libgtk-3-dev libxkbcommon-x11-0 libxcursor1 libxrandr2 libxi6 libx11-xcb1
+  libfontconfig-dev fonts-wqy-microhei
   xvfb xauth mesa-vulkan-drivers libvulkan1 libegl1 libgl1-mesa-dri
   python3 python3-venv python3-pip unzip
   libpython3.11

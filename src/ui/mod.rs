@@ -47,6 +47,10 @@ pub fn run(open: Option<PathBuf>, app_options: AppOptions) -> anyhow::Result<()>
             .with_inner_size([1280.0, 800.0])
             .with_drag_and_drop(true),
         renderer: eframe::Renderer::Wgpu,
+        // Text egui's own fonts lack (Chinese, Japanese and Korean questions and answers: the
+        // PixelRefer LLM answers in the language it is asked in) comes from a system font
+        // (eframe's `system_fonts` provider; scripts/setup.sh installs WenQuanYi Micro Hei).
+        system_font_fallback: true,
         ..Default::default()
     };
     eframe::run_native(
