@@ -153,3 +153,18 @@ fn the_tracker_menu_lists_sam2_and_edgetam_switches_and_remembers() {
     });
     assert_eq!(loaded_dir(&harness), elsewhere.join("et"));
 }
+
+/// While a tracker loads (and if it fails) the status bar names its family too.
+#[test]
+fn a_loading_tracker_is_named_by_its_family() {
+    use pixelrefer_studio::jobs::NoRepaint;
+    use pixelrefer_studio::ui::sam_panel::SamPanel;
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(fixtures::fixture("edgetam-tiny"), tmp.path().join("et")).unwrap();
+    let mut panel = SamPanel::default();
+    panel.set_settings_path(None);
+    panel.discover(Some(tmp.path()), Arc::new(NoRepaint));
+    assert!(matches!(panel.status(), SamStatus::Loading(_)));
+    let status = panel.status_text();
+    assert!(status.starts_with("EdgeTAM: loading "), "{status}");
+}

@@ -361,7 +361,9 @@ impl SamPanel {
                 "SAM 2: no model (prompts are kept; masks need a SAM 2 model, get one with Models > Get models…)"
                     .into()
             }
-            SamStatus::Loading(dir) => format!("SAM 2: loading {}…", dir.display()),
+            SamStatus::Loading(dir) => {
+                format!("{}: loading {}…", self.loading_name(), dir.display())
+            }
             SamStatus::Ready {
                 family,
                 variant,
@@ -382,8 +384,21 @@ impl SamPanel {
                 }
                 s
             }
-            SamStatus::Failed(e) => format!("SAM 2: {e}"),
+            SamStatus::Failed(e) => format!("{}: {e}", self.loading_name()),
         }
+    }
+
+    /// The family name of the folder loaded or loading, from its manifest ("SAM 2" when it
+    /// names none or cannot be read).
+    fn loading_name(&self) -> &str {
+        self.dir
+            .as_ref()
+            .and_then(|d| {
+                self.trackers
+                    .as_deref()
+                    .and_then(|ts| ts.iter().find(|t| &t.dir == d))
+            })
+            .map_or("SAM 2", |t| family_name(&t.family))
     }
 
     /// Handles an app event (prompt changes queue a mask request).
