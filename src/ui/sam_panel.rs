@@ -58,6 +58,8 @@ pub struct SamPanel {
     media_sent: Option<PathBuf>,
     /// The model directory loaded or loading.
     dir: Option<PathBuf>,
+    /// Its family, from its manifest when [`Self::load`] started it.
+    family: Option<String>,
     /// Provider and threads the model is loaded with.
     options: SessionOptions,
     /// Where `--models` pointed (searched first for trackers).
@@ -93,6 +95,7 @@ impl Default for SamPanel {
             propagation: None,
             media_sent: None,
             dir: None,
+            family: None,
             options: SessionOptions::default(),
             models_dir: None,
             trackers: None,
@@ -190,17 +193,21 @@ pub fn find_trackers(models_dir: Option<&Path>) -> Vec<FoundTracker> {
         .into_iter()
         .filter(|(_, m)| m.kind == ModelKind::Sam2)
         .map(|(dir, m)| FoundTracker {
-            family: m
-                .constants
-                .get("family")
-                .and_then(|f| f.as_str())
-                .unwrap_or("sam2")
-                .to_string(),
+            family: manifest_family(&m),
             variant: m.variant,
             quantization: m.quantization.map(|q| q.scheme),
             dir,
         })
         .collect()
+}
+
+/// The family member a `sam2`-kind manifest names (`sam2` when it names none).
+fn manifest_family(m: &crate::runtime::Manifest) -> String {
+    m.constants
+        .get("family")
+        .and_then(|f| f.as_str())
+        .unwrap_or("sam2")
+        .to_string()
 }
 
 /// The first tracker found (see [`find_trackers`]).
@@ -242,6 +249,9 @@ impl SamPanel {
         self.media_sent = None;
         self.record = None;
         self.in_flight = 0;
+        self.family = crate::runtime::Manifest::load(&dir)
+            .ok()
+            .map(|m| manifest_family(&m));
         self.dir = Some(dir.clone());
         match SegmentWorker::spawn(dir.clone(), self.options.clone(), repaint) {
             Ok(worker) => {
@@ -388,17 +398,10 @@ impl SamPanel {
         }
     }
 
-    /// The family name of the folder loaded or loading, from its manifest ("SAM 2" when it
-    /// names none or cannot be read).
+    /// The family name of the folder loaded or loading ("SAM 2" when its manifest names none
+    /// or cannot be read).
     fn loading_name(&self) -> &str {
-        self.dir
-            .as_ref()
-            .and_then(|d| {
-                self.trackers
-                    .as_deref()
-                    .and_then(|ts| ts.iter().find(|t| &t.dir == d))
-            })
-            .map_or("SAM 2", |t| family_name(&t.family))
+        family_name(self.family.as_deref().unwrap_or("sam2"))
     }
 
     /// Handles an app event (prompt changes queue a mask request).
