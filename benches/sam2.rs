@@ -5,8 +5,8 @@
 //! size included), propagation per tracked frame per object (two objects, encoder pass included)
 //! over the whole clip and, with more than `num_maskmem` (7) frames, over the frames whose memory
 //! bank is full (steady state: what most frames of a long clip cost), minor page faults per
-//! click and per tracked frame (fresh pages the kernel maps and zeroes: buffers a side does not reuse), peak
-//! RSS; min, median, ratio of medians and the load average.
+//! click and per tracked frame (fresh pages the kernel maps and zeroes: buffers a side does not
+//! reuse), peak RSS; min, median, ratio of medians and the load average.
 //!
 //! cargo bench --bench sam2 --profile test [-- --quick] [-- --rounds N]
 //!     [-- --a rust:DIR --b torch:DIR | --b rust:DIR2]

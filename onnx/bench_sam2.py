@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import resource
 import os
+import resource
 import shutil
 import sys
 import tempfile

@@ -136,6 +136,9 @@ pub fn strip_colour(base: egui::Color32, annotation: Option<&FrameAnnotation>) -
     base.gamma_multiply(0.35 + 0.65 * confidence)
 }
 
+/// Why the tracker menu is disabled while a propagation runs (its masks keep their model).
+const WAIT_FOR_PROPAGATION: &str = "switch trackers once the propagation ends (or cancel it)";
+
 /// The name a person knows a SAM 2 family member by (manifest `family`).
 pub fn family_name(family: &str) -> &str {
     match family {
@@ -334,7 +337,7 @@ impl SamPanel {
             let response = ui
                 .add_enabled(idle, egui::Button::selectable(selected, t.label()))
                 .on_hover_text(t.hint())
-                .on_disabled_hover_text("switch trackers once the propagation ends (or cancel it)");
+                .on_disabled_hover_text(WAIT_FOR_PROPAGATION);
             if response.clicked() && !selected {
                 chosen = Some(t.dir.clone());
             }
@@ -342,7 +345,7 @@ impl SamPanel {
         let other = ui
             .add_enabled(idle, egui::Button::new("Other folder…"))
             .on_hover_text("A SAM 2 or EdgeTAM model folder")
-            .on_disabled_hover_text("switch trackers once the propagation ends (or cancel it)")
+            .on_disabled_hover_text(WAIT_FOR_PROPAGATION)
             .clicked();
         let close = chosen.is_some() || other;
         if let Some(dir) = chosen {
