@@ -167,19 +167,112 @@ fn sixteen_bit_grey_and_alpha_are_converted() {
 }
 
 #[test]
-fn gif_shows_its_first_frame() {
+fn a_single_frame_gif_or_png_is_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("one.gif");
+    let mut file = std::fs::File::create(&gif).unwrap();
+    let mut encoder = image::codecs::gif::GifEncoder::new(&mut file);
+    let red = image::Frame::new(ImageBuffer::from_pixel(8, 8, Rgba([255u8, 0, 0, 255])));
+    encoder.encode_frame(red).unwrap();
+    drop(encoder);
+    let (info, frame) = open_one(&gif);
+    assert_eq!(info.codec, "gif");
+    assert_eq!(&frame.rgba[..4], &[255, 0, 0, 255]);
+
+    // An APNG whose animation has one frame.
+    let png = dir.path().join("one.png");
+    write_apng(&png, 6, 4, &[[0, 200, 0, 255]]);
+    let (info, frame) = open_one(&png);
+    assert_eq!(info.codec, "png");
+    assert_eq!(&frame.rgba[..4], &[0, 200, 0, 255]);
+}
+
+/// Writes an animated PNG of solid `w`×`h` RGBA frames, 10 per second.
+fn write_apng(path: &Path, w: u32, h: u32, colours: &[[u8; 4]]) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, w, h);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_animated(colours.len() as u32, 0).unwrap();
+    encoder.set_frame_delay(1, 10).unwrap();
+    let mut writer = encoder.write_header().unwrap();
+    for colour in colours {
+        let pixels: Vec<u8> = colour.repeat((w * h) as usize);
+        writer.write_image_data(&pixels).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// Every frame of `path` as the `image` crate composes it (disposal and sub-rectangles applied).
+fn gif_frames_by_image_crate(path: &Path) -> Vec<Vec<u8>> {
+    use image::AnimationDecoder;
+    let reader = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let decoder = image::codecs::gif::GifDecoder::new(reader).unwrap();
+    decoder
+        .into_frames()
+        .map(|f| f.unwrap().into_buffer().into_raw())
+        .collect()
+}
+
+#[test]
+fn an_animated_gif_opens_as_a_video_of_its_composed_frames() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("anim.gif");
     let mut file = std::fs::File::create(&path).unwrap();
     let mut encoder = image::codecs::gif::GifEncoder::new(&mut file);
-    for colour in [[255u8, 0, 0, 255], [0, 0, 255, 255]] {
-        let frame = image::Frame::new(ImageBuffer::from_pixel(8, 8, Rgba(colour)));
-        encoder.encode_frame(frame).unwrap();
-    }
+    let delay = image::Delay::from_numer_denom_ms(100, 1);
+    // Full frames and partial ones drawn over what came before, in colours a palette keeps exactly.
+    let full = |c: [u8; 3]| ImageBuffer::from_pixel(14, 10, Rgba([c[0], c[1], c[2], 255]));
+    let patch = |w, h, c: [u8; 3]| ImageBuffer::from_pixel(w, h, Rgba([c[0], c[1], c[2], 255]));
+    let frames = [
+        image::Frame::from_parts(full([255, 0, 0]), 0, 0, delay),
+        image::Frame::from_parts(patch(5, 4, [0, 0, 255]), 2, 3, delay),
+        image::Frame::from_parts(full([0, 255, 0]), 0, 0, delay),
+        image::Frame::from_parts(patch(3, 6, [255, 255, 0]), 9, 1, delay),
+        image::Frame::from_parts(patch(14, 2, [0, 0, 0]), 0, 8, delay),
+    ];
+    encoder.encode_frames(frames).unwrap();
     drop(encoder);
-    let (info, frame) = open_one(&path);
+    let want = gif_frames_by_image_crate(&path);
+    assert_eq!(want.len(), 5);
+
+    let mut source = media::open(&path).unwrap();
+    assert_eq!(source.kind(), SourceKind::Video);
+    let info = source.item_info(0).unwrap();
+    assert_eq!((info.width, info.height, info.frame_count), (14, 10, 5));
     assert_eq!(info.codec, "gif");
-    assert_eq!(&frame.rgba[..4], &[255, 0, 0, 255]);
+    assert!((info.fps - 10.0).abs() < 1e-6, "fps {}", info.fps);
+    // Forward, then backward (a seek to the only keyframe and a decode forward).
+    for index in [0u64, 1, 2, 3, 4, 3, 1, 0, 4] {
+        let frame = source.frame(0, index).unwrap();
+        let rgb = |px: &[u8]| {
+            px.chunks(4)
+                .flat_map(|p| p[..3].to_vec())
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(
+            rgb(&frame.rgba),
+            rgb(&want[index as usize]),
+            "frame {index} differs from the image crate's composition"
+        );
+    }
+}
+
+#[test]
+fn an_animated_png_opens_as_a_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anim.png");
+    let colours = [[255, 0, 0, 255], [0, 0, 255, 255], [10, 200, 30, 255]];
+    write_apng(&path, 6, 4, &colours);
+    let mut source = media::open(&path).unwrap();
+    assert_eq!(source.kind(), SourceKind::Video);
+    let info = source.item_info(0).unwrap();
+    assert_eq!((info.width, info.height, info.frame_count), (6, 4, 3));
+    for index in [2u64, 0, 1] {
+        let frame = source.frame(0, index).unwrap();
+        let want = colours[index as usize].repeat(24);
+        assert_eq!(frame.rgba, want, "frame {index}");
+    }
 }
 
 /// Writes a CMYK JPEG and a CMYK TIFF with Pillow and Pillow's own RGB rendering of each.

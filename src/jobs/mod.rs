@@ -24,7 +24,9 @@ pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
 pub use model_fetch::{
     FetchError, FetchEvent, FetchRequest, FetchStage, VerifyError, fetch_model, verify_model,
 };
-pub use project_media::{ProjectMediaError, check_project_media, compare_with_media};
+pub use project_media::{
+    ProjectMediaError, adopt_animation, check_project_media, compare_with_media,
+};
 pub use propagate_job::{
     MediaFrames, PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame,
     PropagationJob,

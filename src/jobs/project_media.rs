@@ -54,7 +54,42 @@ pub fn check_project_media(doc: &Document, project: &Path) -> Result<(), Project
         project: project.to_path_buf(),
         source,
     })?;
+    if animation_of(doc, &source).is_some() {
+        let mut doc = doc.clone();
+        adopt_animation(&mut doc, &source);
+        return compare_with_media(&doc, &source, project);
+    }
     compare_with_media(doc, &source, project)
+}
+
+/// The frame count and rate an image project takes on when its media, an animated GIF or PNG
+/// that opened as a still image before such files opened as videos, is now a video of the
+/// same size; `None` for every other project.
+fn animation_of(doc: &Document, source: &MediaSource) -> Option<(u64, f64)> {
+    let [item] = doc.items.as_slice() else {
+        return None;
+    };
+    if doc.media.kind != MediaKind::Image
+        || item.frame_count != 1
+        || source.kind() != SourceKind::Video
+    {
+        return None;
+    }
+    let info = source.item_info(0).ok()?;
+    ((info.width, info.height) == (item.width, item.height)).then_some((info.frame_count, info.fps))
+}
+
+/// Turns a project of one animated GIF or PNG made as an image (see `animation_of`) into a
+/// video project; its objects, masks and chat stay on frame 0, the frame the still showed.
+/// Answers whether it did.
+pub fn adopt_animation(doc: &mut Document, source: &MediaSource) -> bool {
+    let Some((frame_count, fps)) = animation_of(doc, source) else {
+        return false;
+    };
+    doc.media.kind = MediaKind::Video;
+    doc.items[0].frame_count = frame_count;
+    doc.items[0].fps = fps;
+    true
 }
 
 /// Compares `doc` (loaded from `project`) with its opened media: the kind, the number of
@@ -260,5 +295,43 @@ mod tests {
             err.contains("3 frames but the folder has 2 images"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_image_project_of_an_animated_gif_becomes_a_video_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let gif = dir.path().join("a.gif");
+        let mut file = std::fs::File::create(&gif).unwrap();
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut file);
+        let delay = image::Delay::from_numer_denom_ms(200, 1);
+        for c in [[200u8, 0, 0, 255], [0, 0, 200, 255], [0, 200, 0, 255]] {
+            let buffer = image::RgbaImage::from_pixel(6, 4, image::Rgba(c));
+            encoder
+                .encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))
+                .unwrap();
+        }
+        drop(encoder);
+        let project = dir.path().join("p.prj.json");
+        let source = crate::media::open(&gif).unwrap();
+
+        let mut old = doc_for(&gif, MediaKind::Image, vec![Item::new(None, 6, 4, 1, 0.0)]);
+        check_project_media(&old, &project).unwrap();
+        assert!(adopt_animation(&mut old, &source));
+        assert_eq!(old.media.kind, MediaKind::Video);
+        assert_eq!((old.items[0].frame_count, old.items[0].fps), (3, 5.0));
+        compare_with_media(&old, &source, &project).unwrap();
+        // Already a video project: nothing to adopt.
+        assert!(!adopt_animation(&mut old, &source));
+
+        // Another size, or an image project of more than one frame, is not this case.
+        for other in [Item::new(None, 4, 6, 1, 0.0), Item::new(None, 6, 4, 2, 0.0)] {
+            let mut doc = doc_for(&gif, MediaKind::Image, vec![other]);
+            assert!(!adopt_animation(&mut doc, &source));
+            let err = check_project_media(&doc, &project).unwrap_err().to_string();
+            assert!(
+                err.contains("is of an image but the media is a video"),
+                "{err}"
+            );
+        }
     }
 }

@@ -144,7 +144,9 @@ pub struct ItemInfo {
 ///
 /// * a directory → [`SourceKind::Folder`]: its supported images (sniffed by content, hidden
 ///   files skipped), in natural order (`img2` before `img10`);
-/// * a file whose first bytes are PNG, JPEG, WebP, TIFF, BMP or GIF → [`SourceKind::Image`];
+/// * a file whose first bytes are PNG, JPEG, WebP, TIFF, BMP or GIF → [`SourceKind::Image`],
+///   except an animated GIF or PNG (APNG), which FFmpeg opens as a [`SourceKind::Video`]
+///   (animated WebP, which this FFmpeg cannot decode, shows its first frame);
 /// * any other file → [`SourceKind::Video`] through FFmpeg.
 ///
 /// Empty, damaged, truncated or unsupported files give a [`MediaError`]; nothing panics.
@@ -172,7 +174,19 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
             reason: "the file is empty".into(),
         });
     }
-    if still::sniff_file(path)?.is_some() {
+    if let Some(format) = still::sniff_file(path)? {
+        if still::is_animated(path, format) {
+            // An animated GIF or PNG is a short video (FFmpeg composes each frame onto the last).
+            match video::Video::open(path) {
+                Ok((video, first)) if video.info().frame_count > 1 => {
+                    source.cache.insert(0, 0, Arc::new(first));
+                    source.backend = Backend::Video(Box::new(video));
+                    return Ok(source);
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("{e}; showing its first frame as a still image"),
+            }
+        }
         let (frame, header) = still::decode(path)?;
         let info = image_info(path, &header);
         source.cache.insert(0, 0, Arc::new(frame));

@@ -71,6 +71,31 @@ pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError>
     Ok(sniff_bytes(&head))
 }
 
+/// Whether a GIF or PNG file is an animation of more than one frame (such files open as
+/// videos). Unreadable or damaged files answer `false`, so the still decoder reports them.
+pub(crate) fn is_animated(path: &Path, format: ImageFormat) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let reader = BufReader::new(file);
+    match format {
+        ImageFormat::Gif => {
+            use image::AnimationDecoder;
+            image::codecs::gif::GifDecoder::new(reader).is_ok_and(|d| {
+                // Two frames that decode prove an animation; counting further costs a decode each.
+                d.into_frames().take(2).filter(Result::is_ok).count() == 2
+            })
+        }
+        // APNG: the acTL chunk before the first image data gives the frame count.
+        ImageFormat::Png => png::Decoder::new(reader).read_info().is_ok_and(|r| {
+            r.info()
+                .animation_control()
+                .is_some_and(|a| a.num_frames > 1)
+        }),
+        _ => false,
+    }
+}
+
 fn decode_error(path: &Path, err: image::ImageError) -> MediaError {
     use image::ImageError as E;
     match err {

@@ -1429,8 +1429,14 @@ fn open_project(path: &Path) -> Result<JobOutput, String> {
     open_loaded_project(doc, path.to_path_buf())
 }
 
-fn open_loaded_project(doc: Document, project_path: PathBuf) -> Result<JobOutput, String> {
+fn open_loaded_project(mut doc: Document, project_path: PathBuf) -> Result<JobOutput, String> {
     let source = crate::media::open(&doc.media.path).map_err(|e| e.to_string())?;
+    if crate::jobs::adopt_animation(&mut doc, &source) {
+        log::info!(
+            "{}: its animated image opens as a video now; its masks stay on the first frame",
+            project_path.display()
+        );
+    }
     // Masks of another size or frame count than the media would be drawn wrong: refuse.
     crate::jobs::compare_with_media(&doc, &source, &project_path).map_err(|e| e.to_string())?;
     let recovery = doc_api::find_recovery(Some(&project_path), &doc.media.path);
