@@ -245,3 +245,125 @@ fn png_export_of_an_item_that_cannot_be_a_png_writes_nothing() {
         files_under(&out_dir)
     );
 }
+
+/// Presentation times of every frame of `path` by `ffprobe`, from the first frame.
+fn ffprobe_frame_times(path: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["frame=pts_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe comes with the ffmpeg CLI");
+    assert!(out.status.success());
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    times.iter().map(|t| t - times[0]).collect()
+}
+
+#[test]
+fn a_variable_frame_rate_video_exports_the_times_its_frames_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("vfr.mp4");
+    // 8 frames 40 ms apart, then 6 frames half a second apart: a screen recording's pattern.
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+        ])
+        .args([
+            "-i",
+            "testsrc2=size=64x48:rate=25",
+            "-frames:v",
+            "14",
+            "-vf",
+        ])
+        .arg("setpts='if(lt(N,8),N*0.04,0.28+(N-7)*0.5)/TB'")
+        .args(["-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let want = ffprobe_frame_times(&video);
+    assert_eq!(want.len(), 14);
+
+    let source = pixelrefer_studio::media::open(&video).unwrap();
+    let mut doc = pixelrefer_studio::jobs::new_document(&source).unwrap();
+    let times = doc.items[0].timestamps_secs.clone();
+    assert_eq!(
+        times.len(),
+        14,
+        "a variable frame rate keeps every frame's time"
+    );
+    for (got, want) in times.iter().zip(&want) {
+        assert!((got - want).abs() < 1e-3, "{times:?} vs ffprobe {want:?}");
+    }
+    let mut o = object(0, 64, 48, 3, 4);
+    let mask = o.frames[&0].clone();
+    o.frames.insert(12, mask);
+    doc.items[0].objects.push(o);
+    doc.items[0].next_object_id = 1;
+
+    // A project saved by a build that stored no frame times gets them from the video.
+    let mut old = doc.clone();
+    old.items[0].timestamps_secs.clear();
+    for (name, doc) in [("new", &doc), ("old", &old)] {
+        let project = dir.path().join(format!("{name}.prj.json"));
+        save(doc, &project);
+        let out_dir = dir.path().join(format!("out-{name}"));
+        let out = export(&project, "regions", &out_dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out_dir.join(format!("{name}.regions.json"))).unwrap(),
+        )
+        .unwrap();
+        let frames = json["items"][0]["objects"][0]["frames"].as_array().unwrap();
+        let exported: Vec<(u64, f64)> = frames
+            .iter()
+            .map(|f| {
+                let t = f["timestamp_secs"].as_f64().unwrap();
+                (f["index"].as_u64().unwrap(), t)
+            })
+            .collect();
+        assert_eq!(exported.len(), 2, "{name}");
+        assert_eq!(exported[0], (0, 0.0), "{name}");
+        assert_eq!(exported[1].0, 12);
+        assert!(
+            (exported[1].1 - want[12]).abs() < 1e-3,
+            "{name}: frame 12 exported at {} s, shown at {} s",
+            exported[1].1,
+            want[12]
+        );
+    }
+    // Evenly spaced frames need no list: their time is index / fps.
+    let even = dir.path().join("even.mp4");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+        ])
+        .args(["-i", "testsrc2=size=64x48:rate=25", "-frames:v", "10"])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&even)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let source = pixelrefer_studio::media::open(&even).unwrap();
+    let doc = pixelrefer_studio::jobs::new_document(&source).unwrap();
+    assert!(doc.items[0].timestamps_secs.is_empty());
+}

@@ -708,8 +708,8 @@ fn a_project_that_does_not_fit_its_media_opens_a_dialog() {
     write_png(&doc.media.path);
     doc.items[0].width = W * 2;
     pixelrefer_studio::project::save_project(&doc, &project).unwrap();
-    let loaded = pixelrefer_studio::project::load_project(&project).unwrap();
-    let sentence = pixelrefer_studio::jobs::check_project_media(&loaded, &project)
+    let mut loaded = pixelrefer_studio::project::load_project(&project).unwrap();
+    let sentence = pixelrefer_studio::jobs::check_project_media(&mut loaded, &project)
         .unwrap_err()
         .to_string();
     assert!(

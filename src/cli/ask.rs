@@ -196,8 +196,8 @@ fn project_objects(
     path: &Path,
     item: usize,
 ) -> Result<(PathBuf, Option<f64>, Vec<AnnotatedObject>)> {
-    let doc = crate::project::load_project(path)?;
-    crate::jobs::check_project_media(&doc, path)?;
+    let mut doc = crate::project::load_project(path)?;
+    crate::jobs::check_project_media(&mut doc, path)?;
     let entry = doc.items.get(item).with_context(|| {
         format!(
             "{} has {} item(s); there is no item {item}",

@@ -84,9 +84,9 @@ fn output_file(out: &Path, default: String, inputs: &[&Path]) -> anyhow::Result<
 /// the folder and the number of files written). Refuses, before writing anything, an output
 /// that would replace the project or its media.
 pub fn export(project: &Path, format: ExportFormat, out: &Path) -> anyhow::Result<()> {
-    let doc = project::load_project(project)?;
+    let mut doc = project::load_project(project)?;
     // Masks do not need the media: a missing one is a warning, a different one an error.
-    match crate::jobs::check_project_media(&doc, project) {
+    match crate::jobs::check_project_media(&mut doc, project) {
         Err(missing @ crate::jobs::ProjectMediaError::Missing { .. }) => {
             eprintln!("warning: {missing}; exporting the masks anyway");
         }

@@ -29,6 +29,7 @@ pub fn new_document(source: &MediaSource) -> Result<Document, MediaError> {
         if kind == MediaKind::Folder {
             item.fingerprint = Some(fingerprint(&source.item_path(index)?)?);
         }
+        item.timestamps_secs = uneven_frame_times(source, info.frame_count, info.fps);
         items.push(item);
     }
     let fingerprint = match kind {
@@ -41,4 +42,25 @@ pub fn new_document(source: &MediaSource) -> Result<Document, MediaError> {
         fingerprint,
     };
     Ok(Document::new(media, items))
+}
+
+/// The presentation times of the frames of a video whose frames are not evenly spaced at its
+/// frame rate (some frame more than half a frame from `i / fps`: a variable-frame-rate video);
+/// empty for evenly spaced videos, images and folders, whose timestamps `i / fps` gives.
+pub(crate) fn uneven_frame_times(source: &MediaSource, frame_count: u64, fps: f64) -> Vec<f64> {
+    if source.kind() != SourceKind::Video {
+        return Vec::new();
+    }
+    let times: Vec<f64> = (0..frame_count)
+        .map(|i| source.frame_time_secs(0, i))
+        .collect();
+    if times.iter().all(|t| *t == 0.0) {
+        return Vec::new(); // no timestamps at all: nothing better than `i / fps` to store
+    }
+    let even = fps > 0.0
+        && times
+            .iter()
+            .enumerate()
+            .all(|(i, t)| (t - i as f64 / fps).abs() <= 0.5 / fps);
+    if even { Vec::new() } else { times }
 }

@@ -25,7 +25,7 @@ pub use model_fetch::{
     FetchError, FetchEvent, FetchRequest, FetchStage, VerifyError, fetch_model, verify_model,
 };
 pub use project_media::{
-    ProjectMediaError, adopt_animation, check_project_media, compare_with_media,
+    ProjectMediaError, check_project_media, compare_with_media, complete_from_media,
 };
 pub use propagate_job::{
     MediaFrames, PropagateDirection, PropagateMessage, PropagateRequest, PropagatedFrame,

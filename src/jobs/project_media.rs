@@ -37,10 +37,11 @@ pub enum ProjectMediaError {
     },
 }
 
-/// Opens the media of `doc` (loaded from `project`) and compares it with the project
-/// ([`compare_with_media`]). A missing media path is [`ProjectMediaError::Missing`], so a
-/// caller that does not need the media (export) can warn and carry on.
-pub fn check_project_media(doc: &Document, project: &Path) -> Result<(), ProjectMediaError> {
+/// Opens the media of `doc` (loaded from `project`), brings the project up to date with it
+/// ([`complete_from_media`]) and compares them ([`compare_with_media`]). A missing media path
+/// is [`ProjectMediaError::Missing`], so a caller that does not need the media (export) can
+/// warn and carry on.
+pub fn check_project_media(doc: &mut Document, project: &Path) -> Result<(), ProjectMediaError> {
     let media = &doc.media.path;
     if let Err(err) = std::fs::metadata(media)
         && err.kind() == std::io::ErrorKind::NotFound
@@ -54,12 +55,39 @@ pub fn check_project_media(doc: &Document, project: &Path) -> Result<(), Project
         project: project.to_path_buf(),
         source,
     })?;
-    if animation_of(doc, &source).is_some() {
-        let mut doc = doc.clone();
-        adopt_animation(&mut doc, &source);
-        return compare_with_media(&doc, &source, project);
-    }
+    complete_from_media(doc, &source);
     compare_with_media(doc, &source, project)
+}
+
+/// Brings a project made by an earlier build up to date with its media, which this build reads
+/// more fully; answers whether anything changed:
+/// * an image project of an animated GIF or PNG (which opened as a still before such files
+///   opened as videos) becomes a video project of the same size, its objects, masks and chat
+///   on frame 0, the frame the still showed;
+/// * a video item without frame timestamps gets them when the video's frames are not evenly
+///   spaced ([`Item::timestamps_secs`]).
+///
+/// A project that does not fit its media is left alone for [`compare_with_media`] to refuse.
+pub fn complete_from_media(doc: &mut Document, source: &MediaSource) -> bool {
+    let mut changed = false;
+    if let Some((frame_count, fps)) = animation_of(doc, source) {
+        doc.media.kind = MediaKind::Video;
+        doc.items[0].frame_count = frame_count;
+        doc.items[0].fps = fps;
+        changed = true;
+    }
+    if doc.media.kind == MediaKind::Video
+        && source.kind() == SourceKind::Video
+        && let [item] = doc.items.as_mut_slice()
+        && item.timestamps_secs.is_empty()
+        && let Ok(info) = source.item_info(0)
+        && info.frame_count == item.frame_count
+    {
+        item.timestamps_secs =
+            super::document::uneven_frame_times(source, info.frame_count, info.fps);
+        changed |= !item.timestamps_secs.is_empty();
+    }
+    changed
 }
 
 /// The frame count and rate an image project takes on when its media, an animated GIF or PNG
@@ -77,19 +105,6 @@ fn animation_of(doc: &Document, source: &MediaSource) -> Option<(u64, f64)> {
     }
     let info = source.item_info(0).ok()?;
     ((info.width, info.height) == (item.width, item.height)).then_some((info.frame_count, info.fps))
-}
-
-/// Turns a project of one animated GIF or PNG made as an image (see `animation_of`) into a
-/// video project; its objects, masks and chat stay on frame 0, the frame the still showed.
-/// Answers whether it did.
-pub fn adopt_animation(doc: &mut Document, source: &MediaSource) -> bool {
-    let Some((frame_count, fps)) = animation_of(doc, source) else {
-        return false;
-    };
-    doc.media.kind = MediaKind::Video;
-    doc.items[0].frame_count = frame_count;
-    doc.items[0].fps = fps;
-    true
 }
 
 /// Compares `doc` (loaded from `project`) with its opened media: the kind, the number of
@@ -214,10 +229,12 @@ mod tests {
         let png = dir.path().join("a.png");
         write_png(&png, 6, 4);
         let project = dir.path().join("p.prj.json");
-        let good = doc_for(&png, MediaKind::Image, vec![Item::new(None, 6, 4, 1, 0.0)]);
-        check_project_media(&good, &project).unwrap();
-        let bad = doc_for(&png, MediaKind::Image, vec![Item::new(None, 4, 6, 1, 0.0)]);
-        let err = check_project_media(&bad, &project).unwrap_err().to_string();
+        let mut good = doc_for(&png, MediaKind::Image, vec![Item::new(None, 6, 4, 1, 0.0)]);
+        check_project_media(&mut good, &project).unwrap();
+        let mut bad = doc_for(&png, MediaKind::Image, vec![Item::new(None, 4, 6, 1, 0.0)]);
+        let err = check_project_media(&mut bad, &project)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("item 0 is 4x6 in the project but 6x4 in the media"),
             "{err}"
@@ -228,24 +245,24 @@ mod tests {
     fn missing_wrong_kind_and_other_folders_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path().join("p.prj.json");
-        let gone = doc_for(
+        let mut gone = doc_for(
             &dir.path().join("gone.png"),
             MediaKind::Image,
             vec![Item::new(None, 6, 4, 1, 0.0)],
         );
         assert!(matches!(
-            check_project_media(&gone, &project),
+            check_project_media(&mut gone, &project),
             Err(ProjectMediaError::Missing { .. })
         ));
         let empty = dir.path().join("empty.mp4");
         std::fs::write(&empty, b"").unwrap();
-        let empty_doc = doc_for(
+        let mut empty_doc = doc_for(
             &empty,
             MediaKind::Video,
             vec![Item::new(None, 6, 4, 3, 5.0)],
         );
         assert!(matches!(
-            check_project_media(&empty_doc, &project),
+            check_project_media(&mut empty_doc, &project),
             Err(ProjectMediaError::Unreadable { .. })
         ));
 
@@ -253,12 +270,12 @@ mod tests {
         std::fs::create_dir(&folder).unwrap();
         write_png(&folder.join("a.png"), 6, 4);
         write_png(&folder.join("b.png"), 6, 4);
-        let as_video = doc_for(
+        let mut as_video = doc_for(
             &folder,
             MediaKind::Video,
             vec![Item::new(None, 6, 4, 2, 5.0)],
         );
-        let err = check_project_media(&as_video, &project)
+        let err = check_project_media(&mut as_video, &project)
             .unwrap_err()
             .to_string();
         assert!(
@@ -269,26 +286,26 @@ mod tests {
             Item::new(Some("a.png".into()), 6, 4, 1, 0.0),
             Item::new(Some("c.png".into()), 6, 4, 1, 0.0),
         ];
-        let renamed = doc_for(&folder, MediaKind::Folder, items);
-        let err = check_project_media(&renamed, &project)
+        let mut renamed = doc_for(&folder, MediaKind::Folder, items);
+        let err = check_project_media(&mut renamed, &project)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("item 1 is c.png in the project but b.png"),
             "{err}"
         );
-        let sequence = doc_for(
+        let mut sequence = doc_for(
             &folder,
             MediaKind::Folder,
             vec![Item::new(None, 6, 4, 2, 5.0)],
         );
-        check_project_media(&sequence, &project).unwrap();
-        let longer = doc_for(
+        check_project_media(&mut sequence, &project).unwrap();
+        let mut longer = doc_for(
             &folder,
             MediaKind::Folder,
             vec![Item::new(None, 6, 4, 3, 5.0)],
         );
-        let err = check_project_media(&longer, &project)
+        let err = check_project_media(&mut longer, &project)
             .unwrap_err()
             .to_string();
         assert!(
@@ -315,19 +332,24 @@ mod tests {
         let source = crate::media::open(&gif).unwrap();
 
         let mut old = doc_for(&gif, MediaKind::Image, vec![Item::new(None, 6, 4, 1, 0.0)]);
-        check_project_media(&old, &project).unwrap();
-        assert!(adopt_animation(&mut old, &source));
+        let mut checked = old.clone();
+        check_project_media(&mut checked, &project).unwrap();
+        assert_eq!(checked.media.kind, MediaKind::Video);
+        assert!(complete_from_media(&mut old, &source));
+        assert_eq!(old, checked);
         assert_eq!(old.media.kind, MediaKind::Video);
         assert_eq!((old.items[0].frame_count, old.items[0].fps), (3, 5.0));
         compare_with_media(&old, &source, &project).unwrap();
         // Already a video project: nothing to adopt.
-        assert!(!adopt_animation(&mut old, &source));
+        assert!(!complete_from_media(&mut old, &source));
 
         // Another size, or an image project of more than one frame, is not this case.
         for other in [Item::new(None, 4, 6, 1, 0.0), Item::new(None, 6, 4, 2, 0.0)] {
             let mut doc = doc_for(&gif, MediaKind::Image, vec![other]);
-            assert!(!adopt_animation(&mut doc, &source));
-            let err = check_project_media(&doc, &project).unwrap_err().to_string();
+            assert!(!complete_from_media(&mut doc, &source));
+            let err = check_project_media(&mut doc, &project)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("is of an image but the media is a video"),
                 "{err}"

@@ -307,7 +307,8 @@ fn check_object(item: &Item, index: usize, object: &Object) -> Result<(), Projec
     Ok(())
 }
 
-/// The item's size, frame count and fps are ones real media can have (see [`MAX_ITEM_SIDE`]).
+/// The item's size, frame count and fps are ones real media can have (see [`MAX_ITEM_SIDE`]),
+/// and its frame timestamps, if any, are one per frame, finite and in order.
 fn check_item(item: &Item, index: usize) -> Result<(), ProjectError> {
     let (w, h) = (item.width, item.height);
     let invalid = |m: String| Err(ProjectError::InvalidEdit(m));
@@ -332,6 +333,24 @@ fn check_item(item: &Item, index: usize) -> Result<(), ProjectError> {
         return invalid(format!(
             "item {index} has {} frames per second; it must be a finite number, 0 or more",
             item.fps
+        ));
+    }
+    let times = &item.timestamps_secs;
+    if !times.is_empty() && times.len() as u64 != item.frame_count {
+        return invalid(format!(
+            "item {index} has {} frame timestamps for {} frames",
+            times.len(),
+            item.frame_count
+        ));
+    }
+    if let Some(bad) = times.iter().find(|t| !t.is_finite() || **t < 0.0) {
+        return invalid(format!(
+            "item {index} has a frame timestamp of {bad} seconds; timestamps are finite, 0 or more"
+        ));
+    }
+    if times.windows(2).any(|w| w[1] < w[0]) {
+        return invalid(format!(
+            "item {index} has frame timestamps that go back in time"
         ));
     }
     Ok(())

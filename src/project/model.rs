@@ -116,6 +116,10 @@ pub struct Item {
     /// Frames per second (0 for images).
     #[serde(default)]
     pub fps: f64,
+    /// Presentation time of each frame from the first, in seconds, for a video whose frames are
+    /// not evenly spaced at `fps` (variable frame rate); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timestamps_secs: Vec<f64>,
     /// Objects in display order.
     pub objects: Vec<Object>,
     /// Next object id to hand out; ids (and so tags) are never reused.
@@ -135,6 +139,7 @@ impl Item {
             height,
             frame_count,
             fps,
+            timestamps_secs: Vec::new(),
             objects: Vec::new(),
             next_object_id: 0,
             chat: Vec::new(),
@@ -151,9 +156,15 @@ impl Item {
         self.objects.iter().position(|o| o.id == id)
     }
 
-    /// Timestamp of frame `frame` in seconds (`frame / fps`; 0 for images or unknown fps).
+    /// Timestamp of frame `frame` in seconds: its presentation time for a variable-frame-rate
+    /// video (`timestamps_secs`), else `frame / fps`; 0 for images or unknown fps.
     pub fn timestamp_secs(&self, frame: u64) -> f64 {
-        if self.fps > 0.0 && self.fps.is_finite() {
+        if let Some(t) = usize::try_from(frame)
+            .ok()
+            .and_then(|f| self.timestamps_secs.get(f))
+        {
+            *t
+        } else if self.fps > 0.0 && self.fps.is_finite() {
             frame as f64 / self.fps
         } else {
             0.0

@@ -531,3 +531,32 @@ fn output_paths_that_name_an_input_are_refused() {
     let err = super::check_output_path(&input, &[&dir.path().join("x"), &input]).unwrap_err();
     assert!(err.to_string().contains("one of the inputs"), "{err}");
 }
+
+#[test]
+fn frame_timestamps_are_checked_used_and_round_trip() {
+    let mut doc = video_doc();
+    let frames = doc.items[0].frame_count as usize;
+    let fps = doc.items[0].fps;
+    assert_eq!(doc.items[0].timestamp_secs(2), 2.0 / fps);
+    let times: Vec<f64> = (0..frames).map(|i| (i * i) as f64 * 0.25).collect();
+    doc.items[0].timestamps_secs = times.clone();
+    doc.validate().unwrap();
+    assert_eq!(doc.items[0].timestamp_secs(3), 2.25);
+    let json = serde_json::to_string(&doc).unwrap();
+    let back: Document = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.items[0].timestamps_secs, times);
+    // Evenly spaced items write no list.
+    let plain = serde_json::to_string(&video_doc()).unwrap();
+    assert!(!plain.contains("timestamps_secs"));
+
+    let bad = |edit: &dyn Fn(&mut Vec<f64>), want: &str| {
+        let mut d = doc.clone();
+        edit(&mut d.items[0].timestamps_secs);
+        let err = d.validate().unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    };
+    bad(&|t| t.truncate(frames - 1), "frame timestamps for");
+    bad(&|t| t[1] = f64::NAN, "finite, 0 or more");
+    bad(&|t| t[1] = -1.0, "finite, 0 or more");
+    bad(&|t| t.swap(1, 2), "go back in time");
+}

@@ -1431,9 +1431,9 @@ fn open_project(path: &Path) -> Result<JobOutput, String> {
 
 fn open_loaded_project(mut doc: Document, project_path: PathBuf) -> Result<JobOutput, String> {
     let source = crate::media::open(&doc.media.path).map_err(|e| e.to_string())?;
-    if crate::jobs::adopt_animation(&mut doc, &source) {
+    if crate::jobs::complete_from_media(&mut doc, &source) {
         log::info!(
-            "{}: its animated image opens as a video now; its masks stay on the first frame",
+            "{}: brought up to date with its media (animated image or frame times)",
             project_path.display()
         );
     }

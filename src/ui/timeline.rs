@@ -12,8 +12,9 @@ const STRIP_HEIGHT: f32 = 6.0;
 #[derive(Default)]
 pub struct Timeline {
     playing: bool,
-    /// Time (egui seconds) at which the shown frame became current while playing.
-    play_clock: Option<f64>,
+    /// While playing: the time (egui seconds) at which the shown frame became due, and that
+    /// frame.
+    play_clock: Option<(f64, u64)>,
 }
 
 impl Timeline {
@@ -69,26 +70,40 @@ impl Timeline {
         }
     }
 
-    /// Advances playback according to the clock; call once per frame.
+    /// Advances playback according to the clock and the frames' own times (a variable-frame-
+    /// rate video plays at its pace); call once per frame.
     pub fn tick(&mut self, ctx: &egui::Context, state: &mut AppState) {
         if !self.playing {
             return;
         }
-        let fps = state
-            .current_item()
-            .map_or(25.0, |i| if i.fps > 0.0 { i.fps } else { 25.0 });
+        let count = state.frame_count();
+        let Some(item) = state.current_item() else {
+            self.playing = false;
+            return;
+        };
         let now = ctx.input(|i| i.time);
-        let started = *self.play_clock.get_or_insert(now);
-        let advance = ((now - started) * fps).floor() as u64;
-        if advance > 0 {
-            if state.frame + 1 >= state.frame_count() {
+        // Start, or start again from a frame the person moved to.
+        let (clock, frame) = match self.play_clock {
+            Some((clock, frame)) if frame == state.frame => (clock, frame),
+            _ => (now, state.frame),
+        };
+        let (next, next_clock, wait) =
+            playback_step(|i| play_time(item, i), count, (clock, frame), now);
+        if next != frame {
+            state.set_frame(next);
+        }
+        match wait {
+            Some(wait) => {
+                self.play_clock = Some((next_clock, next));
+                ctx.request_repaint_after(std::time::Duration::from_secs_f64(
+                    wait.clamp(0.001, 1.0),
+                ));
+            }
+            None => {
                 self.playing = false;
-            } else {
-                state.set_frame(state.frame + advance);
-                self.play_clock = Some(started + advance as f64 / fps);
+                self.play_clock = None;
             }
         }
-        ctx.request_repaint_after(std::time::Duration::from_secs_f64(1.0 / fps));
     }
 
     /// Draws the timeline.
@@ -102,7 +117,9 @@ impl Timeline {
             ui.label("Still image");
             return;
         }
-        let fps = state.current_item().map_or(0.0, |i| i.fps);
+        let secs = state
+            .current_item()
+            .map_or(0.0, |i| i.timestamp_secs(state.frame));
         ui.horizontal(|ui| {
             if ui
                 .button("<")
@@ -128,11 +145,6 @@ impl Timeline {
                 self.playing = false;
                 state.set_frame(frame);
             }
-            let secs = if fps > 0.0 {
-                state.frame as f64 / fps
-            } else {
-                0.0
-            };
             ui.monospace(format!(
                 "frame {} / {}  {}",
                 state.frame + 1,
@@ -210,6 +222,36 @@ impl Timeline {
     }
 }
 
+/// Playback from `frame`, due at clock reading `clock`, at clock reading `now`, with frame `i`
+/// shown at `time(i)` seconds: the frame now due, the clock reading at which it became due
+/// (so later frames keep the video's pace however late this call is), and the seconds until
+/// the one after it (`None` at the last frame).
+fn playback_step(
+    time: impl Fn(u64) -> f64,
+    count: u64,
+    (clock, frame): (f64, u64),
+    now: f64,
+) -> (u64, f64, Option<f64>) {
+    let due = time(frame) + (now - clock);
+    let mut next = frame;
+    while next + 1 < count && time(next + 1) <= due {
+        next += 1;
+    }
+    let next_clock = clock + (time(next) - time(frame));
+    let wait = (next + 1 < count).then(|| time(next + 1) - time(next) - (now - next_clock));
+    (next, next_clock, wait)
+}
+
+/// When frame `index` of `item` plays, in seconds: its timestamp, or `index / 25` for an
+/// item without a frame rate.
+fn play_time(item: &crate::project::Item, index: u64) -> f64 {
+    if item.fps > 0.0 || !item.timestamps_secs.is_empty() {
+        item.timestamp_secs(index)
+    } else {
+        index as f64 / 25.0
+    }
+}
+
 /// `m:ss.mmm`.
 pub fn format_time(secs: f64) -> String {
     let millis = (secs.max(0.0) * 1000.0).round() as u64;
@@ -224,11 +266,63 @@ pub fn format_time(secs: f64) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::format_time;
+    use super::{format_time, play_time, playback_step};
+    use crate::project::Item;
 
     #[test]
     fn formats_time() {
         assert_eq!(format_time(0.0), "0:00.000");
         assert_eq!(format_time(61.5), "1:01.500");
+    }
+
+    /// Plays `item` from frame 0 with the UI calling every `tick` seconds; the clock reading at
+    /// which each frame first shows.
+    fn play(item: &Item, tick: f64) -> Vec<(u64, f64)> {
+        let count = item.frame_count;
+        let (mut clock, mut frame) = (0.0, 0);
+        let mut shown = vec![(0, 0.0)];
+        let mut now = 0.0;
+        for _ in 0..100_000 {
+            now += tick;
+            let (next, next_clock, wait) =
+                playback_step(|i| play_time(item, i), count, (clock, frame), now);
+            if next != frame {
+                shown.push((next, now));
+            }
+            (clock, frame) = (next_clock, next);
+            if wait.is_none() {
+                return shown;
+            }
+        }
+        panic!("playback never reached the last frame");
+    }
+
+    #[test]
+    fn playback_follows_the_frames_own_times() {
+        // Evenly spaced: 10 fps, each frame a tenth of a second after the last.
+        let even = Item::new(None, 4, 4, 5, 10.0);
+        let shown = play(&even, 0.01);
+        assert_eq!(
+            shown.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        for (i, (_, at)) in shown.iter().enumerate() {
+            assert!((at - i as f64 * 0.1).abs() < 0.011, "{shown:?}");
+        }
+        // Variable frame rate: the long gap before frame 3 is held, not played at `fps`.
+        let mut vfr = Item::new(None, 4, 4, 5, 10.0);
+        vfr.timestamps_secs = vec![0.0, 0.1, 0.2, 2.2, 2.3];
+        let shown = play(&vfr, 0.01);
+        assert_eq!(
+            shown.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        for ((_, at), want) in shown.iter().zip(&vfr.timestamps_secs) {
+            assert!((at - want).abs() < 0.011, "{shown:?}");
+        }
+        // A slow UI (a tick every 0.25 s) skips frames but keeps the pace: no drift.
+        let shown = play(&even, 0.25);
+        assert_eq!(shown.last().unwrap().0, 4);
+        assert!((shown.last().unwrap().1 - 0.5).abs() < 1e-9, "{shown:?}");
     }
 }
