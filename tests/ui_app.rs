@@ -621,6 +621,105 @@ fn a_newer_autosave_is_offered_for_recovery() {
     assert!(harness.state().state().unwrap().is_dirty());
 }
 
+/// Opens `project` in the app and waits until its media shows.
+fn open_project(project: std::path::PathBuf) -> Harness<'static, StudioApp> {
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(project)));
+    wait_until(&mut harness, "the project", |app| app.frame_ready());
+    harness
+}
+
+#[test]
+fn a_project_from_before_frame_times_gets_them_and_keeps_them_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("vfr.mkv");
+    // 4 frames 40 ms apart, then 3 a second apart.
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+        ])
+        .args(["-i", "testsrc2=size=64x48:rate=25", "-frames:v", "7", "-vf"])
+        .arg("setpts='if(lt(N,4),N*0.04,0.12+(N-3))/TB'")
+        .args(["-fps_mode", "vfr", "-c:v", "ffv1"])
+        .arg(&media)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let source = pixelrefer_studio::media::open(&media).unwrap();
+    let mut doc = pixelrefer_studio::jobs::new_document(&source).unwrap();
+    let times = doc.items[0].timestamps_secs.clone();
+    assert_eq!(times.len(), 7);
+    assert!((times[6] - 3.12).abs() < 1e-3, "{times:?}");
+    // As an earlier build saved it: no frame times, in the project and in its autosave.
+    doc.items[0].timestamps_secs.clear();
+    let project = dir.path().join("old.prj.json");
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let add = doc.add_object_edit(0).unwrap();
+    doc.apply(add).unwrap();
+    let autosave = pixelrefer_studio::project::autosave_path(Some(&project), &media);
+    pixelrefer_studio::project::write_autosave(&doc, &autosave).unwrap();
+
+    let mut harness = open_project(project);
+    assert_eq!(
+        harness.state().state().unwrap().doc.items[0].timestamps_secs,
+        times
+    );
+    harness.get_by_label("Recover").click();
+    wait_until(&mut harness, "the recovery", |app| {
+        app.state().is_some_and(|s| s.objects().len() == 1)
+    });
+    assert_eq!(
+        harness.state().state().unwrap().doc.items[0].timestamps_secs,
+        times
+    );
+}
+
+#[test]
+fn an_image_project_of_an_animated_gif_opens_as_a_video_with_its_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("anim.gif");
+    let mut file = std::fs::File::create(&media).unwrap();
+    let mut encoder = image::codecs::gif::GifEncoder::new(&mut file);
+    for c in [[200u8, 0, 0, 255], [0, 0, 200, 255], [0, 200, 0, 255]] {
+        let buffer = image::RgbaImage::from_pixel(W, H, image::Rgba(c));
+        let delay = image::Delay::from_numer_denom_ms(100, 1);
+        encoder
+            .encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))
+            .unwrap();
+    }
+    drop(encoder);
+    // As a build that showed animated GIFs as stills saved it.
+    let mut doc = document(MediaKind::Image, 1);
+    doc.media.path = media;
+    let add = doc.add_object_edit(0).unwrap();
+    doc.apply(add).unwrap();
+    let mut mask = pixelrefer_studio::mask::Mask::new(W, H);
+    mask.set(5, 6, true);
+    let rle = pixelrefer_studio::mask::Rle::from_mask(&mask);
+    let painted = pixelrefer_studio::project::MaskSource::Painted;
+    let edit = doc.set_mask_edit(0, 0, 0, rle.clone(), painted).unwrap();
+    doc.apply(edit).unwrap();
+    let project = dir.path().join("gif.prj.json");
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+
+    let harness = open_project(project);
+    let state = harness.state().state().unwrap();
+    assert_eq!(state.doc.media.kind, MediaKind::Video);
+    assert_eq!(state.frame_count(), 3);
+    let object = &state.doc.items[0].objects[0];
+    assert_eq!(object.frames.keys().copied().collect::<Vec<_>>(), [0]);
+    assert_eq!(object.frames[&0].mask.as_ref(), Some(&rle));
+}
+
 #[test]
 fn ctrl_s_saves_to_the_project_in_the_background() {
     let dir = tempfile::tempdir().unwrap();

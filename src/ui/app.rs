@@ -618,7 +618,7 @@ impl StudioApp {
                     reason,
                 });
             }
-            JobOutput::Recovered(doc) => {
+            JobOutput::Recovered(mut doc) => {
                 if let Some(state) = &self.state
                     && let Err(reason) = same_items(&state.doc, &doc)
                 {
@@ -629,6 +629,12 @@ impl StudioApp {
                     return;
                 }
                 if let Some(state) = &mut self.state {
+                    // An autosave from a build that kept no frame times takes the media's.
+                    for (open, item) in state.doc.items.iter().zip(&mut doc.items) {
+                        if item.timestamps_secs.is_empty() {
+                            item.timestamps_secs.clone_from(&open.timestamps_secs);
+                        }
+                    }
                     let project_path = state.project_path.clone();
                     let mut recovered = AppState::new(*doc);
                     recovered.project_path = project_path;
