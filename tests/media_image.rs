@@ -271,8 +271,238 @@ fn an_animated_png_opens_as_a_video() {
     for index in [2u64, 0, 1] {
         let frame = source.frame(0, index).unwrap();
         let want = colours[index as usize].repeat(24);
-        assert_eq!(frame.rgba, want, "frame {index}");
+        let diff = media_gen::mean_abs_diff(&frame.rgba, &want);
+        assert!(frame.rgba == want, "frame {index}: mean difference {diff}");
     }
+}
+
+#[test]
+fn an_animated_webp_opens_as_a_video_of_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anim.webp");
+    // One RGBA source for both, so that no colour conversion differs between them.
+    let src = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=5,format=bgra",
+        "-frames:v",
+        "6",
+    ];
+    // The same frames as PNGs, and losslessly as an animated WebP.
+    let pngs = dir.path().join("f%d.png");
+    let mut args = src.to_vec();
+    args.push(pngs.to_str().unwrap());
+    media_gen::ffmpeg(&args);
+    let mut args = src.to_vec();
+    args.extend([
+        "-pix_fmt",
+        "bgra",
+        "-c:v",
+        "libwebp",
+        "-lossless",
+        "1",
+        "-loop",
+        "0",
+    ]);
+    args.push(path.to_str().unwrap());
+    media_gen::ffmpeg(&args);
+
+    let mut source = media::open(&path).unwrap();
+    assert_eq!(source.kind(), SourceKind::Video);
+    let info = source.item_info(0).unwrap();
+    assert_eq!((info.width, info.height, info.frame_count), (64, 48, 6));
+    assert_eq!(info.codec, "webp");
+    assert!((info.fps - 5.0).abs() < 1e-9, "fps {}", info.fps);
+    for index in [5u64, 0, 3, 1, 4, 2] {
+        let frame = source.frame(0, index).unwrap();
+        let want = image::open(dir.path().join(format!("f{}.png", index + 1)))
+            .unwrap()
+            .into_rgba8()
+            .into_raw();
+        assert_eq!(frame.rgba, want, "frame {index}");
+        let t = source.frame_time_secs(0, index);
+        assert!(
+            (t - index as f64 * 0.2).abs() < 1e-9,
+            "frame {index} at {t} s"
+        );
+    }
+    assert!(matches!(
+        source.frame(0, 6),
+        Err(MediaError::OutOfRange { count: 6, .. })
+    ));
+}
+
+/// The bitstream chunks (`VP8L`, or `ALPH` and `VP8 `) of a still WebP of `img`.
+fn webp_bitstream(img: &image::RgbaImage) -> Vec<u8> {
+    let mut file = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut file)
+        .encode(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgba8,
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    let mut at = 12;
+    while at + 8 <= file.len() {
+        let size = u32::from_le_bytes(file[at + 4..at + 8].try_into().unwrap()) as usize;
+        let end = at + 8 + size + (size & 1);
+        if matches!(&file[at..at + 4], b"VP8L" | b"VP8 " | b"ALPH") {
+            out.extend_from_slice(&file[at..end.min(file.len())]);
+        }
+        at = end;
+    }
+    out
+}
+
+fn riff_chunk(out: &mut Vec<u8>, fourcc: &[u8; 4], body: &[u8]) {
+    out.extend_from_slice(fourcc);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    if body.len() % 2 == 1 {
+        out.push(0);
+    }
+}
+
+/// An animated WebP on a `w`×`h` canvas: per frame its picture, offset (even), duration in
+/// ms, whether it blends with the canvas and whether it is cleared afterwards.
+fn write_animated_webp(
+    path: &Path,
+    (w, h): (u32, u32),
+    frames: &[(image::RgbaImage, u32, u32, u32, bool, bool)],
+) {
+    let u24 = |v: u32| v.to_le_bytes()[..3].to_vec();
+    let mut body = b"WEBP".to_vec();
+    let mut vp8x = vec![0x12, 0, 0, 0]; // animation and alpha
+    vp8x.extend(u24(w - 1));
+    vp8x.extend(u24(h - 1));
+    riff_chunk(&mut body, b"VP8X", &vp8x);
+    riff_chunk(&mut body, b"ANIM", &[0, 0, 255, 255, 0, 0]); // a red background (a hint only)
+    for (img, x, y, ms, blend, dispose) in frames {
+        let mut anmf = [
+            u24(x / 2),
+            u24(y / 2),
+            u24(img.width() - 1),
+            u24(img.height() - 1),
+        ]
+        .concat();
+        anmf.extend(u24(*ms));
+        anmf.push(u8::from(!blend) << 1 | u8::from(*dispose));
+        anmf.extend(webp_bitstream(img));
+        riff_chunk(&mut body, b"ANMF", &anmf);
+    }
+    let mut file = b"RIFF".to_vec();
+    file.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    file.extend(body);
+    std::fs::write(path, file).unwrap();
+}
+
+#[test]
+fn animated_webp_frames_are_composed_as_libwebp_composes_them() {
+    let Some(python) = media_gen::python() else {
+        eprintln!("skipped: no Pillow venv at ~/.cache/pixelrefer-studio/venv");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("composed.webp");
+    let pattern = |w, h, alpha: fn(u32, u32) -> u8| {
+        image::RgbaImage::from_fn(w, h, |x, y| {
+            Rgba([(x * 23 % 256) as u8, (y * 41 % 256) as u8, 90, alpha(x, y)])
+        })
+    };
+    let frames = [
+        // An opaque background, then a half-transparent patch that is cleared afterwards, a
+        // patch blended partly over that cleared hole, and a frame drawn without blending.
+        (pattern(20, 12, |_, _| 255), 0, 0, 100, false, false),
+        (
+            pattern(8, 6, |x, _| [0, 100, 255][x as usize % 3]),
+            4,
+            2,
+            80,
+            true,
+            true,
+        ),
+        (
+            pattern(6, 6, |x, y| (60 + 30 * x + y) as u8),
+            10,
+            4,
+            0,
+            true,
+            false,
+        ),
+        (
+            pattern(10, 4, |x, _| (x * 25) as u8),
+            2,
+            8,
+            120,
+            false,
+            false,
+        ),
+        (
+            pattern(20, 12, |x, y| ((x + y) * 9) as u8),
+            0,
+            0,
+            50,
+            true,
+            false,
+        ),
+    ];
+    write_animated_webp(&path, (20, 12), &frames);
+    let script = r#"
+import sys
+from PIL import Image, ImageSequence
+im = Image.open(sys.argv[1])
+for i, f in enumerate(ImageSequence.Iterator(im)):
+    f.convert("RGBA").save(f"{sys.argv[2]}/ref{i}.png")
+"#;
+    let status = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&path)
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "Pillow could not read the animation");
+
+    let mut source = media::open(&path).unwrap();
+    assert_eq!(source.kind(), SourceKind::Video);
+    assert_eq!(source.item_info(0).unwrap().frame_count, 5);
+    for index in 0..5u64 {
+        let frame = source.frame(0, index).unwrap();
+        let want = image::open(dir.path().join(format!("ref{index}.png")))
+            .unwrap()
+            .into_rgba8();
+        // Colour under full transparency is not defined: compare what shows.
+        for (i, (got, want)) in frame
+            .rgba
+            .chunks(4)
+            .zip(want.as_raw().chunks(4))
+            .enumerate()
+        {
+            let shown = |p: &[u8]| {
+                if p[3] == 0 {
+                    [0; 4]
+                } else {
+                    [p[0], p[1], p[2], p[3]]
+                }
+            };
+            assert_eq!(
+                shown(got),
+                shown(want),
+                "frame {index}, pixel ({}, {})",
+                i % 20,
+                i / 20
+            );
+        }
+    }
+    // The frame without a delay shows for a tenth of a second, as in browsers.
+    let times: Vec<f64> = (0..5).map(|i| source.frame_time_secs(0, i)).collect();
+    let want = [0.0, 0.1, 0.18, 0.28, 0.4];
+    assert!(
+        times.iter().zip(want).all(|(t, w)| (t - w).abs() < 1e-9),
+        "{times:?}"
+    );
 }
 
 /// Writes a CMYK JPEG and a CMYK TIFF with Pillow and Pillow's own RGB rendering of each.

@@ -7,12 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod animation;
 mod cache;
 mod orient;
 pub mod resample;
 mod still;
 mod video;
 
+pub use animation::MAX_ANIMATION_BYTES;
 pub use cache::{DEFAULT_CACHE_BUDGET_BYTES, FrameCache};
 pub use orient::Orientation;
 pub use still::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
@@ -145,8 +147,9 @@ pub struct ItemInfo {
 /// * a directory → [`SourceKind::Folder`]: its supported images (sniffed by content, hidden
 ///   files skipped), in natural order (`img2` before `img10`);
 /// * a file whose first bytes are PNG, JPEG, WebP, TIFF, BMP or GIF → [`SourceKind::Image`],
-///   except an animated GIF or PNG (APNG), which FFmpeg opens as a [`SourceKind::Video`]
-///   (animated WebP, which this FFmpeg cannot decode, shows its first frame);
+///   except an animated GIF or PNG (APNG), which FFmpeg opens as a [`SourceKind::Video`], and
+///   an animated WebP, a [`SourceKind::Video`] decoded whole at open by the `image` crate
+///   (within [`MAX_ANIMATION_BYTES`]; FFmpeg 5.1 cannot decode it);
 /// * any other file → [`SourceKind::Video`] through FFmpeg.
 ///
 /// Empty, damaged, truncated or unsupported files give a [`MediaError`]; nothing panics.
@@ -175,7 +178,13 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
         });
     }
     if let Some(format) = still::sniff_file(path)? {
-        if still::is_animated(path, format) {
+        if format == image::ImageFormat::WebP && still::is_animated(path, format) {
+            let animation = animation::Animation::decode_webp(path, MAX_ANIMATION_BYTES)?;
+            if animation.len() > 1 {
+                source.backend = Backend::Animation(Box::new(animation));
+                return Ok(source);
+            }
+        } else if still::is_animated(path, format) {
             // An animated GIF or PNG is a short video (FFmpeg composes each frame onto the last).
             match video::Video::open(path) {
                 Ok((video, first)) if video.info().frame_count > 1 => {
@@ -229,6 +238,7 @@ struct FolderItem {
 enum Backend {
     Image(ItemInfo),
     Video(Box<video::Video>),
+    Animation(Box<animation::Animation>),
     Folder(Vec<FolderItem>),
 }
 
@@ -260,7 +270,7 @@ impl MediaSource {
     pub fn kind(&self) -> SourceKind {
         match self.backend {
             Backend::Image(_) => SourceKind::Image,
-            Backend::Video(_) => SourceKind::Video,
+            Backend::Video(_) | Backend::Animation(_) => SourceKind::Video,
             Backend::Folder(_) => SourceKind::Folder,
         }
     }
@@ -306,6 +316,19 @@ impl MediaSource {
                     duration_secs: v.duration_secs,
                     codec: v.codec.clone(),
                     rotation_degrees: v.rotation_degrees,
+                })
+            }
+            Backend::Animation(animation) => {
+                let (width, height) = animation.size();
+                Ok(ItemInfo {
+                    name: file_name(&self.path),
+                    width,
+                    height,
+                    frame_count: animation.len(),
+                    fps: animation.fps(),
+                    duration_secs: animation.duration_secs(),
+                    codec: "webp".into(),
+                    rotation_degrees: 0,
                 })
             }
             Backend::Folder(items) => {
@@ -354,6 +377,14 @@ impl MediaSource {
                 let _ = entry.info.set(image_info(&entry.path, &header));
                 frame
             }
+            // Held decoded already: not cached, which would only count it twice.
+            Backend::Animation(animation) => {
+                return animation.frame(index).ok_or(MediaError::OutOfRange {
+                    path: self.path.clone(),
+                    index,
+                    count: animation.len(),
+                });
+            }
             Backend::Video(video) => {
                 // Stepping backwards: keep up to a quarter of the budget of the frames decoded
                 // on the way (at most 16), so the next steps back are cache hits.
@@ -376,6 +407,7 @@ impl MediaSource {
     pub fn frame_time_secs(&self, item: usize, index: u64) -> f64 {
         match &self.backend {
             Backend::Video(video) if item == 0 => video.frame_time_secs(index),
+            Backend::Animation(animation) if item == 0 => animation.frame_time_secs(index),
             _ => 0.0,
         }
     }

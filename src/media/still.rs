@@ -71,8 +71,9 @@ pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError>
     Ok(sniff_bytes(&head))
 }
 
-/// Whether a GIF or PNG file is an animation of more than one frame (such files open as
-/// videos). Unreadable or damaged files answer `false`, so the still decoder reports them.
+/// Whether a GIF, PNG or WebP file is an animation (of more than one frame for GIF and PNG;
+/// such files open as videos). Unreadable or damaged files answer `false`, so the still
+/// decoder reports them.
 pub(crate) fn is_animated(path: &Path, format: ImageFormat) -> bool {
     let Ok(file) = File::open(path) else {
         return false;
@@ -92,11 +93,14 @@ pub(crate) fn is_animated(path: &Path, format: ImageFormat) -> bool {
                 .animation_control()
                 .is_some_and(|a| a.num_frames > 1)
         }),
+        ImageFormat::WebP => {
+            image::codecs::webp::WebPDecoder::new(reader).is_ok_and(|d| d.has_animation())
+        }
         _ => false,
     }
 }
 
-fn decode_error(path: &Path, err: image::ImageError) -> MediaError {
+pub(crate) fn decode_error(path: &Path, err: image::ImageError) -> MediaError {
     use image::ImageError as E;
     match err {
         E::Limits(e) => MediaError::Unsupported {
@@ -146,7 +150,7 @@ fn decoder(path: &Path) -> Result<(impl ImageDecoder, ImageFormat), MediaError> 
     Ok((decoder, format))
 }
 
-fn check_size(path: &Path, width: u32, height: u32) -> Result<(), MediaError> {
+pub(crate) fn check_size(path: &Path, width: u32, height: u32) -> Result<(), MediaError> {
     if width == 0 || height == 0 {
         return Err(MediaError::Corrupt {
             path: path.to_owned(),
