@@ -3,6 +3,10 @@
 //! that cannot be a PNG fails before any file is written.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/media_gen.rs"]
+mod media_gen;
+
+use media_gen::{testsrc_video, vfr_video};
 use pixelrefer_studio::mask::{Mask, Rle};
 use pixelrefer_studio::project::{
     self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object,
@@ -265,31 +269,10 @@ fn ffprobe_frame_times(path: &Path) -> Vec<f64> {
 #[test]
 fn a_variable_frame_rate_video_exports_the_times_its_frames_are_shown() {
     let dir = tempfile::tempdir().unwrap();
-    let video = dir.path().join("vfr.mp4");
     // 8 frames 40 ms apart, then 6 frames half a second apart: a screen recording's pattern.
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-        ])
-        .args([
-            "-i",
-            "testsrc2=size=64x48:rate=25",
-            "-frames:v",
-            "14",
-            "-vf",
-        ])
-        .arg("setpts='if(lt(N,8),N*0.04,0.28+(N-7)*0.5)/TB'")
-        .args(["-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&video)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let times = "if(lt(N,8),N*0.04,0.28+(N-7)*0.5)";
+    let codec = ["-c:v", "libx264", "-pix_fmt", "yuv420p"];
+    let video = vfr_video(dir.path(), "vfr.mp4", "64x48", 14, times, &codec);
     let want = ffprobe_frame_times(&video);
     assert_eq!(want.len(), 14);
 
@@ -346,24 +329,8 @@ fn a_variable_frame_rate_video_exports_the_times_its_frames_are_shown() {
         );
     }
     // Evenly spaced frames need no list: their time is index / fps.
-    let even = dir.path().join("even.mp4");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc2=size=64x48:rate=25", "-frames:v", "10"])
-        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
-        .arg(&even)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let source = pixelrefer_studio::media::open(&even).unwrap();
+    let even_video = testsrc_video(dir.path(), "even.mp4", "64x48", 10, &["-c:v", "libx264"]);
+    let source = pixelrefer_studio::media::open(&even_video).unwrap();
     let doc = pixelrefer_studio::jobs::new_document(&source).unwrap();
     assert!(doc.items[0].timestamps_secs.is_empty());
 }

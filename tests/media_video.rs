@@ -393,25 +393,10 @@ fn stream_cut_at_the_start_begins_at_its_first_keyframe() {
 #[test]
 fn variable_frame_rate_timestamps_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vfr.mkv");
     // 10 frames at 25 fps, then 10 frames at 5 fps.
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=96x64:rate=25",
-        "-frames:v",
-        "20",
-        "-vf",
-        "setpts='if(lt(N,10),N/25,0.4+(N-10)/5)/TB'",
-        "-fps_mode",
-        "vfr",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        path.to_str().unwrap(),
-    ]);
+    let times = "if(lt(N,10),N/25,0.4+(N-10)/5)";
+    let codec = ["-c:v", "libx264", "-preset", "veryfast"];
+    let path = media_gen::vfr_video(dir.path(), "vfr.mkv", "96x64", 20, times, &codec);
     check_random_access(&path, &[19, 0, 12, 9, 10, 5], None);
     let source = media::open(&path).unwrap();
     assert_eq!(source.item_info(0).unwrap().frame_count, 20);

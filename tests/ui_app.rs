@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/media_gen.rs"]
+mod media_gen;
+
 use egui::{Event, Key, Modifiers, PointerButton, Pos2, pos2};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -592,35 +595,6 @@ fn unsaved_work_is_autosaved_in_the_background() {
     assert!(harness.state().state().unwrap().is_dirty());
 }
 
-#[test]
-fn a_newer_autosave_is_offered_for_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let media = dir.path().join("photo.png");
-    write_png(&media);
-    let mut doc = document(MediaKind::Image, 1);
-    doc.media.path = media.clone();
-    let project = dir.path().join("p.prj.json");
-    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    let add = doc.add_object_edit(0).unwrap();
-    doc.apply(add).unwrap();
-    let autosave = pixelrefer_studio::project::autosave_path(Some(&project), &media);
-    pixelrefer_studio::project::write_autosave(&doc, &autosave).unwrap();
-
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(900.0, 600.0))
-        .wgpu()
-        .build_eframe(move |cc| StudioApp::new(cc, Some(project)));
-    wait_until(&mut harness, "the project", |app| app.frame_ready());
-    assert!(harness.state().state().unwrap().objects().is_empty());
-    harness.get_by_label("Recover unsaved work?");
-    harness.get_by_label("Recover").click();
-    wait_until(&mut harness, "the recovery", |app| {
-        app.state().is_some_and(|s| s.objects().len() == 1)
-    });
-    assert!(harness.state().state().unwrap().is_dirty());
-}
-
 /// Opens `project` in the app and waits until its media shows.
 fn open_project(project: std::path::PathBuf) -> Harness<'static, StudioApp> {
     let mut harness = Harness::builder()
@@ -632,27 +606,46 @@ fn open_project(project: std::path::PathBuf) -> Harness<'static, StudioApp> {
 }
 
 #[test]
+fn a_newer_autosave_is_offered_for_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("photo.png");
+    write_png(&media);
+    let mut doc = document(MediaKind::Image, 1);
+    doc.media.path = media.clone();
+    let project = dir.path().join("p.prj.json");
+    save_with_a_newer_autosave(&mut doc, &project);
+
+    let mut harness = open_project(project);
+    assert!(harness.state().state().unwrap().objects().is_empty());
+    harness.get_by_label("Recover unsaved work?");
+    recover(&mut harness);
+    assert!(harness.state().state().unwrap().is_dirty());
+}
+
+/// Saves `doc` to `project`, then writes an autosave of it with one object more.
+fn save_with_a_newer_autosave(doc: &mut Document, project: &std::path::Path) {
+    pixelrefer_studio::project::save_project(doc, project).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let add = doc.add_object_edit(0).unwrap();
+    doc.apply(add).unwrap();
+    let autosave = pixelrefer_studio::project::autosave_path(Some(project), &doc.media.path);
+    pixelrefer_studio::project::write_autosave(doc, &autosave).unwrap();
+}
+
+/// Answers the recovery prompt with Recover and waits for the autosave's object.
+fn recover(harness: &mut Harness<'static, StudioApp>) {
+    harness.get_by_label("Recover").click();
+    wait_until(harness, "the recovery", |app| {
+        app.state().is_some_and(|s| s.objects().len() == 1)
+    });
+}
+
+#[test]
 fn a_project_from_before_frame_times_gets_them_and_keeps_them_on_recovery() {
     let dir = tempfile::tempdir().unwrap();
-    let media = dir.path().join("vfr.mkv");
     // 4 frames 40 ms apart, then 3 a second apart.
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-        ])
-        .args(["-i", "testsrc2=size=64x48:rate=25", "-frames:v", "7", "-vf"])
-        .arg("setpts='if(lt(N,4),N*0.04,0.12+(N-3))/TB'")
-        .args(["-fps_mode", "vfr", "-c:v", "ffv1"])
-        .arg(&media)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let times = "if(lt(N,4),N*0.04,0.12+(N-3))";
+    let media = media_gen::vfr_video(dir.path(), "vfr.mkv", "64x48", 7, times, &["-c:v", "ffv1"]);
     let source = pixelrefer_studio::media::open(&media).unwrap();
     let mut doc = pixelrefer_studio::jobs::new_document(&source).unwrap();
     let times = doc.items[0].timestamps_secs.clone();
@@ -661,22 +654,14 @@ fn a_project_from_before_frame_times_gets_them_and_keeps_them_on_recovery() {
     // As an earlier build saved it: no frame times, in the project and in its autosave.
     doc.items[0].timestamps_secs.clear();
     let project = dir.path().join("old.prj.json");
-    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    let add = doc.add_object_edit(0).unwrap();
-    doc.apply(add).unwrap();
-    let autosave = pixelrefer_studio::project::autosave_path(Some(&project), &media);
-    pixelrefer_studio::project::write_autosave(&doc, &autosave).unwrap();
+    save_with_a_newer_autosave(&mut doc, &project);
 
     let mut harness = open_project(project);
     assert_eq!(
         harness.state().state().unwrap().doc.items[0].timestamps_secs,
         times
     );
-    harness.get_by_label("Recover").click();
-    wait_until(&mut harness, "the recovery", |app| {
-        app.state().is_some_and(|s| s.objects().len() == 1)
-    });
+    recover(&mut harness);
     assert_eq!(
         harness.state().state().unwrap().doc.items[0].timestamps_secs,
         times

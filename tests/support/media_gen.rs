@@ -38,6 +38,29 @@ pub fn testsrc_video(
     path
 }
 
+/// A variable-frame-rate `testsrc2` clip of `frames` frames at `size`: frame `N` is shown at
+/// `times` seconds (an ffmpeg expression of `N`), encoded with `codec_args` into `dir/name`.
+pub fn vfr_video(
+    dir: &Path,
+    name: &str,
+    size: &str,
+    frames: u32,
+    times: &str,
+    codec_args: &[&str],
+) -> PathBuf {
+    let path = dir.join(name);
+    let src = format!("testsrc2=size={size}:rate=25");
+    let n = frames.to_string();
+    let setpts = format!("setpts='({times})/TB'");
+    let mut args = vec!["-f", "lavfi", "-i", &src, "-frames:v", &n, "-vf", &setpts];
+    args.extend_from_slice(&["-fps_mode", "vfr"]);
+    args.extend_from_slice(codec_args);
+    let p = path.to_str().unwrap().to_owned();
+    args.push(&p);
+    ffmpeg(&args);
+    path
+}
+
 /// Every frame of `path` decoded by the ffmpeg CLI (autorotation on, every decoded frame kept,
 /// `vf` applied when given), as RGBA buffers of `width` × `height`.
 pub fn reference_frames(path: &Path, width: u32, height: u32, vf: Option<&str>) -> Vec<Vec<u8>> {
