@@ -505,6 +505,35 @@ for i, f in enumerate(ImageSequence.Iterator(im)):
     );
 }
 
+#[test]
+fn heic_photos_are_named_not_called_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first box of a HEIC file from a phone, then its `meta` box (cut).
+    let heic = b"\0\0\0\x1cftypheic\0\0\0\0mif1heicmiaf\0\0\x01\x7dmeta\0\0\0\0";
+    let photo = dir.path().join("IMG_0001.HEIC");
+    std::fs::write(&photo, heic).unwrap();
+    let err = media::open(&photo).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, MediaError::Unsupported { .. }), "{text}");
+    assert!(
+        text.contains("HEIC/HEIF image") && text.contains("JPEG or PNG"),
+        "{text}"
+    );
+
+    // A folder of them says so too; beside other images they are left out.
+    let folder = dir.path().join("phone");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("a.heic"), heic).unwrap();
+    std::fs::write(folder.join("b.heic"), heic).unwrap();
+    let text = media::open(&folder).unwrap_err().to_string();
+    assert!(text.contains("its 2 image(s) are HEIC/HEIF"), "{text}");
+    ImageBuffer::from_pixel(4, 3, Rgb([1u8, 2, 3]))
+        .save(folder.join("c.png"))
+        .unwrap();
+    let source = media::open(&folder).unwrap();
+    assert_eq!(source.item_count(), 1);
+}
+
 /// Writes a CMYK JPEG and a CMYK TIFF with Pillow and Pillow's own RGB rendering of each.
 fn pillow_cmyk(dir: &Path) -> Option<Vec<(PathBuf, PathBuf)>> {
     let python = media_gen::python()?;

@@ -150,6 +150,8 @@ pub struct ItemInfo {
 ///   except an animated GIF or PNG (APNG), which FFmpeg opens as a [`SourceKind::Video`], and
 ///   an animated WebP, a [`SourceKind::Video`] decoded whole at open by the `image` crate
 ///   (within [`MAX_ANIMATION_BYTES`]; FFmpeg 5.1 cannot decode it);
+/// * a HEIC/HEIF image → [`MediaError::Unsupported`] with a sentence saying so (in a folder,
+///   such images are left out with a warning);
 /// * any other file → [`SourceKind::Video`] through FFmpeg.
 ///
 /// Empty, damaged, truncated or unsupported files give a [`MediaError`]; nothing panics.
@@ -431,6 +433,7 @@ fn list_folder(dir: &Path) -> Result<Vec<FolderItem>, MediaError> {
         source,
     };
     let mut paths = Vec::new();
+    let mut heif = 0;
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let name = entry.file_name();
@@ -442,14 +445,30 @@ fn list_folder(dir: &Path) -> Result<Vec<FolderItem>, MediaError> {
         if !path.is_file() {
             continue;
         }
-        if matches!(still::sniff_file(&path), Ok(Some(_))) {
-            paths.push(path);
+        match still::sniff_file(&path) {
+            Ok(Some(_)) => paths.push(path),
+            Err(MediaError::Unsupported { .. }) => heif += 1,
+            _ => {}
         }
     }
+    let heif_sentence = "HEIC/HEIF, which this build cannot decode; convert them to JPEG or \
+                         PNG first, e.g. with heif-convert from libheif-examples";
     if paths.is_empty() {
+        if heif > 0 {
+            return Err(MediaError::Unsupported {
+                path: dir.to_owned(),
+                reason: format!("its {heif} image(s) are {heif_sentence}"),
+            });
+        }
         return Err(MediaError::EmptyFolder {
             path: dir.to_owned(),
         });
+    }
+    if heif > 0 {
+        log::warn!(
+            "{}: {heif} image(s) left out, as they are {heif_sentence}",
+            dir.display()
+        );
     }
     paths.sort_by(|a, b| natural_cmp(&file_name(a), &file_name(b)));
     Ok(paths

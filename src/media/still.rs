@@ -59,7 +59,8 @@ pub(crate) fn sniff_bytes(bytes: &[u8]) -> Option<ImageFormat> {
         .filter(|f| SUPPORTED.contains(f))
 }
 
-/// Reads a file's first bytes and sniffs its image format. `Ok(None)`: not a supported image.
+/// Reads a file's first bytes and sniffs its image format. `Ok(None)`: not a supported image;
+/// a HEIF image ([`is_heif`]) is [`MediaError::Unsupported`].
 pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError> {
     let mut head = Vec::with_capacity(64);
     File::open(path)
@@ -68,7 +69,35 @@ pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError>
             path: path.to_owned(),
             source,
         })?;
+    if is_heif(&head) {
+        return Err(MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: "it is a HEIC/HEIF image, which this build cannot decode; convert it to \
+                     JPEG or PNG first, e.g. with heif-convert from libheif-examples"
+                .into(),
+        });
+    }
     Ok(sniff_bytes(&head))
+}
+
+/// Whether a file's first bytes are an ISO-BMFF `ftyp` box of a HEIF image (HEIC, as phones
+/// write): brands `heic`, `heix`, `heim`, `heis`, `hevc`, `hevx`, `mif1` or `msf1`, and none of
+/// AVIF's (`avif`, `avis`; FFmpeg decodes AVIF). Neither the `image` crate nor FFmpeg 5.1 decodes
+/// HEIF, so such a file gets a sentence of its own instead of "damaged".
+pub(crate) fn is_heif(head: &[u8]) -> bool {
+    if head.len() < 16 || &head[4..8] != b"ftyp" {
+        return false;
+    }
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let end = size.clamp(16, head.len());
+    // The major brand, then the compatible brands after the minor version.
+    let brands: Vec<&[u8]> = std::iter::once(&head[8..12])
+        .chain(head[16..end].chunks_exact(4))
+        .collect();
+    let any = |set: &[&[u8; 4]]| brands.iter().any(|b| set.iter().any(|s| b == s));
+    any(&[
+        b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1",
+    ]) && !any(&[b"avif", b"avis"])
 }
 
 /// Whether a GIF, PNG or WebP file is an animation (of more than one frame for GIF and PNG;
@@ -261,6 +290,14 @@ mod tests {
         assert_eq!(sniff_bytes(b"MM\0*\0\0\0\x08"), Some(ImageFormat::Tiff));
         assert_eq!(sniff_bytes(b"BM\0\0\0\0\0\0\0\0"), Some(ImageFormat::Bmp));
         assert_eq!(sniff_bytes(b"GIF89a\x01\0\x01\0"), Some(ImageFormat::Gif));
+        // HEIC as phones write it; AVIF shares `mif1` but FFmpeg decodes it.
+        assert!(is_heif(
+            b"\0\0\0\x1cftypheic\0\0\0\0mif1heicmiaf\0\0\x01\x7dmeta"
+        ));
+        assert!(is_heif(b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic"));
+        assert!(!is_heif(b"\0\0\0\x20ftypavif\0\0\0\0avifmif1miafMA1A"));
+        assert!(!is_heif(b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2"));
+        assert!(!is_heif(b"\0\0\0\x18ftyp"));
         // MP4, WebM and text are not images.
         assert_eq!(sniff_bytes(b"\0\0\0\x20ftypisom\0\0\x02\0"), None);
         assert_eq!(sniff_bytes(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81"), None);
