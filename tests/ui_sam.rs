@@ -173,7 +173,7 @@ fn without_a_model_prompts_are_kept_with_a_note() {
             .state()
             .sam()
             .status_text()
-            .contains("masks need a SAM 2 model")
+            .contains("masks need SAM 2 or EdgeTAM")
     );
     let state = harness.state_mut().state_mut().unwrap();
     let id = state.add_object().unwrap();

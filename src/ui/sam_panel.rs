@@ -371,7 +371,7 @@ impl SamPanel {
     pub fn status_text(&self) -> String {
         match &self.status {
             SamStatus::NoModel => {
-                "SAM 2: no model (prompts are kept; masks need a SAM 2 model, get one with Models > Get models…)"
+                "No tracker (prompts are kept; masks need SAM 2 or EdgeTAM: Models > Get models…)"
                     .into()
             }
             SamStatus::Loading(dir) => {
