@@ -185,6 +185,20 @@ fn a_single_frame_gif_or_png_is_an_image() {
     let (info, frame) = open_one(&png);
     assert_eq!(info.codec, "png");
     assert_eq!(&frame.rgba[..4], &[0, 200, 0, 255]);
+
+    // An animated WebP of one frame, a patch on a transparent canvas (its red background
+    // colour is a hint that libwebp does not paint).
+    let webp = dir.path().join("one.webp");
+    let patch = ImageBuffer::from_pixel(4, 4, Rgba([10u8, 20, 30, 255]));
+    write_animated_webp(&webp, (8, 8), &[(patch, 2, 2, 100, true, false)]);
+    let (info, frame) = open_one(&webp);
+    assert_eq!(
+        (info.codec.as_str(), info.width, info.height),
+        ("webp", 8, 8)
+    );
+    assert_eq!(&frame.rgba[..4], &[0, 0, 0, 0]);
+    let at = (3 * 8 + 3) * 4;
+    assert_eq!(&frame.rgba[at..at + 4], &[10, 20, 30, 255]);
 }
 
 /// Writes an animated PNG of solid `w`×`h` RGBA frames, 10 per second.
@@ -532,6 +546,57 @@ fn heic_photos_are_named_not_called_damaged() {
         .unwrap();
     let source = media::open(&folder).unwrap();
     assert_eq!(source.item_count(), 1);
+}
+
+#[test]
+fn pictures_only_ffmpeg_decodes_open_as_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ["-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1"];
+    // PPM and QOI through FFmpeg's image demuxers, AVIF (an ISO-BMFF picture) when this FFmpeg
+    // has an AV1 encoder, and a one-frame MP4, which stays a video.
+    let cases: [(&str, &[&str], SourceKind); 4] = [
+        ("p.ppm", &[], SourceKind::Image),
+        ("p.qoi", &[], SourceKind::Image),
+        (
+            "p.avif",
+            &["-c:v", "libaom-av1", "-still-picture", "1"],
+            SourceKind::Image,
+        ),
+        ("one.mp4", &["-c:v", "libx264"], SourceKind::Video),
+    ];
+    for (name, codec, kind) in cases {
+        let path = dir.path().join(name);
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+            .args(src)
+            .args(codec)
+            .arg(&path)
+            .status()
+            .unwrap();
+        if !made.success() {
+            eprintln!("skipped {name}: this ffmpeg cannot write it");
+            continue;
+        }
+        let mut source = media::open(&path).unwrap();
+        assert_eq!(source.kind(), kind, "{name}");
+        let info = source.item_info(0).unwrap();
+        assert_eq!(
+            (info.width, info.height, info.frame_count),
+            (64, 48, 1),
+            "{name}"
+        );
+        let frame = source.frame(0, 0).unwrap();
+        let want = &media_gen::reference_frames(&path, 64, 48, None)[0];
+        let diff = media_gen::mean_abs_diff(&frame.rgba, want);
+        assert!(diff < 1.0, "{name}: differs from the ffmpeg CLI by {diff}");
+        if kind == SourceKind::Image {
+            assert_eq!(info.fps, 0.0);
+            assert!(matches!(
+                source.frame(0, 1),
+                Err(MediaError::OutOfRange { count: 1, .. })
+            ));
+        }
+    }
 }
 
 /// Writes a CMYK JPEG and a CMYK TIFF with Pillow and Pillow's own RGB rendering of each.

@@ -61,19 +61,22 @@ pub fn check_project_media(doc: &mut Document, project: &Path) -> Result<(), Pro
 
 /// Brings a project made by an earlier build up to date with its media, which this build reads
 /// more fully; answers whether anything changed:
-/// * an image project of an animated GIF or PNG (which opened as a still before such files
-///   opened as videos) becomes a video project of the same size, its objects, masks and chat
-///   on frame 0, the frame the still showed;
+/// * an image project of an animated GIF, PNG or WebP (which opened as a still before such
+///   files opened as videos) becomes a video project of the same size, its objects, masks and
+///   chat on frame 0, the frame the still showed;
+/// * a one-frame video project of a picture only FFmpeg decodes (AVIF, PPM…, which opened as
+///   a video before such files opened as images) becomes an image project;
 /// * a video item without frame timestamps gets them when the video's frames are not evenly
 ///   spaced ([`Item::timestamps_secs`]).
 ///
 /// A project that does not fit its media is left alone for [`compare_with_media`] to refuse.
 pub fn complete_from_media(doc: &mut Document, source: &MediaSource) -> bool {
     let mut changed = false;
-    if let Some((frame_count, fps)) = animation_of(doc, source) {
-        doc.media.kind = MediaKind::Video;
+    if let Some((kind, frame_count, fps)) = kind_change(doc, source) {
+        doc.media.kind = kind;
         doc.items[0].frame_count = frame_count;
         doc.items[0].fps = fps;
+        doc.items[0].timestamps_secs.clear();
         changed = true;
     }
     if doc.media.kind == MediaKind::Video
@@ -90,21 +93,24 @@ pub fn complete_from_media(doc: &mut Document, source: &MediaSource) -> bool {
     changed
 }
 
-/// The frame count and rate an image project takes on when its media, an animated GIF or PNG
-/// that opened as a still image before such files opened as videos, is now a video of the
-/// same size; `None` for every other project.
-fn animation_of(doc: &Document, source: &MediaSource) -> Option<(u64, f64)> {
+/// The kind, frame count and rate a one-item project of one frame takes on when its media of
+/// the same size now opens as the other of image and video (see [`complete_from_media`]);
+/// `None` for every other project.
+fn kind_change(doc: &Document, source: &MediaSource) -> Option<(MediaKind, u64, f64)> {
     let [item] = doc.items.as_slice() else {
         return None;
     };
-    if doc.media.kind != MediaKind::Image
-        || item.frame_count != 1
-        || source.kind() != SourceKind::Video
-    {
-        return None;
-    }
+    let kind = match (doc.media.kind, source.kind()) {
+        (MediaKind::Image, SourceKind::Video) => MediaKind::Video,
+        (MediaKind::Video, SourceKind::Image) => MediaKind::Image,
+        _ => return None,
+    };
     let info = source.item_info(0).ok()?;
-    ((info.width, info.height) == (item.width, item.height)).then_some((info.frame_count, info.fps))
+    (item.frame_count == 1 && (info.width, info.height) == (item.width, item.height)).then_some((
+        kind,
+        info.frame_count,
+        info.fps,
+    ))
 }
 
 /// Compares `doc` (loaded from `project`) with its opened media: the kind, the number of
@@ -355,5 +361,37 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_one_frame_video_project_of_a_picture_becomes_an_image_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let ppm = dir.path().join("a.ppm");
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+            ])
+            .args(["-i", "testsrc2=size=6x4", "-frames:v", "1"])
+            .arg(&ppm)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let project = dir.path().join("p.prj.json");
+        let source = crate::media::open(&ppm).unwrap();
+        assert_eq!(source.kind(), SourceKind::Image);
+        // As a build that opened such pictures as one-frame videos saved it.
+        let mut old = doc_for(&ppm, MediaKind::Video, vec![Item::new(None, 6, 4, 1, 25.0)]);
+        let mut checked = old.clone();
+        check_project_media(&mut checked, &project).unwrap();
+        assert!(complete_from_media(&mut old, &source));
+        assert_eq!(old, checked);
+        assert_eq!(old.media.kind, MediaKind::Image);
+        assert_eq!((old.items[0].frame_count, old.items[0].fps), (1, 0.0));
     }
 }

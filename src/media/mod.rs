@@ -182,10 +182,25 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
     if let Some(format) = still::sniff_file(path)? {
         if format == image::ImageFormat::WebP && still::is_animated(path, format) {
             let animation = animation::Animation::decode_webp(path, MAX_ANIMATION_BYTES)?;
-            if animation.len() > 1 {
-                source.backend = Backend::Animation(Box::new(animation));
-                return Ok(source);
-            }
+            source.backend = match animation.frame(0) {
+                // An animation of one frame is an image (composed here, like the others).
+                Some(frame) if animation.len() == 1 => {
+                    let (width, height) = animation.size();
+                    let info = ItemInfo {
+                        name: file_name(path),
+                        width,
+                        height,
+                        frame_count: 1,
+                        fps: 0.0,
+                        duration_secs: 0.0,
+                        codec: "webp".into(),
+                        rotation_degrees: 0,
+                    };
+                    Backend::Still(info, frame)
+                }
+                _ => Backend::Animation(Box::new(animation)),
+            };
+            return Ok(source);
         } else if still::is_animated(path, format) {
             // An animated GIF or PNG is a short video (FFmpeg composes each frame onto the last).
             match video::Video::open(path) {
@@ -205,6 +220,22 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
         return Ok(source);
     }
     let (video, first) = video::Video::open(path)?;
+    let v = video.info();
+    if v.still_image {
+        // AVIF, PPM, TGA, OpenEXR…: decoded once by FFmpeg and held.
+        let info = ItemInfo {
+            name: file_name(path),
+            width: v.width,
+            height: v.height,
+            frame_count: 1,
+            fps: 0.0,
+            duration_secs: 0.0,
+            codec: v.codec.clone(),
+            rotation_degrees: v.rotation_degrees,
+        };
+        source.backend = Backend::Still(info, Arc::new(first));
+        return Ok(source);
+    }
     source.cache.insert(0, 0, Arc::new(first));
     source.backend = Backend::Video(Box::new(video));
     Ok(source)
@@ -239,6 +270,8 @@ struct FolderItem {
 
 enum Backend {
     Image(ItemInfo),
+    /// An image only FFmpeg decodes, or a one-frame animation: the frame held decoded.
+    Still(ItemInfo, Arc<Frame>),
     Video(Box<video::Video>),
     Animation(Box<animation::Animation>),
     Folder(Vec<FolderItem>),
@@ -271,7 +304,7 @@ impl MediaSource {
     /// Image, video or folder.
     pub fn kind(&self) -> SourceKind {
         match self.backend {
-            Backend::Image(_) => SourceKind::Image,
+            Backend::Image(_) | Backend::Still(..) => SourceKind::Image,
             Backend::Video(_) | Backend::Animation(_) => SourceKind::Video,
             Backend::Folder(_) => SourceKind::Folder,
         }
@@ -306,7 +339,7 @@ impl MediaSource {
     pub fn item_info(&self, item: usize) -> Result<ItemInfo, MediaError> {
         self.check_item(item)?;
         match &self.backend {
-            Backend::Image(info) => Ok(info.clone()),
+            Backend::Image(info) | Backend::Still(info, _) => Ok(info.clone()),
             Backend::Video(video) => {
                 let v = video.info();
                 Ok(ItemInfo {
@@ -379,7 +412,18 @@ impl MediaSource {
                 let _ = entry.info.set(image_info(&entry.path, &header));
                 frame
             }
-            // Held decoded already: not cached, which would only count it twice.
+            // Held decoded already: not cached, which would only count them twice.
+            Backend::Still(_, frame) => {
+                return if index == 0 {
+                    Ok(Arc::clone(frame))
+                } else {
+                    Err(MediaError::OutOfRange {
+                        path: self.path.clone(),
+                        index,
+                        count: 1,
+                    })
+                };
+            }
             Backend::Animation(animation) => {
                 return animation.frame(index).ok_or(MediaError::OutOfRange {
                     path: self.path.clone(),

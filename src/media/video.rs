@@ -60,6 +60,20 @@ pub(crate) struct VideoInfo {
     pub codec: String,
     /// Clockwise rotation applied for display.
     pub rotation_degrees: u32,
+    /// One picture in an image container (FFmpeg's image demuxers, an AVIF or other HEIF-brand
+    /// file): an image, not a one-frame video.
+    pub still_image: bool,
+}
+
+/// Whether FFmpeg opened `input` as a picture file rather than a video: its image demuxers
+/// (`image2`, `png_pipe`, `ppm_pipe`…) or an ISO-BMFF file whose major brand is an image's
+/// (`avif`, `mif1`, `miaf`).
+fn image_container(input: &ffmpeg::format::context::Input) -> bool {
+    let name = input.format().name().to_owned();
+    let brand = input.metadata().get("major_brand").map(str::to_owned);
+    name == "image2"
+        || name.ends_with("_pipe")
+        || brand.is_some_and(|b| matches!(b.as_str(), "avif" | "mif1" | "miaf"))
 }
 
 /// Where decoding restarts for a seek.
@@ -329,6 +343,7 @@ impl Video {
                 reason: format!("FFmpeg cannot decode its {codec} video: {e}"),
             })?;
         let orientation = stream_orientation(&mut input, stream_index);
+        let in_image_container = image_container(&input);
         let timeline = scan(path, &mut input, stream_index)?;
         let time_base_secs = rational(time_base).unwrap_or(0.0);
 
@@ -366,6 +381,7 @@ impl Video {
                 duration_secs,
                 codec,
                 rotation_degrees: orientation.rotation_degrees(),
+                still_image: in_image_container && count == 1,
             },
             scaler: None,
             last_ts: None,

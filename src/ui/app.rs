@@ -1439,7 +1439,7 @@ fn open_loaded_project(mut doc: Document, project_path: PathBuf) -> Result<JobOu
     let source = crate::media::open(&doc.media.path).map_err(|e| e.to_string())?;
     if crate::jobs::complete_from_media(&mut doc, &source) {
         log::info!(
-            "{}: brought up to date with its media (animated image or frame times)",
+            "{}: brought up to date with how this build reads its media (kind or frame times)",
             project_path.display()
         );
     }
