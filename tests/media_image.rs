@@ -552,10 +552,12 @@ fn heic_photos_are_named_not_called_damaged() {
 fn pictures_only_ffmpeg_decodes_open_as_images() {
     let dir = tempfile::tempdir().unwrap();
     let src = ["-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1"];
-    // PPM and QOI through FFmpeg's image demuxers, AVIF (an ISO-BMFF picture) when this FFmpeg
-    // has an AV1 encoder, and a one-frame MP4, which stays a video.
-    let cases: [(&str, &[&str], SourceKind); 4] = [
+    // PPM, TGA (no magic bytes; its demuxer cannot seek back) and QOI through FFmpeg's image
+    // demuxers, AVIF (an ISO-BMFF picture) when this FFmpeg has an AV1 encoder, and a
+    // one-frame MP4, which stays a video.
+    let cases: [(&str, &[&str], SourceKind); 5] = [
         ("p.ppm", &[], SourceKind::Image),
+        ("p.tga", &[], SourceKind::Image),
         ("p.qoi", &[], SourceKind::Image),
         (
             "p.avif",

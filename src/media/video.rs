@@ -153,6 +153,10 @@ pub(crate) struct Video {
     ordinal_counter: i64,
     /// The index of the last request, to notice backward stepping.
     last_requested: Option<usize>,
+    /// A picture file (see `image_container`): FFmpeg's image demuxers may report a seek as
+    /// done and then read nothing (a TGA after the index scan), so every seek opens the file
+    /// again, which starts at its one picture.
+    reopen_to_rewind: bool,
 }
 
 // SAFETY: every FFmpeg object in `Video` (format context, codec context, frames, scaler) is
@@ -390,6 +394,7 @@ impl Video {
             eof_sent: false,
             ordinal_counter: 0,
             last_requested: None,
+            reopen_to_rewind: in_image_container,
         };
         video.seek(SeekPoint::Start)?;
         if video.timeline.ordinal && !video.timeline.decode_dts.is_empty() {
@@ -485,41 +490,42 @@ impl Video {
     /// Repositions the demuxer and resets the decoder.
     fn seek(&mut self, point: SeekPoint) -> Result<(), MediaError> {
         let index = i32::try_from(self.stream_index).unwrap_or(0);
-        let ok = match point {
-            SeekPoint::Timestamp(ts) => {
-                // SAFETY: the context is live and `index` names its video stream.
-                let ret = unsafe {
-                    ffi::av_seek_frame(
-                        self.input.as_mut_ptr(),
-                        index,
-                        ts,
-                        ffi::AVSEEK_FLAG_BACKWARD,
-                    )
-                };
-                ret >= 0
-            }
-            SeekPoint::Start => {
-                let first = self.timeline.keys.iter().find_map(|k| match k.seek {
-                    SeekPoint::Timestamp(ts) => Some(ts),
-                    SeekPoint::Start => None,
-                });
-                let target = first.unwrap_or(i64::MIN);
-                // SAFETY: as above.
-                let ret = unsafe {
-                    ffi::avformat_seek_file(
-                        self.input.as_mut_ptr(),
-                        index,
-                        i64::MIN,
-                        target,
-                        target,
-                        0,
-                    )
-                };
-                ret >= 0
-            }
-        };
+        let ok = !self.reopen_to_rewind
+            && match point {
+                SeekPoint::Timestamp(ts) => {
+                    // SAFETY: the context is live and `index` names its video stream.
+                    let ret = unsafe {
+                        ffi::av_seek_frame(
+                            self.input.as_mut_ptr(),
+                            index,
+                            ts,
+                            ffi::AVSEEK_FLAG_BACKWARD,
+                        )
+                    };
+                    ret >= 0
+                }
+                SeekPoint::Start => {
+                    let first = self.timeline.keys.iter().find_map(|k| match k.seek {
+                        SeekPoint::Timestamp(ts) => Some(ts),
+                        SeekPoint::Start => None,
+                    });
+                    let target = first.unwrap_or(i64::MIN);
+                    // SAFETY: as above.
+                    let ret = unsafe {
+                        ffi::avformat_seek_file(
+                            self.input.as_mut_ptr(),
+                            index,
+                            i64::MIN,
+                            target,
+                            target,
+                            0,
+                        )
+                    };
+                    ret >= 0
+                }
+            };
         if !ok {
-            if point != SeekPoint::Start {
+            if point != SeekPoint::Start && !self.reopen_to_rewind {
                 return self.seek(SeekPoint::Start);
             }
             // Not seekable: reopen the file, which always starts at the beginning.
