@@ -68,6 +68,7 @@ fn every_format_decodes_upright_and_is_sniffed_by_content() {
         (ImageFormat::Tiff, "tiff"),
         (ImageFormat::Bmp, "bmp"),
         (ImageFormat::Gif, "gif"),
+        (ImageFormat::Pnm, "pnm"),
     ] {
         // A misleading extension: the content decides.
         let path = dir.path().join(format!("picture_{codec}.dat"));
@@ -143,6 +144,15 @@ fn sixteen_bit_grey_and_alpha_are_converted() {
         .unwrap();
     let (_, frame) = open_one(&grey);
     assert_eq!(&frame.rgba[4..8], &[60, 60, 60, 255]);
+
+    // A 16-bit PGM (depth maps and masks of older datasets).
+    let pgm = dir.path().join("depth.pgm");
+    ImageBuffer::from_fn(4, 2, |x, _| Luma([x as u16 * 20000]))
+        .save(&pgm)
+        .unwrap();
+    let (info, frame) = open_one(&pgm);
+    assert_eq!(info.codec, "pnm");
+    assert_eq!(&frame.rgba[4..8], &[78, 78, 78, 255]);
 
     let grey16 = dir.path().join("grey16.png");
     ImageBuffer::from_fn(4, 4, |_, _| Luma([65535u16]))

@@ -64,7 +64,7 @@ pub fn check_project_media(doc: &mut Document, project: &Path) -> Result<(), Pro
 /// * an image project of an animated GIF, PNG or WebP (which opened as a still before such
 ///   files opened as videos) becomes a video project of the same size, its objects, masks and
 ///   chat on frame 0, the frame the still showed;
-/// * a one-frame video project of a picture only FFmpeg decodes (AVIF, PPM…, which opened as
+/// * a one-frame video project of a picture only FFmpeg decodes (AVIF, TGA…, which opened as
 ///   a video before such files opened as images) becomes an image project;
 /// * a video item without frame timestamps gets them when the video's frames are not evenly
 ///   spaced ([`Item::timestamps_secs`]).

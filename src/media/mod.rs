@@ -146,10 +146,10 @@ pub struct ItemInfo {
 ///
 /// * a directory → [`SourceKind::Folder`]: its supported images (sniffed by content, hidden
 ///   files skipped), in natural order (`img2` before `img10`);
-/// * a file whose first bytes are PNG, JPEG, WebP, TIFF, BMP or GIF → [`SourceKind::Image`],
-///   except an animated GIF or PNG (APNG), which FFmpeg opens as a [`SourceKind::Video`], and
-///   an animated WebP, a [`SourceKind::Video`] decoded whole at open by the `image` crate
-///   (within [`MAX_ANIMATION_BYTES`]; FFmpeg 5.1 cannot decode it);
+/// * a file whose first bytes are PNG, JPEG, WebP, TIFF, BMP, GIF or PNM (PPM, PGM, PBM) →
+///   [`SourceKind::Image`], except an animated GIF or PNG (APNG), which FFmpeg opens as a
+///   [`SourceKind::Video`], and an animated WebP, a [`SourceKind::Video`] decoded whole at open
+///   (`animation`, within [`MAX_ANIMATION_BYTES`]; FFmpeg 5.1 cannot decode it);
 /// * a HEIC/HEIF image → [`MediaError::Unsupported`] with a sentence saying so (in a folder,
 ///   such images are left out with a warning);
 /// * any other file → [`SourceKind::Video`] through FFmpeg.
@@ -222,7 +222,7 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
     let (video, first) = video::Video::open(path)?;
     let v = video.info();
     if v.still_image {
-        // AVIF, PPM, TGA, OpenEXR…: decoded once by FFmpeg and held.
+        // AVIF, TGA, QOI, OpenEXR…: decoded once by FFmpeg and held.
         let info = ItemInfo {
             name: file_name(path),
             width: v.width,

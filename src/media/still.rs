@@ -17,13 +17,14 @@ pub const MAX_IMAGE_SIDE: u32 = 16384;
 pub const MAX_IMAGE_PIXELS: u64 = 256 << 20;
 
 /// Image formats this build decodes.
-const SUPPORTED: [ImageFormat; 6] = [
+const SUPPORTED: [ImageFormat; 7] = [
     ImageFormat::Png,
     ImageFormat::Jpeg,
     ImageFormat::WebP,
     ImageFormat::Tiff,
     ImageFormat::Bmp,
     ImageFormat::Gif,
+    ImageFormat::Pnm,
 ];
 
 /// Facts from an image header.
@@ -48,6 +49,7 @@ pub(crate) fn format_name(format: ImageFormat) -> String {
         ImageFormat::Tiff => "tiff".into(),
         ImageFormat::Bmp => "bmp".into(),
         ImageFormat::Gif => "gif".into(),
+        ImageFormat::Pnm => "pnm".into(),
         other => format!("{other:?}").to_lowercase(),
     }
 }
