@@ -180,59 +180,24 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
         });
     }
     if let Some(format) = still::sniff_file(path)? {
-        if format == image::ImageFormat::WebP && still::is_animated(path, format) {
-            let animation = animation::Animation::decode_webp(path, MAX_ANIMATION_BYTES)?;
-            source.backend = match animation.frame(0) {
-                // An animation of one frame is an image (composed here, like the others).
-                Some(frame) if animation.len() == 1 => {
-                    let (width, height) = animation.size();
-                    let info = ItemInfo {
-                        name: file_name(path),
-                        width,
-                        height,
-                        frame_count: 1,
-                        fps: 0.0,
-                        duration_secs: 0.0,
-                        codec: "webp".into(),
-                        rotation_degrees: 0,
-                    };
-                    Backend::Still(info, frame)
-                }
-                _ => Backend::Animation(Box::new(animation)),
-            };
-            return Ok(source);
-        } else if still::is_animated(path, format) {
-            // An animated GIF or PNG is a short video (FFmpeg composes each frame onto the last).
-            match video::Video::open(path) {
-                Ok((video, first)) if video.info().frame_count > 1 => {
-                    source.cache.insert(0, 0, Arc::new(first));
-                    source.backend = Backend::Video(Box::new(video));
-                    return Ok(source);
-                }
-                Ok(_) => {}
-                Err(e) => log::warn!("{e}; showing its first frame as a still image"),
-            }
+        if !open_animation(&mut source, format)? {
+            let (frame, header) = still::decode(path)?;
+            let info = image_info(path, &header);
+            source.cache.insert(0, 0, Arc::new(frame));
+            source.backend = Backend::Image(info);
         }
-        let (frame, header) = still::decode(path)?;
-        let info = image_info(path, &header);
-        source.cache.insert(0, 0, Arc::new(frame));
-        source.backend = Backend::Image(info);
         return Ok(source);
     }
     let (video, first) = video::Video::open(path)?;
     let v = video.info();
     if v.still_image {
         // AVIF, TGA, QOI, OpenEXR…: decoded once by FFmpeg and held.
-        let info = ItemInfo {
-            name: file_name(path),
-            width: v.width,
-            height: v.height,
-            frame_count: 1,
-            fps: 0.0,
-            duration_secs: 0.0,
-            codec: v.codec.clone(),
-            rotation_degrees: v.rotation_degrees,
-        };
+        let info = picture_info(
+            path,
+            (v.width, v.height),
+            v.codec.clone(),
+            v.rotation_degrees,
+        );
         source.backend = Backend::Still(info, Arc::new(first));
         return Ok(source);
     }
@@ -249,15 +214,68 @@ fn file_name(path: &Path) -> String {
 }
 
 fn image_info(path: &Path, header: &still::ImageHeader) -> ItemInfo {
+    picture_info(
+        path,
+        (header.width, header.height),
+        still::format_name(header.format),
+        header.rotation_degrees,
+    )
+}
+
+/// Facts about a picture: one frame, no rate or duration.
+fn picture_info(
+    path: &Path,
+    (width, height): (u32, u32),
+    codec: String,
+    rotation: u32,
+) -> ItemInfo {
     ItemInfo {
         name: file_name(path),
-        width: header.width,
-        height: header.height,
+        width,
+        height,
         frame_count: 1,
         fps: 0.0,
         duration_secs: 0.0,
-        codec: still::format_name(header.format),
-        rotation_degrees: header.rotation_degrees,
+        codec,
+        rotation_degrees: rotation,
+    }
+}
+
+/// Opens an animated GIF, PNG or WebP of `source` (sniffed as `format`) as a video and answers
+/// true; false for a still picture, which the caller decodes. GIF and APNG go to FFmpeg, which
+/// composes each frame onto the last (a failure shows the first frame as a still, with a
+/// warning); WebP is read by `animation` (FFmpeg 5.1 cannot decode it), and an animation of
+/// one frame is a picture.
+fn open_animation(
+    source: &mut MediaSource,
+    format: image::ImageFormat,
+) -> Result<bool, MediaError> {
+    let path = source.path.clone();
+    if !still::is_animated(&path, format) {
+        return Ok(false);
+    }
+    if format == image::ImageFormat::WebP {
+        let animation = animation::Animation::decode_webp(&path, MAX_ANIMATION_BYTES)?;
+        source.backend = match animation.frame(0) {
+            Some(frame) if animation.len() == 1 => {
+                let info = picture_info(&path, animation.size(), "webp".into(), 0);
+                Backend::Still(info, frame)
+            }
+            _ => Backend::Animation(Box::new(animation)),
+        };
+        return Ok(true);
+    }
+    match video::Video::open(&path) {
+        Ok((video, first)) if video.info().frame_count > 1 => {
+            source.cache.insert(0, 0, Arc::new(first));
+            source.backend = Backend::Video(Box::new(video));
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) => {
+            log::warn!("{e}; showing its first frame as a still image");
+            Ok(false)
+        }
     }
 }
 
