@@ -430,18 +430,9 @@ impl MediaSource {
                 let _ = entry.info.set(image_info(&entry.path, &header));
                 frame
             }
+            Backend::Still(..) if index != 0 => return Err(self.out_of_range(index, 1)),
             // Held decoded already: not cached, which would only count them twice.
-            Backend::Still(_, frame) => {
-                return if index == 0 {
-                    Ok(Arc::clone(frame))
-                } else {
-                    Err(MediaError::OutOfRange {
-                        path: self.path.clone(),
-                        index,
-                        count: 1,
-                    })
-                };
-            }
+            Backend::Still(_, frame) => return Ok(Arc::clone(frame)),
             Backend::Animation(animation) => {
                 return animation.frame(index).ok_or(MediaError::OutOfRange {
                     path: self.path.clone(),
@@ -509,12 +500,15 @@ fn list_folder(dir: &Path) -> Result<Vec<FolderItem>, MediaError> {
         }
         match still::sniff_file(&path) {
             Ok(Some(_)) => paths.push(path),
+            // sniff_file's one Unsupported answer: a HEIF image.
             Err(MediaError::Unsupported { .. }) => heif += 1,
             _ => {}
         }
     }
-    let heif_sentence = "HEIC/HEIF, which this build cannot decode; convert them to JPEG or \
-                         PNG first, e.g. with heif-convert from libheif-examples";
+    let heif_sentence = format!(
+        "HEIC/HEIF, which this build cannot decode; convert them to {}",
+        still::HEIF_CONVERSION
+    );
     if paths.is_empty() {
         if heif > 0 {
             return Err(MediaError::Unsupported {

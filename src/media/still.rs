@@ -61,6 +61,10 @@ pub(crate) fn sniff_bytes(bytes: &[u8]) -> Option<ImageFormat> {
         .filter(|f| SUPPORTED.contains(f))
 }
 
+/// What to do with a HEIF image, the end of both sentences that refuse one (a file, a folder).
+pub(crate) const HEIF_CONVERSION: &str =
+    "JPEG or PNG first, e.g. with heif-convert from libheif-examples";
+
 /// Reads a file's first bytes and sniffs its image format. `Ok(None)`: not a supported image;
 /// a HEIF image ([`is_heif`]) is [`MediaError::Unsupported`].
 pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError> {
@@ -74,9 +78,10 @@ pub(crate) fn sniff_file(path: &Path) -> Result<Option<ImageFormat>, MediaError>
     if is_heif(&head) {
         return Err(MediaError::Unsupported {
             path: path.to_owned(),
-            reason: "it is a HEIC/HEIF image, which this build cannot decode; convert it to \
-                     JPEG or PNG first, e.g. with heif-convert from libheif-examples"
-                .into(),
+            reason: format!(
+                "it is a HEIC/HEIF image, which this build cannot decode; convert it to \
+                 {HEIF_CONVERSION}"
+            ),
         });
     }
     Ok(sniff_bytes(&head))

@@ -487,43 +487,47 @@ impl Video {
         stream_ptr(&mut self.input, self.stream_index)
     }
 
+    /// Asks FFmpeg to seek to `point`; false when it refuses.
+    fn demuxer_seek(&mut self, point: SeekPoint) -> bool {
+        let index = i32::try_from(self.stream_index).unwrap_or(0);
+        match point {
+            SeekPoint::Timestamp(ts) => {
+                // SAFETY: the context is live and `index` names its video stream.
+                let ret = unsafe {
+                    ffi::av_seek_frame(
+                        self.input.as_mut_ptr(),
+                        index,
+                        ts,
+                        ffi::AVSEEK_FLAG_BACKWARD,
+                    )
+                };
+                ret >= 0
+            }
+            SeekPoint::Start => {
+                let first = self.timeline.keys.iter().find_map(|k| match k.seek {
+                    SeekPoint::Timestamp(ts) => Some(ts),
+                    SeekPoint::Start => None,
+                });
+                let target = first.unwrap_or(i64::MIN);
+                // SAFETY: as above.
+                let ret = unsafe {
+                    ffi::avformat_seek_file(
+                        self.input.as_mut_ptr(),
+                        index,
+                        i64::MIN,
+                        target,
+                        target,
+                        0,
+                    )
+                };
+                ret >= 0
+            }
+        }
+    }
+
     /// Repositions the demuxer and resets the decoder.
     fn seek(&mut self, point: SeekPoint) -> Result<(), MediaError> {
-        let index = i32::try_from(self.stream_index).unwrap_or(0);
-        let ok = !self.reopen_to_rewind
-            && match point {
-                SeekPoint::Timestamp(ts) => {
-                    // SAFETY: the context is live and `index` names its video stream.
-                    let ret = unsafe {
-                        ffi::av_seek_frame(
-                            self.input.as_mut_ptr(),
-                            index,
-                            ts,
-                            ffi::AVSEEK_FLAG_BACKWARD,
-                        )
-                    };
-                    ret >= 0
-                }
-                SeekPoint::Start => {
-                    let first = self.timeline.keys.iter().find_map(|k| match k.seek {
-                        SeekPoint::Timestamp(ts) => Some(ts),
-                        SeekPoint::Start => None,
-                    });
-                    let target = first.unwrap_or(i64::MIN);
-                    // SAFETY: as above.
-                    let ret = unsafe {
-                        ffi::avformat_seek_file(
-                            self.input.as_mut_ptr(),
-                            index,
-                            i64::MIN,
-                            target,
-                            target,
-                            0,
-                        )
-                    };
-                    ret >= 0
-                }
-            };
+        let ok = !self.reopen_to_rewind && self.demuxer_seek(point);
         if !ok {
             if point != SeekPoint::Start && !self.reopen_to_rewind {
                 return self.seek(SeekPoint::Start);
