@@ -618,7 +618,7 @@ impl StudioApp {
                     reason,
                 });
             }
-            JobOutput::Recovered(mut doc) => {
+            JobOutput::Recovered(doc) => {
                 if let Some(state) = &self.state
                     && let Err(reason) = same_items(&state.doc, &doc)
                 {
@@ -629,12 +629,6 @@ impl StudioApp {
                     return;
                 }
                 if let Some(state) = &mut self.state {
-                    // An autosave from a build that kept no frame times takes the media's.
-                    for (open, item) in state.doc.items.iter().zip(&mut doc.items) {
-                        if item.timestamps_secs.is_empty() {
-                            item.timestamps_secs.clone_from(&open.timestamps_secs);
-                        }
-                    }
                     let project_path = state.project_path.clone();
                     let mut recovered = AppState::new(*doc);
                     recovered.project_path = project_path;
@@ -1260,9 +1254,13 @@ impl StudioApp {
             Choice::Recover => {
                 if let Some(Prompt::Recover(path)) = self.prompt.take() {
                     self.spawn("recover autosave", move || {
-                        Ok(JobOutput::Recovered(Box::new(doc_api::load_project(
-                            &path,
-                        )?)))
+                        let mut doc = doc_api::load_project(&path)?;
+                        // An autosave by an earlier build is brought up to date as a project
+                        // is on open (frame times, animated images, FFmpeg-only pictures).
+                        if let Ok(source) = crate::media::open(&doc.media.path) {
+                            crate::jobs::complete_from_media(&mut doc, &source);
+                        }
+                        Ok(JobOutput::Recovered(Box::new(doc)))
                     });
                 }
             }
