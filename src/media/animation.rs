@@ -185,8 +185,9 @@ impl Animation {
         }
         super::still::check_size(path, w, h)?;
         let frame_bytes = u64::from(w) * u64::from(h) * 4;
-        // libwebp's two canvases: the previous frame after its disposal, and this frame.
-        let mut disposed = vec![0u8; frame_bytes as usize];
+        // The canvas: the previous frame after its disposal, drawn over in place (each pixel
+        // reads what lies under it before it is written; libwebp keeps two canvases).
+        let mut canvas = vec![0u8; frame_bytes as usize];
         let mut frames: Vec<Arc<Frame>> = Vec::with_capacity(anim_frames.len());
         let mut times_secs = Vec::with_capacity(anim_frames.len());
         let mut clock = 0.0;
@@ -228,13 +229,11 @@ impl Animation {
                     ((!has_alpha || !f.blend) && full(f)) || (p.dispose && (full(p) || p_key))
                 }
             };
-            let mut canvas = if key {
-                vec![0u8; frame_bytes as usize]
-            } else {
-                disposed.clone()
-            };
-            // The frame replaces its rectangle; where it is not opaque it is then blended over
-            // the disposed previous canvas, except inside a rectangle the previous frame
+            if key {
+                canvas.fill(0);
+            }
+            // The frame replaces its rectangle; where it is not opaque it is blended over the
+            // disposed previous canvas instead, except inside a rectangle the previous frame
             // cleared (FindBlendRangeAtRow).
             let cleared = |x: u32, y: u32| {
                 prev.is_some_and(|(p, _)| {
@@ -252,15 +251,13 @@ impl Animation {
                 let y = f.y + row as u32;
                 let start = ((y * w + f.x) * 4) as usize;
                 let out_row = &mut canvas[start..start + src_row.len()];
-                let under_row = &disposed[start..start + src_row.len()];
-                for (col, ((out, src), under)) in out_row
+                for (col, (out, src)) in out_row
                     .chunks_exact_mut(4)
                     .zip(src_row.chunks_exact(4))
-                    .zip(under_row.chunks_exact(4))
                     .enumerate()
                 {
                     let src = [src[0], src[1], src[2], src[3]];
-                    let under = [under[0], under[1], under[2], under[3]];
+                    let under = [out[0], out[1], out[2], out[3]];
                     let value = if !blend || src[3] == 255 || cleared(f.x + col as u32, y) {
                         src
                     } else if src[3] == 0 {
@@ -271,11 +268,15 @@ impl Animation {
                     out.copy_from_slice(&value);
                 }
             }
-            disposed.clone_from(&canvas);
+            frames.push(Arc::new(Frame {
+                width: w,
+                height: h,
+                rgba: canvas.clone(),
+            }));
             if f.dispose {
                 for row in f.y..f.y + f.height {
                     let start = ((row * w + f.x) * 4) as usize;
-                    disposed[start..start + (f.width * 4) as usize].fill(0);
+                    canvas[start..start + (f.width * 4) as usize].fill(0);
                 }
             }
             prev = Some((f, key));
@@ -285,11 +286,6 @@ impl Animation {
             } else {
                 ZERO_DELAY_SECS
             };
-            frames.push(Arc::new(Frame {
-                width: w,
-                height: h,
-                rgba: canvas,
-            }));
         }
         if frames.is_empty() {
             return Err(corrupt("its animation has no frames".into()));
