@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and opens PixelRefer Studio (on the demo video by default).
-# Usage: ./run.sh [MEDIA|PROJECT]
+PROJECT]$|PROJECT]
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh

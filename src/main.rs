@@ -30,6 +30,10 @@ struct Args {
     /// App: run the models on this inference server (grpc://HOST:PORT; Models > Server… too).
     #[arg(long)]
     remote: Option<String>,
+    /// App: open PATH, a folder of images, as the frames of one video at this many frames per
+    /// second (File > Open folder as video…).
+    #[arg(long)]
+    fps: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -335,12 +339,14 @@ fn main() -> std::process::ExitCode {
         None => cli::session_options(args.device, args.threads, args.remote.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|session| {
+                check_frames_fps(args.path.as_deref(), args.fps)?;
                 pixelrefer_studio::ui::run(
                     args.path,
                     pixelrefer_studio::ui::AppOptions {
                         models_dir: args.models,
                         catalog: args.catalog,
                         session,
+                        frames_fps: args.fps,
                     },
                 )
             }),
@@ -351,6 +357,26 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {}", one_sentence(&err));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Refuses `--fps` without a folder to open, or a rate `media::open_frames` would refuse, before
+/// the window opens.
+fn check_frames_fps(path: Option<&std::path::Path>, fps: Option<f64>) -> anyhow::Result<()> {
+    let Some(fps) = fps else {
+        return Ok(());
+    };
+    let max = pixelrefer_studio::media::MAX_FRAMES_FPS;
+    if !(fps.is_finite() && fps > 0.0 && fps <= max) {
+        anyhow::bail!("--fps must be above 0 and at most {max}, not {fps}");
+    }
+    match path {
+        Some(p) if p.is_dir() => Ok(()),
+        Some(p) => anyhow::bail!(
+            "--fps opens a folder of images as a video, but {} is not a folder",
+            p.display()
+        ),
+        None => anyhow::bail!("--fps needs a folder of images to open as a video"),
     }
 }
 

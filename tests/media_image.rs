@@ -775,3 +775,77 @@ fn folders_list_images_in_natural_order() {
         Err(MediaError::EmptyFolder { .. })
     ));
 }
+
+#[test]
+fn a_folder_opens_as_the_frames_of_one_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip");
+    std::fs::create_dir(&clip).unwrap();
+    let flat = |c: [u8; 3]| ImageBuffer::from_pixel(8, 6, Rgb(c));
+    for (name, colour) in [("f10.png", BLUE), ("f2.png", GREEN), ("f1.png", RED)] {
+        flat(colour).save(clip.join(name)).unwrap();
+    }
+    std::fs::write(clip.join("notes.txt"), "not an image").unwrap();
+    flat(WHITE).save(clip.join(".hidden.png")).unwrap();
+
+    let mut source = media::open_frames(&clip, 12.5).unwrap();
+    assert_eq!(source.kind(), SourceKind::Frames);
+    assert_eq!(source.item_count(), 1);
+    let info = source.item_info(0).unwrap();
+    assert_eq!(
+        (
+            info.name.as_str(),
+            info.width,
+            info.height,
+            info.frame_count
+        ),
+        ("clip", 8, 6, 3)
+    );
+    assert_eq!((info.fps, info.duration_secs), (12.5, 0.24));
+    // Frame N is image N in natural order.
+    for (i, want) in [RED, GREEN, BLUE].into_iter().enumerate() {
+        let frame = source.frame(0, i as u64).unwrap();
+        assert_eq!(&frame.rgba[..3], want, "frame {i}");
+    }
+    assert_eq!(source.frame_time_secs(0, 2), 0.16);
+    assert!(matches!(
+        source.frame(0, 3),
+        Err(MediaError::OutOfRange { count: 3, .. })
+    ));
+    assert!(matches!(
+        source.frame(1, 0),
+        Err(MediaError::OutOfRange { .. })
+    ));
+
+    // An image replaced by one of another size after opening is refused when read.
+    let mut fresh = media::open_frames(&clip, 0.0).unwrap();
+    assert_eq!(fresh.frame_time_secs(0, 2), 0.0, "rate unknown: no times");
+    ImageBuffer::from_pixel(9, 6, Rgb(RED))
+        .save(clip.join("f2.png"))
+        .unwrap();
+    let err = fresh.frame(0, 1).unwrap_err().to_string();
+    assert!(err.contains("f2.png") && err.contains("9x6"), "{err}");
+
+    // The frames of a video share one size: a folder of mixed sizes names the odd image.
+    let err = media::open_frames(&clip, 25.0).unwrap_err().to_string();
+    assert!(
+        err.contains("f2.png is 9x6 but f1.png is 8x6"),
+        "one sentence naming both images: {err}"
+    );
+    for fps in [-1.0, f64::NAN, f64::INFINITY, 1e6] {
+        let err = media::open_frames(&clip, fps).unwrap_err();
+        assert!(
+            matches!(err, MediaError::Unsupported { .. }),
+            "{fps}: {err}"
+        );
+    }
+    assert!(matches!(
+        media::open_frames(&clip.join("f1.png"), 25.0),
+        Err(MediaError::Unsupported { .. })
+    ));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        media::open_frames(empty.path(), 25.0),
+        Err(MediaError::EmptyFolder { .. })
+    ));
+}

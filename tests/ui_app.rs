@@ -802,3 +802,102 @@ fn a_project_that_does_not_fit_its_media_opens_a_dialog() {
     );
     dialog_shows_then_dismisses(open_in_app(project), &sentence);
 }
+
+/// Frame `i` of a folder of frames: a bright column at x = 10 * i.
+fn write_frame(path: &std::path::Path, i: u32) {
+    let img = image::RgbImage::from_fn(W, H, |x, _| {
+        let v = if x / 10 == i { 250 } else { 20 };
+        image::Rgb([v, v, v])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn a_folder_of_frames_opens_as_a_video_and_saves_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("clip");
+    std::fs::create_dir(&frames).unwrap();
+    // Natural order: f2 before f10.
+    for (i, name) in [(0, "f1.png"), (1, "f2.png"), (2, "f10.png")] {
+        write_frame(&frames.join(name), i);
+    }
+    let open = frames.clone();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(open)));
+    wait_until(&mut harness, "the folder", |app| app.frame_ready());
+    assert_eq!(harness.state().state().unwrap().doc.items.len(), 3);
+    harness.get_by_label_contains("image 1 / 3");
+
+    // Under the folder: Open as video…, the rate, Open.
+    harness.get_by_label("Open as video…").click();
+    harness.run_steps(2);
+    harness.get_by_label("Open a folder as a video");
+    harness.get_by_label("Open").click();
+    wait_until(&mut harness, "the frames", |app| {
+        app.frame_ready() && app.state().is_some_and(|s| s.frame_count() == 3)
+    });
+    let state = harness.state().state().unwrap();
+    assert!(state.doc.is_frame_sequence());
+    assert_eq!(state.doc.items[0].fps, 25.0);
+    assert_eq!(state.image_size_px(), Some((W, H)));
+    harness.get_by_label_contains("0:00.000");
+
+    // Frame 2 is shown at 2 / 25 s (tests/media_image.rs checks it is f10, in name order).
+    harness.key_press(Key::ArrowRight);
+    harness.key_press(Key::ArrowRight);
+    wait_until(&mut harness, "frame 2", |app| {
+        app.frame_ready() && app.state().is_some_and(|s| s.frame == 2)
+    });
+    harness.get_by_label_contains("0:00.080");
+
+    // A mask on frame 2, saved; the project reopens as the same video with its mask.
+    harness.key_press(Key::A);
+    harness.run_steps(1);
+    let id = harness.state().state().unwrap().selected.unwrap();
+    let mut mask = pixelrefer_studio::mask::Mask::new(W, H);
+    mask.set(3, 4, true);
+    harness
+        .state_mut()
+        .state_mut()
+        .unwrap()
+        .commit_painted_mask(id, &mask)
+        .unwrap();
+    let project = dir.path().join("clip.prj.json");
+    let doc = harness.state().state().unwrap().doc.clone();
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    let harness = open_project(project);
+    let state = harness.state().state().unwrap();
+    assert!(state.doc.is_frame_sequence());
+    assert_eq!(state.frame_count(), 3);
+    let saved = state.doc.items[0].objects[0].frames.get(&2).unwrap();
+    assert!(saved.mask.is_some());
+}
+
+#[test]
+fn a_folder_of_mixed_sizes_does_not_open_as_a_video() {
+    let dir = tempfile::tempdir().unwrap();
+    write_frame(&dir.path().join("a.png"), 0);
+    image::RgbImage::new(W + 1, H)
+        .save(dir.path().join("b.png"))
+        .unwrap();
+    let open = dir.path().to_path_buf();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            let mut app = StudioApp::new(cc, None);
+            app.open_frames(open, 10.0);
+            app
+        });
+    wait_until(&mut harness, "the error dialog", |app| {
+        app.error_dialog().is_some()
+    });
+    let sentence = harness.state().error_dialog().unwrap().to_string();
+    assert!(
+        sentence.contains("b.png is 161x120 but a.png is 160x120"),
+        "{sentence}"
+    );
+    dialog_shows_then_dismisses(harness, &sentence);
+}

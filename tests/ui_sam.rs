@@ -313,6 +313,46 @@ fn propagation_fills_every_frame_and_one_undo_reverts_it() {
     assert_eq!(state.object(id).unwrap().frames.len(), 4);
 }
 
+/// A folder of frames opened as a video (*Open folder as video*) is tracked like a video file.
+#[test]
+fn a_folder_of_frames_is_tracked_like_a_video() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        std::fs::copy(
+            sam2_dir().join(format!("reference/frames/{i:05}.png")),
+            tmp.path().join(format!("frame{i}.png")),
+        )
+        .unwrap();
+    }
+    let (folder, models) = (tmp.path().to_path_buf(), sam2_dir());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            let mut app = StudioApp::new(cc, None);
+            app.set_models_dir(Some(&models));
+            app.open_frames(folder, 10.0);
+            app
+        });
+    step_until(&mut harness, 20, "the frames and the model", |app| {
+        app.frame_ready() && matches!(app.sam().status(), SamStatus::Ready { .. })
+    });
+    assert!(harness.state().state().unwrap().doc.is_frame_sequence());
+    let id = click_object(&mut harness);
+    propagate_to_end(&mut harness, PropagateDirection::Forward, 20);
+    assert!(
+        harness.state().toasts().is_empty(),
+        "{:?}",
+        harness.state().toasts()
+    );
+    let object = harness.state().state().unwrap().object(id).unwrap().clone();
+    for frame in 0..3u64 {
+        let a = object.frames.get(&frame).unwrap();
+        assert!(a.mask.is_some(), "frame {frame} has a mask");
+    }
+    assert_eq!(object.frames[&2].source, MaskSource::Propagated);
+}
+
 /// Frames the person painted or imported keep their masks through a propagation (the tracker
 /// takes them as input), whether painted over the clicked frame or on a frame ahead of it.
 #[test]
@@ -601,10 +641,11 @@ fn encoded_frames(seen: &[SegmentMessage]) -> Vec<(usize, u64)> {
         .collect()
 }
 
-/// Shows `(item, frame)` of `media` to a fresh worker and waits until the shown frame and its
-/// neighbours are encoded; returns the worker, the messages and the shown image.
+/// Shows `(item, frame)` of `media` (a folder as the frames of one video when `frames`) to a
+/// fresh worker and waits until the shown frame and its neighbours are encoded; returns the
+/// worker, the messages and the shown image.
 fn shown_and_neighbours(
-    media: &std::path::Path,
+    (media, frames): (&std::path::Path, bool),
     item: usize,
     frame: u64,
     expect: &[(usize, u64)],
@@ -619,10 +660,15 @@ fn shown_and_neighbours(
     worker_until(&worker, 30, "the model", &mut seen, |m| {
         m.iter().any(|m| matches!(m, SegmentMessage::Loaded { .. }))
     });
-    let mut source = pixelrefer_studio::media::open(media).unwrap();
+    let mut source = if frames {
+        pixelrefer_studio::media::open_frames(media, 10.0).unwrap()
+    } else {
+        pixelrefer_studio::media::open(media).unwrap()
+    };
     let image = source.frame(item, frame).unwrap();
     assert!(worker.request(SegmentRequest::Media {
-        path: media.to_path_buf()
+        path: media.to_path_buf(),
+        frames,
     }));
     assert!(worker.request(SegmentRequest::Preencode {
         item,
@@ -641,7 +687,7 @@ fn neighbours_of_the_shown_frame_are_encoded_ahead() {
     let (_tmp, clip) = video(7);
     // Frame 3 shown: frames 1..=5 get encoded, nearest first, and nothing further away.
     let expect = [(0, 3), (0, 4), (0, 2), (0, 5), (0, 1)];
-    let (worker, mut seen, _) = shown_and_neighbours(&clip, 0, 3, &expect);
+    let (worker, mut seen, _) = shown_and_neighbours((&clip, false), 0, 3, &expect);
     std::thread::sleep(Duration::from_millis(300));
     seen.extend(worker.poll());
     assert_eq!(
@@ -687,7 +733,15 @@ fn a_folder_looks_ahead_over_its_images() {
     }
     // Image 0 shown: images 1 and 2 follow; each image is frame 0 of its own item.
     let expect = [(0, 0), (1, 0), (2, 0)];
-    let (worker, mut seen, _) = shown_and_neighbours(tmp.path(), 0, 0, &expect);
+    let (worker, mut seen, _) = shown_and_neighbours((tmp.path(), false), 0, 0, &expect);
+    std::thread::sleep(Duration::from_millis(300));
+    seen.extend(worker.poll());
+    assert_eq!(encoded_frames(&seen), expect);
+
+    // The same folder as the frames of one video: frame 1 shown, its neighbours are frames of
+    // item 0, nearest first.
+    let expect = [(0, 1), (0, 2), (0, 0), (0, 3)];
+    let (worker, mut seen, _) = shown_and_neighbours((tmp.path(), true), 0, 1, &expect);
     std::thread::sleep(Duration::from_millis(300));
     seen.extend(worker.poll());
     assert_eq!(encoded_frames(&seen), expect);

@@ -7,7 +7,7 @@
 
 use super::Device;
 use crate::mask::Rle;
-use crate::media::{MediaSource, SourceKind};
+use crate::media::MediaSource;
 use crate::refer::{
     AnnotatedObject, CancelToken, GenerationOptions, PixelRefer, ReferError, Request,
     RequestFrames, Variant,
@@ -78,33 +78,27 @@ pub struct AskArgs {
 }
 
 /// One item of opened media as the request builder reads it. A frame folder asked about as a
-/// video (or a project tracked over one) is a sequence: frame N is the folder's image N.
+/// video (or a project tracked over one) is opened as frames ([`crate::media::open_frames`]):
+/// frame N is the folder's image N.
 struct ItemFrames {
     source: MediaSource,
     item: usize,
-    sequence: bool,
     count: u64,
     fps: f64,
 }
 
 impl ItemFrames {
-    /// Opens `path`; `sequence_fps` makes a folder one sequence at that rate.
+    /// Opens `path`; `sequence_fps` opens a folder as the frames of one video at that rate.
     fn open(path: &Path, item: usize, sequence_fps: Option<f64>) -> Result<Self> {
-        let source = crate::media::open(path)?;
-        let folder = source.kind() == SourceKind::Folder;
-        if let Some(fps) = sequence_fps.filter(|_| folder) {
-            if fps <= 0.0 || !fps.is_finite() {
-                bail!("--fps must be positive");
+        let (source, item) = match sequence_fps {
+            Some(fps) if path.is_dir() => {
+                if fps <= 0.0 || !fps.is_finite() {
+                    bail!("--fps must be positive");
+                }
+                (crate::media::open_frames(path, fps)?, 0)
             }
-            let count = source.item_count() as u64;
-            return Ok(Self {
-                source,
-                item: 0,
-                sequence: true,
-                count,
-                fps,
-            });
-        }
+            _ => (crate::media::open(path)?, item),
+        };
         if item >= source.item_count() {
             bail!(
                 "{} has {} item(s); there is no item {item}",
@@ -116,7 +110,6 @@ impl ItemFrames {
         Ok(Self {
             source,
             item,
-            sequence: false,
             count: info.frame_count.max(1),
             fps: info.fps,
         })
@@ -131,20 +124,13 @@ impl RequestFrames for ItemFrames {
         self.fps
     }
     fn time_secs(&self, index: u64) -> f64 {
-        if self.sequence {
-            index as f64 / self.fps
-        } else {
-            self.source.frame_time_secs(self.item, index)
-        }
+        self.source.frame_time_secs(self.item, index)
     }
     fn frame(&mut self, index: u64) -> Result<RgbImage, ReferError> {
-        let read = if self.sequence {
-            let item = usize::try_from(index).unwrap_or(usize::MAX);
-            self.source.frame(item, 0)
-        } else {
-            self.source.frame(self.item, index)
-        };
-        let f = read.map_err(|e| ReferError::InvalidRequest(format!("frame {index}: {e}")))?;
+        let f = self
+            .source
+            .frame(self.item, index)
+            .map_err(|e| ReferError::InvalidRequest(format!("frame {index}: {e}")))?;
         f.to_rgb_image()
             .map_err(|e| ReferError::InvalidRequest(format!("frame {index}: {e}")))
     }
@@ -207,7 +193,8 @@ fn project_objects(
     })?;
     // load_project resolves a media path stored relative to the project's folder.
     let media = doc.media.path.clone();
-    let sequence = (doc.media.kind == crate::project::MediaKind::Folder && entry.frame_count > 1)
+    let sequence = doc
+        .is_frame_sequence()
         .then_some(if entry.fps > 0.0 { entry.fps } else { 1.0 });
     let objects = entry
         .objects
@@ -266,13 +253,10 @@ fn prepare(args: &AskArgs) -> Result<Prepared> {
         sequence_fps = args.fps.or(sequence_fps).or(Some(1.0));
     }
     let frames = ItemFrames::open(&media, args.item, sequence_fps)?;
-    // The displayed size of a single image or video; a sequence's frames may differ (checked
-    // per frame when the request is built).
-    let size = if frames.sequence {
-        None
-    } else {
+    // The displayed size of the image, the video or the folder's frames (which share one).
+    let size = {
         let info = frames.source.item_info(frames.item)?;
-        Some((info.width, info.height))
+        (info.width, info.height)
     };
     if !args.masks.is_empty() {
         if frames.count > 1 {
@@ -280,9 +264,8 @@ fn prepare(args: &AskArgs) -> Result<Prepared> {
         }
         for (i, p) in args.masks.iter().enumerate() {
             let mask = crate::refer::mask_file::read_mask_file(p)?;
-            if let Some((w, h)) = size
-                && (mask.width(), mask.height()) != (w, h)
-            {
+            let (w, h) = size;
+            if (mask.width(), mask.height()) != size {
                 bail!(
                     "mask {} is {}x{} but {} is {w}x{h}: give a mask of the image's size",
                     p.display(),
@@ -329,11 +312,11 @@ fn prepare(args: &AskArgs) -> Result<Prepared> {
 
 /// Refuses the objects asked about when one cannot be, naming it: two objects with one tag, an
 /// object whose every mask is empty, a mask on a frame past the media's end, a mask of another
-/// size than the media (`size`, when one size holds for every frame).
+/// size than the media's frames (`size`).
 fn check_objects(
     objects: &[AnnotatedObject],
     frames: &ItemFrames,
-    size: Option<(u32, u32)>,
+    (w, h): (u32, u32),
 ) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for o in objects {
@@ -357,9 +340,7 @@ fn check_objects(
                     frames.count
                 );
             }
-            if let Some((w, h)) = size
-                && (rle.width(), rle.height()) != (w, h)
-            {
+            if (rle.width(), rle.height()) != (w, h) {
                 bail!(
                     "the mask of <object{}> on frame {f} is {}x{} but the media is {w}x{h}",
                     o.tag_id,

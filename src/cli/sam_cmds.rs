@@ -3,10 +3,7 @@
 
 use crate::jobs;
 use crate::mask::Rle;
-use crate::project::{
-    self, Document, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, ModelRecord, Object,
-    PALETTE,
-};
+use crate::project::{self, Document, FrameAnnotation, MaskSource, ModelRecord, Object, PALETTE};
 use crate::runtime::{Manifest, SessionOptions};
 use crate::segment::{
     Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackInput, TrackerOptions, VideoTracker,
@@ -198,21 +195,9 @@ pub fn track_loaded(
     prompts: &PromptFile,
     checked: &[CheckedPrompt],
 ) -> anyhow::Result<Tracked> {
-    let (folder, count, info) = (frames.folder, frames.count, frames.info.clone());
-    let fps = info.fps;
-    // A folder of frames is tracked as one sequence: one item with a frame per image.
-    let mut doc = if folder {
-        Document::new(
-            MediaRef {
-                kind: MediaKind::Folder,
-                path: media_path.to_path_buf(),
-                fingerprint: None,
-            },
-            vec![Item::new(None, info.width, info.height, count as u64, fps)],
-        )
-    } else {
-        jobs::new_document(&frames.source).map_err(|e| anyhow!("{e}"))?
-    };
+    let (count, info) = (frames.count, frames.info.clone());
+    // A folder of frames is one sequence item: a frame per image.
+    let mut doc = jobs::new_document(&frames.source).map_err(|e| anyhow!("{e}"))?;
     let variant = model.variant().to_string();
     let manifest_files = Manifest::load(model.dir())
         .map(|m| m.files)

@@ -13,20 +13,40 @@ fn fingerprint(path: &Path) -> Result<Fingerprint, MediaError> {
     })
 }
 
-/// A document with one item per image (folders) or one item for an image or video, sized as
-/// displayed, with the media's fingerprints, and no objects yet.
-pub fn new_document(source: &MediaSource) -> Result<Document, MediaError> {
-    let kind = match source.kind() {
+/// The project's kind of media for what was opened: a folder of frames is a folder project of
+/// one sequence item ([`Document::is_frame_sequence`]).
+pub fn media_kind(kind: SourceKind) -> MediaKind {
+    match kind {
         SourceKind::Image => MediaKind::Image,
         SourceKind::Video => MediaKind::Video,
-        SourceKind::Folder => MediaKind::Folder,
-    };
+        SourceKind::Folder | SourceKind::Frames => MediaKind::Folder,
+    }
+}
+
+/// Opens the media of `doc` the way it was annotated: a frame-sequence project's folder as the
+/// frames of one video at the item's rate ([`crate::media::open_frames`]), anything else with
+/// [`crate::media::open`].
+pub fn open_media(doc: &Document) -> Result<MediaSource, MediaError> {
+    match doc.items.first() {
+        Some(item) if doc.is_frame_sequence() => {
+            crate::media::open_frames(&doc.media.path, item.fps)
+        }
+        _ => crate::media::open(&doc.media.path),
+    }
+}
+
+/// A document with one item per image (folders), one item for an image or video, or one item
+/// with a frame per image (a folder of frames), sized as displayed, with the media's
+/// fingerprints, and no objects yet.
+pub fn new_document(source: &MediaSource) -> Result<Document, MediaError> {
+    let images = source.kind() == SourceKind::Folder;
+    let kind = media_kind(source.kind());
     let mut items = Vec::with_capacity(source.item_count());
     for index in 0..source.item_count() {
         let info = source.item_info(index)?;
-        let file = (kind == MediaKind::Folder).then(|| info.name.clone());
+        let file = images.then(|| info.name.clone());
         let mut item = Item::new(file, info.width, info.height, info.frame_count, info.fps);
-        if kind == MediaKind::Folder {
+        if images {
             item.fingerprint = Some(fingerprint(&source.item_path(index)?)?);
         }
         item.timestamps_secs = uneven_frame_times(source, info.frame_count, info.fps);

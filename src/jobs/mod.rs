@@ -19,7 +19,7 @@ mod propagate_job;
 pub mod refer_job;
 mod segment_job;
 
-pub use document::new_document;
+pub use document::{media_kind, new_document, open_media};
 pub use media_worker::{FrameMessage, FrameRequest, FrameSource, MediaWorker};
 pub use model_fetch::{
     FetchError, FetchEvent, FetchRequest, FetchStage, VerifyError, fetch_model, verify_model,

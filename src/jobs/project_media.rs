@@ -51,7 +51,7 @@ pub fn check_project_media(doc: &mut Document, project: &Path) -> Result<(), Pro
             media: media.clone(),
         });
     }
-    let source = crate::media::open(media).map_err(|source| ProjectMediaError::Unreadable {
+    let source = super::open_media(doc).map_err(|source| ProjectMediaError::Unreadable {
         project: project.to_path_buf(),
         source,
     })?;
@@ -115,7 +115,8 @@ fn kind_change(doc: &Document, source: &MediaSource) -> Option<(MediaKind, u64, 
 
 /// Compares `doc` (loaded from `project`) with its opened media: the kind, the number of
 /// items, each item's file name (folders), width, height and frame count. A folder tracked as
-/// one sequence (one item without a file name) has a frame per image, each of the item's size.
+/// one sequence (one item without a file name) is compared with the folder opened as frames
+/// ([`super::open_media`]): a frame per image, each of the item's size.
 pub fn compare_with_media(
     doc: &Document,
     source: &MediaSource,
@@ -130,11 +131,7 @@ pub fn compare_with_media(
         project: project.to_path_buf(),
         source,
     };
-    let kind = match source.kind() {
-        SourceKind::Image => MediaKind::Image,
-        SourceKind::Video => MediaKind::Video,
-        SourceKind::Folder => MediaKind::Folder,
-    };
+    let kind = super::media_kind(source.kind());
     if kind != doc.media.kind {
         return Err(mismatch(format!(
             "the project is of {} but the media is {}",
@@ -142,24 +139,26 @@ pub fn compare_with_media(
             kind_name(kind)
         )));
     }
-    let sequence = kind == MediaKind::Folder
-        && doc.items.len() == 1
-        && doc.items.first().is_some_and(|i| i.file.is_none());
-    if sequence {
-        let item = &doc.items[0];
-        let count = source.item_count() as u64;
-        if item.frame_count != count {
-            return Err(mismatch(format!(
-                "the project has {} frames but the folder has {count} images",
-                item.frame_count
-            )));
-        }
-        for index in 0..source.item_count() {
-            let info = source.item_info(index).map_err(unreadable)?;
-            check_size(item, 0, info.width, info.height)
-                .map_err(|reason| mismatch(format!("{reason} (image {})", info.name)))?;
-        }
-        return Ok(());
+    if doc.is_frame_sequence() != (source.kind() == SourceKind::Frames) {
+        let (project, media) = if doc.is_frame_sequence() {
+            ("the frames of one video", "separate images")
+        } else {
+            ("separate images", "the frames of one video")
+        };
+        return Err(mismatch(format!(
+            "the project annotates the folder's images as {project}, but they were opened as \
+             {media}"
+        )));
+    }
+    if let [item] = doc.items.as_slice()
+        && doc.is_frame_sequence()
+        && let Ok(info) = source.item_info(0)
+        && info.frame_count != item.frame_count
+    {
+        return Err(mismatch(format!(
+            "the project has {} frames but the folder has {} images",
+            item.frame_count, info.frame_count
+        )));
     }
     if doc.items.len() != source.item_count() {
         return Err(mismatch(format!(

@@ -5,7 +5,7 @@
 //! [`CancelToken`] stops a running graph and is checked between frames.
 
 use super::Repaint;
-use crate::media::{ItemInfo, MediaError, MediaSource, SourceKind};
+use crate::media::{ItemInfo, MediaError, MediaSource};
 use crate::segment::{
     CancelToken, Direction, FrameSource, ObjectFrame, Sam2Model, SegmentError, TrackInput,
     TrackerOptions, VideoTracker,
@@ -178,32 +178,34 @@ fn send(
 }
 
 /// Frames of opened media for the SAM 2 tracker: a video's frames, or a folder's images in
-/// order (each image one frame).
+/// order (each image one frame, [`crate::media::open_frames`]).
 pub struct MediaFrames {
-    /// The opened media.
+    /// The opened media: one item.
     pub source: MediaSource,
-    /// True when `source` is a folder: frame N is item N.
-    pub folder: bool,
     /// Number of frames.
     pub count: usize,
-    /// Size and rate of the first item (every frame of a tracked sequence has this size).
+    /// Size and rate of the item.
     pub info: ItemInfo,
 }
 
 impl MediaFrames {
-    /// Opens `path` (a video, an image, or a folder of frames) as one sequence.
+    /// Opens `path` (a video, an image, or a folder of frames of one size) as one sequence; a
+    /// folder's frame rate is unknown (0).
     pub fn open(path: &Path) -> Result<Self, MediaError> {
-        let source = crate::media::open(path)?;
-        let folder = source.kind() == SourceKind::Folder;
-        let info = source.item_info(0)?;
-        let count = if folder {
-            source.item_count()
+        let source = if path.is_dir() {
+            crate::media::open_frames(path, 0.0)?
         } else {
-            usize::try_from(info.frame_count).unwrap_or(usize::MAX)
+            crate::media::open(path)?
         };
+        Self::from_source(source)
+    }
+
+    /// The frames of item 0 of `source` (an image, a video or a folder opened as frames).
+    pub fn from_source(source: MediaSource) -> Result<Self, MediaError> {
+        let info = source.item_info(0)?;
+        let count = usize::try_from(info.frame_count).unwrap_or(usize::MAX);
         Ok(Self {
             source,
-            folder,
             count,
             info,
         })
@@ -215,14 +217,9 @@ impl FrameSource for MediaFrames {
         self.count
     }
     fn frame(&mut self, index: usize) -> Result<RgbImage, SegmentError> {
-        let (item, idx) = if self.folder {
-            (index, 0)
-        } else {
-            (0, index as u64)
-        };
         let f = self
             .source
-            .frame(item, idx)
+            .frame(0, index as u64)
             .map_err(|e| SegmentError::Media {
                 index,
                 reason: e.to_string(),

@@ -283,7 +283,13 @@ fn run(
     let frames = match frames {
         Some(f) => f,
         None => {
-            let source = crate::media::open(media_path).map_err(|e| invalid(e.to_string()))?;
+            // A folder item of several frames is the folder opened as frames.
+            let source = if media_path.is_dir() && spec.frame_count > 1 {
+                crate::media::open_frames(media_path, spec.fps)
+            } else {
+                crate::media::open(media_path)
+            }
+            .map_err(|e| invalid(e.to_string()))?;
             Arc::new(Mutex::new(Box::new(source) as Box<dyn FrameSource>))
         }
     };

@@ -4,12 +4,10 @@
 //! Results come back as [`SegmentMessage`]s over a bounded channel; the UI polls it every frame
 //! and is woken through [`Repaint`].
 
-use super::MediaFrames;
 use super::Repaint;
-use crate::media::Frame;
+use crate::media::{Frame, MediaSource, SourceKind};
 use crate::project::ModelRecord;
 use crate::runtime::SessionOptions;
-use crate::segment::FrameSource as _;
 use crate::segment::{CancelToken, FrameKey, ImagePredictor, LowResLogits, Prompts, Sam2Model};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use image::RgbImage;
@@ -41,6 +39,9 @@ pub enum SegmentRequest {
     Media {
         /// The media file or folder.
         path: PathBuf,
+        /// True when the folder is annotated as the frames of one video
+        /// ([`crate::project::Document::is_frame_sequence`]), false for its separate images.
+        frames: bool,
     },
     /// Predict the mask of object `id` on (item, frame) from `prompts`.
     Predict {
@@ -299,15 +300,15 @@ fn run(
         // A media change applies at once. Then the latest predict request wins; a pre-encode
         // is kept only if nothing else is queued.
         let mut request = match first {
-            SegmentRequest::Media { path } => {
-                worker.open_media(path);
+            SegmentRequest::Media { path, frames } => {
+                worker.open_media(path, frames);
                 continue;
             }
             r => r,
         };
         while let Ok(next) = requests.try_recv() {
             match next {
-                SegmentRequest::Media { path } => worker.open_media(path),
+                SegmentRequest::Media { path, frames } => worker.open_media(path, frames),
                 next if matches!(next, SegmentRequest::Predict { .. })
                     || matches!(request, SegmentRequest::Preencode { .. }) =>
                 {
@@ -320,7 +321,7 @@ fn run(
             return;
         }
         match request {
-            SegmentRequest::Media { path } => worker.open_media(path),
+            SegmentRequest::Media { path, frames } => worker.open_media(path, frames),
             SegmentRequest::Preencode { item, frame, image } => {
                 let key = FrameKey {
                     item,
@@ -377,7 +378,7 @@ struct Worker {
     predictor: ImagePredictor,
     prev: PrevLogits,
     /// Own copy of the media, for the neighbours of the shown frame.
-    media: Option<MediaFrames>,
+    media: Option<MediaSource>,
     /// Frames still to encode ahead, nearest first.
     ahead: VecDeque<FrameKey>,
     results: Sender<SegmentMessage>,
@@ -385,9 +386,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn open_media(&mut self, path: PathBuf) {
+    fn open_media(&mut self, path: PathBuf, frames: bool) {
         self.ahead.clear();
-        self.media = match MediaFrames::open(&path) {
+        let opened = if frames {
+            crate::media::open_frames(&path, 0.0)
+        } else {
+            crate::media::open(&path)
+        };
+        self.media = match opened {
             Ok(m) => Some(m),
             Err(e) => {
                 log::warn!("frames ahead of the shown one will not be pre-encoded: {e}");
@@ -414,10 +420,13 @@ impl Worker {
         let Some(media) = &self.media else {
             return;
         };
-        let (pos, count) = if media.folder {
-            (shown.item, media.count)
+        // A folder's neighbours are its next and previous images, a video's its frames.
+        let images = media.kind() == SourceKind::Folder;
+        let (pos, count) = if images {
+            (shown.item, media.item_count())
         } else {
-            (shown.frame, media.count)
+            let frames = media.item_info(shown.item).map_or(0, |i| i.frame_count);
+            (shown.frame, usize::try_from(frames).unwrap_or(usize::MAX))
         };
         for d in 1..=AHEAD_FRAMES {
             for p in [pos.checked_add(d), pos.checked_sub(d)]
@@ -427,7 +436,7 @@ impl Worker {
                 if p >= count {
                     continue;
                 }
-                let key = if media.folder {
+                let key = if images {
                     FrameKey { item: p, frame: 0 }
                 } else {
                     FrameKey {
@@ -455,11 +464,15 @@ impl Worker {
             self.ahead.clear();
             return;
         };
-        let index = if media.folder { key.item } else { key.frame };
-        let image = match media.frame(index) {
+        let index = key.frame;
+        let image = match media
+            .frame(key.item, key.frame as u64)
+            .map_err(|e| e.to_string())
+            .and_then(|f| to_rgb(&f))
+        {
             Ok(image) => image,
             Err(e) => {
-                log::warn!("pre-encoding frame {index}: {e}");
+                log::warn!("pre-encoding item {} frame {index}: {e}", key.item);
                 return;
             }
         };

@@ -74,6 +74,9 @@ pub enum SourceKind {
     Video,
     /// A folder of still images.
     Folder,
+    /// A folder of images opened as the frames of one video ([`open_frames`]): one item whose
+    /// frame N is the folder's image N in natural order (SAM 2's frame-folder input).
+    Frames,
 }
 
 /// One decoded frame in display orientation, RGBA8, row-major, premultiplied = false.
@@ -286,8 +289,101 @@ struct FolderItem {
     info: std::sync::OnceLock<ItemInfo>,
 }
 
+impl FolderItem {
+    /// Facts about the image, its header read once.
+    fn info(&self) -> Result<ItemInfo, MediaError> {
+        if let Some(info) = self.info.get() {
+            return Ok(info.clone());
+        }
+        let header = still::read_header(&self.path)?;
+        let info = image_info(&self.path, &header);
+        Ok(self.info.get_or_init(|| info).clone())
+    }
+
+    /// The image in display orientation (its facts kept too).
+    fn decode(&self) -> Result<Frame, MediaError> {
+        let (frame, header) = still::decode(&self.path)?;
+        let _ = self.info.set(image_info(&self.path, &header));
+        Ok(frame)
+    }
+}
+
+/// The largest frame rate a folder of frames may be given: far above any camera's, and keeps
+/// `index / fps` meaningful.
+pub const MAX_FRAMES_FPS: f64 = 1000.0;
+
+/// Opens the images of folder `dir` (as [`open`] lists them: sniffed by content, hidden files
+/// skipped, natural order) as the frames of one video at `fps` frames per second (0: rate
+/// unknown, every frame time 0), the way SAM 2 reads a video (a folder of JPEG frames).
+///
+/// Every image's header is read now: the frames of a video share one size, so an image of
+/// another displayed size than the first is [`MediaError::Unsupported`] naming both. Frame N is
+/// decoded on request and cached like a video's.
+pub fn open_frames(dir: &Path, fps: f64) -> Result<MediaSource, MediaError> {
+    if !(fps.is_finite() && (0.0..=MAX_FRAMES_FPS).contains(&fps)) {
+        return Err(MediaError::Unsupported {
+            path: dir.to_owned(),
+            reason: format!(
+                "a frame rate of {fps} frames per second; give one from 0 (unknown) to \
+                 {MAX_FRAMES_FPS}"
+            ),
+        });
+    }
+    let meta = std::fs::metadata(dir).map_err(|source| MediaError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(MediaError::Unsupported {
+            path: dir.to_owned(),
+            reason: "it is a file, and only a folder of images opens as frames".into(),
+        });
+    }
+    let items = list_folder(dir)?;
+    let Some((head, rest)) = items.split_first() else {
+        return Err(MediaError::EmptyFolder {
+            path: dir.to_owned(),
+        });
+    };
+    let first = head.info()?;
+    for item in rest {
+        let info = item.info()?;
+        if (info.width, info.height) != (first.width, first.height) {
+            return Err(MediaError::Unsupported {
+                path: dir.to_owned(),
+                reason: format!(
+                    "its images are not frames of one video: {} is {}x{} but {} is {}x{}",
+                    info.name, info.width, info.height, first.name, first.width, first.height
+                ),
+            });
+        }
+    }
+    let frame_count = items.len() as u64;
+    let info = ItemInfo {
+        name: file_name(dir),
+        width: first.width,
+        height: first.height,
+        frame_count,
+        fps,
+        duration_secs: if fps > 0.0 {
+            frame_count as f64 / fps
+        } else {
+            0.0
+        },
+        codec: first.codec,
+        rotation_degrees: 0,
+    };
+    Ok(MediaSource {
+        path: dir.to_owned(),
+        backend: Backend::Frames(items, info),
+        cache: FrameCache::default(),
+    })
+}
+
 enum Backend {
     Image(ItemInfo),
+    /// A folder's images as the frames of one item of this size and rate.
+    Frames(Vec<FolderItem>, ItemInfo),
     /// An image only FFmpeg decodes, or a one-frame animation: the frame held decoded.
     Still(ItemInfo, Arc<Frame>),
     Video(Box<video::Video>),
@@ -325,6 +421,7 @@ impl MediaSource {
             Backend::Image(_) | Backend::Still(..) => SourceKind::Image,
             Backend::Video(_) | Backend::Animation(_) => SourceKind::Video,
             Backend::Folder(_) => SourceKind::Folder,
+            Backend::Frames(..) => SourceKind::Frames,
         }
     }
 
@@ -357,7 +454,9 @@ impl MediaSource {
     pub fn item_info(&self, item: usize) -> Result<ItemInfo, MediaError> {
         self.check_item(item)?;
         match &self.backend {
-            Backend::Image(info) | Backend::Still(info, _) => Ok(info.clone()),
+            Backend::Image(info) | Backend::Still(info, _) | Backend::Frames(_, info) => {
+                Ok(info.clone())
+            }
             Backend::Video(video) => {
                 let v = video.info();
                 Ok(ItemInfo {
@@ -384,15 +483,7 @@ impl MediaSource {
                     rotation_degrees: 0,
                 })
             }
-            Backend::Folder(items) => {
-                let entry = &items[item];
-                if let Some(info) = entry.info.get() {
-                    return Ok(info.clone());
-                }
-                let header = still::read_header(&entry.path)?;
-                let info = image_info(&entry.path, &header);
-                Ok(entry.info.get_or_init(|| info).clone())
-            }
+            Backend::Folder(items) => items[item].info(),
         }
     }
 
@@ -425,9 +516,28 @@ impl MediaSource {
                 if index != 0 {
                     return Err(self.out_of_range(index, 1));
                 }
-                let entry = &items[item];
-                let (frame, header) = still::decode(&entry.path)?;
-                let _ = entry.info.set(image_info(&entry.path, &header));
+                items[item].decode()?
+            }
+            Backend::Frames(items, info) => {
+                let entry = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| items.get(i))
+                    .ok_or(MediaError::OutOfRange {
+                        path: self.path.clone(),
+                        index,
+                        count: info.frame_count,
+                    })?;
+                let frame = entry.decode()?;
+                if (frame.width, frame.height) != (info.width, info.height) {
+                    // Replaced since it was opened: the frames of a video share one size.
+                    return Err(MediaError::Corrupt {
+                        path: entry.path.clone(),
+                        reason: format!(
+                            "it is {}x{} now, not {}x{} like the other frames",
+                            frame.width, frame.height, info.width, info.height
+                        ),
+                    });
+                }
                 frame
             }
             Backend::Still(..) if index != 0 => return Err(self.out_of_range(index, 1)),
@@ -463,6 +573,9 @@ impl MediaSource {
         match &self.backend {
             Backend::Video(video) if item == 0 => video.frame_time_secs(index),
             Backend::Animation(animation) if item == 0 => animation.frame_time_secs(index),
+            Backend::Frames(_, info) if item == 0 && info.fps > 0.0 => {
+                index.min(info.frame_count.saturating_sub(1)) as f64 / info.fps
+            }
             _ => 0.0,
         }
     }

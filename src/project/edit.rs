@@ -19,6 +19,20 @@ impl Document {
         }
     }
 
+    /// True when the media is a folder whose images are the frames of one video: one item,
+    /// without a file name, with a frame per image (the app's *Open folder as video*, `track`
+    /// on a folder).
+    pub fn is_frame_sequence(&self) -> bool {
+        self.media.kind == MediaKind::Folder
+            && matches!(self.items.as_slice(), [item] if item.file.is_none())
+    }
+
+    /// True for a video, or a folder of frames ([`Document::is_frame_sequence`]): one item whose
+    /// frames are a clip, exported and imported by frame index.
+    pub fn is_video(&self) -> bool {
+        self.media.kind == MediaKind::Video || self.is_frame_sequence()
+    }
+
     /// Item `item`, or a not-found error naming it.
     pub fn item(&self, item: usize) -> Result<&Item, ProjectError> {
         self.items.get(item).ok_or_else(|| {

@@ -263,9 +263,10 @@ fn write_json_streamed<T: Serialize>(value: &T, path: &Path) -> Result<(), Proje
 }
 
 /// The COCO `file_name` of frame `frame` of item `index`: the item's file for images and
-/// folders, `<video stem>_<frame:06>.png` for video frames (which also carry `frame_index`).
+/// folders, `<video stem>_<frame:06>.png` for the frames of a video or a folder of frames
+/// (which also carry `frame_index`).
 pub fn coco_file_name(doc: &Document, index: usize, frame: u64) -> String {
-    if doc.media.kind == MediaKind::Video {
+    if doc.is_video() {
         let stem = doc
             .media
             .path
@@ -437,7 +438,7 @@ impl Serialize for Coco<'_> {
             }),
         )?;
         let images = self.images.borrow();
-        let video = doc.media.kind == MediaKind::Video;
+        let video = doc.is_video();
         st.serialize_field(
             "images",
             &Seq(|| {
@@ -834,7 +835,7 @@ mod tests {
                     "width": item.width,
                     "height": item.height,
                 });
-                if doc.media.kind == MediaKind::Video {
+                if doc.is_video() {
                     image["frame_index"] = json!(frame);
                     image["timestamp_secs"] = json!(item.timestamp_secs(frame));
                     image["video"] = json!(media_file_name(doc));
@@ -983,6 +984,28 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 2, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_folder_of_frames_exports_frame_by_frame_like_a_video() {
+        let mut doc = sample(MediaKind::Video);
+        doc.media.kind = MediaKind::Folder;
+        doc.media.path = "/data/clip".into();
+        assert!(doc.is_frame_sequence());
+        let coco = coco_json(&doc);
+        let images = coco["images"].as_array().unwrap();
+        let frames: Vec<_> = images.iter().map(|i| i["frame_index"].as_u64()).collect();
+        assert_eq!(frames, [Some(0), Some(2), Some(5)]);
+        let names: Vec<_> = images.iter().map(|i| i["file_name"].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                Some("clip_000000.png"),
+                Some("clip_000002.png"),
+                Some("clip_000005.png")
+            ]
+        );
+        assert_eq!(images[2]["timestamp_secs"], 2.0);
     }
 
     #[test]

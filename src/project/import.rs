@@ -152,7 +152,13 @@ fn map_images(
             )));
         }
         let name = name_of(img);
-        let target = match doc.media.kind {
+        // A folder of frames is matched like a video, by frame index (as it is exported).
+        let kind = if doc.is_frame_sequence() {
+            MediaKind::Video
+        } else {
+            doc.media.kind
+        };
+        let target = match kind {
             MediaKind::Folder => by_file
                 .get(name.as_str())
                 .or_else(|| by_base.get(basename(&name)))

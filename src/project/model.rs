@@ -73,7 +73,9 @@ pub enum MediaKind {
     Image,
     /// A video: one item with many frames.
     Video,
-    /// A folder of images: one item per image, each with its own objects.
+    /// A folder of images: one item per image, each with its own objects; or the folder's
+    /// images as the frames of one video: one item without a file name, a frame per image in
+    /// natural order ([`Document::is_frame_sequence`]).
     Folder,
 }
 

@@ -12,7 +12,7 @@ use super::server_panel::{ServerAction, ServerPanel};
 use super::state::{AppEvent, AppState, Tool};
 use super::timeline::Timeline;
 use crate::jobs::{FrameRequest, FrameSource, JobError, JobRunner, MediaWorker, Repaint};
-use crate::project::Document;
+use crate::project::{Document, MediaKind};
 use egui::{Key, KeyboardShortcut, Modifiers};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +22,12 @@ use std::time::Duration;
 pub const AUTOSAVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a toast stays, in seconds.
 const TOAST_SECS: f64 = 6.0;
+/// The frame rate first offered for a folder of frames: FFmpeg's for an image sequence
+/// (libavformat/img2dec.c, `framerate` default "25").
+pub const DEFAULT_FRAMES_FPS: f64 = 25.0;
+/// What *Open folder as video* is for.
+const FRAMES_HOVER: &str = "A folder of frames (SAM 2's video input, DAVIS, SA-V): one video \
+    you can track through, its images the frames in name order";
 
 /// Receives [`AppEvent`]s (see [`StudioApp::set_event_hook`]).
 pub type EventHook = Box<dyn FnMut(&AppEvent)>;
@@ -39,6 +45,10 @@ impl Repaint for EguiRepaint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pick {
     OpenMedia,
+    /// A folder of images, each its own item.
+    OpenFolder,
+    /// A folder of images as the frames of one video (the frame rate is asked next).
+    OpenFrames,
     OpenProject,
     SaveProjectAs,
     Export(ExportKind),
@@ -89,6 +99,13 @@ enum Prompt {
         project_path: PathBuf,
         reason: String,
     },
+    /// The frame rate of a folder about to open as the frames of one video.
+    FrameRate {
+        /// The folder.
+        path: PathBuf,
+        /// Frames per second, as edited.
+        fps: f64,
+    },
     /// Opening or importing a file failed: the sentence the CLI prints, until dismissed.
     Error {
         title: &'static str,
@@ -103,6 +120,7 @@ fn error_dialog_title(job: &str) -> Option<&'static str> {
         "open project" | "relink media" => Some("Cannot open the project"),
         "recover autosave" => Some("Cannot recover the autosave"),
         "import COCO" => Some("Cannot import the COCO file"),
+        "open frames" => Some("Cannot open the folder as a video"),
         _ => None,
     }
 }
@@ -440,6 +458,18 @@ impl StudioApp {
     }
 
     fn pick(&mut self, pick: Pick) {
+        // A folder project's media is a folder: relinking it picks one.
+        let folder = match (&pick, &self.prompt) {
+            (Pick::Relink, Some(Prompt::Relink { doc, .. })) => doc.media.kind == MediaKind::Folder,
+            (Pick::Relink, _) => false,
+            (p, _) => matches!(
+                p,
+                Pick::Export(ExportKind::Pngs)
+                    | Pick::SamModel
+                    | Pick::OpenFolder
+                    | Pick::OpenFrames
+            ),
+        };
         let dialog = rfd::AsyncFileDialog::new();
         let dialog = match pick {
             Pick::OpenMedia => dialog.set_title("Open image or video").add_filter(
@@ -449,6 +479,8 @@ impl StudioApp {
                     "avi", "webm",
                 ],
             ),
+            Pick::OpenFolder => dialog.set_title("Open a folder of images"),
+            Pick::OpenFrames => dialog.set_title("Open a folder of frames as a video"),
             Pick::OpenProject => dialog
                 .set_title("Open project")
                 .add_filter("PixelRefer project", &["json"]),
@@ -474,7 +506,7 @@ impl StudioApp {
                     Pick::SaveProjectAs | Pick::Export(ExportKind::Regions | ExportKind::Coco) => {
                         dialog.save_file().await
                     }
-                    Pick::Export(ExportKind::Pngs) | Pick::SamModel => dialog.pick_folder().await,
+                    _ if folder => dialog.pick_folder().await,
                     _ => dialog.pick_file().await,
                 }
             });
@@ -483,6 +515,39 @@ impl StudioApp {
                 handle.map(|h| h.path().to_path_buf()),
             ))
         });
+    }
+
+    /// Opens folder `path` in the background as the frames of one video at `fps` frames per
+    /// second (its images in name order, [`crate::media::open_frames`]).
+    pub fn open_frames(&mut self, path: PathBuf, fps: f64) {
+        self.spawn("open frames", move || {
+            let source = crate::media::open_frames(&path, fps).map_err(|e| e.to_string())?;
+            let doc = doc_api::new_document(&source)?;
+            let recovery = doc_api::find_recovery(None, &path);
+            Ok(JobOutput::Opened(Box::new(Opened {
+                doc,
+                project_path: None,
+                source,
+                recovery,
+            })))
+        });
+    }
+
+    /// Asks the frame rate of folder `path` and then opens it as the frames of one video.
+    pub fn ask_frame_rate(&mut self, path: PathBuf) {
+        self.prompt = Some(Prompt::FrameRate {
+            path,
+            fps: DEFAULT_FRAMES_FPS,
+        });
+    }
+
+    /// Autosaves unsaved work now, before other media replace it (the recovery prompt brings
+    /// it back when that media is opened again).
+    fn keep_work(&mut self, ctx: &egui::Context) {
+        if self.state.as_ref().is_some_and(AppState::is_dirty) {
+            self.last_autosave_time = f64::NEG_INFINITY;
+            self.autosave(ctx);
+        }
     }
 
     /// Opens a media file, folder or project in the background.
@@ -666,14 +731,11 @@ impl StudioApp {
     fn on_picked(&mut self, ctx: &egui::Context, pick: Pick, path: PathBuf) {
         match pick {
             Pick::SamModel => self.sam.choose(path, Arc::clone(&self.repaint)),
-            Pick::OpenMedia | Pick::OpenProject => {
-                if self.state.as_ref().is_some_and(AppState::is_dirty) {
-                    // Keep the work: autosave now, the recovery prompt brings it back.
-                    self.last_autosave_time = f64::NEG_INFINITY;
-                    self.autosave(ctx);
-                }
+            Pick::OpenMedia | Pick::OpenProject | Pick::OpenFolder => {
+                self.keep_work(ctx);
                 self.open_path(path);
             }
+            Pick::OpenFrames => self.ask_frame_rate(path),
             Pick::SaveProjectAs => {
                 let path = if path.to_string_lossy().ends_with(".prj.json") {
                     path
@@ -750,8 +812,13 @@ impl StudioApp {
         }
         if let Some((request, frame)) = newest {
             let media = state.media_path();
-            self.sam
-                .on_frame(&media, request.item, request.index, Arc::clone(&frame));
+            let frames = state.doc.is_frame_sequence();
+            self.sam.on_frame(
+                (&media, frames),
+                request.item,
+                request.index,
+                Arc::clone(&frame),
+            );
             let max_side = ctx.input(|i| i.max_texture_side);
             let image = color_image(&frame, max_side);
             let options = egui::TextureOptions {
@@ -890,6 +957,16 @@ impl StudioApp {
             ui.menu_button("File", |ui| {
                 if ui.button("Open media…").clicked() {
                     self.pick(Pick::OpenMedia);
+                }
+                if ui.button("Open folder…").clicked() {
+                    self.pick(Pick::OpenFolder);
+                }
+                if ui
+                    .button("Open folder as video…")
+                    .on_hover_text(FRAMES_HOVER)
+                    .clicked()
+                {
+                    self.pick(Pick::OpenFrames);
                 }
                 if ui.button("Open project…").clicked() {
                     self.pick(Pick::OpenProject);
@@ -1161,6 +1238,13 @@ impl StudioApp {
             if ui.button("Open media…").clicked() {
                 self.pick(Pick::OpenMedia);
             }
+            if ui
+                .button("Open folder as video…")
+                .on_hover_text(FRAMES_HOVER)
+                .clicked()
+            {
+                self.pick(Pick::OpenFrames);
+            }
             if ui.button("Open project…").clicked() {
                 self.pick(Pick::OpenProject);
             }
@@ -1170,11 +1254,12 @@ impl StudioApp {
     }
 
     fn prompt_ui(&mut self, ctx: &egui::Context) {
-        let Some(prompt) = &self.prompt else {
+        let Some(prompt) = &mut self.prompt else {
             return;
         };
         enum Choice {
             None,
+            OpenFrames,
             SaveAndClose,
             DiscardAndClose,
             Cancel,
@@ -1215,16 +1300,44 @@ impl StudioApp {
                     }
                 });
             }
+            Prompt::FrameRate { path, fps } => {
+                ui.heading("Open a folder as a video");
+                ui.label(format!(
+                    "The images of {} become the frames of one video, in name order \
+                     (img2 before img10). They must all have one size.",
+                    path.display()
+                ));
+                ui.horizontal(|ui| {
+                    ui.label("Frames per second:");
+                    ui.add(
+                        egui::DragValue::new(fps)
+                            .range(0.01..=crate::media::MAX_FRAMES_FPS)
+                            .speed(0.1),
+                    )
+                    .on_hover_text(
+                        "The rate the frames were taken at: the timeline and exports show times \
+                         from it, and PixelRefer samples one frame per second of video.",
+                    );
+                });
+                ui.horizontal(|ui| {
+                    if ui.button("Open").clicked() {
+                        choice = Choice::OpenFrames;
+                    }
+                    if ui.button("Cancel").clicked() {
+                        choice = Choice::Cancel;
+                    }
+                });
+            }
             Prompt::Error { title, message } => {
                 ui.heading(*title);
-                ui.label(message);
+                ui.label(message.as_str());
                 if ui.button("OK").clicked() {
                     choice = Choice::Cancel;
                 }
             }
             Prompt::Relink { reason, doc, .. } => {
                 ui.heading("Media not found");
-                ui.label(reason);
+                ui.label(reason.as_str());
                 ui.horizontal(|ui| {
                     if ui.button("Locate…").clicked() {
                         choice = Choice::Locate;
@@ -1240,6 +1353,12 @@ impl StudioApp {
         });
         match choice {
             Choice::None => {}
+            Choice::OpenFrames => {
+                if let Some(Prompt::FrameRate { path, fps }) = self.prompt.take() {
+                    self.keep_work(ctx);
+                    self.open_frames(path, fps);
+                }
+            }
             Choice::Cancel => self.prompt = None,
             Choice::SaveAndClose => {
                 self.prompt = None;
@@ -1257,7 +1376,7 @@ impl StudioApp {
                         let mut doc = doc_api::load_project(&path)?;
                         // An autosave by an earlier build is brought up to date as a project
                         // is on open (frame times, animated images, FFmpeg-only pictures).
-                        if let Ok(source) = crate::media::open(&doc.media.path) {
+                        if let Ok(source) = crate::jobs::open_media(&doc) {
                             crate::jobs::complete_from_media(&mut doc, &source);
                         }
                         Ok(JobOutput::Recovered(Box::new(doc)))
@@ -1388,6 +1507,11 @@ impl eframe::App for StudioApp {
         for err in errors {
             self.report(&ctx, err.to_string());
         }
+        if self.timeline.take_frames_request()
+            && let Some(state) = &self.state
+        {
+            self.ask_frame_rate(state.media_path());
+        }
         self.help.ui(&ctx);
         self.models.ui(&ctx);
         self.server_ui(&ctx);
@@ -1434,7 +1558,7 @@ fn open_project(path: &Path) -> Result<JobOutput, String> {
 }
 
 fn open_loaded_project(mut doc: Document, project_path: PathBuf) -> Result<JobOutput, String> {
-    let source = crate::media::open(&doc.media.path).map_err(|e| e.to_string())?;
+    let source = crate::jobs::open_media(&doc).map_err(|e| e.to_string())?;
     if crate::jobs::complete_from_media(&mut doc, &source) {
         log::info!(
             "{}: brought up to date with how this build reads its media (kind or frame times)",

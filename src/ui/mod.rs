@@ -37,6 +37,8 @@ pub struct AppOptions {
     pub catalog: Option<PathBuf>,
     /// Provider and threads of SAM 2, and the chat panel's default provider.
     pub session: SessionOptions,
+    /// Open the folder given as the frames of one video at this rate (`--fps`).
+    pub frames_fps: Option<f64>,
 }
 
 /// Opens the main window, optionally on a media file, folder or project file.
@@ -57,7 +59,12 @@ pub fn run(open: Option<PathBuf>, app_options: AppOptions) -> anyhow::Result<()>
         "PixelRefer Studio",
         options,
         Box::new(move |cc| {
-            let mut app = StudioApp::new(cc, open);
+            let mut app = StudioApp::new(cc, None);
+            match (open, app_options.frames_fps) {
+                (Some(path), Some(fps)) => app.open_frames(path, fps),
+                (Some(path), None) => app.open_path(path),
+                (None, _) => {}
+            }
             app.set_session_options(app_options.session);
             if app_options.models_dir.is_some() {
                 app.set_models_dir(app_options.models_dir.as_deref());

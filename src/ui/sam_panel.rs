@@ -55,7 +55,7 @@ pub struct SamPanel {
     in_flight: usize,
     propagation: Option<Propagation>,
     /// The media path the worker was last told about.
-    media_sent: Option<PathBuf>,
+    media_sent: Option<(PathBuf, bool)>,
     /// The model directory loaded or loading.
     dir: Option<PathBuf>,
     /// Its family, from its manifest when [`Self::load`] started it.
@@ -419,15 +419,24 @@ impl SamPanel {
         }
     }
 
-    /// The frame now shown, from the media at `media`; pre-encodes it so the first click is
-    /// fast (the worker then encodes its neighbours while idle).
-    pub fn on_frame(&mut self, media: &Path, item: usize, frame: u64, image: Arc<Frame>) {
+    /// The frame now shown, from the media at `media` (a folder annotated as the frames of one
+    /// video when `frames`); pre-encodes it so the first click is fast (the worker then encodes
+    /// its neighbours while idle).
+    pub fn on_frame(
+        &mut self,
+        (media, frames): (&Path, bool),
+        item: usize,
+        frame: u64,
+        image: Arc<Frame>,
+    ) {
         if let Some(worker) = &self.worker {
-            if self.media_sent.as_deref() != Some(media) {
+            let sent = (media.to_path_buf(), frames);
+            if self.media_sent.as_ref() != Some(&sent) {
                 worker.request(SegmentRequest::Media {
-                    path: media.to_path_buf(),
+                    path: sent.0.clone(),
+                    frames,
                 });
-                self.media_sent = Some(media.to_path_buf());
+                self.media_sent = Some(sent);
             }
             worker.request(SegmentRequest::Preencode {
                 item,

@@ -15,6 +15,8 @@ pub struct Timeline {
     /// While playing: the time (egui seconds) at which the shown frame became due, and that
     /// frame.
     play_clock: Option<(f64, u64)>,
+    /// *Open as video…* was clicked under a folder of images.
+    frames_requested: bool,
 }
 
 impl Timeline {
@@ -106,9 +108,15 @@ impl Timeline {
         }
     }
 
+    /// True once after *Open as video…* was clicked under a folder of images: the app then
+    /// asks the frame rate and opens the folder as the frames of one video.
+    pub fn take_frames_request(&mut self) -> bool {
+        std::mem::take(&mut self.frames_requested)
+    }
+
     /// Draws the timeline.
     pub fn ui(&mut self, ui: &mut egui::Ui, state: &mut AppState) {
-        if state.doc.media.kind == MediaKind::Folder {
+        if state.doc.media.kind == MediaKind::Folder && !state.doc.is_frame_sequence() {
             self.folder_ui(ui, state);
             return;
         }
@@ -218,6 +226,17 @@ impl Timeline {
                 .and_then(|i| i.file.clone())
                 .unwrap_or_default();
             ui.monospace(format!("image {} / {count}  {name}", state.item + 1));
+            if count > 1
+                && ui
+                    .button("Open as video…")
+                    .on_hover_text(
+                        "These images are the frames of one clip: open them as a video to \
+                         track objects through them",
+                    )
+                    .clicked()
+            {
+                self.frames_requested = true;
+            }
         });
     }
 }
