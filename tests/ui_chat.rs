@@ -333,3 +333,52 @@ fn video_questions_use_masks_on_several_frames_with_lite_and_full() {
         assert_eq!(app.state().unwrap().current_item().unwrap().chat.len(), 4);
     }
 }
+
+/// A folder of frames opened as a video (*Open folder as video*): the chat job reads the frames
+/// from the folder itself, the way the app runs it (no frame source handed over).
+#[test]
+fn questions_about_a_folder_of_frames_read_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3u32 {
+        image::RgbImage::from_fn(W, H, |x, y| {
+            image::Rgb([(x * 255 / W) as u8, y as u8, 40 * i as u8])
+        })
+        .save(dir.path().join(format!("{i:03}.jpg")))
+        .unwrap();
+    }
+    let (folder, models) = (dir.path().to_path_buf(), fixtures());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1200.0, 700.0))
+        .wgpu()
+        .allow_missing_glyphs()
+        .build_eframe(move |cc| {
+            let mut app = StudioApp::new(cc, None);
+            app.set_models_dir(Some(&models));
+            app.chat_mut().max_new_tokens = MAX_NEW_TOKENS;
+            assert!(app.chat_mut().select_variant(true), "no PixelRefer model");
+            app.open_frames(folder, 1.0);
+            app
+        });
+    let start = Instant::now();
+    while !harness.state().frame_ready() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the frames");
+        std::thread::sleep(Duration::from_millis(10));
+        harness.step();
+    }
+    let state = harness.state_mut().state_mut().unwrap();
+    assert!(state.doc.is_frame_sequence());
+    let id = state.add_object().unwrap();
+    for frame in [0, 2] {
+        state.set_frame(frame);
+        state
+            .commit_painted_mask(id, &rect_mask(20, 30, 60, 90))
+            .unwrap();
+    }
+    state.set_frame(0);
+    harness.run_steps(2);
+    ask(&mut harness, "What does <object0> do?");
+    wait_idle(&mut harness, Duration::from_secs(60));
+    let app = harness.state();
+    assert_eq!(app.chat().error(), None);
+    assert_eq!(app.state().unwrap().current_item().unwrap().chat.len(), 2);
+}

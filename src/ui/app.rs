@@ -523,7 +523,7 @@ impl StudioApp {
         self.spawn("open frames", move || {
             let source = crate::media::open_frames(&path, fps).map_err(|e| e.to_string())?;
             let doc = doc_api::new_document(&source)?;
-            let recovery = doc_api::find_recovery(None, &path);
+            let recovery = doc_api::find_recovery(None, &doc);
             Ok(JobOutput::Opened(Box::new(Opened {
                 doc,
                 project_path: None,
@@ -562,7 +562,7 @@ impl StudioApp {
             self.spawn("open media", move || {
                 let source = crate::media::open(&path).map_err(|e| e.to_string())?;
                 let doc = doc_api::new_document(&source)?;
-                let recovery = doc_api::find_recovery(None, &path);
+                let recovery = doc_api::find_recovery(None, &doc);
                 Ok(JobOutput::Opened(Box::new(Opened {
                     doc,
                     project_path: None,
@@ -583,12 +583,11 @@ impl StudioApp {
         };
         let doc = state.doc.clone();
         let revision = state.revision();
-        let media = state.doc.media.path.clone();
         let project = state.project_path.clone();
         self.saving = true;
         self.spawn("save project", move || {
             doc_api::save_project(&doc, &path)?;
-            doc_api::discard_autosave(&doc_api::autosave_path(project.as_deref(), &media));
+            doc_api::discard_autosave(&doc_api::autosave_path(project.as_deref(), &doc));
             Ok(JobOutput::Saved { path, revision })
         });
     }
@@ -608,7 +607,7 @@ impl StudioApp {
         self.last_autosave_time = now;
         let doc = state.doc.clone();
         let revision = state.revision();
-        let path = doc_api::autosave_path(state.project_path.as_deref(), &state.doc.media.path);
+        let path = doc_api::autosave_path(state.project_path.as_deref(), &state.doc);
         self.spawn("autosave", move || {
             doc_api::write_autosave(&doc, &path)?;
             Ok(JobOutput::Autosaved { revision })
@@ -1567,7 +1566,7 @@ fn open_loaded_project(mut doc: Document, project_path: PathBuf) -> Result<JobOu
     }
     // Masks of another size or frame count than the media would be drawn wrong: refuse.
     crate::jobs::compare_with_media(&doc, &source, &project_path).map_err(|e| e.to_string())?;
-    let recovery = doc_api::find_recovery(Some(&project_path), &doc.media.path);
+    let recovery = doc_api::find_recovery(Some(&project_path), &doc);
     Ok(JobOutput::Opened(Box::new(Opened {
         doc,
         project_path: Some(project_path),

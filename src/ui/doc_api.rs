@@ -117,9 +117,20 @@ pub fn relink_media(doc: &mut Document, path: &Path) {
     crate::project::relink_media(doc, path);
 }
 
-/// Where autosaves of this project (or unsaved media session) go.
-pub fn autosave_path(project: Option<&Path>, media: &Path) -> PathBuf {
-    crate::project::autosave_path(project, media)
+/// The media key of `doc`'s unsaved autosave: its media path, with `#frames` appended for a
+/// folder opened as the frames of one video, so the folder's images and its frames never share
+/// (and never offer each other) an autosave.
+fn autosave_key(doc: &Document) -> PathBuf {
+    if doc.is_frame_sequence() {
+        PathBuf::from(format!("{}#frames", doc.media.path.display()))
+    } else {
+        doc.media.path.clone()
+    }
+}
+
+/// Where autosaves of `doc` go: beside its project file, or keyed by its media when unsaved.
+pub fn autosave_path(project: Option<&Path>, doc: &Document) -> PathBuf {
+    crate::project::autosave_path(project, &autosave_key(doc))
 }
 
 /// Writes an autosave.
@@ -127,9 +138,9 @@ pub fn write_autosave(doc: &Document, path: &Path) -> Result<(), String> {
     crate::project::write_autosave(doc, path).map_err(|e| e.to_string())
 }
 
-/// An autosave newer than the project (or for unsaved media), if one exists.
-pub fn find_recovery(project: Option<&Path>, media: &Path) -> Option<PathBuf> {
-    crate::project::find_recovery(project, media)
+/// An autosave of `doc` newer than the project (or for unsaved media), if one exists.
+pub fn find_recovery(project: Option<&Path>, doc: &Document) -> Option<PathBuf> {
+    crate::project::find_recovery(project, &autosave_key(doc))
 }
 
 /// Deletes an autosave (after a save, or when the user declines recovery).
@@ -173,4 +184,39 @@ pub fn import_coco(doc: &Document, path: &Path) -> Result<Edit, String> {
 /// The edit adding a new object (next id, an unused palette colour) to item `item`.
 pub fn add_object_edit(doc: &Document, item: usize) -> Result<Edit, String> {
     doc.add_object_edit(item).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::project::{Item, MediaKind, MediaRef};
+
+    #[test]
+    fn a_folder_and_its_frames_never_share_an_unsaved_autosave() {
+        let media = MediaRef {
+            kind: MediaKind::Folder,
+            path: "/data/clip".into(),
+            fingerprint: None,
+        };
+        let images = Document::new(
+            media.clone(),
+            vec![
+                Item::new(Some("a.png".into()), 4, 4, 1, 0.0),
+                Item::new(Some("b.png".into()), 4, 4, 1, 0.0),
+            ],
+        );
+        let frames = Document::new(media, vec![Item::new(None, 4, 4, 2, 25.0)]);
+        assert!(frames.is_frame_sequence() && !images.is_frame_sequence());
+        let (a, b) = (autosave_path(None, &images), autosave_path(None, &frames));
+        assert_ne!(a, b);
+        assert_eq!(b, autosave_path(None, &frames.clone()), "a stable key");
+        // A saved project's autosave sits beside it, whatever the media.
+        let project = Path::new("/work/clip.prj.json");
+        assert_eq!(
+            autosave_path(Some(project), &frames),
+            autosave_path(Some(project), &images)
+        );
+    }
 }
