@@ -954,22 +954,7 @@ impl StudioApp {
         let has_doc = self.state.is_some();
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
-                if ui.button("Open media…").clicked() {
-                    self.pick(Pick::OpenMedia);
-                }
-                if ui.button("Open folder…").clicked() {
-                    self.pick(Pick::OpenFolder);
-                }
-                if ui
-                    .button("Open folder as video…")
-                    .on_hover_text(FRAMES_HOVER)
-                    .clicked()
-                {
-                    self.pick(Pick::OpenFrames);
-                }
-                if ui.button("Open project…").clicked() {
-                    self.pick(Pick::OpenProject);
-                }
+                self.open_buttons(ui);
                 ui.separator();
                 if ui.add_enabled(has_doc, egui::Button::new("Save")).clicked() {
                     self.save(None);
@@ -1228,25 +1213,31 @@ impl StudioApp {
             });
     }
 
+    /// Open media, a folder, a folder as a video, or a project (File menu and start screen).
+    fn open_buttons(&mut self, ui: &mut egui::Ui) {
+        for (label, pick) in [
+            ("Open media…", Pick::OpenMedia),
+            ("Open folder…", Pick::OpenFolder),
+            ("Open folder as video…", Pick::OpenFrames),
+            ("Open project…", Pick::OpenProject),
+        ] {
+            let mut button = ui.button(label);
+            if matches!(pick, Pick::OpenFrames) {
+                button = button.on_hover_text(FRAMES_HOVER);
+            }
+            if button.clicked() {
+                self.pick(pick);
+            }
+        }
+    }
+
     fn start_screen_ui(&mut self, ui: &mut egui::Ui) {
         ui.vertical_centered(|ui| {
             ui.add_space(ui.available_height() * 0.3);
             ui.heading("PixelRefer Studio");
             ui.label("Annotate regions of images and videos.");
             ui.add_space(16.0);
-            if ui.button("Open media…").clicked() {
-                self.pick(Pick::OpenMedia);
-            }
-            if ui
-                .button("Open folder as video…")
-                .on_hover_text(FRAMES_HOVER)
-                .clicked()
-            {
-                self.pick(Pick::OpenFrames);
-            }
-            if ui.button("Open project…").clicked() {
-                self.pick(Pick::OpenProject);
-            }
+            self.open_buttons(ui);
             ui.add_space(8.0);
             ui.label(egui::RichText::new("or drop a file on this window").weak());
         });
