@@ -56,6 +56,15 @@ pub enum MediaError {
         /// Number of frames (or items).
         count: u64,
     },
+    /// A folder that cannot open as the frames of one video ([`open_frames`]): a file, a bad
+    /// frame rate, or images of different sizes.
+    #[error("{path} cannot open as a video: {reason}")]
+    NotFrames {
+        /// The folder.
+        path: PathBuf,
+        /// Why, naming the images.
+        reason: String,
+    },
     /// A folder without any supported image.
     #[error("{path} contains no supported images")]
     EmptyFolder {
@@ -317,14 +326,14 @@ pub const MAX_FRAMES_FPS: f64 = 1000.0;
 /// unknown, every frame time 0), the way SAM 2 reads a video (a folder of JPEG frames).
 ///
 /// Every image's header is read now: the frames of a video share one size, so an image of
-/// another displayed size than the first is [`MediaError::Unsupported`] naming both. Frame N is
+/// another displayed size than the first is [`MediaError::NotFrames`] naming both. Frame N is
 /// decoded on request and cached like a video's.
 pub fn open_frames(dir: &Path, fps: f64) -> Result<MediaSource, MediaError> {
     if !(fps.is_finite() && (0.0..=MAX_FRAMES_FPS).contains(&fps)) {
-        return Err(MediaError::Unsupported {
+        return Err(MediaError::NotFrames {
             path: dir.to_owned(),
             reason: format!(
-                "a frame rate of {fps} frames per second; give one from 0 (unknown) to \
+                "{fps} frames per second is not a frame rate; give one from 0 (unknown) to \
                  {MAX_FRAMES_FPS}"
             ),
         });
@@ -334,9 +343,10 @@ pub fn open_frames(dir: &Path, fps: f64) -> Result<MediaSource, MediaError> {
         source,
     })?;
     if !meta.is_dir() {
-        return Err(MediaError::Unsupported {
+        return Err(MediaError::NotFrames {
             path: dir.to_owned(),
-            reason: "it is a file, and only a folder of images opens as frames".into(),
+            reason: "it is a file, and only a folder of images opens as the frames of one video"
+                .into(),
         });
     }
     let items = list_folder(dir)?;
@@ -349,10 +359,10 @@ pub fn open_frames(dir: &Path, fps: f64) -> Result<MediaSource, MediaError> {
     for item in rest {
         let info = item.info()?;
         if (info.width, info.height) != (first.width, first.height) {
-            return Err(MediaError::Unsupported {
+            return Err(MediaError::NotFrames {
                 path: dir.to_owned(),
                 reason: format!(
-                    "its images are not frames of one video: {} is {}x{} but {} is {}x{}",
+                    "its images are of different sizes, and the frames of a video share one: {} is {}x{} but {} is {}x{}",
                     info.name, info.width, info.height, first.name, first.width, first.height
                 ),
             });
