@@ -521,15 +521,7 @@ impl StudioApp {
     /// second (its images in name order, [`crate::media::open_frames`]).
     pub fn open_frames(&mut self, path: PathBuf, fps: f64) {
         self.spawn("open frames", move || {
-            let source = crate::media::open_frames(&path, fps).map_err(|e| e.to_string())?;
-            let doc = doc_api::new_document(&source)?;
-            let recovery = doc_api::find_recovery(None, &doc);
-            Ok(JobOutput::Opened(Box::new(Opened {
-                doc,
-                project_path: None,
-                source,
-                recovery,
-            })))
+            opened_media(crate::media::open_frames(&path, fps).map_err(|e| e.to_string())?)
         });
     }
 
@@ -560,15 +552,7 @@ impl StudioApp {
             self.spawn("open project", move || open_project(&path));
         } else {
             self.spawn("open media", move || {
-                let source = crate::media::open(&path).map_err(|e| e.to_string())?;
-                let doc = doc_api::new_document(&source)?;
-                let recovery = doc_api::find_recovery(None, &doc);
-                Ok(JobOutput::Opened(Box::new(Opened {
-                    doc,
-                    project_path: None,
-                    source,
-                    recovery,
-                })))
+                opened_media(crate::media::open(&path).map_err(|e| e.to_string())?)
             });
         }
     }
@@ -1533,6 +1517,19 @@ fn color_image(frame: &crate::media::Frame, max_side: usize) -> egui::ColorImage
 
 fn path_exists(doc: &Document) -> bool {
     doc.media.path.exists()
+}
+
+/// Opened media not yet saved as a project: a new document for it, and any autosave of
+/// unsaved work on it to offer for recovery.
+fn opened_media(source: crate::media::MediaSource) -> Result<JobOutput, String> {
+    let doc = doc_api::new_document(&source)?;
+    let recovery = doc_api::find_recovery(None, &doc);
+    Ok(JobOutput::Opened(Box::new(Opened {
+        doc,
+        project_path: None,
+        source,
+        recovery,
+    })))
 }
 
 fn open_project(path: &Path) -> Result<JobOutput, String> {
