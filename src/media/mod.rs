@@ -12,6 +12,7 @@ mod cache;
 mod orient;
 pub mod resample;
 mod still;
+mod tiff_pages;
 mod video;
 
 pub use animation::MAX_ANIMATION_BYTES;
@@ -192,6 +193,12 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
         });
     }
     if let Some(format) = still::sniff_file(path)? {
+        if format == image::ImageFormat::Tiff
+            && let Some(pages) = tiff_pages::TiffPages::open(path)?
+        {
+            source.backend = Backend::Pages(Box::new(pages));
+            return Ok(source);
+        }
         if !open_animation(&mut source, format)? {
             let (frame, header) = still::decode(path)?;
             let info = image_info(path, &header);
@@ -398,6 +405,8 @@ enum Backend {
     Still(ItemInfo, Arc<Frame>),
     Video(Box<video::Video>),
     Animation(Box<animation::Animation>),
+    /// The pages of a multi-page TIFF, decoded on request.
+    Pages(Box<tiff_pages::TiffPages>),
     Folder(Vec<FolderItem>),
 }
 
@@ -429,7 +438,7 @@ impl MediaSource {
     pub fn kind(&self) -> SourceKind {
         match self.backend {
             Backend::Image(_) | Backend::Still(..) => SourceKind::Image,
-            Backend::Video(_) | Backend::Animation(_) => SourceKind::Video,
+            Backend::Video(_) | Backend::Animation(_) | Backend::Pages(_) => SourceKind::Video,
             Backend::Folder(_) => SourceKind::Folder,
             Backend::Frames(..) => SourceKind::Frames,
         }
@@ -491,6 +500,24 @@ impl MediaSource {
                     duration_secs: animation.duration_secs(),
                     codec: "webp".into(),
                     rotation_degrees: 0,
+                })
+            }
+            Backend::Pages(pages) => {
+                let (width, height) = pages.size();
+                let frame_count = pages.len();
+                Ok(ItemInfo {
+                    name: file_name(&self.path),
+                    width,
+                    height,
+                    frame_count,
+                    fps: pages.fps(),
+                    duration_secs: if pages.fps() > 0.0 {
+                        frame_count as f64 / pages.fps()
+                    } else {
+                        0.0
+                    },
+                    codec: pages.codec().to_owned(),
+                    rotation_degrees: pages.rotation_degrees(),
                 })
             }
             Backend::Folder(items) => items[item].info(),
@@ -560,6 +587,16 @@ impl MediaSource {
                     count: animation.len(),
                 });
             }
+            Backend::Pages(pages) => {
+                let count = pages.len();
+                pages
+                    .frame(&self.path, index)
+                    .ok_or(MediaError::OutOfRange {
+                        path: self.path.clone(),
+                        index,
+                        count,
+                    })??
+            }
             Backend::Video(video) => {
                 // Stepping backwards: keep up to a quarter of the budget of the frames decoded
                 // on the way (at most 16), so the next steps back are cache hits.
@@ -585,6 +622,9 @@ impl MediaSource {
             Backend::Animation(animation) if item == 0 => animation.frame_time_secs(index),
             Backend::Frames(_, info) if item == 0 && info.fps > 0.0 => {
                 index.min(info.frame_count.saturating_sub(1)) as f64 / info.fps
+            }
+            Backend::Pages(pages) if item == 0 && pages.fps() > 0.0 => {
+                index.min(pages.len().saturating_sub(1)) as f64 / pages.fps()
             }
             _ => 0.0,
         }

@@ -209,7 +209,7 @@ pub(crate) fn check_size(path: &Path, width: u32, height: u32) -> Result<(), Med
     Ok(())
 }
 
-fn rotation_of(orientation: image::metadata::Orientation) -> u32 {
+pub(crate) fn rotation_of(orientation: image::metadata::Orientation) -> u32 {
     use image::metadata::Orientation as O;
     match orientation {
         O::NoTransforms | O::FlipHorizontal | O::FlipVertical => 0,
@@ -219,13 +219,22 @@ fn rotation_of(orientation: image::metadata::Orientation) -> u32 {
     }
 }
 
-fn swaps_axes(orientation: image::metadata::Orientation) -> bool {
+pub(crate) fn swaps_axes(orientation: image::metadata::Orientation) -> bool {
     rotation_of(orientation) % 180 == 90
 }
 
 /// Reads the header (size, format, EXIF orientation) without decoding pixels.
 pub(crate) fn read_header(path: &Path) -> Result<ImageHeader, MediaError> {
-    let (mut decoder, format) = decoder(path)?;
+    let (mut decoder, format) = match decoder(path) {
+        Err(e @ MediaError::Unsupported { .. }) => {
+            // A TIFF of wide grey samples, which `image` refuses, is decoded whole.
+            return match super::tiff_pages::decode_first(path) {
+                Some(decoded) => decoded.map(|(_, header)| header),
+                None => Err(e),
+            };
+        }
+        other => other?,
+    };
     let (w, h) = decoder.dimensions();
     check_size(path, w, h)?;
     // A broken EXIF block is not worth refusing the picture for.
@@ -246,9 +255,15 @@ pub(crate) fn read_header(path: &Path) -> Result<ImageHeader, MediaError> {
 }
 
 /// Decodes an image to RGBA8 in display orientation. 16-bit, grey, alpha and CMYK sources are
-/// converted (`image` turns CMYK into RGB).
+/// converted (`image` turns CMYK into RGB); TIFF grey of wide samples as `tiff_pages` shows it.
 pub(crate) fn decode(path: &Path) -> Result<(Frame, ImageHeader), MediaError> {
-    let (mut decoder, format) = decoder(path)?;
+    let (mut decoder, format) = match decoder(path) {
+        Err(e @ MediaError::Unsupported { .. }) => {
+            // A TIFF of wide grey samples (32-bit float, signed 16-bit…): `tiff_pages`.
+            return super::tiff_pages::decode_first(path).unwrap_or(Err(e));
+        }
+        other => other?,
+    };
     let (w, h) = decoder.dimensions();
     check_size(path, w, h)?;
     let orientation = decoder

@@ -1,0 +1,503 @@
+//! TIFF through the `tiff` crate, for what the `image` crate does not do: the pages of a
+//! multi-page TIFF (ImageJ/Fiji and OME-TIFF microscopy stacks, scanned series) shown as the
+//! frames of a video, and grey images of wide samples (32-bit float, signed 16-bit, 32-bit
+//! integers), which `image` refuses. Colour pages convert through `image::DynamicImage`, so a
+//! page looks as the same picture does as a one-page file.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageBuffer};
+use tiff::ColorType;
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::tags::{SampleFormat, Tag};
+
+use super::still::{self, ImageHeader};
+use super::{Frame, MAX_FRAMES_FPS, MAX_IMAGE_PIXELS, MediaError};
+
+/// Most directories read from one file's chain (a stack of a million pages).
+const MAX_PAGES: usize = 1 << 20;
+
+/// `NewSubfileType` bits (TIFF 6.0, section 8) of a page that is not a frame: a
+/// reduced-resolution copy (a thumbnail or pyramid level, bit 0) or a transparency mask (bit 2).
+const NOT_A_FRAME: u32 = 0b101;
+
+type Reader = Decoder<BufReader<File>>;
+
+/// How a page's samples become RGBA8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pixels {
+    /// 8 or 16-bit unsigned grey, grey+alpha, RGB or RGBA, or 32-bit float RGB(A): converted
+    /// as `image` converts them.
+    Image,
+    /// One grey sample wider than 16 bits or signed ([`wide_grey`]).
+    WideGrey,
+}
+
+/// What every frame of a stack shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PageFacts {
+    /// Stored width and height.
+    size: (u32, u32),
+    color: ColorType,
+    format: SampleFormat,
+}
+
+impl PageFacts {
+    fn read(decoder: &mut Reader) -> tiff::TiffResult<Self> {
+        let format = decoder
+            .find_tag_unsigned_vec::<u16>(Tag::SampleFormat)?
+            .and_then(|v| v.first().copied())
+            .map_or(SampleFormat::Uint, SampleFormat::from_u16_exhaustive);
+        Ok(Self {
+            size: decoder.dimensions()?,
+            color: decoder.colortype()?,
+            format,
+        })
+    }
+
+    /// How the pixels convert, or `None` for pages only the `image` crate shows (bilevel,
+    /// palette, CMYK, YCbCr, extra channels…).
+    fn pixels(&self) -> Option<Pixels> {
+        use ColorType as C;
+        use SampleFormat as F;
+        match (self.color, self.format) {
+            (C::Gray(8 | 16) | C::GrayA(8 | 16) | C::RGB(8 | 16) | C::RGBA(8 | 16), F::Uint)
+            | (C::RGB(32) | C::RGBA(32), F::IEEEFP) => Some(Pixels::Image),
+            (C::Gray(32 | 64), F::IEEEFP | F::Uint | F::Int) | (C::Gray(16), F::Int) => {
+                Some(Pixels::WideGrey)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn tiff_error(path: &Path, err: tiff::TiffError) -> MediaError {
+    match err {
+        tiff::TiffError::IoError(source) if source.kind() != std::io::ErrorKind::UnexpectedEof => {
+            MediaError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        tiff::TiffError::UnsupportedError(e) => MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        tiff::TiffError::LimitsExceeded => MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: "a page is too large to decode".into(),
+        },
+        other => MediaError::Corrupt {
+            path: path.to_owned(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn reader(path: &Path) -> Result<Reader, MediaError> {
+    let file = File::open(path).map_err(|source| MediaError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut limits = Limits::default();
+    // As `still`: 16-bit RGBA at the largest accepted size, plus working memory.
+    limits.decoding_buffer_size =
+        usize::try_from(MAX_IMAGE_PIXELS * 8 + (256 << 20)).unwrap_or(usize::MAX);
+    Decoder::new(BufReader::new(file))
+        .map(|d| d.with_limits(limits))
+        .map_err(|e| tiff_error(path, e))
+}
+
+/// The current page's `Orientation` tag, read as `image` reads it for a one-page TIFF.
+fn orientation(decoder: &mut Reader) -> Orientation {
+    decoder
+        .find_tag(Tag::Orientation)
+        .ok()
+        .flatten()
+        .and_then(|v| Orientation::from_exif(v.into_u16().ok()?.min(255) as u8))
+        .unwrap_or(Orientation::NoTransforms)
+}
+
+/// A TIFF file's pages opened as the frames of a video.
+pub(crate) struct TiffPages {
+    decoder: Reader,
+    /// Directory index of each frame's page.
+    pages: Vec<usize>,
+    facts: PageFacts,
+    pixels: Pixels,
+    orientation: Orientation,
+    fps: f64,
+    codec: String,
+}
+
+impl TiffPages {
+    /// Reads every directory of the TIFF file at `path` and answers its frames when it is a
+    /// stack: two or more full-resolution pages (thumbnails, pyramid levels and masks left
+    /// out) of one size and sample layout that [`PageFacts::pixels`] converts. Anything else
+    /// (one page, a document of pages of several sizes, a damaged first page) is `Ok(None)`:
+    /// the file opens as a picture of its first page, as before. A chain of directories that
+    /// breaks after some pages keeps the pages before the break.
+    ///
+    /// An ImageJ hyperstack of several channels (pages interleaved channel first) shows its
+    /// first channel; its `fps` or `finterval` gives the frame rate, else the rate is unknown
+    /// (0).
+    pub(crate) fn open(path: &Path) -> Result<Option<Self>, MediaError> {
+        let Ok(mut decoder) = reader(path) else {
+            return Ok(None);
+        };
+        let description = decoder
+            .get_tag_ascii_string(Tag::ImageDescription)
+            .unwrap_or_default();
+        let orientation = orientation(&mut decoder);
+        let mut full: Vec<(usize, PageFacts)> = Vec::new();
+        for index in 0..MAX_PAGES {
+            let Ok(facts) = PageFacts::read(&mut decoder) else {
+                return Ok(None);
+            };
+            let subfile = decoder
+                .find_tag_unsigned::<u32>(Tag::NewSubfileType)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            if subfile & NOT_A_FRAME == 0 {
+                full.push((index, facts));
+            }
+            if !decoder.more_images() {
+                break;
+            }
+            if let Err(e) = decoder.next_image() {
+                log::warn!(
+                    "{}: page {} cannot be read ({e}); the pages before it are shown",
+                    path.display(),
+                    index + 2
+                );
+                break;
+            }
+        }
+        let Some(&(_, facts)) = full.first() else {
+            return Ok(None);
+        };
+        if full.len() < 2 || full.iter().any(|(_, f)| *f != facts) {
+            return Ok(None);
+        }
+        let Some(pixels) = facts.pixels() else {
+            log::warn!(
+                "{}: its {} pages are {:?} samples, which open as a picture of the first page \
+                 only",
+                path.display(),
+                full.len(),
+                facts.color
+            );
+            return Ok(None);
+        };
+        still::check_size(path, facts.size.0, facts.size.1)?;
+        let imagej = ImageJ::parse(&description);
+        let channels = imagej.as_ref().map_or(1, |ij| ij.channels.max(1));
+        let pages: Vec<usize> = full.iter().step_by(channels).map(|(i, _)| *i).collect();
+        if pages.len() < 2 {
+            return Ok(None);
+        }
+        let codec = if channels > 1 {
+            format!("tiff (channel 1 of {channels})")
+        } else {
+            "tiff".into()
+        };
+        Ok(Some(Self {
+            decoder,
+            pages,
+            facts,
+            pixels,
+            orientation,
+            fps: imagej.map_or(0.0, |ij| ij.fps),
+            codec,
+        }))
+    }
+
+    /// Number of frames.
+    pub(crate) fn len(&self) -> u64 {
+        self.pages.len() as u64
+    }
+
+    /// Frames per second (0: unknown).
+    pub(crate) fn fps(&self) -> f64 {
+        self.fps
+    }
+
+    /// Codec text: `tiff`, or which channel is shown.
+    pub(crate) fn codec(&self) -> &str {
+        &self.codec
+    }
+
+    /// Displayed size.
+    pub(crate) fn size(&self) -> (u32, u32) {
+        let (w, h) = self.facts.size;
+        if still::swaps_axes(self.orientation) {
+            (h, w)
+        } else {
+            (w, h)
+        }
+    }
+
+    /// Clockwise display rotation in degrees.
+    pub(crate) fn rotation_degrees(&self) -> u32 {
+        still::rotation_of(self.orientation)
+    }
+
+    /// Frame `index` decoded, or `None` past the end. A page that no longer matches the first
+    /// (the file rewritten in place) is [`MediaError::Corrupt`].
+    pub(crate) fn frame(&mut self, path: &Path, index: u64) -> Option<Result<Frame, MediaError>> {
+        let ifd = *usize::try_from(index)
+            .ok()
+            .and_then(|i| self.pages.get(i))?;
+        Some(self.decode(path, ifd))
+    }
+
+    fn decode(&mut self, path: &Path, ifd: usize) -> Result<Frame, MediaError> {
+        let err = |e| tiff_error(path, e);
+        self.decoder.seek_to_image(ifd).map_err(err)?;
+        let facts = PageFacts::read(&mut self.decoder).map_err(err)?;
+        if facts != self.facts {
+            return Err(MediaError::Corrupt {
+                path: path.to_owned(),
+                reason: format!(
+                    "page {} is now {}x{} {:?}, not {}x{} {:?} like the first",
+                    ifd + 1,
+                    facts.size.0,
+                    facts.size.1,
+                    facts.color,
+                    self.facts.size.0,
+                    self.facts.size.1,
+                    self.facts.color
+                ),
+            });
+        }
+        let img = read_page(&mut self.decoder, path, &facts, self.pixels)?;
+        Ok(to_frame(img, self.orientation))
+    }
+}
+
+/// Decodes the first page of a TIFF that `image` refuses but [`PageFacts::pixels`] converts
+/// (wide grey samples); `None` for the rest, so the caller keeps `image`'s sentence.
+pub(crate) fn decode_first(path: &Path) -> Option<Result<(Frame, ImageHeader), MediaError>> {
+    let mut decoder = reader(path).ok()?;
+    let facts = PageFacts::read(&mut decoder).ok()?;
+    let pixels = facts.pixels()?;
+    let orientation = orientation(&mut decoder);
+    Some((|| {
+        still::check_size(path, facts.size.0, facts.size.1)?;
+        let img = read_page(&mut decoder, path, &facts, pixels)?;
+        let frame = to_frame(img, orientation);
+        let header = ImageHeader {
+            width: frame.width,
+            height: frame.height,
+            format: image::ImageFormat::Tiff,
+            rotation_degrees: still::rotation_of(orientation),
+        };
+        Ok((frame, header))
+    })())
+}
+
+fn to_frame(mut img: DynamicImage, orientation: Orientation) -> Frame {
+    img.apply_orientation(orientation);
+    let rgba = img.into_rgba8();
+    let (width, height) = rgba.dimensions();
+    Frame {
+        width,
+        height,
+        rgba: rgba.into_raw(),
+    }
+}
+
+/// Reads the current page's pixels (chunky or planar) into an image of its own sample type.
+fn read_page(
+    decoder: &mut Reader,
+    path: &Path,
+    facts: &PageFacts,
+    pixels: Pixels,
+) -> Result<DynamicImage, MediaError> {
+    let (w, h) = facts.size;
+    let mut result = DecodingResult::U8(Vec::new());
+    let layout = decoder
+        .read_image_to_buffer(&mut result)
+        .map_err(|e| tiff_error(path, e))?;
+    let short = || MediaError::Corrupt {
+        path: path.to_owned(),
+        reason: "a page holds fewer samples than its size needs".into(),
+    };
+    if result.as_buffer(0).byte_len() < layout.complete_len {
+        return Err(short());
+    }
+    let channels = match facts.color {
+        ColorType::Gray(_) => 1,
+        ColorType::GrayA(_) => 2,
+        ColorType::RGB(_) => 3,
+        _ => 4,
+    };
+    let pixel_count = w as usize * h as usize;
+    let planar = layout.planes > 1;
+    use DecodingResult as R;
+    use DynamicImage as D;
+    let img = match (pixels, result) {
+        (Pixels::WideGrey, result) => {
+            let values: Vec<f64> = match result {
+                R::I16(v) => v.into_iter().map(f64::from).collect(),
+                R::U32(v) => v.into_iter().map(f64::from).collect(),
+                R::I32(v) => v.into_iter().map(f64::from).collect(),
+                R::U64(v) => v.into_iter().map(|x| x as f64).collect(),
+                R::I64(v) => v.into_iter().map(|x| x as f64).collect(),
+                R::F32(v) => v.into_iter().map(f64::from).collect(),
+                R::F64(v) => v,
+                _ => return Err(short()),
+            };
+            ImageBuffer::from_raw(w, h, wide_grey(&values)).map(D::ImageLuma8)
+        }
+        (Pixels::Image, R::U8(v)) => {
+            chunky(v, planar, channels, pixel_count).and_then(|v| match channels {
+                1 => ImageBuffer::from_raw(w, h, v).map(D::ImageLuma8),
+                2 => ImageBuffer::from_raw(w, h, v).map(D::ImageLumaA8),
+                3 => ImageBuffer::from_raw(w, h, v).map(D::ImageRgb8),
+                _ => ImageBuffer::from_raw(w, h, v).map(D::ImageRgba8),
+            })
+        }
+        (Pixels::Image, R::U16(v)) => {
+            chunky(v, planar, channels, pixel_count).and_then(|v| match channels {
+                1 => ImageBuffer::from_raw(w, h, v).map(D::ImageLuma16),
+                2 => ImageBuffer::from_raw(w, h, v).map(D::ImageLumaA16),
+                3 => ImageBuffer::from_raw(w, h, v).map(D::ImageRgb16),
+                _ => ImageBuffer::from_raw(w, h, v).map(D::ImageRgba16),
+            })
+        }
+        (Pixels::Image, R::F32(v)) => {
+            chunky(v, planar, channels, pixel_count).and_then(|v| match channels {
+                3 => ImageBuffer::from_raw(w, h, v).map(D::ImageRgb32F),
+                _ => ImageBuffer::from_raw(w, h, v).map(D::ImageRgba32F),
+            })
+        }
+        _ => None,
+    };
+    img.ok_or_else(short)
+}
+
+/// Interleaved samples, from planes when the page is `planar`.
+fn chunky<T: Copy>(v: Vec<T>, planar: bool, channels: usize, pixel_count: usize) -> Option<Vec<T>> {
+    if planar {
+        interleave(&v, channels, pixel_count)
+    } else {
+        Some(v)
+    }
+}
+
+/// Planes (all of channel 0, then channel 1…) to interleaved pixels; `None` when short.
+fn interleave<T: Copy>(planes: &[T], channels: usize, pixel_count: usize) -> Option<Vec<T>> {
+    let planes = planes.get(..channels * pixel_count)?;
+    Some(
+        (0..pixel_count)
+            .flat_map(|p| (0..channels).map(move |c| planes[c * pixel_count + p]))
+            .collect(),
+    )
+}
+
+/// Grey samples of any range to 8 bits. When every finite value lies in [0, 1] (a normalised
+/// image, or a 0/1 mask) the value is scaled by 255 as `image` scales float RGB; otherwise the
+/// range from the smallest to the largest finite value is stretched over 0–255, as ImageJ
+/// shows a 32-bit image. NaN and infinities show black.
+fn wide_grey(values: &[f64]) -> Vec<u8> {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, span) = if lo >= 0.0 && hi <= 1.0 {
+        (0.0, 1.0)
+    } else {
+        (lo, hi - lo)
+    };
+    values
+        .iter()
+        .map(|&v| {
+            // One value everywhere (or none finite) has no contrast to show: black.
+            if v.is_finite() && span > 0.0 {
+                ((v - lo) / span * 255.0).round().clamp(0.0, 255.0) as u8
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+/// What an ImageJ `ImageDescription` (`ImageJ=1.54f\nimages=60\nchannels=3\n…`) says.
+struct ImageJ {
+    channels: usize,
+    /// Frames per second, 0 when unknown.
+    fps: f64,
+}
+
+impl ImageJ {
+    fn parse(description: &str) -> Option<Self> {
+        if !description.starts_with("ImageJ=") {
+            return None;
+        }
+        let value = |key: &str| {
+            description.lines().find_map(|line| {
+                let (k, v) = line.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().to_owned())
+            })
+        };
+        let number = |key: &str| value(key)?.parse::<f64>().ok().filter(|v| v.is_finite());
+        let channels = number("channels").map_or(1, |c| c.clamp(1.0, 1e6) as usize);
+        // `finterval` is in `tunit`, seconds when absent (ImageJ's Calibration default).
+        let seconds_per_unit = match value("tunit").as_deref() {
+            None | Some("s" | "sec" | "second" | "seconds") => Some(1.0),
+            Some("ms" | "msec") => Some(1e-3),
+            Some("min") => Some(60.0),
+            _ => None,
+        };
+        let fps = number("fps")
+            .filter(|f| *f > 0.0)
+            .or_else(|| {
+                let interval = number("finterval")? * seconds_per_unit?;
+                (interval > 0.0).then(|| 1.0 / interval)
+            })
+            .filter(|f| *f <= MAX_FRAMES_FPS)
+            .unwrap_or(0.0);
+        Some(Self { channels, fps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_grey_scales_unit_data_and_stretches_the_rest() {
+        assert_eq!(wide_grey(&[0.0, 0.5, 1.0]), vec![0, 128, 255]);
+        assert_eq!(wide_grey(&[100.0, 150.0, 200.0]), vec![0, 128, 255]);
+        assert_eq!(wide_grey(&[-1.0, f64::NAN, 1.0]), vec![0, 0, 255]);
+        assert_eq!(wide_grey(&[7.0, 7.0]), vec![0, 0]);
+    }
+
+    #[test]
+    fn imagej_descriptions_give_channels_and_rate() {
+        let ij = ImageJ::parse("ImageJ=1.54f\nimages=6\nchannels=3\nframes=2\nfinterval=0.5\n");
+        let ij = ij.expect("an ImageJ description");
+        assert_eq!((ij.channels, ij.fps), (3, 2.0));
+        let ms = ImageJ::parse("ImageJ=1.54f\nfinterval=40\ntunit=ms\n").expect("ImageJ");
+        assert!((ms.fps - 25.0).abs() < 1e-9);
+        let fps = ImageJ::parse("ImageJ=1.54f\nfps=7\nfinterval=1\n").expect("ImageJ");
+        assert_eq!(fps.fps, 7.0);
+        let odd = ImageJ::parse("ImageJ=1.54f\nfinterval=2\ntunit=day\n").expect("ImageJ");
+        assert_eq!((odd.channels, odd.fps), (1, 0.0));
+        assert!(ImageJ::parse("<?xml version=\"1.0\"?><OME/>").is_none());
+    }
+
+    #[test]
+    fn planes_interleave() {
+        assert_eq!(
+            interleave(&[1, 2, 10, 20, 100, 200], 3, 2),
+            Some(vec![1, 10, 100, 2, 20, 200])
+        );
+        assert_eq!(interleave(&[1, 2, 3], 2, 2), None);
+    }
+}
