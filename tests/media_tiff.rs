@@ -230,7 +230,8 @@ fn grey_tiffs_of_wide_samples_open() {
     }
 }
 
-/// Writes, with tifffile, an ImageJ hyperstack (T=3, C=2, 16-bit, 0.25 s a frame), a planar
+/// Writes, with tifffile, an ImageJ hyperstack (T=3, C=2, 16-bit, 0.25 s a frame), the same
+/// as OME-TIFF (0.2 s a frame), a planar
 /// RGB stack of two pages and a pyramid-level page between two full pages.
 fn tifffile_stacks(dir: &Path) -> bool {
     let Some(python) = media_gen::python() else {
@@ -248,6 +249,8 @@ tifffile.imwrite(d + "/hyper.tif", hyper, imagej=True,
 p, s, y, x = np.meshgrid(np.arange(2), np.arange(3), np.arange(24), np.arange(32), indexing="ij")
 planar = ((x * 7 + p * 40) * (s == 0) + (y * 5 + p * 3) * (s == 1) + (p * 60) * (s == 2)).astype(np.uint8)
 tifffile.imwrite(d + "/planar.tif", planar, photometric="rgb", planarconfig="separate")
+tifffile.imwrite(d + "/hyper.ome.tif", hyper, ome=True,
+                 metadata={"axes": "TCYX", "TimeIncrement": 0.2, "TimeIncrementUnit": "s"})
 y, x = np.meshgrid(np.arange(24), np.arange(32), indexing="ij")
 with tifffile.TiffWriter(d + "/pyramid.tif") as tif:
     for t in range(2):
@@ -263,29 +266,32 @@ with tifffile.TiffWriter(d + "/pyramid.tif") as tif:
 }
 
 #[test]
-fn stacks_written_by_tifffile_open_as_imagej_and_tifffile_mean_them() {
+fn stacks_written_by_tifffile_open_as_imagej_ome_and_tifffile_mean_them() {
     let dir = tempfile::tempdir().unwrap();
     if !tifffile_stacks(dir.path()) {
         eprintln!("skipped: no tifffile in the venv at ~/.cache/pixelrefer-studio/venv");
         return;
     }
-    let mut hyper = media::open(&dir.path().join("hyper.tif")).unwrap();
-    let info = hyper.item_info(0).unwrap();
-    assert_eq!(
-        (
-            hyper.kind(),
-            info.frame_count,
-            info.fps,
-            info.codec.as_str()
-        ),
-        (SourceKind::Video, 3, 4.0, "tiff (channel 1 of 2)")
-    );
-    for t in 0..3u32 {
-        let grey: Vec<u16> = (0..12u32)
-            .flat_map(|y| (0..16u32).map(move |x| (t * 9000 + x * 700 + y * 90) as u16))
-            .collect();
-        let frame = hyper.frame(0, u64::from(t)).unwrap();
-        assert_eq!(frame.rgba, rgba_of_grey16(16, 12, grey), "frame {t}");
+    for (name, fps) in [("hyper.tif", 4.0), ("hyper.ome.tif", 5.0)] {
+        let mut hyper = media::open(&dir.path().join(name)).unwrap();
+        let info = hyper.item_info(0).unwrap();
+        assert_eq!(
+            (
+                hyper.kind(),
+                info.frame_count,
+                info.fps,
+                info.codec.as_str()
+            ),
+            (SourceKind::Video, 3, fps, "tiff (channel 1 of 2)"),
+            "{name}"
+        );
+        for t in 0..3u32 {
+            let grey: Vec<u16> = (0..12u32)
+                .flat_map(|y| (0..16u32).map(move |x| (t * 9000 + x * 700 + y * 90) as u16))
+                .collect();
+            let frame = hyper.frame(0, u64::from(t)).unwrap();
+            assert_eq!(frame.rgba, rgba_of_grey16(16, 12, grey), "{name} frame {t}");
+        }
     }
     for name in ["planar.tif", "pyramid.tif"] {
         let mut source = media::open(&dir.path().join(name)).unwrap();

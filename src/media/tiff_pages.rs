@@ -106,6 +106,8 @@ fn reader(path: &Path) -> Result<Reader, MediaError> {
     // As `still`: 16-bit RGBA at the largest accepted size, plus working memory.
     limits.decoding_buffer_size =
         usize::try_from(MAX_IMAGE_PIXELS * 8 + (256 << 20)).unwrap_or(usize::MAX);
+    // OME-XML descriptions of long stacks run to megabytes.
+    limits.ifd_value_size = 64 << 20;
     Decoder::new(BufReader::new(file))
         .map(|d| d.with_limits(limits))
         .map_err(|e| tiff_error(path, e))
@@ -141,9 +143,9 @@ impl TiffPages {
     /// the file opens as a picture of its first page, as before. A chain of directories that
     /// breaks after some pages keeps the pages before the break.
     ///
-    /// An ImageJ hyperstack of several channels (pages interleaved channel first) shows its
-    /// first channel; its `fps` or `finterval` gives the frame rate, else the rate is unknown
-    /// (0).
+    /// An ImageJ hyperstack or OME-TIFF of several channels shows its first channel ([`Layout`]);
+    /// ImageJ's `fps` or `finterval`, or OME's `TimeIncrement`, gives the frame rate, else the
+    /// rate is unknown (0).
     pub(crate) fn open(path: &Path) -> Result<Option<Self>, MediaError> {
         let Ok(mut decoder) = reader(path) else {
             return Ok(None);
@@ -194,9 +196,14 @@ impl TiffPages {
             return Ok(None);
         };
         still::check_size(path, facts.size.0, facts.size.1)?;
-        let imagej = ImageJ::parse(&description);
-        let channels = imagej.as_ref().map_or(1, |ij| ij.channels.max(1));
-        let pages: Vec<usize> = full.iter().step_by(channels).map(|(i, _)| *i).collect();
+        let layout = Layout::of(&description, full.len());
+        let channels = layout.channels;
+        let pages: Vec<usize> = full
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| layout.is_frame(*n))
+            .map(|(_, (i, _))| *i)
+            .collect();
         if pages.len() < 2 {
             return Ok(None);
         }
@@ -211,7 +218,7 @@ impl TiffPages {
             facts,
             pixels,
             orientation,
-            fps: imagej.map_or(0.0, |ij| ij.fps),
+            fps: layout.fps,
             codec,
         }))
     }
@@ -427,43 +434,139 @@ fn wide_grey(values: &[f64]) -> Vec<u8> {
         .collect()
 }
 
-/// What an ImageJ `ImageDescription` (`ImageJ=1.54f\nimages=60\nchannels=3\n…`) says.
-struct ImageJ {
+/// Seconds in one `unit` of time as ImageJ (`tunit`) and OME (`TimeIncrementUnit`) write it.
+fn seconds_per(unit: &str) -> Option<f64> {
+    match unit {
+        "s" | "sec" | "second" | "seconds" => Some(1.0),
+        "ms" | "msec" => Some(1e-3),
+        "µs" | "us" => Some(1e-6),
+        "min" => Some(60.0),
+        "h" => Some(3600.0),
+        _ => None,
+    }
+}
+
+/// How a stack's pages map to frames, from its first page's `ImageDescription`: which pages
+/// hold the first channel, and the frame rate.
+#[derive(Debug, PartialEq)]
+struct Layout {
+    /// Channel planes per (z, t) position; 1 when every page is a frame.
     channels: usize,
+    /// Pages between one channel and the next.
+    channel_stride: usize,
+    /// Pages that belong to the first image (OME files may hold several series).
+    planes: usize,
     /// Frames per second, 0 when unknown.
     fps: f64,
 }
 
-impl ImageJ {
-    fn parse(description: &str) -> Option<Self> {
-        if !description.starts_with("ImageJ=") {
-            return None;
+impl Layout {
+    /// The layout of `pages` full-resolution pages described by `description`: an ImageJ
+    /// header (`ImageJ=1.54f\nchannels=3\nfinterval=0.5\n…`, channel fastest), OME-XML
+    /// (`<Pixels DimensionOrder="XYZCT" SizeZ=… SizeC=… SizeT=… TimeIncrement=…>`), or
+    /// anything else (every page a frame, rate unknown).
+    fn of(description: &str, pages: usize) -> Self {
+        let plain = Self {
+            channels: 1,
+            channel_stride: 1,
+            planes: pages,
+            fps: 0.0,
+        };
+        let rate = |per_frame: Option<f64>| {
+            per_frame
+                .filter(|s| *s > 0.0 && 1.0 / s <= MAX_FRAMES_FPS)
+                .map_or(0.0, |s| 1.0 / s)
+        };
+        if description.starts_with("ImageJ=") {
+            let value = |key: &str| {
+                description.lines().find_map(|line| {
+                    let (k, v) = line.split_once('=')?;
+                    (k.trim() == key).then(|| v.trim().to_owned())
+                })
+            };
+            let number = |key: &str| value(key)?.parse::<f64>().ok().filter(|v| v.is_finite());
+            let channels = number("channels").map_or(1, |c| c.clamp(1.0, 1e6) as usize);
+            // `finterval` is in `tunit`, seconds when absent (ImageJ's Calibration default).
+            let unit = value("tunit").map_or(Some(1.0), |u| seconds_per(&u));
+            let interval = number("finterval").zip(unit).map(|(i, u)| i * u);
+            let fps = number("fps").filter(|f| *f > 0.0 && *f <= MAX_FRAMES_FPS);
+            return Self {
+                channels,
+                fps: fps.unwrap_or_else(|| rate(interval)),
+                ..plain
+            };
         }
-        let value = |key: &str| {
-            description.lines().find_map(|line| {
-                let (k, v) = line.split_once('=')?;
-                (k.trim() == key).then(|| v.trim().to_owned())
-            })
+        let Some(pixels) = xml_attributes(description, "Pixels") else {
+            return plain;
         };
-        let number = |key: &str| value(key)?.parse::<f64>().ok().filter(|v| v.is_finite());
-        let channels = number("channels").map_or(1, |c| c.clamp(1.0, 1e6) as usize);
-        // `finterval` is in `tunit`, seconds when absent (ImageJ's Calibration default).
-        let seconds_per_unit = match value("tunit").as_deref() {
-            None | Some("s" | "sec" | "second" | "seconds") => Some(1.0),
-            Some("ms" | "msec") => Some(1e-3),
-            Some("min") => Some(60.0),
-            _ => None,
+        let attr = |name: &str| pixels.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let size = |name: &str| {
+            attr(name)
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| (1..=MAX_PAGES).contains(n))
+                .unwrap_or(1)
         };
-        let fps = number("fps")
-            .filter(|f| *f > 0.0)
-            .or_else(|| {
-                let interval = number("finterval")? * seconds_per_unit?;
-                (interval > 0.0).then(|| 1.0 / interval)
-            })
-            .filter(|f| *f <= MAX_FRAMES_FPS)
-            .unwrap_or(0.0);
-        Some(Self { channels, fps })
+        let (z, c, t) = (size("SizeZ"), size("SizeC"), size("SizeT"));
+        // SizeC counts the samples of an RGB page as channels: trust it only when the pages
+        // hold that many planes.
+        let channels = if pages >= z * c * t {
+            c
+        } else if pages.is_multiple_of(z * t) {
+            pages / (z * t)
+        } else {
+            1
+        };
+        let order = attr("DimensionOrder").map_or("XYZCT", String::as_str);
+        let channel_stride = order
+            .chars()
+            .skip(2)
+            .take_while(|&d| d != 'C')
+            .map(|d| if d == 'Z' { z } else { t })
+            .product();
+        let unit = attr("TimeIncrementUnit").map_or(Some(1.0), |u| seconds_per(u));
+        let interval = attr("TimeIncrement")
+            .and_then(|v| v.parse::<f64>().ok())
+            .zip(unit)
+            .map(|(i, u)| i * u);
+        Self {
+            channels,
+            channel_stride,
+            planes: (z * channels * t).min(pages),
+            fps: rate(interval),
+        }
     }
+
+    /// Whether the page at `index` among the full-resolution pages is a frame.
+    fn is_frame(&self, index: usize) -> bool {
+        index < self.planes && (index / self.channel_stride).is_multiple_of(self.channels)
+    }
+}
+
+/// The attributes of the first `<name …>` element of an XML text (any namespace prefix).
+fn xml_attributes(xml: &str, name: &str) -> Option<Vec<(String, String)>> {
+    let start = xml.match_indices('<').map(|(i, _)| i + 1).find(|&i| {
+        let tag = &xml[i..];
+        let local = tag.split_once(':').map_or(tag, |(prefix, rest)| {
+            if prefix.chars().all(char::is_alphanumeric) {
+                rest
+            } else {
+                tag
+            }
+        });
+        local.starts_with(name) && local[name.len()..].starts_with(char::is_whitespace)
+    })?;
+    let element = &xml[start..start + xml[start..].find('>')?];
+    let mut attributes = Vec::new();
+    let mut rest = element.split_once(char::is_whitespace)?.1;
+    while let Some((key, after)) = rest.split_once('=') {
+        let after = after.trim_start();
+        let quote = after.chars().next()?;
+        let body = &after[quote.len_utf8()..];
+        let end = body.find(quote)?;
+        attributes.push((key.trim().to_owned(), body[..end].to_owned()));
+        rest = &body[end + quote.len_utf8()..];
+    }
+    Some(attributes)
 }
 
 #[cfg(test)]
@@ -480,16 +583,53 @@ mod tests {
 
     #[test]
     fn imagej_descriptions_give_channels_and_rate() {
-        let ij = ImageJ::parse("ImageJ=1.54f\nimages=6\nchannels=3\nframes=2\nfinterval=0.5\n");
-        let ij = ij.expect("an ImageJ description");
-        assert_eq!((ij.channels, ij.fps), (3, 2.0));
-        let ms = ImageJ::parse("ImageJ=1.54f\nfinterval=40\ntunit=ms\n").expect("ImageJ");
+        let ij = Layout::of(
+            "ImageJ=1.54f\nimages=6\nchannels=3\nframes=2\nfinterval=0.5\n",
+            6,
+        );
+        assert_eq!((ij.channels, ij.channel_stride, ij.fps), (3, 1, 2.0));
+        assert_eq!(
+            (0..6).filter(|&i| ij.is_frame(i)).collect::<Vec<_>>(),
+            [0, 3]
+        );
+        let ms = Layout::of("ImageJ=1.54f\nfinterval=40\ntunit=ms\n", 4);
         assert!((ms.fps - 25.0).abs() < 1e-9);
-        let fps = ImageJ::parse("ImageJ=1.54f\nfps=7\nfinterval=1\n").expect("ImageJ");
-        assert_eq!(fps.fps, 7.0);
-        let odd = ImageJ::parse("ImageJ=1.54f\nfinterval=2\ntunit=day\n").expect("ImageJ");
+        assert_eq!(Layout::of("ImageJ=1.54f\nfps=7\nfinterval=1\n", 4).fps, 7.0);
+        let odd = Layout::of("ImageJ=1.54f\nfinterval=2\ntunit=day\n", 4);
         assert_eq!((odd.channels, odd.fps), (1, 0.0));
-        assert!(ImageJ::parse("<?xml version=\"1.0\"?><OME/>").is_none());
+        let plain = Layout::of("scanned by a copier", 3);
+        assert!((0..3).all(|i| plain.is_frame(i)) && plain.fps == 0.0);
+    }
+
+    #[test]
+    fn ome_descriptions_give_the_first_channel_in_their_dimension_order() {
+        let ome = |order: &str, extra: &str| {
+            format!(
+                "<?xml version=\"1.0\"?><OME xmlns=\"http://www.openmicroscopy.org/Schemas/OME/2016-06\">\
+                 <Image ID=\"Image:0\"><Pixels ID=\"Pixels:0\" DimensionOrder=\"{order}\" \
+                 Type=\"uint8\" SizeX=\"5\" SizeY=\"4\" SizeZ=\"1\" SizeC=\"2\" SizeT=\"3\" {extra}>\
+                 <Channel ID=\"Channel:0:0\"/></Pixels></Image></OME>"
+            )
+        };
+        let frames = |l: &Layout, pages| (0..pages).filter(|&i| l.is_frame(i)).collect::<Vec<_>>();
+        let czt = Layout::of(
+            &ome("XYZCT", "TimeIncrement=\"0.2\" TimeIncrementUnit=\"s\""),
+            6,
+        );
+        assert_eq!((frames(&czt, 6), czt.fps), (vec![0, 2, 4], 5.0));
+        let tcz = Layout::of(
+            &ome("XYTCZ", "TimeIncrement='100' TimeIncrementUnit='ms'"),
+            6,
+        );
+        assert_eq!((frames(&tcz, 6), tcz.fps), (vec![0, 1, 2], 10.0));
+        // A second series after the first image's planes is not part of the video.
+        assert_eq!(frames(&Layout::of(&ome("XYZCT", ""), 9), 9), [0, 2, 4]);
+        // RGB pages: SizeC counts samples, and every page is a frame.
+        let rgb = Layout::of(&ome("XYZCT", "").replace("SizeC=\"2\"", "SizeC=\"3\""), 3);
+        assert_eq!(frames(&rgb, 3), [0, 1, 2]);
+        let prefixed =
+            "<ome:OME><ome:Pixels SizeC=\"2\" SizeT=\"2\" DimensionOrder=\"XYCZT\"/></ome:OME>";
+        assert_eq!(frames(&Layout::of(prefixed, 4), 4), [0, 2]);
     }
 
     #[test]
