@@ -9,7 +9,6 @@ mod media_gen;
 use std::fs::File;
 use std::path::Path;
 
-use image::{DynamicImage, ImageBuffer, Luma};
 use pixelrefer_studio::media::{self, MediaError, SourceKind};
 use tiff::encoder::{TiffEncoder, colortype};
 use tiff::tags::Tag;
@@ -36,10 +35,12 @@ fn rgba_of_rgb(rgb: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// RGBA8 of 16-bit grey samples, converted by the `image` crate (as a one-page file is).
-fn rgba_of_grey16(w: u32, h: u32, grey: Vec<u16>) -> Vec<u8> {
-    let buf: ImageBuffer<Luma<u16>, _> = ImageBuffer::from_raw(w, h, grey).unwrap();
-    DynamicImage::ImageLuma16(buf).to_rgba8().into_raw()
+/// Grey samples shown over the display range `lo`..`hi` (clamped), as ImageJ shows them.
+fn shown(values: impl IntoIterator<Item = f64>, lo: f64, hi: f64) -> Vec<u8> {
+    values
+        .into_iter()
+        .map(|v| ((v - lo) / (hi - lo) * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect()
 }
 
 fn grey_of(rgba: &[u8]) -> Vec<u8> {
@@ -139,7 +140,7 @@ fn an_imagej_hyperstack_shows_its_first_channel_at_its_frame_interval() {
             .collect()
     };
     let description = "ImageJ=1.54f\nimages=6\nchannels=2\nframes=3\nhyperstack=true\n\
-                       mode=composite\nfinterval=0.5\nloop=false\n";
+                       mode=composite\nfinterval=0.5\nloop=false\nmin=1000.0\nmax=30000.0\n";
     let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
     for t in 0..3 {
         for c in 0..2 {
@@ -164,7 +165,9 @@ fn an_imagej_hyperstack_shows_its_first_channel_at_its_frame_interval() {
     assert_eq!(source.frame_time_secs(0, 2), 1.0);
     for t in 0..3 {
         let frame = source.frame(0, u64::from(t)).unwrap();
-        assert_eq!(frame.rgba, rgba_of_grey16(w, h, page(t, 0)), "frame {t}");
+        // ImageJ's saved display range (min, max) for every frame.
+        let want = shown(page(t, 0).into_iter().map(f64::from), 1000.0, 30000.0);
+        assert_eq!(grey_of(&frame.rgba), want, "frame {t}");
     }
 }
 
@@ -206,11 +209,12 @@ fn grey_tiffs_of_wide_samples_open() {
     let want: Vec<u8> = unit.iter().map(|v| (v * 255.0).round() as u8).collect();
     assert_eq!(grey_of(&frame.rgba), want);
 
-    // Signed 16-bit (CT, some cameras): a stack of two pages, each stretched over its range.
+    // Signed 16-bit (CT, some cameras): a stack of two pages, both shown over the first
+    // page's range.
     let path = dir.path().join("signed.tif");
     let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
     let signed =
-        |t: i16| -> Vec<i16> { (0..(w * h) as i16).map(|i| i * 3 - 500 * (t + 1)).collect() };
+        |t: i16| -> Vec<i16> { (0..(w * h) as i16).map(|i| i * 3 - 200 * (t + 1)).collect() };
     for t in 0..2 {
         enc.write_image::<colortype::GrayI16>(w, h, &signed(t))
             .unwrap();
@@ -218,16 +222,50 @@ fn grey_tiffs_of_wide_samples_open() {
     drop(enc);
     let mut source = media::open(&path).unwrap();
     assert_eq!(source.kind(), SourceKind::Video);
+    let first = signed(0);
+    let (lo, hi) = (f64::from(first[0]), f64::from(first[first.len() - 1]));
     for t in 0..2 {
-        let v = signed(t);
-        let (lo, hi) = (v[0] as f64, v[v.len() - 1] as f64);
-        let want: Vec<u8> = v
-            .iter()
-            .map(|&s| ((f64::from(s) - lo) * 255.0 / (hi - lo)).round() as u8)
-            .collect();
+        let want = shown(signed(t).into_iter().map(f64::from), lo, hi);
         let frame = source.frame(0, t as u64).unwrap();
         assert_eq!(grey_of(&frame.rgba), want, "page {t}");
     }
+
+    // 16-bit grey of a 12-bit camera: over its own range, not dark at a sixteenth of white;
+    // over ImageJ's saved display range when the file has one.
+    let twelve: Vec<u16> = (0..w * h).map(|i| (i * 20 % 4096) as u16).collect();
+    let range = |v: &[u16]| {
+        (
+            f64::from(*v.iter().min().unwrap()),
+            f64::from(*v.iter().max().unwrap()),
+        )
+    };
+    let path = dir.path().join("camera.tif");
+    TiffEncoder::new(File::create(&path).unwrap())
+        .unwrap()
+        .write_image::<colortype::Gray16>(w, h, &twelve)
+        .unwrap();
+    let frame = media::open(&path).unwrap().frame(0, 0).unwrap();
+    let (lo, hi) = range(&twelve);
+    assert_eq!(
+        grey_of(&frame.rgba),
+        shown(twelve.iter().map(|&v| f64::from(v)), lo, hi)
+    );
+    let path = dir.path().join("fiji.tif");
+    let mut enc = TiffEncoder::new(File::create(&path).unwrap()).unwrap();
+    let mut img = enc.new_image::<colortype::Gray16>(w, h).unwrap();
+    img.encoder()
+        .write_tag(
+            Tag::ImageDescription,
+            "ImageJ=1.54f\nmin=500.0\nmax=2500.0\n",
+        )
+        .unwrap();
+    img.write_data(&twelve).unwrap();
+    drop(enc);
+    let frame = media::open(&path).unwrap().frame(0, 0).unwrap();
+    assert_eq!(
+        grey_of(&frame.rgba),
+        shown(twelve.iter().map(|&v| f64::from(v)), 500.0, 2500.0)
+    );
 }
 
 /// Writes, with tifffile, an ImageJ hyperstack (T=3, C=2, 16-bit, 0.25 s a frame), the same
@@ -285,12 +323,14 @@ fn stacks_written_by_tifffile_open_as_imagej_ome_and_tifffile_mean_them() {
             (SourceKind::Video, 3, fps, "tiff (channel 1 of 2)"),
             "{name}"
         );
+        // No saved display range: the first frame's (0 to 15 * 700 + 11 * 90) for every frame,
+        // as ImageJ opens a stack.
         for t in 0..3u32 {
-            let grey: Vec<u16> = (0..12u32)
-                .flat_map(|y| (0..16u32).map(move |x| (t * 9000 + x * 700 + y * 90) as u16))
-                .collect();
+            let grey = (0..12u32)
+                .flat_map(|y| (0..16u32).map(move |x| f64::from(t * 9000 + x * 700 + y * 90)));
             let frame = hyper.frame(0, u64::from(t)).unwrap();
-            assert_eq!(frame.rgba, rgba_of_grey16(16, 12, grey), "{name} frame {t}");
+            let want = shown(grey, 0.0, 11490.0);
+            assert_eq!(grey_of(&frame.rgba), want, "{name} frame {t}");
         }
     }
     for name in ["planar.tif", "pyramid.tif"] {

@@ -255,15 +255,21 @@ pub(crate) fn read_header(path: &Path) -> Result<ImageHeader, MediaError> {
 }
 
 /// Decodes an image to RGBA8 in display orientation. 16-bit, grey, alpha and CMYK sources are
-/// converted (`image` turns CMYK into RGB); TIFF grey of wide samples as `tiff_pages` shows it.
+/// converted (`image` turns CMYK into RGB); TIFF grey of more than 8 bits as `tiff_pages` shows it.
 pub(crate) fn decode(path: &Path) -> Result<(Frame, ImageHeader), MediaError> {
     let (mut decoder, format) = match decoder(path) {
         Err(e @ MediaError::Unsupported { .. }) => {
-            // A TIFF of wide grey samples (32-bit float, signed 16-bit…): `tiff_pages`.
+            // A grey TIFF of samples `image` refuses (32-bit float, signed 16-bit…).
             return super::tiff_pages::decode_first(path).unwrap_or(Err(e));
         }
         other => other?,
     };
+    if format == ImageFormat::Tiff
+        && let Some(decoded) = super::tiff_pages::decode_first(path)
+    {
+        // Grey of more than 8 bits: shown over its display range, as ImageJ shows it.
+        return decoded;
+    }
     let (w, h) = decoder.dimensions();
     check_size(path, w, h)?;
     let orientation = decoder

@@ -32,8 +32,9 @@ enum Pixels {
     /// 8 or 16-bit unsigned grey, grey+alpha, RGB or RGBA, or 32-bit float RGB(A): converted
     /// as `image` converts them.
     Image,
-    /// One grey sample wider than 16 bits or signed ([`wide_grey`]).
-    WideGrey,
+    /// One grey sample of more than 8 bits (16 or 32-bit, integer or float, signed or not),
+    /// shown over a display range as ImageJ shows it ([`display_range`], [`grey_to_u8`]).
+    Grey,
 }
 
 /// What every frame of a stack shares.
@@ -64,10 +65,10 @@ impl PageFacts {
         use ColorType as C;
         use SampleFormat as F;
         match (self.color, self.format) {
-            (C::Gray(8 | 16) | C::GrayA(8 | 16) | C::RGB(8 | 16) | C::RGBA(8 | 16), F::Uint)
+            (C::Gray(8) | C::GrayA(8 | 16) | C::RGB(8 | 16) | C::RGBA(8 | 16), F::Uint)
             | (C::RGB(32) | C::RGBA(32), F::IEEEFP) => Some(Pixels::Image),
-            (C::Gray(32 | 64), F::IEEEFP | F::Uint | F::Int) | (C::Gray(16), F::Int) => {
-                Some(Pixels::WideGrey)
+            (C::Gray(32 | 64), F::IEEEFP | F::Uint | F::Int) | (C::Gray(16), F::Uint | F::Int) => {
+                Some(Pixels::Grey)
             }
             _ => None,
         }
@@ -133,6 +134,8 @@ pub(crate) struct TiffPages {
     orientation: Orientation,
     fps: f64,
     codec: String,
+    /// Grey pages: one display range for every frame, so brightness does not flicker.
+    range: Option<Range>,
 }
 
 impl TiffPages {
@@ -207,6 +210,15 @@ impl TiffPages {
         if pages.len() < 2 {
             return Ok(None);
         }
+        // ImageJ's saved display range, else the first frame's, as ImageJ opens a stack.
+        let range = match (pixels, layout.display) {
+            (Pixels::Grey, None) => {
+                let err = |e| tiff_error(path, e);
+                decoder.seek_to_image(pages[0]).map_err(err)?;
+                Some(display_range(&grey_values(&mut decoder, path, &facts)?))
+            }
+            (_, display) => display,
+        };
         let codec = if channels > 1 {
             format!("tiff (channel 1 of {channels})")
         } else {
@@ -220,6 +232,7 @@ impl TiffPages {
             orientation,
             fps: layout.fps,
             codec,
+            range,
         }))
     }
 
@@ -281,21 +294,28 @@ impl TiffPages {
                 ),
             });
         }
-        let img = read_page(&mut self.decoder, path, &facts, self.pixels)?;
+        let img = read_page(&mut self.decoder, path, &facts, self.pixels, self.range)?;
         Ok(to_frame(img, self.orientation))
     }
 }
 
-/// Decodes the first page of a TIFF that `image` refuses but [`PageFacts::pixels`] converts
-/// (wide grey samples); `None` for the rest, so the caller keeps `image`'s sentence.
+/// Decodes the first page of a grey TIFF of more than 8 bits ([`Pixels::Grey`]: ImageJ's
+/// saved display range, else the page's own); `None` for any other file, which the `image`
+/// crate decodes (or refuses in its own words).
 pub(crate) fn decode_first(path: &Path) -> Option<Result<(Frame, ImageHeader), MediaError>> {
     let mut decoder = reader(path).ok()?;
     let facts = PageFacts::read(&mut decoder).ok()?;
-    let pixels = facts.pixels()?;
+    if facts.pixels()? != Pixels::Grey {
+        return None;
+    }
+    let description = decoder
+        .get_tag_ascii_string(Tag::ImageDescription)
+        .unwrap_or_default();
+    let range = Layout::of(&description, 1).display;
     let orientation = orientation(&mut decoder);
     Some((|| {
         still::check_size(path, facts.size.0, facts.size.1)?;
-        let img = read_page(&mut decoder, path, &facts, pixels)?;
+        let img = read_page(&mut decoder, path, &facts, Pixels::Grey, range)?;
         let frame = to_frame(img, orientation);
         let header = ImageHeader {
             width: frame.width,
@@ -318,25 +338,74 @@ fn to_frame(mut img: DynamicImage, orientation: Orientation) -> Frame {
     }
 }
 
-/// Reads the current page's pixels (chunky or planar) into an image of its own sample type.
+fn short_page(path: &Path) -> MediaError {
+    MediaError::Corrupt {
+        path: path.to_owned(),
+        reason: "a page holds fewer samples than its size needs".into(),
+    }
+}
+
+/// Decodes the current page: its samples (chunky, or every plane of a planar page) and the
+/// layout they came in.
+fn read_samples(
+    decoder: &mut Reader,
+    path: &Path,
+) -> Result<(DecodingResult, tiff::decoder::BufferLayoutPreference), MediaError> {
+    let mut result = DecodingResult::U8(Vec::new());
+    let layout = decoder
+        .read_image_to_buffer(&mut result)
+        .map_err(|e| tiff_error(path, e))?;
+    if result.as_buffer(0).byte_len() < layout.complete_len {
+        return Err(short_page(path));
+    }
+    Ok((result, layout))
+}
+
+/// The current page's grey samples ([`Pixels::Grey`]) as numbers, one per pixel.
+fn grey_values(
+    decoder: &mut Reader,
+    path: &Path,
+    facts: &PageFacts,
+) -> Result<Vec<f64>, MediaError> {
+    let (result, _) = read_samples(decoder, path)?;
+    use DecodingResult as R;
+    let values: Vec<f64> = match result {
+        R::U16(v) => v.into_iter().map(f64::from).collect(),
+        R::I16(v) => v.into_iter().map(f64::from).collect(),
+        R::U32(v) => v.into_iter().map(f64::from).collect(),
+        R::I32(v) => v.into_iter().map(f64::from).collect(),
+        R::U64(v) => v.into_iter().map(|x| x as f64).collect(),
+        R::I64(v) => v.into_iter().map(|x| x as f64).collect(),
+        R::F32(v) => v.into_iter().map(f64::from).collect(),
+        R::F64(v) => v,
+        _ => return Err(short_page(path)),
+    };
+    let pixel_count = facts.size.0 as usize * facts.size.1 as usize;
+    if values.len() < pixel_count {
+        return Err(short_page(path));
+    }
+    Ok(values)
+}
+
+/// Reads the current page's pixels (chunky or planar) into an image of its own sample type;
+/// grey pages of more than 8 bits are shown over `range` (`None`: the page's own).
 fn read_page(
     decoder: &mut Reader,
     path: &Path,
     facts: &PageFacts,
     pixels: Pixels,
+    range: Option<Range>,
 ) -> Result<DynamicImage, MediaError> {
     let (w, h) = facts.size;
-    let mut result = DecodingResult::U8(Vec::new());
-    let layout = decoder
-        .read_image_to_buffer(&mut result)
-        .map_err(|e| tiff_error(path, e))?;
-    let short = || MediaError::Corrupt {
-        path: path.to_owned(),
-        reason: "a page holds fewer samples than its size needs".into(),
-    };
-    if result.as_buffer(0).byte_len() < layout.complete_len {
-        return Err(short());
+    let short = || short_page(path);
+    if pixels == Pixels::Grey {
+        let values = grey_values(decoder, path, facts)?;
+        let range = range.unwrap_or_else(|| display_range(&values));
+        return ImageBuffer::from_raw(w, h, grey_to_u8(&values, range))
+            .map(DynamicImage::ImageLuma8)
+            .ok_or_else(short);
     }
+    let (result, layout) = read_samples(decoder, path)?;
     let channels = match facts.color {
         ColorType::Gray(_) => 1,
         ColorType::GrayA(_) => 2,
@@ -348,19 +417,6 @@ fn read_page(
     use DecodingResult as R;
     use DynamicImage as D;
     let img = match (pixels, result) {
-        (Pixels::WideGrey, result) => {
-            let values: Vec<f64> = match result {
-                R::I16(v) => v.into_iter().map(f64::from).collect(),
-                R::U32(v) => v.into_iter().map(f64::from).collect(),
-                R::I32(v) => v.into_iter().map(f64::from).collect(),
-                R::U64(v) => v.into_iter().map(|x| x as f64).collect(),
-                R::I64(v) => v.into_iter().map(|x| x as f64).collect(),
-                R::F32(v) => v.into_iter().map(f64::from).collect(),
-                R::F64(v) => v,
-                _ => return Err(short()),
-            };
-            ImageBuffer::from_raw(w, h, wide_grey(&values)).map(D::ImageLuma8)
-        }
         (Pixels::Image, R::U8(v)) => {
             chunky(v, planar, channels, pixel_count).and_then(|v| match channels {
                 1 => ImageBuffer::from_raw(w, h, v).map(D::ImageLuma8),
@@ -407,24 +463,31 @@ fn interleave<T: Copy>(planes: &[T], channels: usize, pixel_count: usize) -> Opt
     )
 }
 
-/// Grey samples of any range to 8 bits. When every finite value lies in [0, 1] (a normalised
-/// image, or a 0/1 mask) the value is scaled by 255 as `image` scales float RGB; otherwise the
-/// range from the smallest to the largest finite value is stretched over 0–255, as ImageJ
-/// shows a 32-bit image. NaN and infinities show black.
-fn wide_grey(values: &[f64]) -> Vec<u8> {
+/// A display range: the values shown black and white.
+type Range = (f64, f64);
+
+/// The display range of grey samples that carry none: 0–1 when every finite value lies in it
+/// (a normalised image or a 0/1 mask, scaled by 255 as `image` scales float RGB), otherwise
+/// the smallest to the largest finite value, as ImageJ shows a 16 or 32-bit image.
+fn display_range(values: &[f64]) -> Range {
     let finite = values.iter().copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
-    let (lo, span) = if lo >= 0.0 && hi <= 1.0 {
+    if lo >= 0.0 && hi <= 1.0 {
         (0.0, 1.0)
     } else {
-        (lo, hi - lo)
-    };
+        (lo, hi)
+    }
+}
+
+/// Grey samples to 8 bits over `range`, values outside it clamped. NaN and infinities, and
+/// every value of an empty range (one value everywhere), show black.
+fn grey_to_u8(values: &[f64], (lo, hi): Range) -> Vec<u8> {
+    let span = hi - lo;
     values
         .iter()
         .map(|&v| {
-            // One value everywhere (or none finite) has no contrast to show: black.
             if v.is_finite() && span > 0.0 {
                 ((v - lo) / span * 255.0).round().clamp(0.0, 255.0) as u8
             } else {
@@ -458,6 +521,8 @@ struct Layout {
     planes: usize,
     /// Frames per second, 0 when unknown.
     fps: f64,
+    /// ImageJ's saved display range of grey images (`min`, `max`).
+    display: Option<Range>,
 }
 
 impl Layout {
@@ -471,6 +536,7 @@ impl Layout {
             channel_stride: 1,
             planes: pages,
             fps: 0.0,
+            display: None,
         };
         let rate = |per_frame: Option<f64>| {
             per_frame
@@ -490,9 +556,11 @@ impl Layout {
             let unit = value("tunit").map_or(Some(1.0), |u| seconds_per(&u));
             let interval = number("finterval").zip(unit).map(|(i, u)| i * u);
             let fps = number("fps").filter(|f| *f > 0.0 && *f <= MAX_FRAMES_FPS);
+            let display = number("min").zip(number("max")).filter(|(lo, hi)| hi > lo);
             return Self {
                 channels,
                 fps: fps.unwrap_or_else(|| rate(interval)),
+                display,
                 ..plain
             };
         }
@@ -533,6 +601,7 @@ impl Layout {
             channel_stride,
             planes: (z * channels * t).min(pages),
             fps: rate(interval),
+            display: None,
         }
     }
 
@@ -574,11 +643,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wide_grey_scales_unit_data_and_stretches_the_rest() {
-        assert_eq!(wide_grey(&[0.0, 0.5, 1.0]), vec![0, 128, 255]);
-        assert_eq!(wide_grey(&[100.0, 150.0, 200.0]), vec![0, 128, 255]);
-        assert_eq!(wide_grey(&[-1.0, f64::NAN, 1.0]), vec![0, 0, 255]);
-        assert_eq!(wide_grey(&[7.0, 7.0]), vec![0, 0]);
+    fn grey_shows_unit_data_scaled_and_the_rest_stretched() {
+        let show = |v: &[f64]| grey_to_u8(v, display_range(v));
+        assert_eq!(show(&[0.0, 0.5, 1.0]), vec![0, 128, 255]);
+        assert_eq!(show(&[100.0, 150.0, 200.0]), vec![0, 128, 255]);
+        assert_eq!(show(&[-1.0, f64::NAN, 1.0]), vec![0, 0, 255]);
+        assert_eq!(show(&[7.0, 7.0]), vec![0, 0]);
+        assert_eq!(
+            grey_to_u8(&[0.0, 50.0, 300.0], (100.0, 200.0)),
+            vec![0, 0, 255]
+        );
     }
 
     #[test]
@@ -588,6 +662,9 @@ mod tests {
             6,
         );
         assert_eq!((ij.channels, ij.channel_stride, ij.fps), (3, 1, 2.0));
+        assert_eq!(ij.display, None);
+        let range = Layout::of("ImageJ=1.54f\nimages=2\nmin=100.0\nmax=4095.0\n", 2);
+        assert_eq!(range.display, Some((100.0, 4095.0)));
         assert_eq!(
             (0..6).filter(|&i| ij.is_frame(i)).collect::<Vec<_>>(),
             [0, 3]
