@@ -901,3 +901,51 @@ fn a_folder_of_mixed_sizes_does_not_open_as_a_video() {
     );
     dialog_shows_then_dismisses(harness, &sentence);
 }
+
+#[test]
+fn the_frame_rate_of_a_tiff_stack_is_set_in_the_timeline_as_one_undo_step() {
+    use tiff::encoder::{TiffEncoder, colortype};
+    let dir = tempfile::tempdir().unwrap();
+    // Three pages, no rate in the file (a plain multi-page TIFF).
+    let stack = dir.path().join("stack.tif");
+    let mut enc = TiffEncoder::new(std::fs::File::create(&stack).unwrap()).unwrap();
+    for i in 0..3 {
+        let page = image::RgbImage::from_fn(W, H, |x, _| {
+            let v = if x / 10 == i { 250 } else { 20 };
+            image::Rgb([v, v, v])
+        });
+        enc.write_image::<colortype::RGB8>(W, H, page.as_raw())
+            .unwrap();
+    }
+    drop(enc);
+    let open = stack.clone();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, Some(open)));
+    wait_until(&mut harness, "the stack", |app| {
+        app.frame_ready() && app.state().is_some_and(|s| s.frame_count() == 3)
+    });
+    assert_eq!(harness.state().state().unwrap().doc.items[0].fps, 0.0);
+    harness.key_press(Key::End);
+    harness.run_steps(2);
+    harness.get_by_label_contains("frame 3 / 3  0:00.000");
+
+    // 12.5 frames per second: frame 3 is at 0:00.160, one undo step, kept in the project.
+    harness.get_by_label("fps").set_value_accesskit(12.5);
+    harness.run_steps(2);
+    assert_eq!(harness.state().state().unwrap().doc.items[0].fps, 12.5);
+    harness.get_by_label_contains("frame 3 / 3  0:00.160");
+    let project = dir.path().join("stack.prj.json");
+    let doc = harness.state().state().unwrap().doc.clone();
+    pixelrefer_studio::project::save_project(&doc, &project).unwrap();
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.run_steps(2);
+    assert_eq!(harness.state().state().unwrap().doc.items[0].fps, 0.0);
+    harness.get_by_label_contains("frame 3 / 3  0:00.000");
+
+    let reopened = open_project(project);
+    let state = reopened.state().state().unwrap();
+    assert_eq!((state.doc.items[0].fps, state.frame_count()), (12.5, 3));
+    assert!(state.frame_rate_settable);
+}

@@ -630,6 +630,19 @@ impl MediaSource {
         }
     }
 
+    /// Whether the frame rate is a setting rather than the media's own timing: a folder of
+    /// frames, the pages of a TIFF, or a clip of unknown rate (0). A project keeps the rate a
+    /// person sets for such media.
+    pub fn rate_is_settable(&self) -> bool {
+        match &self.backend {
+            Backend::Frames(..) | Backend::Pages(_) => true,
+            Backend::Video(_) | Backend::Animation(_) => {
+                self.item_info(0).is_ok_and(|info| info.fps <= 0.0)
+            }
+            Backend::Image(_) | Backend::Still(..) | Backend::Folder(_) => false,
+        }
+    }
+
     /// Sets the frame cache budget in bytes (default [`DEFAULT_CACHE_BUDGET_BYTES`]), evicting
     /// frames to fit.
     pub fn set_cache_budget_bytes(&mut self, bytes: usize) {

@@ -3,7 +3,7 @@
 use super::ProjectError;
 use super::model::{
     Document, Edit, FrameAnnotation, Item, MAX_ITEM_FRAMES, MAX_ITEM_PIXELS, MAX_ITEM_SIDE,
-    MediaKind, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
+    MAX_SET_FPS, MediaKind, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
 };
 use std::collections::VecDeque;
 
@@ -282,6 +282,22 @@ impl Document {
                 let old = std::mem::replace(&mut self.models, models);
                 Ok(Edit::SetModels(old))
             }
+            Edit::SetFrameRate { item, fps } => {
+                if !(fps.is_finite() && (0.0..=MAX_SET_FPS).contains(&fps)) {
+                    return Err(ProjectError::InvalidEdit(format!(
+                        "{fps} frames per second is not a frame rate; give one from 0 (unknown) \
+                         to {MAX_SET_FPS}"
+                    )));
+                }
+                let it = self.item_mut(item)?;
+                if !it.timestamps_secs.is_empty() {
+                    return Err(ProjectError::InvalidEdit(format!(
+                        "the frames of item {item} carry their own times, which give its rate"
+                    )));
+                }
+                let old = std::mem::replace(&mut it.fps, fps);
+                Ok(Edit::SetFrameRate { item, fps: old })
+            }
             Edit::Batch(edits) => {
                 let mut inverses: Vec<Edit> = Vec::with_capacity(edits.len());
                 for (n, edit) in edits.into_iter().enumerate() {
@@ -441,7 +457,7 @@ impl Edit {
         let base = std::mem::size_of::<Edit>();
         match self {
             Edit::AddObject { object, .. } => base + object_bytes(object),
-            Edit::RemoveObject { .. } | Edit::MoveObject { .. } => base,
+            Edit::RemoveObject { .. } | Edit::MoveObject { .. } | Edit::SetFrameRate { .. } => base,
             Edit::SetObjectProps { props, .. } => base + props.label.len() + props.caption.len(),
             Edit::SetFrame { annotation, .. } => {
                 base + annotation.as_deref().map(annotation_bytes).unwrap_or(0)

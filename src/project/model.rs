@@ -49,6 +49,9 @@ pub const MAX_ITEM_PIXELS: u64 = 256 << 20;
 /// Most frames an item may have: about 155 hours at 30 fps.
 pub const MAX_ITEM_FRAMES: u64 = 1 << 24;
 
+/// The largest frame rate [`Edit::SetFrameRate`] sets: far above any camera's.
+pub const MAX_SET_FPS: f64 = 1e6;
+
 /// Overlay colours handed to new objects, in order; chosen to be distinct on photos.
 pub const PALETTE: [Rgb; 12] = [
     [230, 25, 75],
@@ -522,6 +525,14 @@ pub enum Edit {
     },
     /// Replace the list of models used.
     SetModels(Vec<ModelRecord>),
+    /// Set the frame rate of item `item`, a clip whose frames carry no times of their own (a
+    /// folder of frames, the pages of a TIFF): frames per second, 0 for unknown.
+    SetFrameRate {
+        /// Item index.
+        item: usize,
+        /// Frames per second, 0 to [`MAX_SET_FPS`].
+        fps: f64,
+    },
     /// Several edits applied as one undo step (a propagation, an import). Applied in order; if
     /// one fails, the ones before it are rolled back.
     Batch(Vec<Edit>),

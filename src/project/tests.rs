@@ -85,6 +85,10 @@ fn random_edit(doc: &Document, rng: &mut Lcg) -> Edit {
             }
         }
         _ => Edit::Batch(vec![
+            Edit::SetFrameRate {
+                item: 0,
+                fps: rng.next(60) as f64 / 2.0,
+            },
             Edit::SetChat {
                 item: 0,
                 chat: vec![ChatTurn {
@@ -559,4 +563,28 @@ fn frame_timestamps_are_checked_used_and_round_trip() {
     bad(&|t| t[1] = f64::NAN, "finite, 0 or more");
     bad(&|t| t[1] = -1.0, "finite, 0 or more");
     bad(&|t| t.swap(1, 2), "go back in time");
+}
+
+#[test]
+fn frame_rates_are_set_undone_and_refused_when_not_rates() {
+    let mut doc = video_doc();
+    let inverse = doc
+        .apply(Edit::SetFrameRate { item: 0, fps: 12.5 })
+        .unwrap();
+    assert_eq!(doc.items[0].fps, 12.5);
+    assert_eq!(doc.items[0].timestamp_secs(5), 0.4);
+    doc.apply(inverse).unwrap();
+    assert_eq!(doc.items[0].fps, 10.0);
+    for fps in [f64::NAN, -1.0, f64::INFINITY, MAX_SET_FPS * 2.0] {
+        let err = doc.apply(Edit::SetFrameRate { item: 0, fps }).unwrap_err();
+        assert!(err.to_string().contains("not a frame rate"), "{err}");
+    }
+    assert!(doc.apply(Edit::SetFrameRate { item: 3, fps: 1.0 }).is_err());
+    // A variable-rate video's frames carry their own times.
+    doc.items[0].timestamps_secs = (0..20).map(|i| f64::from(i) * 0.1 + 0.01).collect();
+    let err = doc
+        .apply(Edit::SetFrameRate { item: 0, fps: 5.0 })
+        .unwrap_err();
+    assert!(err.to_string().contains("carry their own times"), "{err}");
+    assert_eq!(doc.items[0].fps, 10.0);
 }

@@ -633,11 +633,13 @@ impl StudioApp {
                     source,
                     recovery,
                 } = *opened;
+                let frame_rate_settable = source.rate_is_settable();
                 self.worker = MediaWorker::spawn(source, Arc::clone(&self.repaint))
                     .map_err(|e| log::error!("could not start the media thread: {e}"))
                     .ok();
                 let mut state = AppState::new(doc);
                 state.project_path = project_path;
+                state.frame_rate_settable = frame_rate_settable;
                 self.texture = None;
                 self.requested = None;
                 self.canvas.reset();

@@ -126,6 +126,10 @@ pub struct AppState {
     pub tool: Tool,
     /// Brush radius in image pixels.
     pub brush_radius_px: f32,
+    /// The media's frame rate is a setting the project keeps (a folder of frames, a TIFF stack,
+    /// a clip of unknown rate: [`crate::media::MediaSource::rate_is_settable`]), so the
+    /// timeline offers to change it.
+    pub frame_rate_settable: bool,
     revision: u64,
     saved_revision: u64,
     events: Vec<AppEvent>,
@@ -162,6 +166,7 @@ impl AppState {
             hovered: None,
             tool: Tool::Brush,
             brush_radius_px: DEFAULT_BRUSH_RADIUS_PX,
+            frame_rate_settable: false,
             revision: 0,
             saved_revision: 0,
             events: Vec::new(),

@@ -2,7 +2,7 @@
 //! showing on which frames it has a mask. For folders: previous/next image.
 
 use super::state::AppState;
-use crate::project::MediaKind;
+use crate::project::{Edit, MediaKind};
 use egui::{Color32, Key, Rect, Sense, Stroke, StrokeKind, pos2, vec2};
 
 /// Height of one object strip in points.
@@ -17,6 +17,9 @@ pub struct Timeline {
     play_clock: Option<(f64, u64)>,
     /// *Open as video…* was clicked under a folder of images.
     frames_requested: bool,
+    /// While the frame rate is being dragged or typed: the inverse of the first change, pushed
+    /// as one undo step when the edit ends.
+    rate_undo: Option<Edit>,
 }
 
 impl Timeline {
@@ -159,8 +162,50 @@ impl Timeline {
                 count,
                 format_time(secs)
             ));
+            if state.frame_rate_settable {
+                self.frame_rate_ui(ui, state);
+            }
         });
         self.strips_ui(ui, state, count);
+    }
+
+    /// The frame rate of a clip whose rate is a setting: dragged or typed, one undo step.
+    fn frame_rate_ui(&mut self, ui: &mut egui::Ui, state: &mut AppState) {
+        let item = state.item;
+        let Some(mut fps) = state.current_item().map(|i| i.fps) else {
+            return;
+        };
+        let response = ui
+            .add(
+                egui::DragValue::new(&mut fps)
+                    .range(0.0..=crate::media::MAX_FRAMES_FPS)
+                    .speed(0.1)
+                    .max_decimals(3)
+                    .suffix(" fps")
+                    .custom_formatter(|v, _| if v > 0.0 { v.to_string() } else { "?".into() })
+                    .custom_parser(|text| match text.trim() {
+                        "?" => Some(0.0),
+                        number => number.parse().ok(),
+                    }),
+            )
+            .on_hover_text(
+                "Frames per second (? = unknown): the timeline and exports show times from it, \
+                 and PixelRefer samples one frame per second of video. Drag or type to set it.",
+            );
+        if response.changed() {
+            match state.apply_live(Edit::SetFrameRate { item, fps }) {
+                Ok(inverse) => {
+                    self.rate_undo.get_or_insert(inverse);
+                }
+                Err(e) => log::warn!("could not set the frame rate: {e}"),
+            }
+        }
+        if !response.dragged()
+            && !response.has_focus()
+            && let Some(inverse) = self.rate_undo.take()
+        {
+            state.push_undo(inverse);
+        }
     }
 
     fn strips_ui(&self, ui: &mut egui::Ui, state: &AppState, count: u64) {
