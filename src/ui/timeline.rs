@@ -152,7 +152,11 @@ impl Timeline {
                 .trailing_fill(true);
             let label = ui.label("Frame");
             // Room after the slider for the frame, the time and a settable rate.
-            let after = if state.frame_rate_settable { 290.0 } else { 200.0 };
+            let after = if state.frame_rate_settable {
+                290.0
+            } else {
+                200.0
+            };
             ui.spacing_mut().slider_width = (ui.available_width() - after).max(100.0);
             if ui.add(slider).labelled_by(label.id).changed() {
                 self.playing = false;
