@@ -841,6 +841,10 @@ fn a_folder_of_frames_opens_as_a_video_and_saves_as_one() {
     let state = harness.state().state().unwrap();
     assert!(state.doc.is_frame_sequence());
     assert_eq!(state.doc.items[0].fps, 25.0);
+    assert_eq!(
+        state.doc.items[0].frame_files,
+        ["f1.png", "f2.png", "f10.png"]
+    );
     assert_eq!(state.image_size_px(), Some((W, H)));
     harness.get_by_label_contains("0:00.000");
 

@@ -50,6 +50,7 @@ pub fn new_document(source: &MediaSource) -> Result<Document, MediaError> {
             item.fingerprint = Some(fingerprint(&source.item_path(index)?)?);
         }
         item.timestamps_secs = uneven_frame_times(source, info.frame_count, info.fps);
+        item.frame_files = source.frame_files();
         items.push(item);
     }
     let fingerprint = match kind {

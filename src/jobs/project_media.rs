@@ -67,7 +67,9 @@ pub fn check_project_media(doc: &mut Document, project: &Path) -> Result<(), Pro
 /// * a one-frame video project of a picture only FFmpeg decodes (AVIF, TGA…, which opened as
 ///   a video before such files opened as images) becomes an image project;
 /// * a video item without frame timestamps gets them when the video's frames are not evenly
-///   spaced ([`Item::timestamps_secs`]).
+///   spaced ([`Item::timestamps_secs`]);
+/// * a folder-of-frames item without frame file names gets them from the folder, when it has
+///   as many images as the item has frames ([`Item::frame_files`]).
 ///
 /// A project that does not fit its media is left alone for [`compare_with_media`] to refuse.
 pub fn complete_from_media(doc: &mut Document, source: &MediaSource) -> bool {
@@ -89,6 +91,16 @@ pub fn complete_from_media(doc: &mut Document, source: &MediaSource) -> bool {
         item.timestamps_secs =
             super::document::uneven_frame_times(source, info.frame_count, info.fps);
         changed |= !item.timestamps_secs.is_empty();
+    }
+    if doc.is_frame_sequence()
+        && let [item] = doc.items.as_mut_slice()
+        && item.frame_files.is_empty()
+    {
+        let files = source.frame_files();
+        if !files.is_empty() && files.len() as u64 == item.frame_count {
+            item.frame_files = files;
+            changed = true;
+        }
     }
     changed
 }
@@ -159,6 +171,25 @@ pub fn compare_with_media(
             "the project has {} frames but the folder has {} images",
             item.frame_count, info.frame_count
         )));
+    }
+    if let [item] = doc.items.as_slice()
+        && doc.is_frame_sequence()
+        && !item.frame_files.is_empty()
+    {
+        let files = source.frame_files();
+        if let Some((frame, (project, folder))) = item
+            .frame_files
+            .iter()
+            .zip(&files)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+        {
+            return Err(mismatch(format!(
+                "frame {} is {project} in the project but {folder} in the folder (images \
+                 were renamed, added or removed)",
+                frame + 1
+            )));
+        }
     }
     if doc.items.len() != source.item_count() {
         return Err(mismatch(format!(
@@ -304,7 +335,19 @@ mod tests {
             MediaKind::Folder,
             vec![Item::new(None, 6, 4, 2, 5.0)],
         );
+        // A project saved before frame names were kept gets them from the folder; a frame
+        // renamed since is then named.
         check_project_media(&mut sequence, &project).unwrap();
+        assert_eq!(sequence.items[0].frame_files, ["a.png", "b.png"]);
+        std::fs::rename(folder.join("b.png"), folder.join("c.png")).unwrap();
+        let err = check_project_media(&mut sequence, &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("frame 2 is b.png in the project but c.png in the folder"),
+            "{err}"
+        );
+        std::fs::rename(folder.join("c.png"), folder.join("b.png")).unwrap();
         let mut longer = doc_for(
             &folder,
             MediaKind::Folder,

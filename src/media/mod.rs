@@ -524,6 +524,15 @@ impl MediaSource {
         }
     }
 
+    /// The file name of each frame of a folder of frames ([`open_frames`]), in frame order;
+    /// empty for other media.
+    pub fn frame_files(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Frames(items, _) => items.iter().map(|i| file_name(&i.path)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The file behind an item (the source itself for an image or a video).
     pub fn item_path(&self, item: usize) -> Result<PathBuf, MediaError> {
         self.check_item(item)?;

@@ -338,7 +338,8 @@ fn check_object(item: &Item, index: usize, object: &Object) -> Result<(), Projec
 }
 
 /// The item's size, frame count and fps are ones real media can have (see [`MAX_ITEM_SIDE`]),
-/// and its frame timestamps, if any, are one per frame, finite and in order.
+/// and its frame timestamps and frame file names, if any, are one per frame (timestamps finite
+/// and in order).
 fn check_item(item: &Item, index: usize) -> Result<(), ProjectError> {
     let (w, h) = (item.width, item.height);
     let invalid = |m: String| Err(ProjectError::InvalidEdit(m));
@@ -381,6 +382,14 @@ fn check_item(item: &Item, index: usize) -> Result<(), ProjectError> {
     if times.windows(2).any(|w| w[1] < w[0]) {
         return invalid(format!(
             "item {index} has frame timestamps that go back in time"
+        ));
+    }
+    let files = &item.frame_files;
+    if !files.is_empty() && files.len() as u64 != item.frame_count {
+        return invalid(format!(
+            "item {index} has {} frame file names for {} frames",
+            files.len(),
+            item.frame_count
         ));
     }
     Ok(())

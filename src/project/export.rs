@@ -263,10 +263,16 @@ fn write_json_streamed<T: Serialize>(value: &T, path: &Path) -> Result<(), Proje
 }
 
 /// The COCO `file_name` of frame `frame` of item `index`: the item's file for images and
-/// folders, `<video stem>_<frame:06>.png` for the frames of a video or a folder of frames
-/// (which also carry `frame_index`).
+/// folders, the frame's own file in a folder of frames (when the project knows it), else
+/// `<video stem>_<frame:06>.png` for the frames of a video (which also carry `frame_index`).
 pub fn coco_file_name(doc: &Document, index: usize, frame: u64) -> String {
-    if doc.is_video() {
+    let frame_file = doc.items.get(index).and_then(|item| {
+        let f = usize::try_from(frame).ok()?;
+        item.frame_files.get(f)
+    });
+    if let Some(file) = frame_file {
+        file.clone()
+    } else if doc.is_video() {
         let stem = doc
             .media
             .path
@@ -1006,6 +1012,18 @@ mod tests {
             ]
         );
         assert_eq!(images[2]["timestamp_secs"], 2.0);
+        // With the frames' own files known, those are the names.
+        doc.items[0].frame_files = (0..doc.items[0].frame_count)
+            .map(|i| format!("cam{i}.jpg"))
+            .collect();
+        let coco = coco_json(&doc);
+        let names: Vec<_> = coco["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["file_name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["cam0.jpg", "cam2.jpg", "cam5.jpg"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Importing COCO `instances` JSON made by other tools as an undoable [`Edit::Batch`].
 //!
 //! Images map to items by `file_name` (folders), or to frames of a video by their
-//! `frame_index` / `frame_id` field, else the trailing number of `file_name`, else their order.
+//! `frame_index` / `frame_id` field, else (a folder of frames) the frame whose file is named,
+//! else the trailing number of `file_name`, else their order.
 //! Segmentations may be compressed or uncompressed RLE or polygons (rasterised as pycocotools
 //! does). Annotations are grouped into objects by `track_id`, `instance_id` or
 //! `attributes.track_id`; without one each annotation becomes its own object.
@@ -134,6 +135,13 @@ fn map_images(
             }
         }
     }
+    // The frames of a folder of frames by file name (the first frame wins).
+    let mut frame_files: HashMap<&str, u64> = HashMap::new();
+    if let Some(item) = doc.items.first().filter(|_| doc.is_frame_sequence()) {
+        for (frame, file) in item.frame_files.iter().enumerate() {
+            frame_files.entry(file.as_str()).or_insert(frame as u64);
+        }
+    }
     let media_name = doc
         .media
         .path
@@ -183,6 +191,10 @@ fn map_images(
                              (a whole number from 0)"
                         )),
                     },
+                    None if frame_files.contains_key(basename(&name)) => Ok(Target {
+                        item: 0,
+                        frame: frame_files[basename(&name)],
+                    }),
                     None => {
                         let frame = trailing_number(&name)
                             .filter(|_| numbers.len() == images.len())

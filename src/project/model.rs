@@ -125,6 +125,10 @@ pub struct Item {
     /// not evenly spaced at `fps` (variable frame rate); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timestamps_secs: Vec<f64>,
+    /// The file name of each frame, in frame order, for a folder of frames
+    /// ([`Document::is_frame_sequence`]); empty otherwise (and in projects saved before it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_files: Vec<String>,
     /// Objects in display order.
     pub objects: Vec<Object>,
     /// Next object id to hand out; ids (and so tags) are never reused.
@@ -145,6 +149,7 @@ impl Item {
             frame_count,
             fps,
             timestamps_secs: Vec::new(),
+            frame_files: Vec::new(),
             objects: Vec::new(),
             next_object_id: 0,
             chat: Vec::new(),

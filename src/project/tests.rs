@@ -411,6 +411,30 @@ fn coco_import_video_groups_tracks_and_maps_frames() {
     assert_eq!(frames, vec![4, 3]);
     assert_eq!(doc.items[0].objects[0].id, 0);
     assert_eq!(doc.items[0].objects[1].id, 1);
+
+    // A folder of frames whose files the project knows: a COCO file naming them (another
+    // tool's, without frame_index) maps by name, whatever numbers the names hold.
+    let mut doc = video_doc();
+    doc.media.kind = MediaKind::Folder;
+    doc.items[0].frame_files = (0..20).map(|i| format!("shot{}.jpg", 19 - i)).collect();
+    assert!(doc.is_frame_sequence());
+    let coco = json!({
+        "images": [
+            {"id": 1, "file_name": "clip/shot19.jpg"},
+            {"id": 2, "file_name": "shot3.jpg"}
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "segmentation": r(0)},
+            {"id": 2, "image_id": 2, "segmentation": r(0)}
+        ]
+    });
+    doc.apply(import_coco(&doc, &coco).unwrap()).unwrap();
+    let frames: Vec<u64> = doc.items[0]
+        .objects
+        .iter()
+        .flat_map(|o| o.frames.keys().copied())
+        .collect();
+    assert_eq!(frames, vec![0, 16]);
 }
 
 #[test]
