@@ -360,6 +360,15 @@ fn coco_import_folder_with_rle_polygons_and_tracks() {
     );
 }
 
+/// The frames of item 0 that each object annotates, object after object.
+fn annotated_frames(doc: &Document) -> Vec<u64> {
+    doc.items[0]
+        .objects
+        .iter()
+        .flat_map(|o| o.frames.keys().copied())
+        .collect()
+}
+
 #[test]
 fn coco_import_video_groups_tracks_and_maps_frames() {
     let mut doc = video_doc();
@@ -403,12 +412,7 @@ fn coco_import_video_groups_tracks_and_maps_frames() {
     });
     let mut doc = video_doc();
     doc.apply(import_coco(&doc, &coco).unwrap()).unwrap();
-    let frames: Vec<u64> = doc.items[0]
-        .objects
-        .iter()
-        .flat_map(|o| o.frames.keys().copied())
-        .collect();
-    assert_eq!(frames, vec![4, 3]);
+    assert_eq!(annotated_frames(&doc), vec![4, 3]);
     assert_eq!(doc.items[0].objects[0].id, 0);
     assert_eq!(doc.items[0].objects[1].id, 1);
 
@@ -429,12 +433,7 @@ fn coco_import_video_groups_tracks_and_maps_frames() {
         ]
     });
     doc.apply(import_coco(&doc, &coco).unwrap()).unwrap();
-    let frames: Vec<u64> = doc.items[0]
-        .objects
-        .iter()
-        .flat_map(|o| o.frames.keys().copied())
-        .collect();
-    assert_eq!(frames, vec![0, 16]);
+    assert_eq!(annotated_frames(&doc), vec![0, 16]);
 }
 
 #[test]
