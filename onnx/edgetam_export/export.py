@@ -21,7 +21,9 @@ EDGETAM_NOTES = (
     "memory_attention with maskmem_tpos_enc. (E3) memory_attention cross-attention is "
     "RoPEAttentionv2: query RoPE on the FxF grid, key RoPE on the 2-D latents of each memory only. "
     "(E4) the reference/ video cases run the sam2==1.1.0 video predictor logic (per-object banks) "
-    "over EdgeTAM's SAM2Base, see onnx/edgetam_export/predictor.py. Shared notes: "
+    "over EdgeTAM's SAM2Base, see onnx/edgetam_export/predictor.py. (E5) image_encoder's RepViT token "
+    "mixers are re-parameterised (timm RepVggDw.fuse: the kxk and 1x1 depthwise convolutions, the "
+    "identity and the batch norm as one kxk depthwise convolution; the same linear map). Shared notes: "
 )
 
 

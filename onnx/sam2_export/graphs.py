@@ -98,22 +98,50 @@ def _neck_with_projections(model):
     return (neck, tuple(folded)) if folded else (None, ())
 
 
+def _reparameterized_trunk(model):
+    """The image encoder's trunk with RepViT's re-parameterisable token mixers merged (EdgeTAM).
+    timm's `RepVggDw` (timm/models/repvit.py) computes `bn(conv(x) + conv1(x) + x)` with a kxk and a
+    1x1 depthwise convolution; its own `fuse()` writes the same linear map as one kxk depthwise
+    convolution (the form RepViT is designed to be deployed in), so the graph has one convolution
+    where it had two plus two full-resolution additions. A copy: the model, which writes the
+    references, keeps the official modules. Any other trunk (Hiera) is returned as is."""
+    trunk = getattr(getattr(model, "image_encoder", None), "trunk", None)
+    if trunk is None or not any(type(mod).__name__ == "RepVggDw" for mod in trunk.modules()):
+        return trunk
+    trunk = copy.deepcopy(trunk)
+
+    def fuse_children(net):
+        for name, child in net.named_children():
+            # timm's fuse pads the 1x1 kernel and the identity to 3x3, RepViT's only kernel size
+            if type(child).__name__ == "RepVggDw" and hasattr(child, "fuse") \
+                    and tuple(child.conv.c.kernel_size) == (3, 3):
+                setattr(net, name, child.fuse())
+            else:
+                fuse_children(child)
+
+    with torch.no_grad():
+        fuse_children(trunk)
+    return trunk
+
+
 class ImageEncoderGraph(nn.Module):
     """SAM2Base.forward_image + _prepare_backbone_features (+ no_mem_embed as in
     SAM2ImagePredictor.set_image and _prepare_memory_conditioned_features for init cond frames).
-    The high-resolution projections are folded into the neck (`_neck_with_projections`)."""
+    The high-resolution projections are folded into the neck (`_neck_with_projections`) and
+    RepViT's token mixers are re-parameterised (`_reparameterized_trunk`)."""
 
     def __init__(self, model):
         super().__init__()
         self.m = model
         _fold_hiera_pos_embed(model)
         self.neck, self.folded = _neck_with_projections(model)
+        self.trunk = _reparameterized_trunk(model)
 
     def _backbone_fpn(self, image):
         if self.neck is None:
             return self.m.forward_image(image)["backbone_fpn"]  # conv_s0 / conv_s1 applied
         enc, dec = self.m.image_encoder, self.m.sam_mask_decoder
-        features, _ = self.neck(enc.trunk(image))  # ImageEncoder.forward with the folded neck
+        features, _ = self.neck(self.trunk(image))  # ImageEncoder.forward with the folded neck
         if enc.scalp > 0:
             features = features[:-enc.scalp]
         features = list(features)

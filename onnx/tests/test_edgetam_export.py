@@ -109,7 +109,9 @@ def test_memory_graphs_match_the_official_modules():
 
 
 def test_image_encoder_graph_folds_the_high_res_projections():
-    """As the SAM 2 test of the same name, on EdgeTAM's RepViT trunk and neck."""
+    """As the SAM 2 test of the same name, on EdgeTAM's RepViT trunk and neck; the graph's trunk also
+    has RepViT's token mixers merged (timm RepVggDw.fuse), with batch-norm statistics made random
+    so that merging them is tested too, while the model keeps the official modules."""
     r = _script("""
         from edgetam_export.package import use_edgetam_sam2
         use_edgetam_sam2()
@@ -118,7 +120,16 @@ def test_image_encoder_graph_folds_the_high_res_projections():
         from edgetam_export.build import build_tiny_random
         from sam2_export.graphs import ImageEncoderGraph
         m = build_tiny_random(5).eval()
+        g = torch.Generator().manual_seed(3)
+        for mod in m.image_encoder.trunk.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
         graph = ImageEncoderGraph(m).eval()
+        mixers = lambda t: sum(type(x).__name__ == "RepVggDw" for x in t.modules())
+        print("mixers", mixers(m.image_encoder.trunk), mixers(graph.trunk))
         n = len(graph.neck.convs) - 1
         print("folded", list(graph.folded), graph.neck.convs[n].conv.out_channels,
               m.sam_mask_decoder.conv_s0.out_channels)
@@ -130,6 +141,8 @@ def test_image_encoder_graph_folds_the_high_res_projections():
     """)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "folded [0, 1]" in r.stdout, r.stdout
+    official, merged = (int(x) for x in r.stdout.split("mixers")[1].split()[:2])
+    assert official > 0 and merged == 0, r.stdout
     head = r.stdout.split("folded")[1].split("\n")[0].split("]")[1].split()
     assert head[0] == head[1], r.stdout
     d = [float(x) for x in r.stdout.split("diffs")[1].split()]
