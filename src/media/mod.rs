@@ -196,7 +196,16 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
         if format == image::ImageFormat::Tiff
             && let Some(pages) = tiff_pages::TiffPages::open(path)?
         {
-            source.backend = Backend::Pages(Box::new(pages));
+            let (width, height) = pages.size();
+            let info = sequence_info(
+                file_name(path),
+                (width, height),
+                pages.len(),
+                pages.fps(),
+                pages.codec().to_owned(),
+                pages.rotation_degrees(),
+            );
+            source.backend = Backend::Pages(Box::new(pages), info);
             return Ok(source);
         }
         if !open_animation(&mut source, format)? {
@@ -324,9 +333,47 @@ impl FolderItem {
     }
 }
 
-/// The largest frame rate a folder of frames may be given: far above any camera's, and keeps
-/// `index / fps` meaningful.
+/// The largest frame rate a folder of frames (or a clip whose rate is a setting) may be given:
+/// far above any camera's, and keeps `index / fps` meaningful.
 pub const MAX_FRAMES_FPS: f64 = 1000.0;
+
+/// Whether `fps` may be given as a frame rate: finite, from 0 (unknown) to [`MAX_FRAMES_FPS`];
+/// the sentence saying why not otherwise.
+pub fn check_frame_rate(fps: f64) -> Result<(), String> {
+    if fps.is_finite() && (0.0..=MAX_FRAMES_FPS).contains(&fps) {
+        return Ok(());
+    }
+    Err(format!(
+        "{fps} frames per second is not a frame rate; give one from 0 (unknown) to \
+         {MAX_FRAMES_FPS}"
+    ))
+}
+
+/// The facts of a clip of `frame_count` frames at `fps` (0: unknown) whose rate is a setting
+/// rather than timestamps: a folder of frames, the pages of a TIFF.
+fn sequence_info(
+    name: String,
+    (width, height): (u32, u32),
+    frame_count: u64,
+    fps: f64,
+    codec: String,
+    rotation_degrees: u32,
+) -> ItemInfo {
+    ItemInfo {
+        name,
+        width,
+        height,
+        frame_count,
+        fps,
+        duration_secs: if fps > 0.0 {
+            frame_count as f64 / fps
+        } else {
+            0.0
+        },
+        codec,
+        rotation_degrees,
+    }
+}
 
 /// Opens the images of folder `dir` (as [`open`] lists them: sniffed by content, hidden files
 /// skipped, natural order) as the frames of one video at `fps` frames per second (0: rate
@@ -336,13 +383,10 @@ pub const MAX_FRAMES_FPS: f64 = 1000.0;
 /// another displayed size than the first is [`MediaError::NotFrames`] naming both. Frame N is
 /// decoded on request and cached like a video's.
 pub fn open_frames(dir: &Path, fps: f64) -> Result<MediaSource, MediaError> {
-    if !(fps.is_finite() && (0.0..=MAX_FRAMES_FPS).contains(&fps)) {
+    if let Err(reason) = check_frame_rate(fps) {
         return Err(MediaError::NotFrames {
             path: dir.to_owned(),
-            reason: format!(
-                "{fps} frames per second is not a frame rate; give one from 0 (unknown) to \
-                 {MAX_FRAMES_FPS}"
-            ),
+            reason,
         });
     }
     let meta = std::fs::metadata(dir).map_err(|source| MediaError::Io {
@@ -375,21 +419,14 @@ pub fn open_frames(dir: &Path, fps: f64) -> Result<MediaSource, MediaError> {
             });
         }
     }
-    let frame_count = items.len() as u64;
-    let info = ItemInfo {
-        name: file_name(dir),
-        width: first.width,
-        height: first.height,
-        frame_count,
+    let info = sequence_info(
+        file_name(dir),
+        (first.width, first.height),
+        items.len() as u64,
         fps,
-        duration_secs: if fps > 0.0 {
-            frame_count as f64 / fps
-        } else {
-            0.0
-        },
-        codec: first.codec,
-        rotation_degrees: 0,
-    };
+        first.codec,
+        0,
+    );
     Ok(MediaSource {
         path: dir.to_owned(),
         backend: Backend::Frames(items, info),
@@ -405,8 +442,8 @@ enum Backend {
     Still(ItemInfo, Arc<Frame>),
     Video(Box<video::Video>),
     Animation(Box<animation::Animation>),
-    /// The pages of a multi-page TIFF, decoded on request.
-    Pages(Box<tiff_pages::TiffPages>),
+    /// The pages of a multi-page TIFF, decoded on request, and their facts.
+    Pages(Box<tiff_pages::TiffPages>, ItemInfo),
     Folder(Vec<FolderItem>),
 }
 
@@ -438,7 +475,7 @@ impl MediaSource {
     pub fn kind(&self) -> SourceKind {
         match self.backend {
             Backend::Image(_) | Backend::Still(..) => SourceKind::Image,
-            Backend::Video(_) | Backend::Animation(_) | Backend::Pages(_) => SourceKind::Video,
+            Backend::Video(_) | Backend::Animation(_) | Backend::Pages(..) => SourceKind::Video,
             Backend::Folder(_) => SourceKind::Folder,
             Backend::Frames(..) => SourceKind::Frames,
         }
@@ -473,9 +510,10 @@ impl MediaSource {
     pub fn item_info(&self, item: usize) -> Result<ItemInfo, MediaError> {
         self.check_item(item)?;
         match &self.backend {
-            Backend::Image(info) | Backend::Still(info, _) | Backend::Frames(_, info) => {
-                Ok(info.clone())
-            }
+            Backend::Image(info)
+            | Backend::Still(info, _)
+            | Backend::Frames(_, info)
+            | Backend::Pages(_, info) => Ok(info.clone()),
             Backend::Video(video) => {
                 let v = video.info();
                 Ok(ItemInfo {
@@ -500,24 +538,6 @@ impl MediaSource {
                     duration_secs: animation.duration_secs(),
                     codec: "webp".into(),
                     rotation_degrees: 0,
-                })
-            }
-            Backend::Pages(pages) => {
-                let (width, height) = pages.size();
-                let frame_count = pages.len();
-                Ok(ItemInfo {
-                    name: file_name(&self.path),
-                    width,
-                    height,
-                    frame_count,
-                    fps: pages.fps(),
-                    duration_secs: if pages.fps() > 0.0 {
-                        frame_count as f64 / pages.fps()
-                    } else {
-                        0.0
-                    },
-                    codec: pages.codec().to_owned(),
-                    rotation_degrees: pages.rotation_degrees(),
                 })
             }
             Backend::Folder(items) => items[item].info(),
@@ -596,8 +616,8 @@ impl MediaSource {
                     count: animation.len(),
                 });
             }
-            Backend::Pages(pages) => {
-                let count = pages.len();
+            Backend::Pages(pages, info) => {
+                let count = info.frame_count;
                 pages
                     .frame(&self.path, index)
                     .ok_or(MediaError::OutOfRange {
@@ -629,11 +649,8 @@ impl MediaSource {
         match &self.backend {
             Backend::Video(video) if item == 0 => video.frame_time_secs(index),
             Backend::Animation(animation) if item == 0 => animation.frame_time_secs(index),
-            Backend::Frames(_, info) if item == 0 && info.fps > 0.0 => {
+            Backend::Frames(_, info) | Backend::Pages(_, info) if item == 0 && info.fps > 0.0 => {
                 index.min(info.frame_count.saturating_sub(1)) as f64 / info.fps
-            }
-            Backend::Pages(pages) if item == 0 && pages.fps() > 0.0 => {
-                index.min(pages.len().saturating_sub(1)) as f64 / pages.fps()
             }
             _ => 0.0,
         }
@@ -644,7 +661,7 @@ impl MediaSource {
     /// person sets for such media.
     pub fn rate_is_settable(&self) -> bool {
         match &self.backend {
-            Backend::Frames(..) | Backend::Pages(_) => true,
+            Backend::Frames(..) | Backend::Pages(..) => true,
             Backend::Video(_) | Backend::Animation(_) => {
                 self.item_info(0).is_ok_and(|info| info.fps <= 0.0)
             }

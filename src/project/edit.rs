@@ -3,7 +3,7 @@
 use super::ProjectError;
 use super::model::{
     Document, Edit, FrameAnnotation, Item, MAX_ITEM_FRAMES, MAX_ITEM_PIXELS, MAX_ITEM_SIDE,
-    MAX_SET_FPS, MediaKind, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
+    MediaKind, MediaRef, Object, ObjectProps, PALETTE, PROJECT_VERSION,
 };
 use std::collections::VecDeque;
 
@@ -283,12 +283,7 @@ impl Document {
                 Ok(Edit::SetModels(old))
             }
             Edit::SetFrameRate { item, fps } => {
-                if !(fps.is_finite() && (0.0..=MAX_SET_FPS).contains(&fps)) {
-                    return Err(ProjectError::InvalidEdit(format!(
-                        "{fps} frames per second is not a frame rate; give one from 0 (unknown) \
-                         to {MAX_SET_FPS}"
-                    )));
-                }
+                crate::media::check_frame_rate(fps).map_err(ProjectError::InvalidEdit)?;
                 let it = self.item_mut(item)?;
                 if !it.timestamps_secs.is_empty() {
                     return Err(ProjectError::InvalidEdit(format!(

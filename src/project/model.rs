@@ -49,9 +49,6 @@ pub const MAX_ITEM_PIXELS: u64 = 256 << 20;
 /// Most frames an item may have: about 155 hours at 30 fps.
 pub const MAX_ITEM_FRAMES: u64 = 1 << 24;
 
-/// The largest frame rate [`Edit::SetFrameRate`] sets: far above any camera's.
-pub const MAX_SET_FPS: f64 = 1e6;
-
 /// Overlay colours handed to new objects, in order; chosen to be distinct on photos.
 pub const PALETTE: [Rgb; 12] = [
     [230, 25, 75],
@@ -535,7 +532,7 @@ pub enum Edit {
     SetFrameRate {
         /// Item index.
         item: usize,
-        /// Frames per second, 0 to [`MAX_SET_FPS`].
+        /// Frames per second, 0 to [`crate::media::MAX_FRAMES_FPS`].
         fps: f64,
     },
     /// Several edits applied as one undo step (a propagation, an import). Applied in order; if

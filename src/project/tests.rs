@@ -598,7 +598,12 @@ fn frame_rates_are_set_undone_and_refused_when_not_rates() {
     assert_eq!(doc.items[0].timestamp_secs(5), 0.4);
     doc.apply(inverse).unwrap();
     assert_eq!(doc.items[0].fps, 10.0);
-    for fps in [f64::NAN, -1.0, f64::INFINITY, MAX_SET_FPS * 2.0] {
+    for fps in [
+        f64::NAN,
+        -1.0,
+        f64::INFINITY,
+        crate::media::MAX_FRAMES_FPS * 2.0,
+    ] {
         let err = doc.apply(Edit::SetFrameRate { item: 0, fps }).unwrap_err();
         assert!(err.to_string().contains("not a frame rate"), "{err}");
     }
