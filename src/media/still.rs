@@ -275,7 +275,16 @@ pub(crate) fn decode(path: &Path) -> Result<(Frame, ImageHeader), MediaError> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, e))?;
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, e))?;
+    Ok(oriented(img, format, orientation))
+}
+
+/// A decoded picture turned to its display orientation, as RGBA8, with its header.
+pub(crate) fn oriented(
+    mut img: DynamicImage,
+    format: ImageFormat,
+    orientation: image::metadata::Orientation,
+) -> (Frame, ImageHeader) {
     img.apply_orientation(orientation);
     let rgba = img.into_rgba8();
     let (width, height) = rgba.dimensions();
@@ -285,14 +294,12 @@ pub(crate) fn decode(path: &Path) -> Result<(Frame, ImageHeader), MediaError> {
         format,
         rotation_degrees: rotation_of(orientation),
     };
-    Ok((
-        Frame {
-            width,
-            height,
-            rgba: rgba.into_raw(),
-        },
-        header,
-    ))
+    let frame = Frame {
+        width,
+        height,
+        rgba: rgba.into_raw(),
+    };
+    (frame, header)
 }
 
 #[cfg(test)]

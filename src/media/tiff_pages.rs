@@ -295,7 +295,7 @@ impl TiffPages {
             });
         }
         let img = read_page(&mut self.decoder, path, &facts, self.pixels, self.range)?;
-        Ok(to_frame(img, self.orientation))
+        Ok(still::oriented(img, image::ImageFormat::Tiff, self.orientation).0)
     }
 }
 
@@ -316,26 +316,8 @@ pub(crate) fn decode_first(path: &Path) -> Option<Result<(Frame, ImageHeader), M
     Some((|| {
         still::check_size(path, facts.size.0, facts.size.1)?;
         let img = read_page(&mut decoder, path, &facts, Pixels::Grey, range)?;
-        let frame = to_frame(img, orientation);
-        let header = ImageHeader {
-            width: frame.width,
-            height: frame.height,
-            format: image::ImageFormat::Tiff,
-            rotation_degrees: still::rotation_of(orientation),
-        };
-        Ok((frame, header))
+        Ok(still::oriented(img, image::ImageFormat::Tiff, orientation))
     })())
-}
-
-fn to_frame(mut img: DynamicImage, orientation: Orientation) -> Frame {
-    img.apply_orientation(orientation);
-    let rgba = img.into_rgba8();
-    let (width, height) = rgba.dimensions();
-    Frame {
-        width,
-        height,
-        rgba: rgba.into_raw(),
-    }
 }
 
 fn short_page(path: &Path) -> MediaError {
