@@ -114,6 +114,7 @@ fn worker(args: &[String]) {
     };
     let max_new: usize = max_new.parse().unwrap();
     let options = SessionOptions {
+        provider: harness::bench_provider(),
         intra_threads: threads.parse().unwrap(),
         ..SessionOptions::default()
     };
@@ -130,6 +131,8 @@ fn worker(args: &[String]) {
         "load_s": t.elapsed().as_secs_f64(),
         "variant": format!("{:?}", model.variant()),
         "quantization": model.quantization().map(|q| q.to_string()),
+        "provider": model.provider().to_string(),
+        "warnings": model.warnings(),
     });
     let cancel = CancelToken::new();
     let (image, video) = (request(false, max_new), request(true, max_new));

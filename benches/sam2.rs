@@ -26,7 +26,7 @@
 mod harness;
 
 use harness::{Args, Better, Worker, env_usize};
-use pixelrefer_studio::runtime::{ExecutionProvider, SessionOptions};
+use pixelrefer_studio::runtime::SessionOptions;
 use pixelrefer_studio::segment::{
     Direction, FrameKey, ImagePredictor, Point, Prompts, Sam2Model, TrackerOptions, VideoTracker,
 };
@@ -101,7 +101,7 @@ fn worker(args: &[String]) {
     let frames: Vec<image::RgbImage> = paths.iter().map(|p| read_rgb(p)).collect();
     let (vw, vh) = (frames[0].width(), frames[0].height());
     let options = SessionOptions {
-        provider: ExecutionProvider::Cpu,
+        provider: harness::bench_provider(),
         intra_threads: threads,
         remote: None,
     };
@@ -112,6 +112,7 @@ fn worker(args: &[String]) {
         "load_s": t0.elapsed().as_secs_f64(),
         "variant": model.variant(),
         "provider": model.provider().to_string(),
+        "warnings": model.warnings(),
         "threads": threads,
     });
     let mut pred = ImagePredictor::new(Arc::clone(&model), 1);
@@ -325,11 +326,14 @@ fn main() {
         std::process::exit(1);
     });
     let (la, lb) = (workers[0].label.clone(), workers[1].label.clone());
+    let variant = |w: &Worker| w.ready["variant"].as_str().unwrap_or_default().to_string();
+    let tracker_pair =
+        variant(&workers[0]).starts_with("edgetam") && variant(&workers[1]).starts_with("sam2");
     drop(workers);
     rounds.report(&la, &lb, &|_| Better::Lower);
     if b.starts_with("torch:") {
         print_torch_targets(&rounds);
-    } else {
+    } else if tracker_pair {
         print_tracker_targets(&rounds);
     }
 }

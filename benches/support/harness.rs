@@ -131,6 +131,17 @@ pub fn min_median(v: &[f64]) -> (f64, f64) {
     (s[0], med)
 }
 
+/// The execution provider of a Rust worker: `PIXELREFER_BENCH_DEVICE=cuda` (per side, with
+/// `--a-env`/`--b-env`) asks for CUDA, anything else or unset is the CPU. A CUDA request that
+/// cannot start falls back to the CPU; the worker's ready line names the provider it got.
+pub fn bench_provider() -> pixelrefer_studio::runtime::ExecutionProvider {
+    use pixelrefer_studio::runtime::ExecutionProvider;
+    match std::env::var("PIXELREFER_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => ExecutionProvider::Cuda,
+        _ => ExecutionProvider::Cpu,
+    }
+}
+
 /// The project venv's python (`$PIXELREFER_PYTHON` overrides).
 pub fn python() -> PathBuf {
     std::env::var_os("PIXELREFER_PYTHON")

@@ -3,7 +3,6 @@ with onnxruntime, manifest.json, and reference cases from the PyTorch reference 
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import warnings
@@ -14,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from common import progress
+from common.manifest import sha256_file
 
 from . import host
 from .config import PixelReferConfig, load_generation_config
@@ -241,14 +241,6 @@ def export_graphs(model: PixelReferForCausalLM, out_dir: str, fp16: bool = False
 # ------------------------------------------------------------------------------------------------
 # Manifest
 # ------------------------------------------------------------------------------------------------
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _io_spec(path: str) -> Dict[str, List[Dict[str, Any]]]:
     import onnx
     names = {1: "float32", 7: "int64", 10: "float16", 6: "int32", 9: "bool", 2: "uint8"}
@@ -346,7 +338,7 @@ def write_manifest(out_dir: str, cfg: PixelReferConfig, graphs: Dict, consts: Di
         "kind": "pixelrefer-lite" if cfg.variant == "lite" else "pixelrefer",
         "variant": variant_name, "upstream": upstream, "graphs": graphs, "constants": consts,
         "verification": {"max_abs_diff_ort_vs_torch": verify},
-        "files": {f: _sha256(os.path.join(out_dir, f)) for f in files},
+        "files": {f: sha256_file(os.path.join(out_dir, f)) for f in files},
     }
     path = os.path.join(out_dir, "manifest.json")
     tmp = path + ".tmp"
