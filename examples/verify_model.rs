@@ -1,52 +1,44 @@
-//! `models verify` without the app: replays a model directory's `reference/` cases through the
-//! Rust pipeline on a chosen provider and prints the same lines, for machines that have a GPU but
-//! no desktop libraries (the CLI binary links GTK for its file dialogs). Used by
+//! `models verify` without the app: the CLI's own `verify` (same cases, lines, summary and
+//! `PASS`) and `--device`/`--threads` handling, in a binary that does not link the app's desktop
+//! libraries (the CLI links GTK for its file dialogs), for GPU machines that have none. Used by
 //! `scripts/gpu_check.sh`.
 //!
-//! cargo run --example verify_model -- MODEL_DIR [cpu|cuda] [THREADS]
+//! cargo run --example verify_model -- MODEL_DIR [auto|cpu|cuda] [THREADS]
 
-use pixelrefer_studio::jobs::verify_model;
-use pixelrefer_studio::runtime::{ExecutionProvider, SessionOptions};
+use clap::ValueEnum;
+use pixelrefer_studio::cli::{Device, sam_cmds, session_options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: verify_model MODEL_DIR [cpu|cuda] [THREADS]");
+        eprintln!("usage: verify_model MODEL_DIR [auto|cpu|cuda] [THREADS]");
         return ExitCode::from(2);
     };
-    let provider = match args.get(1).map(String::as_str) {
-        None | Some("cpu") => ExecutionProvider::Cpu,
-        Some("cuda") => ExecutionProvider::Cuda,
-        Some(other) => {
-            eprintln!("unknown device {other:?}: cpu or cuda");
+    let device = match args.get(1).map(|d| Device::from_str(d, true)) {
+        None => Device::Auto,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let intra_threads = match args.get(2).map(|t| t.parse::<usize>()) {
+    let threads = match args.get(2).map(|t| t.parse::<usize>()) {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(e)) => {
-            eprintln!("the thread count is not a number: {e}");
+            eprintln!("error: the thread count is not a number: {e}");
             return ExitCode::from(2);
         }
     };
-    let options = SessionOptions {
-        provider,
-        intra_threads,
-        remote: None,
-    };
-    match verify_model(&dir, &options, &mut |l| println!("{l}"), &mut |n| {
-        eprintln!("{n}")
-    }) {
-        Ok(summary) => {
-            println!("{summary}");
-            println!("PASS");
-            ExitCode::SUCCESS
-        }
+    let result = session_options(device, threads, None)
+        .map_err(anyhow::Error::from)
+        .and_then(|options| sam_cmds::verify(&dir, &options));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

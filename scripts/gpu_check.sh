@@ -16,9 +16,10 @@ set -uo pipefail
 BUNDLE=${1:?bundle folder} OUT=${2:?output folder} WHAT=${3:-all}
 W=/tmp/pixelrefer-gpu
 mkdir -p "$W" "$OUT"
+# ARCHIVE.tar.xz -> DIR with Python's own lzma (the machine need not have xz)
+unpack() { python3 -c "import lzma,tarfile,sys; tarfile.open(fileobj=lzma.open(sys.argv[1])).extractall(sys.argv[2])" "$1" "$2"; }
 if [ ! -f "$W/ort/libonnxruntime.so.1.31.1" ]; then
-  mkdir -p "$W/ort" && python3 -c "import lzma,tarfile,sys; tarfile.open(fileobj=lzma.open(sys.argv[1])).extractall(sys.argv[2])" \
-    "$BUNDLE/ort_cuda.tar.xz" "$W/ort" || exit 1
+  mkdir -p "$W/ort" && unpack "$BUNDLE/ort_cuda.tar.xz" "$W/ort" || exit 1
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # CUDA's libraries as the machine's Python packages ship them (nvidia-* wheels), else the system's.
@@ -31,8 +32,7 @@ echo "CUDA libraries: $LIBS"
 ldd "$W/ort/libonnxruntime_providers_cuda.so" | grep -i "not found"
 [ "$WHAT" = ort ] && { ls -la "$W/ort"; exit 0; }
 
-python3 -c "import lzma,tarfile,sys; tarfile.open(fileobj=lzma.open(sys.argv[1])).extractall(sys.argv[2])" \
-  "$BUNDLE/check.tar.xz" "$W" || exit 1
+unpack "$BUNDLE/check.tar.xz" "$W" || exit 1
 BIN=$W/bin
 
 echo "== parity on CUDA: models verify (examples/verify_model) on the CUDA provider"
