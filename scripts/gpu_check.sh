@@ -18,7 +18,9 @@ W=/tmp/pixelrefer-gpu
 mkdir -p "$W" "$OUT"
 # ARCHIVE.tar.xz -> DIR with Python's own lzma (the machine need not have xz)
 unpack() { python3 -c "import lzma,tarfile,sys; tarfile.open(fileobj=lzma.open(sys.argv[1])).extractall(sys.argv[2])" "$1" "$2"; }
-if [ ! -f "$W/ort/libonnxruntime.so.1.31.1" ]; then
+# the library under the version gpu_bundle.sh downloaded (libonnxruntime.so.X.Y.Z)
+ort_lib() { ls "$W"/ort/libonnxruntime.so.[0-9]* 2>/dev/null | head -1; }
+if [ -z "$(ort_lib)" ]; then
   mkdir -p "$W/ort" && unpack "$BUNDLE/ort_cuda.tar.xz" "$W/ort" || exit 1
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -27,7 +29,7 @@ LIBS=$(find /opt /usr /lib -xdev \( -name 'libcublas.so.13*' -o -name 'libcublas
   -o -name 'libcurand.so.10*' -o -name 'libcufft.so.12*' -o -name 'libcudnn.so.9*' -o -name 'libnvrtc.so.13*' \) \
   2>/dev/null | xargs -r -n1 dirname | sort -u | paste -sd:)
 export LD_LIBRARY_PATH="$W/ort:$LIBS:${LD_LIBRARY_PATH:-}"
-export ORT_DYLIB_PATH="$W/ort/libonnxruntime.so.1.31.1"
+export ORT_DYLIB_PATH="$(ort_lib)"
 echo "CUDA libraries: $LIBS"
 ldd "$W/ort/libonnxruntime_providers_cuda.so" | grep -i "not found"
 [ "$WHAT" = ort ] && { ls -la "$W/ort"; exit 0; }
