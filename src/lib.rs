@@ -10,7 +10,9 @@ pub mod mask;
 pub mod media;
 pub mod project;
 pub mod refer;
+#[cfg(feature = "gui")]
 pub mod render;
 pub mod runtime;
 pub mod segment;
+#[cfg(feature = "gui")]
 pub mod ui;

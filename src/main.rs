@@ -336,20 +336,15 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve {
             command: ServeCommand::Check { url, models, json },
         }) => cli::serve_cmds::check(&url, models.as_deref(), json),
-        None => cli::session_options(args.device, args.threads, args.remote.as_deref())
-            .map_err(anyhow::Error::from)
-            .and_then(|session| {
-                check_frames_fps(args.path.as_deref(), args.fps)?;
-                pixelrefer_studio::ui::run(
-                    args.path,
-                    pixelrefer_studio::ui::AppOptions {
-                        models_dir: args.models,
-                        catalog: args.catalog,
-                        session,
-                        frames_fps: args.fps,
-                    },
-                )
-            }),
+        None => open_app(AppArgs {
+            path: args.path,
+            models: args.models,
+            device: args.device,
+            threads: args.threads,
+            catalog: args.catalog,
+            remote: args.remote,
+            fps: args.fps,
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -360,8 +355,45 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What the app takes from the command line (the options without a subcommand).
+#[cfg_attr(not(feature = "gui"), allow(dead_code))]
+struct AppArgs {
+    path: Option<PathBuf>,
+    models: Option<PathBuf>,
+    device: cli::Device,
+    threads: usize,
+    catalog: Option<PathBuf>,
+    remote: Option<String>,
+    fps: Option<f64>,
+}
+
+/// Opens the desktop app on `path` (no subcommand).
+#[cfg(feature = "gui")]
+fn open_app(args: AppArgs) -> anyhow::Result<()> {
+    let session = cli::session_options(args.device, args.threads, args.remote.as_deref())?;
+    check_frames_fps(args.path.as_deref(), args.fps)?;
+    pixelrefer_studio::ui::run(
+        args.path,
+        pixelrefer_studio::ui::AppOptions {
+            models_dir: args.models,
+            catalog: args.catalog,
+            session,
+            frames_fps: args.fps,
+        },
+    )
+}
+
+/// A build without the `gui` feature has no window to open: it says so and names the commands.
+#[cfg(not(feature = "gui"))]
+fn open_app(_args: AppArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build of pixelrefer-studio is the command line only (built without the `gui` feature), so it has no window to open; give it a command such as `track`, `ask`, `export` or `models verify` (see --help)"
+    )
+}
+
 /// Refuses `--fps` without a folder to open, or a rate `media::open_frames` would refuse, before
 /// the window opens.
+#[cfg(feature = "gui")]
 fn check_frames_fps(path: Option<&std::path::Path>, fps: Option<f64>) -> anyhow::Result<()> {
     let Some(fps) = fps else {
         return Ok(());
