@@ -13,9 +13,10 @@ fi
 export PIXELREFER_FIXTURES="${PIXELREFER_FIXTURES:-$PWD/.fixtures/models}"
 export PIXELREFER_FIXTURES_HUB="${PIXELREFER_FIXTURES_HUB:-$PWD/.fixtures/hub}"
 scripts/make_fixtures.sh
-cargo test --locked
-# The command line built without the app (no GTK), end to end on a tiny model.
+# The command line built without the app (no GTK), end to end on a tiny model; before
+# `cargo test`, which puts the app's binary back in place.
 scripts/headless_check.sh "$PIXELREFER_FIXTURES/sam2-tiny"
+cargo test --locked
 if compgen -G "onnx/tests/test_*.py" >/dev/null; then
   # `slow`: the SAM 2 export of the fake hub's checkpoint with --reference (5 minutes), which
   # tests/models_fetch.rs already runs end to end; `pytest onnx/tests` runs it too.

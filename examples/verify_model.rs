@@ -1,7 +1,7 @@
-//! `models verify` without the app: the CLI's own `verify` (same cases, lines, summary and
-//! `PASS`) and `--device`/`--threads` handling, in a binary that does not link the app's desktop
-//! libraries (the CLI links GTK for its file dialogs), for GPU machines that have none. Used by
-//! `scripts/gpu_check.sh`.
+//! `models verify` alone: the CLI's own `verify` (same cases, lines, summary and `PASS`) and
+//! `--device`/`--threads` handling, in a binary that links neither GTK (the app's file dialogs)
+//! nor FFmpeg's shared libraries, which the CLI needs even built without the `gui` feature, for
+//! bare GPU machines that have neither. Used by `scripts/gpu_check.sh`.
 //!
 //! cargo run --example verify_model -- MODEL_DIR [auto|cpu|cuda] [THREADS]
 

@@ -21,6 +21,7 @@ import os
 import tempfile
 
 import numpy as np
+import onnx
 
 TRACKING_GRAPHS = ("image_encoder", "memory_attention", "prompt_decoder", "memory_encoder")
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
@@ -85,8 +86,6 @@ def graph_macs(path: str, feeds: dict) -> tuple[int, dict]:
             events = json.load(f)
     # ONNX Runtime leaves out the shapes of inputs it pre-packed (ConvTranspose's weights): those
     # are initializers, whose shapes the model file has
-    import onnx
-
     model = onnx.load(path, load_external_data=False)
     init_dims = {t.name: list(t.dims) for t in model.graph.initializer}
     node_inputs = {n.name: list(n.input) for n in model.graph.node}

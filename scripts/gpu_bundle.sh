@@ -29,7 +29,8 @@ if [ ! -f "$BUNDLE/ort_cuda.tar.xz" ]; then
   tar -C "$T/ort" -cf - . | xz -9e -T2 >"$BUNDLE/ort_cuda.tar.xz"
 fi
 
-# the CLI links GTK for its file dialogs, which a GPU server need not have: verify through the example
+# the CLI links FFmpeg's shared libraries (and GTK, with the app), which a bare GPU machine need
+# not have: verify through the example, which links neither
 cargo build --profile test --example verify_model
 mkdir -p "$T/c/bin" "$T/c/models" "$T/c/skel"
 target=${CARGO_TARGET_DIR:-target}
