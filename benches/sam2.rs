@@ -363,15 +363,34 @@ fn print_tracker_targets(rounds: &harness::Rounds) {
 }
 
 /// The propagation speed-up of A over B against `min`: over the whole clip and, when the clip is
-/// long enough to have any, over the frames with a full memory bank.
+/// long enough to have any, over the frames with a full memory bank. The verdict reads the ratio
+/// of medians (the harness's measure) and says when the ratio of minimums disagrees.
 fn print_propagation_targets(rounds: &harness::Rounds, what: &str, min: f64) {
-    let ratio = |k: &str| rounds.median(1, k) / rounds.median(0, k);
-    let whole = ratio("propagation_ms_per_frame_per_object");
-    let steady = ratio("steady_propagation_ms_per_frame_per_object");
-    for (r, part) in [(whole, "whole clip"), (steady, "memory bank full")] {
-        if r.is_finite() {
-            println!("  {what} >= {min}x B, {part}: {r:.2}x: {}", met(r >= min));
+    for (key, part) in [
+        ("propagation_ms_per_frame_per_object", "whole clip"),
+        (
+            "steady_propagation_ms_per_frame_per_object",
+            "memory bank full",
+        ),
+    ] {
+        let median = rounds.median(1, key) / rounds.median(0, key);
+        let minimum = rounds.min(1, key) / rounds.min(0, key);
+        if median.is_finite() {
+            println!(
+                "  {what} >= {min}x B, {part}: {median:.2}x (minimums {minimum:.2}x): {}",
+                verdict(median >= min, minimum >= min)
+            );
         }
+    }
+}
+
+/// `met` when the ratios of medians and of minimums both reach the target, `met by the medians
+/// only` when the minimums fall short (a noisy run), else `missed`.
+fn verdict(by_median: bool, by_min: bool) -> &'static str {
+    match (by_median, by_min) {
+        (true, true) => "met",
+        (true, false) => "met by the medians only",
+        (false, _) => "missed",
     }
 }
 

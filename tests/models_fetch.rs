@@ -802,4 +802,63 @@ fn list_without_installed_models_names_the_recommended_pair() {
         !starred.iter().any(|l| l.contains("pixelrefer-2b ")),
         "{text}"
     );
+    // EdgeTAM is offered as the faster tracker on a machine without CUDA, with its trade-off.
+    let s = Scratch::with_catalog(|c| {
+        let builtin: serde_json::Value =
+            serde_json::from_str(pixelrefer_studio::runtime::catalog::BUILTIN_CATALOG).unwrap();
+        let edgetam = builtin["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "edgetam")
+            .unwrap()
+            .clone();
+        c["models"].as_array_mut().unwrap().push(edgetam);
+    });
+    let models = s.models();
+    let text = s
+        .command(
+            "http://127.0.0.1:9",
+            &["models", "list", "--models", models.to_str().unwrap()],
+        )
+        .output()
+        .unwrap()
+        .stdout;
+    let text = String::from_utf8_lossy(&text);
+    let out = s
+        .command(
+            "http://127.0.0.1:9",
+            &[
+                "models",
+                "list",
+                "--json",
+                "--models",
+                models.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpu_only = v["machine"]["cuda"] == false
+        && v["machine"]["memory_bytes"].as_u64() >= Some(1_000_000_000);
+    let edgetam = v["available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "edgetam")
+        .unwrap();
+    assert_eq!(edgetam["faster"], cpu_only, "{edgetam}");
+    assert!(
+        edgetam["tradeoff"]
+            .as_str()
+            .unwrap()
+            .contains("less accurate")
+    );
+    let plus = text.lines().find(|l| l.starts_with('+'));
+    assert_eq!(
+        plus.is_some_and(|l| l.contains("edgetam")),
+        cpu_only,
+        "{text}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The first-run panel in the app (egui_kittest on wgpu) against a local hub on 127.0.0.1
 //! (tests/support/fake_hub.rs): with no model anywhere it recommends SAM 2.1 Hiera-Tiny and
-//! PixelRefer-Lite-2B for a CPU machine; a server error shows one sentence in the panel and the
+//! PixelRefer-Lite-2B for a CPU machine, with EdgeTAM offered as the faster tracker; a server error shows one sentence in the panel and the
 //! app stays usable; then "Get … only" downloads, exports (a copy of the fixture exported from
 //! the same weights), verifies and installs SAM 2 in the background and the app's SAM 2 becomes
 //! active without a restart, and a click gives a mask from it.
@@ -79,6 +79,10 @@ fn first_run_panel_gets_sam2_and_it_becomes_active() {
     // The recommendation for a CPU machine.
     harness.get_by_label_contains("SAM 2.1 Hiera-Tiny — download");
     harness.get_by_label_contains("PixelRefer-Lite-2B — download");
+    // ... and EdgeTAM next to it for video, with what it trades.
+    harness.get_by_label_contains("Faster for video: EdgeTAM — roughly 5x faster tracking");
+    harness.get_by_label_contains("less accurate (SA-V test J&F 71.7 vs 76.5); download ~56 MB");
+    harness.get_by_label("Get EdgeTAM and PixelRefer-Lite-2B");
 
     // A server error: one sentence in the panel, nothing installed, the app still works.
     hub.set_faults(Faults {

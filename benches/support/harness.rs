@@ -384,6 +384,11 @@ impl Rounds {
         min_median(self.samples(side, metric)).1
     }
 
+    /// Minimum of a metric for a side.
+    pub fn min(&self, side: usize, metric: &str) -> f64 {
+        min_median(self.samples(side, metric)).0
+    }
+
     /// Prints the table: per metric, min / median / n per side and the ratio of medians;
     /// `better` says, per metric name, which way is faster (default: lower is better).
     pub fn report(&self, a: &str, b: &str, better: &dyn Fn(&str) -> Better) {

@@ -29,6 +29,7 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
             .flatten()
             .any(|r| r.name == e.name)
     };
+    let faster = |e: &CatalogEntry| rec.faster_sam2.is_some_and(|f| f.name == e.name);
     if json {
         let value = serde_json::json!({
             "catalog": catalog.source,
@@ -51,6 +52,8 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
                 "approx_disk_bytes": e.approx_disk_bytes,
                 "approx_memory_bytes": e.approx_memory_bytes,
                 "recommended": recommended(e),
+                "faster": faster(e),
+                "tradeoff": (!e.tradeoff.is_empty()).then_some(&e.tradeoff),
                 "installed": installed.iter().any(|(d, _)| installed_name(d).as_deref() == Some(e.name.as_str())),
                 "in_hub_cache": in_hub_cache(&hub, e),
             })).collect::<Vec<_>>(),
@@ -75,7 +78,7 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
         );
     }
     println!(
-        "\nAvailable (catalogue: {}; this machine: {}, {} memory; * = recommended):",
+        "\nAvailable (catalogue: {}; this machine: {}, {} memory; * = recommended, + = faster, less accurate):",
         catalog.source,
         if machine.cuda { "CUDA" } else { "CPU only" },
         format_bytes(machine.memory_bytes)
@@ -86,7 +89,13 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
             .any(|(d, _)| installed_name(d).as_deref() == Some(e.name.as_str()));
         println!(
             "{} {:<26} {:<30} {:<16} download ~{:>7}, disk ~{:>7}, memory ~{:>7}  {}{}{}",
-            if recommended(e) { "*" } else { " " },
+            if recommended(e) {
+                "*"
+            } else if faster(e) {
+                "+"
+            } else {
+                " "
+            },
             e.name,
             e.display_name,
             e.kind.to_string(),
@@ -101,6 +110,9 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
                 ""
             },
         );
+    }
+    if let Some(f) = rec.faster_sam2 {
+        println!("\n+ {}: {}.", f.display_name, f.tradeoff);
     }
     println!(
         "\n`pixelrefer-studio models fetch NAME` downloads, exports, verifies and installs one."

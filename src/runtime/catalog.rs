@@ -95,6 +95,13 @@ pub struct CatalogEntry {
     /// Machine classes (`cpu`, `cuda`) this model is the recommended choice for.
     #[serde(default)]
     pub recommended_for: Vec<String>,
+    /// Machine classes where this SAM 2 family model is offered next to the recommended one
+    /// as the faster, less accurate tracker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faster_for: Vec<String>,
+    /// What the faster model trades against the recommended one, in one line for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tradeoff: String,
     /// The exporter script (in `onnx/`) and its arguments; `{file:PATH}` is the downloaded
     /// file, `{snapshot}` the folder holding every downloaded file, `{out}` the output folder.
     pub exporter: Vec<String>,
@@ -225,9 +232,17 @@ impl Catalog {
                 .or_else(|| family.iter().min_by_key(|m| m.approx_memory_bytes))
                 .copied()
         };
+        let sam2 = pick(false);
+        let faster_sam2 = self
+            .models
+            .iter()
+            .filter(|m| m.kind == ModelKind::Sam2 && m.faster_for.iter().any(|c| c == class))
+            .filter(|m| sam2.is_none_or(|s| s.name != m.name))
+            .find(|m| m.approx_memory_bytes <= memory_bytes);
         Recommendation {
             class,
-            sam2: pick(false),
+            sam2,
+            faster_sam2,
             refer: pick(true),
         }
     }
@@ -240,6 +255,9 @@ pub struct Recommendation<'a> {
     pub class: &'static str,
     /// The SAM 2 model.
     pub sam2: Option<&'a CatalogEntry>,
+    /// A faster, less accurate SAM 2 family model offered next to it (`faster_for` the class)
+    /// that fits the memory.
+    pub faster_sam2: Option<&'a CatalogEntry>,
     /// The PixelRefer model.
     pub refer: Option<&'a CatalogEntry>,
 }
@@ -287,6 +305,24 @@ impl CatalogEntry {
         }
         if !self.exporter.iter().any(|a| a == "{out}") {
             return Err(ctx("the exporter arguments never name {out}".into()));
+        }
+        if let Some(c) = self
+            .recommended_for
+            .iter()
+            .chain(&self.faster_for)
+            .find(|c| !matches!(c.as_str(), "cpu" | "cuda"))
+        {
+            return Err(ctx(format!(
+                "machine class `{c}` is neither `cpu` nor `cuda`"
+            )));
+        }
+        if !self.faster_for.is_empty() && self.kind != ModelKind::Sam2 {
+            return Err(ctx(
+                "only a SAM 2 family model can be offered as `faster_for`".into(),
+            ));
+        }
+        if !self.faster_for.is_empty() && self.tradeoff.trim().is_empty() {
+            return Err(ctx("`faster_for` needs a `tradeoff` line for people".into()));
         }
         for arg in &self.exporter[1..] {
             if let Some(file) = arg.strip_prefix("{file:").and_then(|r| r.strip_suffix('}'))
@@ -397,6 +433,12 @@ mod tests {
             cpu.refer.map(|e| e.name.as_str()),
             Some("pixelrefer-lite-2b")
         );
+        // EdgeTAM is offered next to it on a CPU, not on a CUDA machine.
+        assert_eq!(cpu.faster_sam2.map(|e| e.name.as_str()), Some("edgetam"));
+        assert!(cpu.faster_sam2.is_some_and(|e| !e.tradeoff.is_empty()));
+        assert!(c.recommend(true, 64 << 30).faster_sam2.is_none());
+        // ... nor where it does not fit the memory.
+        assert!(c.recommend(false, 512 << 20).faster_sam2.is_none());
         // Too little memory for any: still the smallest tagged one.
         assert!(c.recommend(false, 1 << 30).refer.is_some());
         assert_eq!(
@@ -415,6 +457,20 @@ mod tests {
         };
         let e = with(&|v| v["models"][0]["name"] = "../evil".into());
         assert!(e.to_string().contains("name must be"), "{e}");
+        let e = with(&|v| v["models"][0]["recommended_for"] = serde_json::json!(["gpu"]));
+        assert!(e.to_string().contains("neither `cpu` nor `cuda`"), "{e}");
+        let e = with(&|v| v["models"][0]["faster_for"] = serde_json::json!(["cpu"]));
+        assert!(e.to_string().contains("needs a `tradeoff`"), "{e}");
+        let refer = good
+            .models
+            .iter()
+            .position(|m| m.kind != ModelKind::Sam2)
+            .expect("a PixelRefer entry");
+        let e = with(&|v| {
+            v["models"][refer]["faster_for"] = serde_json::json!(["cpu"]);
+            v["models"][refer]["tradeoff"] = "x".into();
+        });
+        assert!(e.to_string().contains("only a SAM 2 family model"), "{e}");
         let e = with(&|v| v["models"][0]["repo"] = "noslash".into());
         assert!(e.to_string().contains("owner/name"), "{e}");
         let e = with(&|v| v["models"][0]["files"][0]["path"] = "../../etc/passwd".into());

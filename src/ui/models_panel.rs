@@ -32,6 +32,14 @@ pub enum ModelsEvent {
     Installed(PathBuf, ModelKind),
 }
 
+/// How a catalogue row is marked for this machine.
+#[derive(Clone, Copy)]
+enum Mark {
+    Recommended,
+    Faster,
+    None,
+}
+
 /// A fetch in progress.
 struct Running {
     name: String,
@@ -356,12 +364,17 @@ impl ModelsPanel {
 
     fn first_run_ui(&mut self, ctx: &egui::Context) {
         let machine = self.machine();
-        let (sam, refer, class) = match &self.catalog {
+        let (sam, faster, refer, class) = match &self.catalog {
             Ok(c) => {
                 let r = c.recommend(machine.cuda, machine.memory_bytes);
-                (r.sam2.cloned(), r.refer.cloned(), r.class)
+                (
+                    r.sam2.cloned(),
+                    r.faster_sam2.cloned(),
+                    r.refer.cloned(),
+                    r.class,
+                )
             }
-            Err(_) => (None, None, "cpu"),
+            Err(_) => (None, None, None, "cpu"),
         };
         egui::Window::new("Get models")
             .id(egui::Id::unique("first-run-models"))
@@ -410,6 +423,28 @@ impl ModelsPanel {
                         self.first_run_dismissed = true;
                     }
                 });
+                if let Some(f) = &faster {
+                    ui.add_space(6.0);
+                    ui.label(format!(
+                        "Faster for video: {} — {}; download ~{}, needs ~{} memory; {}",
+                        f.display_name,
+                        f.tradeoff,
+                        format_bytes(f.approx_download_bytes),
+                        format_bytes(f.approx_memory_bytes),
+                        f.license
+                    ));
+                    let idle = self.running.is_none();
+                    let label = match &refer {
+                        Some(r) => format!("Get {} and {}", f.display_name, r.display_name),
+                        None => format!("Get {}", f.display_name),
+                    };
+                    if ui.add_enabled(idle, egui::Button::new(label)).clicked() {
+                        self.fetch(&f.name.clone());
+                        if let Some(r) = &refer {
+                            self.fetch(&r.name.clone());
+                        }
+                    }
+                }
                 ui.label(
                     egui::RichText::new(
                         "Models are downloaded from Hugging Face, exported and checked on this machine; manual annotation works meanwhile.",
@@ -470,6 +505,7 @@ impl ModelsPanel {
             .flatten()
             .map(|e| e.name.clone())
             .collect();
+        let faster = rec.faster_sam2.map(|e| e.name.clone());
         ui.label(format!(
             "Catalogue: {} · installs into {} · hub {}",
             catalog.source,
@@ -488,12 +524,14 @@ impl ModelsPanel {
                     .num_columns(5)
                     .show(ui, |ui| {
                         for entry in &catalog.models {
-                            self.entry_row(
-                                ui,
-                                entry,
-                                recommended.contains(&entry.name),
-                                &mut action,
-                            );
+                            let mark = if recommended.contains(&entry.name) {
+                                Mark::Recommended
+                            } else if faster.as_ref() == Some(&entry.name) {
+                                Mark::Faster
+                            } else {
+                                Mark::None
+                            };
+                            self.entry_row(ui, entry, mark, &mut action);
                             ui.end_row();
                         }
                     });
@@ -537,15 +575,24 @@ impl ModelsPanel {
         &self,
         ui: &mut egui::Ui,
         entry: &CatalogEntry,
-        recommended: bool,
+        mark: Mark,
         action: &mut Option<(bool, String)>,
     ) {
-        let title = if recommended {
-            egui::RichText::new(format!("{} (recommended)", entry.display_name)).strong()
-        } else {
-            egui::RichText::new(&entry.display_name)
+        let title = match mark {
+            Mark::Recommended => {
+                egui::RichText::new(format!("{} (recommended)", entry.display_name)).strong()
+            }
+            Mark::Faster => egui::RichText::new(format!("{} (faster)", entry.display_name)),
+            Mark::None => egui::RichText::new(&entry.display_name),
         };
-        ui.label(title).on_hover_text(&entry.summary);
+        let hover = match mark {
+            Mark::Faster => format!(
+                "{}\n\nNext to the recommended model: {}.",
+                entry.summary, entry.tradeoff
+            ),
+            _ => entry.summary.clone(),
+        };
+        ui.label(title).on_hover_text(hover);
         ui.label(entry.kind.to_string());
         ui.label(format!(
             "~{} download · ~{} memory",
