@@ -28,6 +28,16 @@ struct Scratch {
     exporters: Option<PathBuf>,
 }
 
+/// The entry `name` of `models list --json`'s `available` list.
+fn available<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list["available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not in {list}"))
+}
+
 impl Scratch {
     fn new() -> Scratch {
         Self::with_catalog(|_| {})
@@ -104,6 +114,26 @@ impl Scratch {
             None => cmd.env_remove("PIXELREFER_EXPORTERS"),
         };
         cmd
+    }
+
+    /// `models list [extra]` over this scratch's models folder: its standard output.
+    fn list(&self, hub: &str, extra: &[&str]) -> Vec<u8> {
+        let models = self.models();
+        let mut args = vec!["models", "list", "--models", models.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.command(hub, &args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    }
+
+    /// `models list` as text.
+    fn list_text(&self, hub: &str) -> String {
+        String::from_utf8_lossy(&self.list(hub, &[])).into_owned()
+    }
+
+    /// `models list --json`, parsed.
+    fn list_json(&self, hub: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.list(hub, &["--json"])).unwrap()
     }
 
     fn fetch_command(&self, hub: &str, name: &str) -> Command {
@@ -238,28 +268,8 @@ fn sam2_fetch_export_verify_install_list_remove_and_cache_reuse() {
         assert!(cache.join("blobs").join(etag).is_file());
     }
     // list shows it installed.
-    let models = s.models();
-    let list = s
-        .command(
-            &hub.endpoint(),
-            &[
-                "models",
-                "list",
-                "--json",
-                "--models",
-                models.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(list.status.success(), "{}", stderr(&list));
-    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let entry = v["available"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == SAM)
-        .unwrap();
+    let v = s.list_json(&hub.endpoint());
+    let entry = available(&v, SAM);
     assert_eq!(entry["installed"], true);
     assert_eq!(entry["in_hub_cache"], true);
     assert!(
@@ -274,6 +284,7 @@ fn sam2_fetch_export_verify_install_list_remove_and_cache_reuse() {
     assert!(error_line(&again).contains("already installed"));
     assert!(dir.join("install.json").is_file());
     // Remove, then fetch again: nothing is downloaded a second time.
+    let models = s.models();
     let rm = s
         .command(
             &hub.endpoint(),
@@ -781,16 +792,7 @@ fn an_export_that_fails_or_does_not_verify_is_not_installed() {
 #[test]
 fn list_without_installed_models_names_the_recommended_pair() {
     let s = Scratch::new();
-    let models = s.models();
-    let out = s
-        .command(
-            "http://127.0.0.1:9",
-            &["models", "list", "--models", models.to_str().unwrap()],
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = s.list_text("http://127.0.0.1:9");
     assert!(text.contains("Installed:"), "{text}");
     assert!(text.contains("pixelrefer-lite-2b"), "{text}");
     let starred: Vec<&str> = text.lines().filter(|l| l.starts_with('*')).collect();
@@ -815,39 +817,11 @@ fn list_without_installed_models_names_the_recommended_pair() {
             .clone();
         c["models"].as_array_mut().unwrap().push(edgetam);
     });
-    let models = s.models();
-    let text = s
-        .command(
-            "http://127.0.0.1:9",
-            &["models", "list", "--models", models.to_str().unwrap()],
-        )
-        .output()
-        .unwrap()
-        .stdout;
-    let text = String::from_utf8_lossy(&text);
-    let out = s
-        .command(
-            "http://127.0.0.1:9",
-            &[
-                "models",
-                "list",
-                "--json",
-                "--models",
-                models.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = s.list_text("http://127.0.0.1:9");
+    let v = s.list_json("http://127.0.0.1:9");
     let cpu_only = v["machine"]["cuda"] == false
         && v["machine"]["memory_bytes"].as_u64() >= Some(1_000_000_000);
-    let edgetam = v["available"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "edgetam")
-        .unwrap();
+    let edgetam = available(&v, "edgetam");
     assert_eq!(edgetam["faster"], cpu_only, "{edgetam}");
     assert!(
         edgetam["tradeoff"]
