@@ -2,7 +2,7 @@
 //! model directories from the command line (progress bar from `indicatif`, Ctrl-C cancels).
 
 use crate::jobs::{FetchEvent, FetchRequest, FetchStage, fetch_model};
-use crate::runtime::catalog::{Catalog, CatalogEntry};
+use crate::runtime::catalog::{Catalog, CatalogEntry, Pick};
 use crate::runtime::hub::{HubConfig, format_bytes};
 use crate::runtime::install::{
     InstallRecord, default_install_root, installed_name, remove_installed,
@@ -23,13 +23,6 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
     let installed = find_model_dirs(models);
     let machine = crate::runtime::MachineInfo::detect();
     let rec = catalog.recommend(machine.cuda, machine.memory_bytes);
-    let recommended = |e: &CatalogEntry| {
-        [rec.sam2, rec.refer]
-            .iter()
-            .flatten()
-            .any(|r| r.name == e.name)
-    };
-    let faster = |e: &CatalogEntry| rec.faster_sam2.is_some_and(|f| f.name == e.name);
     if json {
         let value = serde_json::json!({
             "catalog": catalog.source,
@@ -51,8 +44,8 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
                 "approx_download_bytes": e.approx_download_bytes,
                 "approx_disk_bytes": e.approx_disk_bytes,
                 "approx_memory_bytes": e.approx_memory_bytes,
-                "recommended": recommended(e),
-                "faster": faster(e),
+                "recommended": rec.pick(e) == Some(Pick::Recommended),
+                "faster": rec.pick(e) == Some(Pick::Faster),
                 "tradeoff": (!e.tradeoff.is_empty()).then_some(&e.tradeoff),
                 "installed": installed.iter().any(|(d, _)| installed_name(d).as_deref() == Some(e.name.as_str())),
                 "in_hub_cache": in_hub_cache(&hub, e),
@@ -89,12 +82,10 @@ pub fn list(models: Option<&Path>, catalog: Option<&Path>, json: bool) -> anyhow
             .any(|(d, _)| installed_name(d).as_deref() == Some(e.name.as_str()));
         println!(
             "{} {:<26} {:<30} {:<16} download ~{:>7}, disk ~{:>7}, memory ~{:>7}  {}{}{}",
-            if recommended(e) {
-                "*"
-            } else if faster(e) {
-                "+"
-            } else {
-                " "
+            match rec.pick(e) {
+                Some(Pick::Recommended) => "*",
+                Some(Pick::Faster) => "+",
+                None => " ",
             },
             e.name,
             e.display_name,

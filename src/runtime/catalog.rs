@@ -262,6 +262,29 @@ pub struct Recommendation<'a> {
     pub refer: Option<&'a CatalogEntry>,
 }
 
+/// What a [`Recommendation`] makes of one catalogue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The recommended SAM 2 or PixelRefer model.
+    Recommended,
+    /// The faster, less accurate SAM 2 family model offered next to it.
+    Faster,
+}
+
+impl Recommendation<'_> {
+    /// Whether `entry` is recommended here, offered as the faster tracker, or neither.
+    pub fn pick(&self, entry: &CatalogEntry) -> Option<Pick> {
+        let is = |e: Option<&CatalogEntry>| e.is_some_and(|e| e.name == entry.name);
+        if is(self.sam2) || is(self.refer) {
+            Some(Pick::Recommended)
+        } else if is(self.faster_sam2) {
+            Some(Pick::Faster)
+        } else {
+            None
+        }
+    }
+}
+
 impl CatalogEntry {
     fn validate(&self) -> Result<(), String> {
         let ctx = |what: String| format!("model `{}`: {what}", self.name);
@@ -436,6 +459,15 @@ mod tests {
         // EdgeTAM is offered next to it on a CPU, not on a CUDA machine.
         assert_eq!(cpu.faster_sam2.map(|e| e.name.as_str()), Some("edgetam"));
         assert!(cpu.faster_sam2.is_some_and(|e| !e.tradeoff.is_empty()));
+        assert_eq!(
+            cpu.pick(c.get("edgetam").expect("edgetam")),
+            Some(Pick::Faster)
+        );
+        assert_eq!(
+            cpu.pick(c.get("sam2.1-hiera-tiny").expect("tiny")),
+            Some(Pick::Recommended)
+        );
+        assert_eq!(cpu.pick(c.get("sam2-hiera-large").expect("large")), None);
         assert!(c.recommend(true, 64 << 30).faster_sam2.is_none());
         // ... nor where it does not fit the memory.
         assert!(c.recommend(false, 512 << 20).faster_sam2.is_none());

@@ -8,7 +8,7 @@
 use crate::jobs::{
     FetchEvent, FetchRequest, FetchStage, JobError, JobRunner, Repaint, fetch_model,
 };
-use crate::runtime::catalog::{Catalog, CatalogEntry};
+use crate::runtime::catalog::{Catalog, CatalogEntry, Pick};
 use crate::runtime::hub::{HubConfig, TransferMeter, format_bytes};
 use crate::runtime::install::{default_install_root, installed_name, remove_installed};
 use crate::runtime::{
@@ -30,14 +30,6 @@ pub enum ModelsEvent {
     Changed,
     /// A model was installed by this panel.
     Installed(PathBuf, ModelKind),
-}
-
-/// How a catalogue row is marked for this machine.
-#[derive(Clone, Copy)]
-enum Mark {
-    Recommended,
-    Faster,
-    None,
 }
 
 /// A fetch in progress.
@@ -500,12 +492,6 @@ impl ModelsPanel {
         };
         let machine = self.machine();
         let rec = catalog.recommend(machine.cuda, machine.memory_bytes);
-        let recommended: Vec<String> = [rec.sam2, rec.refer]
-            .into_iter()
-            .flatten()
-            .map(|e| e.name.clone())
-            .collect();
-        let faster = rec.faster_sam2.map(|e| e.name.clone());
         ui.label(format!(
             "Catalogue: {} · installs into {} · hub {}",
             catalog.source,
@@ -524,14 +510,7 @@ impl ModelsPanel {
                     .num_columns(5)
                     .show(ui, |ui| {
                         for entry in &catalog.models {
-                            let mark = if recommended.contains(&entry.name) {
-                                Mark::Recommended
-                            } else if faster.as_ref() == Some(&entry.name) {
-                                Mark::Faster
-                            } else {
-                                Mark::None
-                            };
-                            self.entry_row(ui, entry, mark, &mut action);
+                            self.entry_row(ui, entry, rec.pick(entry), &mut action);
                             ui.end_row();
                         }
                     });
@@ -575,18 +554,18 @@ impl ModelsPanel {
         &self,
         ui: &mut egui::Ui,
         entry: &CatalogEntry,
-        mark: Mark,
+        pick: Option<Pick>,
         action: &mut Option<(bool, String)>,
     ) {
-        let title = match mark {
-            Mark::Recommended => {
+        let title = match pick {
+            Some(Pick::Recommended) => {
                 egui::RichText::new(format!("{} (recommended)", entry.display_name)).strong()
             }
-            Mark::Faster => egui::RichText::new(format!("{} (faster)", entry.display_name)),
-            Mark::None => egui::RichText::new(&entry.display_name),
+            Some(Pick::Faster) => egui::RichText::new(format!("{} (faster)", entry.display_name)),
+            None => egui::RichText::new(&entry.display_name),
         };
-        let hover = match mark {
-            Mark::Faster => format!(
+        let hover = match pick {
+            Some(Pick::Faster) => format!(
                 "{}\n\nNext to the recommended model: {}.",
                 entry.summary, entry.tradeoff
             ),
