@@ -176,24 +176,54 @@ class PromptDecoderGraph(nn.Module):
         with torch.where, which traces with dynamic B and N)."""
         return self.m.sam_prompt_encoder._embed_points(point_coords, point_labels, pad=True)
 
+    def _predict_masks(self, image_embed, sparse, dense, high_res_feats_0, high_res_feats_1):
+        """MaskDecoder.predict_masks (sam2/modeling/sam/mask_decoder.py, repeat_image=False) with the
+        per-image tensors (image embedding and high-res features with image_batch 1 or B, the dense
+        position encoding) broadcast by the additions that read them instead of repeated to B
+        first: the same sums, without copying four image-sized tensors per call."""
+        dec = self.m.sam_mask_decoder
+        s = 1 if dec.pred_obj_scores else 0
+        token_weights = [dec.obj_score_token.weight] if dec.pred_obj_scores else []
+        token_weights += [dec.iou_token.weight, dec.mask_tokens.weight]
+        output_tokens = torch.cat(token_weights, dim=0).unsqueeze(0).expand(sparse.size(0), -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        src = image_embed + dense  # [image_batch] + [B] -> [B]
+        b, c, h, w = src.shape
+        # TwoWayTransformer adds image_pe to the keys, which broadcasts its batch of 1
+        hs, src = dec.transformer(src, self.dense_pe, tokens)
+        iou_token_out = hs[:, s, :]
+        mask_tokens_out = hs[:, s + 1:(s + 1 + dec.num_mask_tokens), :]
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        if dec.use_high_res_features:
+            dc1, ln1, act1, dc2, act2 = dec.output_upscaling
+            upscaled = act1(ln1(dc1(src) + high_res_feats_1))
+            upscaled = act2(dc2(upscaled) + high_res_feats_0)
+        else:
+            upscaled = dec.output_upscaling(src)
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
+                                for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        iou_pred = dec.iou_prediction_head(iou_token_out)
+        if dec.pred_obj_scores:
+            object_score_logits = dec.pred_obj_score_head(hs[:, 0, :])
+        else:  # the official default: object assumed present (sigmoid(10) = 1)
+            object_score_logits = 10.0 * iou_pred.new_ones(iou_pred.shape[0], 1)
+        return masks, iou_pred, mask_tokens_out, object_score_logits
+
     def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels,
                 mask_input, has_mask_input):
         m = self.m
         pe = m.sam_prompt_encoder
-        B = point_coords.shape[0]
         # prompt_encoder.forward(points=..., boxes=None, masks=...): points are always padded with
         # one (0,0)/-1 point because boxes are passed as points with labels 2/3.
         sparse = self._embed_points(point_coords, point_labels)
         dense_mask = pe._embed_masks(mask_input)
-        dense_none = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(dense_mask)
         use_mask = (has_mask_input > 0.5).reshape(-1, 1, 1, 1)
-        dense = torch.where(use_mask, dense_mask, dense_none)
-        img = image_embed.expand(B, -1, -1, -1)
-        h0 = high_res_feats_0.expand(B, -1, -1, -1)
-        h1 = high_res_feats_1.expand(B, -1, -1, -1)
-        masks, iou_pred, mask_tokens_out, object_score_logits = m.sam_mask_decoder.predict_masks(
-            image_embeddings=img, image_pe=self.dense_pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, repeat_image=False, high_res_features=[h0, h1])
+        # no_mask_embed broadcast by the select itself, not materialised per object first
+        dense = torch.where(use_mask, dense_mask, pe.no_mask_embed.weight.reshape(1, -1, 1, 1))
+        masks, iou_pred, mask_tokens_out, object_score_logits = self._predict_masks(
+            image_embed, sparse, dense, high_res_feats_0, high_res_feats_1)
         # object pointers for every output token (sam2_base.py _forward_sam_heads, end)
         obj_ptr = m.obj_ptr_proj(mask_tokens_out)  # [B,4,C]
         if m.pred_obj_scores:
@@ -216,18 +246,43 @@ class MemoryEncoderGraph(nn.Module):
         super().__init__()
         self.m = model
 
+    def _memory_encoder(self, pix_feat, mask_for_mem):
+        """MemoryEncoder.forward(skip_mask_sigmoid=True)["vision_features"]
+        (sam2/modeling/memory_encoder.py) with each fuser block restated by _cx_block; the position
+        encoding it also returns is input independent and not computed here."""
+        me = self.m.memory_encoder
+        x = me.pix_feat_proj(pix_feat) + me.mask_downsampler(mask_for_mem)
+        x = me.fuser.proj(x)
+        for blk in me.fuser.layers:
+            x = self._cx_block(blk, x)
+        return me.out_proj(x)
+
+    @staticmethod
+    def _cx_block(blk, x):
+        """CXBlock.forward (memory_encoder.py) with its channel LayerNorm2d taken after the permute to
+        channels-last, where it is the plain LayerNorm over the last axis (the same mean, variance
+        and eps): one LayerNormalization node instead of nine element-wise ones."""
+        y = blk.dwconv(x).permute(0, 2, 3, 1)
+        y = F.layer_norm(y, tuple(blk.norm.weight.shape), blk.norm.weight, blk.norm.bias, blk.norm.eps)
+        y = blk.pwconv2(blk.act(blk.pwconv1(y)))
+        if blk.gamma is not None:
+            y = blk.gamma * y
+        return x + blk.drop_path(y.permute(0, 3, 1, 2))
+
     def forward(self, pix_feat, mask_logits, object_score_logits, binarize):
         m = self.m
         high = F.interpolate(mask_logits, size=(m.image_size, m.image_size), mode="bilinear",
                              align_corners=False)
-        binar = (binarize > 0.5).reshape(-1, 1, 1, 1)
-        mask_for_mem = torch.where(binar, (high > 0).float(), torch.sigmoid(high))
-        if m.sigmoid_scale_for_mem_enc != 1.0:
-            mask_for_mem = mask_for_mem * m.sigmoid_scale_for_mem_enc
+        # torch.where(binarize, high > 0, sigmoid(high)) * scale + bias, the select written as
+        # per-object weights 0 and scale: sigmoid and the step are finite, so x * 0 = 0 and
+        # y + 0 = y give every element its official value, without a broadcast select over the
+        # 1024x1024 mask
+        use = (binarize > 0.5).float().reshape(-1, 1, 1, 1)
+        scale = m.sigmoid_scale_for_mem_enc
+        mask_for_mem = torch.sigmoid(high) * (scale * (1 - use)) + (high > 0).float() * (scale * use)
         if m.sigmoid_bias_for_mem_enc != 0.0:
             mask_for_mem = mask_for_mem + m.sigmoid_bias_for_mem_enc
-        out = m.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
-        feats = out["vision_features"]
+        feats = self._memory_encoder(pix_feat, mask_for_mem)
         if m.no_obj_embed_spatial is not None:
             is_obj = (object_score_logits > 0).float()  # [B,1]
             feats = feats + (1 - is_obj[..., None, None]) * m.no_obj_embed_spatial[..., None, None]

@@ -81,6 +81,54 @@ def test_image_encoder_graph_folds_the_high_res_projections():
         assert (got - ref).abs().max().item() < 1e-5 * max(1.0, ref.abs().max().item())
 
 
+def test_decoder_and_memory_encoder_graphs_match_the_official_modules():
+    """The prompt decoder graph restates MaskDecoder.predict_masks with the per-image tensors
+    broadcast (one image row for several objects), the memory encoder graph restates the fuser's
+    LayerNorm2d as a last-axis LayerNorm and the binarize select as per-object weights: compare
+    both with the official modules on the tiny model, object by object."""
+    import torch
+    import torch.nn.functional as F
+
+    from sam2_export.build import build_tiny_random
+    from sam2_export.graphs import MemoryEncoderGraph, PromptDecoderGraph
+
+    torch.set_grad_enabled(False)
+    m = build_tiny_random(4).eval()
+    g = torch.Generator().manual_seed(6)
+    C, Fs = m.hidden_dim, m.image_size // m.backbone_stride
+    pe, md = m.sam_prompt_encoder, m.sam_mask_decoder
+    emb = torch.randn(1, C, Fs, Fs, generator=g)
+    h0 = torch.randn(1, md.conv_s0.out_channels, 4 * Fs, 4 * Fs, generator=g)
+    h1 = torch.randn(1, md.conv_s1.out_channels, 2 * Fs, 2 * Fs, generator=g)
+    coords = torch.rand(2, 2, 2, generator=g) * m.image_size
+    labels = torch.tensor([[1, 0], [2, 3]], dtype=torch.int32)
+    mask_in = torch.randn(2, 1, 4 * Fs, 4 * Fs, generator=g) * 4
+    has_mask = torch.tensor([0.0, 1.0])
+    masks, iou, _, score = PromptDecoderGraph(m).eval()(emb, h0, h1, coords, labels, mask_in, has_mask)
+    for i in range(2):
+        sparse, dense = pe(points=(coords[i:i + 1], labels[i:i + 1]), boxes=None,
+                           masks=mask_in[i:i + 1] if has_mask[i] > 0.5 else None)
+        ref = md.predict_masks(image_embeddings=emb, image_pe=pe.get_dense_pe(),
+                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                               repeat_image=False, high_res_features=[h0, h1])
+        for got, want in zip((masks[i:i + 1], iou[i:i + 1], score[i:i + 1]), (ref[0], ref[1], ref[3])):
+            assert got.shape == want.shape
+            assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+
+    pix = torch.randn(1, C, Fs, Fs, generator=g)
+    low = torch.randn(1, 1, 4 * Fs, 4 * Fs, generator=g) * 8
+    high = F.interpolate(low, size=(m.image_size, m.image_size), mode="bilinear", align_corners=False)
+    graph = MemoryEncoderGraph(m).eval()
+    assert m.binarize_mask_from_pts_for_mem_enc
+    for binarize in (True, False):
+        for s in (2.0, -3.0):
+            score = torch.tensor([[s]])
+            curr = [pix.flatten(2).permute(2, 0, 1)]
+            ref, _ = m._encode_new_memory(curr, [(Fs, Fs)], high, score, binarize)
+            got = graph(pix, low, score, torch.tensor([float(binarize)]))
+            assert (got - ref).abs().max().item() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(sam2_tiny_dir):
     return sam2_tiny_dir  # conftest.py: one export per session, shared with test_hub_fixtures.py
