@@ -172,3 +172,92 @@ fn bad_media_fails_with_one_clear_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn frame_never_writes_over_its_input_and_writes_the_format_its_name_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = media_gen::testsrc_video(
+        dir.path(),
+        "clip.mp4",
+        "64x48",
+        3,
+        &["-c:v", "libx264", "-preset", "veryfast"],
+    );
+    let before = std::fs::read(&video).unwrap();
+    let pictures = dir.path().join("pics");
+    std::fs::create_dir(&pictures).unwrap();
+    for name in ["a.png", "b.png"] {
+        image::RgbImage::from_pixel(8, 6, image::Rgb([10, 200, 30]))
+            .save(pictures.join(name))
+            .unwrap();
+    }
+    let picture_before = std::fs::read(pictures.join("b.png")).unwrap();
+    std::os::unix::fs::symlink(&video, dir.path().join("link.png")).unwrap();
+    let refused = |media: &Path, index: &str, out: &Path, says: &str| {
+        let o = studio(&[
+            "frame".as_ref(),
+            media.as_os_str(),
+            "--index".as_ref(),
+            index.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{} accepted", out.display());
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    };
+    // The media itself, through a link, through `..`, and a folder's own image.
+    refused(&video, "0", &video, "one of the inputs");
+    refused(
+        &video,
+        "0",
+        &dir.path().join("link.png"),
+        "one of the inputs",
+    );
+    let dotted = dir.path().join("absent").join("..").join("clip.mp4");
+    refused(&video, "1", &dotted, "one of the inputs");
+    refused(&pictures, "1", &pictures.join("b.png"), "one of the inputs");
+    refused(
+        &video,
+        "0",
+        &dir.path().join("f.bmp"),
+        ".png, .jpg or .jpeg",
+    );
+    assert_eq!(std::fs::read(&video).unwrap(), before);
+    assert_eq!(
+        std::fs::read(pictures.join("b.png")).unwrap(),
+        picture_before
+    );
+    // Another image of the folder is a fine output; `.jpg` is JPEG, no extension PNG.
+    for (out, format) in [
+        (pictures.join("a.png"), image::ImageFormat::Png),
+        (dir.path().join("f.JPG"), image::ImageFormat::Jpeg),
+        (dir.path().join("plain"), image::ImageFormat::Png),
+    ] {
+        let media = if out.starts_with(&pictures) {
+            &pictures
+        } else {
+            &video
+        };
+        let o = studio(&[
+            "frame".as_ref(),
+            media.as_os_str(),
+            "--index".as_ref(),
+            "1".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(
+            image::guess_format(&bytes).unwrap(),
+            format,
+            "{}",
+            out.display()
+        );
+        let img = image::load_from_memory(&bytes).unwrap();
+        let want = if media == &pictures { (8, 6) } else { (64, 48) };
+        assert_eq!((img.width(), img.height()), want);
+    }
+}

@@ -846,3 +846,46 @@ fn a_folder_opens_as_the_frames_of_one_video() {
         Err(MediaError::EmptyFolder { .. })
     ));
 }
+
+/// A GIF of `frames` one-pixel frames on a `w` x `h` canvas (a few dozen bytes).
+fn tiny_gif_on_a_canvas(w: u16, h: u16, frames: usize) -> Vec<u8> {
+    let mut b = b"GIF89a".to_vec();
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    // Global colour table of two colours, then per frame: a graphic control extension (delay
+    // 10 cs), an image descriptor at (0, 0) of 1x1 and its LZW data.
+    b.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 255, 255, 255]);
+    for _ in 0..frames {
+        b.extend_from_slice(&[
+            0x21, 0xf9, 4, 0, 10, 0, 0, 0, 0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0,
+        ]);
+        b.extend_from_slice(&[2, 2, 0x44, 1, 0]);
+    }
+    b.push(b';');
+    b
+}
+
+#[test]
+fn a_gif_declaring_a_huge_canvas_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    for frames in [1, 2] {
+        let path = dir.path().join(format!("bomb{frames}.gif"));
+        std::fs::write(&path, tiny_gif_on_a_canvas(65535, 65535, frames)).unwrap();
+        let t = std::time::Instant::now();
+        match media::open(&path) {
+            Err(e @ MediaError::Unsupported { .. }) => {
+                assert!(e.to_string().contains("65535x65535"), "{e}");
+            }
+            other => panic!("{frames} frames: {other:?}"),
+        }
+        // Decoding even one canvas-sized frame would take seconds and 17 GB.
+        assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    }
+    // The same file on a small canvas is an animation.
+    let path = dir.path().join("small.gif");
+    std::fs::write(&path, tiny_gif_on_a_canvas(16, 8, 3)).unwrap();
+    let source = media::open(&path).unwrap();
+    assert_eq!(source.kind(), SourceKind::Video);
+    let info = source.item_info(0).unwrap();
+    assert_eq!((info.width, info.height, info.frame_count), (16, 8, 3));
+}

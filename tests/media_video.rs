@@ -541,3 +541,98 @@ fn truncated_streamable_files_show_what_is_there() {
         }
     }
 }
+
+#[test]
+fn avi_of_h264_with_b_frames_keeps_its_real_frame_rate() {
+    // Remuxed into AVI, B-frames come with empty placeholder packets that double the
+    // container's average rate; the decode timestamps keep the real spacing.
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = testsrc_video(
+        dir.path(),
+        "b.mp4",
+        "96x64",
+        10,
+        &["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"],
+    );
+    let avi = dir.path().join("b.avi");
+    ffmpeg(&[
+        "-i",
+        mp4.to_str().unwrap(),
+        "-c",
+        "copy",
+        avi.to_str().unwrap(),
+    ]);
+    check_random_access(&avi, &[9, 0, 4, 5, 1], None);
+    let source = media::open(&avi).unwrap();
+    let info = source.item_info(0).unwrap();
+    assert_eq!(info.frame_count, 10);
+    assert!((info.fps - 25.0).abs() < 1e-6, "fps {}", info.fps);
+    assert!(
+        (info.duration_secs - 0.4).abs() < 1e-6,
+        "{}",
+        info.duration_secs
+    );
+    assert!((source.frame_time_secs(0, 4) - 0.16).abs() < 1e-6);
+}
+
+#[test]
+fn variable_frame_rate_duration_spans_the_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    // Frames 0..4 every 0.12 s, then one at 1.0 s and one at 1.52 s (multiples of 1/25 s, the
+    // source's rate, which the encoder keeps as its time step).
+    let times = "if(lt(N,5),N*0.12,if(eq(N,5),1.0,1.52))";
+    let codec = ["-c:v", "libx264", "-preset", "veryfast"];
+    let path = media_gen::vfr_video(dir.path(), "vfr.mkv", "96x64", 7, times, &codec);
+    let source = media::open(&path).unwrap();
+    let info = source.item_info(0).unwrap();
+    assert_eq!(info.frame_count, 7);
+    assert!((source.frame_time_secs(0, 6) - 1.52).abs() < 2e-3);
+    // The last frame starts at 1.52 s and is shown for one more frame time: the duration is
+    // not the frame count over the average rate (about 0.3 s here).
+    assert!(
+        info.duration_secs > 1.52 && info.duration_secs <= 1.52 + 0.52 + 1e-6,
+        "duration {}",
+        info.duration_secs
+    );
+}
+
+#[test]
+fn frames_above_the_size_limits_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = dir.path().join("wide.mkv");
+    let tall = dir.path().join("tall_pixels.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:s=20000x4:r=5",
+        "-frames:v",
+        "2",
+        "-c:v",
+        "ffv1",
+        wide.to_str().unwrap(),
+    ]);
+    // Square pixels would make it 64 x 64000: refused rather than squeezed.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=64x64:r=5",
+        "-frames:v",
+        "2",
+        "-vf",
+        "setsar=1/1000",
+        "-c:v",
+        "ffv1",
+        tall.to_str().unwrap(),
+    ]);
+    for (path, size) in [(&wide, "20000x4"), (&tall, "64x64000")] {
+        match media::open(path) {
+            Err(e @ MediaError::Unsupported { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(size) && msg.contains("16384"), "{msg}");
+            }
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+}

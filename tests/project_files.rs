@@ -244,6 +244,65 @@ fn saving_through_links_replaces_the_target_and_keeps_the_links() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn media_paths_stay_relative_to_the_real_file_when_a_link_is_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (doc, real) = loaded(dir.path());
+    let media = dir.path().join("clip.mp4");
+    assert_eq!(doc.media.path, media);
+    std::fs::create_dir_all(dir.path().join("deep/er")).unwrap();
+    // Saved through a link that lies two folders below the real file.
+    let below = dir.path().join("deep/er/below.prj.json");
+    std::os::unix::fs::symlink("../../real.prj.json", &below).unwrap();
+    save_project(&doc, &below).unwrap();
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(&real).unwrap()).unwrap();
+    assert_eq!(stored["media"]["path"], "clip.mp4");
+    // Opened through the link, through the real path, and through a link above a real file
+    // that lies below: every way names the same media.
+    assert_eq!(load_project(&below).unwrap().media.path, media);
+    assert_eq!(load_project(&real).unwrap().media.path, media);
+    let deep_real = dir.path().join("deep/er/p.prj.json");
+    save_project(&doc, &deep_real).unwrap();
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(&deep_real).unwrap()).unwrap();
+    assert_eq!(stored["media"]["path"], "../../clip.mp4");
+    let above = dir.path().join("above.prj.json");
+    std::os::unix::fs::symlink("deep/er/p.prj.json", &above).unwrap();
+    assert_eq!(load_project(&above).unwrap().media.path, media);
+}
+
+#[test]
+fn saving_where_no_file_can_be_made_names_the_folder_not_a_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (doc, _) = loaded(dir.path());
+    let file = write(dir.path(), "plain.txt", "x");
+    let cases = [
+        (dir.path().join("absent/sub/p.prj.json"), "does not exist"),
+        (file.join("p.prj.json"), "is not a folder"),
+    ];
+    for (path, says) in cases {
+        let err = save_project(&doc, &path).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains("pixelrefer.tmp"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // Root may write anywhere; the sentence is checked only where the OS refuses.
+        if let Err(err) = save_project(&doc, &ro.join("p.prj.json")) {
+            let err = err.to_string();
+            assert!(err.contains("cannot create a file in"), "{err}");
+            assert!(!err.contains("pixelrefer.tmp"), "{err}");
+        }
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
 #[test]
 fn a_250_byte_file_name_saves_with_a_short_temporary_name() {
     let dir = tempfile::tempdir().unwrap();

@@ -178,13 +178,30 @@ pub fn list_inputs(task: BatchTask, inputs: &Path, out: &Path) -> Result<Vec<Bat
             .with_context(|| format!("cannot read the input list {}", inputs.display()))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow!("{} is not a UTF-8 list of inputs", inputs.display()))?;
+        if text.trim_start().starts_with(['{', '[']) {
+            bail!(
+                "{} is JSON, not a list of inputs (one path a line); a project given alone \
+                 must be named *{suffix}",
+                inputs.display()
+            );
+        }
         let base = inputs.parent().unwrap_or(Path::new("")).to_path_buf();
-        let files = text
+        let files: Vec<PathBuf> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(|l| base.join(l))
             .collect();
+        // A missing input is reported and skipped, but a list naming nothing that exists is
+        // not a list of inputs at all (a wrong file given by mistake).
+        if !files.is_empty() && !files.iter().any(|f| f.exists()) {
+            bail!(
+                "none of the {} paths listed in {} exists; is it a list of inputs (one path a \
+                 line, relative to its folder)?",
+                files.len(),
+                inputs.display()
+            );
+        }
         (base, files)
     };
     files.sort();
@@ -577,6 +594,32 @@ mod tests {
         for bad in ["", "1", "2/2", "-1/3", "0/0", "a/b", "1/2/3"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_list_of_inputs_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = dir.path().join("out");
+        std::fs::write(dir.path().join("a.prj.json"), "{}").expect("write");
+        let cases = [
+            ("project.json", "{\n  \"version\": 2\n}\n", "is JSON"),
+            ("array.json", " [\"a.prj.json\"]", "is JSON"),
+            ("notes.txt", "hello\nworld\n", "none of the 2 paths"),
+        ];
+        for (name, text, says) in cases {
+            let list = dir.path().join(name);
+            std::fs::write(&list, text).expect("write");
+            let err = match list_inputs(BatchTask::Describe, &list, &out) {
+                Ok(found) => panic!("{name}: listed {} inputs", found.len()),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(says), "{err}");
+        }
+        // A list with one missing entry among present ones still lists both.
+        let list = dir.path().join("list.txt");
+        std::fs::write(&list, "a.prj.json\n# note\nmissing.prj.json\n").expect("write");
+        let found = list_inputs(BatchTask::Describe, &list, &out).expect("a list");
+        assert_eq!(found.len(), 2);
     }
 
     #[test]

@@ -54,9 +54,13 @@ pub fn info(media_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pixelrefer-studio frame MEDIA --index N --out F.png`: writes frame N as displayed. For a
-/// folder, N is the image index.
+/// `pixelrefer-studio frame MEDIA --index N --out F.png`: writes frame N as displayed, as PNG
+/// (`.png` or no extension) or JPEG (`.jpg`, `.jpeg`; alpha dropped), written atomically. For a
+/// folder, N is the image index. An `--out` that names the media (or the folder's image) is
+/// refused before anything is decoded.
 pub fn frame(media_path: &Path, index: u64, out: &Path) -> anyhow::Result<()> {
+    crate::project::check_output_path(out, &[media_path])?;
+    let format = output_format(out)?;
     let mut source = media::open(media_path).map_err(one_line)?;
     let frame = if source.kind() == SourceKind::Folder {
         let item = usize::try_from(index)
@@ -69,18 +73,38 @@ pub fn frame(media_path: &Path, index: u64, out: &Path) -> anyhow::Result<()> {
                     source.item_count()
                 )
             })?;
+        let item_path = source.item_path(item).map_err(one_line)?;
+        crate::project::check_output_path(out, &[&item_path])?;
         source.frame(item, 0).map_err(one_line)?
     } else {
         source.frame(0, index).map_err(one_line)?
     };
-    image::save_buffer_with_format(
-        out,
-        &frame.rgba,
-        frame.width,
-        frame.height,
-        image::ExtendedColorType::Rgba8,
-        image::ImageFormat::Png,
-    )
-    .with_context(|| format!("cannot write {}", out.display()))?;
+    let rgba = image::RgbaImage::from_raw(frame.width, frame.height, frame.rgba.clone())
+        .context("the decoded frame has the wrong number of pixels")?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let encoded = match format {
+        image::ImageFormat::Jpeg => image::DynamicImage::ImageRgba8(rgba)
+            .to_rgb8()
+            .write_to(&mut bytes, format),
+        _ => rgba.write_to(&mut bytes, format),
+    };
+    encoded.with_context(|| format!("cannot encode frame {index} for {}", out.display()))?;
+    crate::project::write_atomic(out, bytes.get_ref())
+        .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// The image format `frame` writes to `out`, from its extension.
+fn output_format(out: &Path) -> anyhow::Result<image::ImageFormat> {
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        None | Some("png") => Ok(image::ImageFormat::Png),
+        Some("jpg" | "jpeg") => Ok(image::ImageFormat::Jpeg),
+        Some(other) => anyhow::bail!(
+            "cannot write a .{other} file: --out must end in .png, .jpg or .jpeg ({})",
+            out.display()
+        ),
+    }
 }

@@ -19,6 +19,7 @@ pub use animation::MAX_ANIMATION_BYTES;
 pub use cache::{DEFAULT_CACHE_BUDGET_BYTES, FrameCache};
 pub use orient::Orientation;
 pub use still::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+pub use tiff_pages::grey_first_page;
 
 /// Errors from opening or decoding media. Messages are one clear sentence naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +208,14 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
             );
             source.backend = Backend::Pages(Box::new(pages), info);
             return Ok(source);
+        }
+        // The header first: an animation's canvas is checked against the size limits before
+        // any frame is decoded (a GIF of a few bytes can declare a 65535x65535 canvas).
+        if matches!(
+            format,
+            image::ImageFormat::Gif | image::ImageFormat::Png | image::ImageFormat::WebP
+        ) {
+            still::read_header(path)?;
         }
         if !open_animation(&mut source, format)? {
             let (frame, header) = still::decode(path)?;

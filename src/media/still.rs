@@ -116,12 +116,14 @@ pub(crate) fn is_animated(path: &Path, format: ImageFormat) -> bool {
     };
     let reader = BufReader::new(file);
     match format {
+        // Two frame headers make an animation; their pixels are skipped, not decoded (a frame
+        // is as large as the canvas, which the header may declare at 65535x65535).
         ImageFormat::Gif => {
-            use image::AnimationDecoder;
-            image::codecs::gif::GifDecoder::new(reader).is_ok_and(|d| {
-                // Two frames that decode prove an animation; counting further costs a decode each.
-                d.into_frames().take(2).filter(Result::is_ok).count() == 2
-            })
+            let mut options = gif::DecodeOptions::new();
+            options.skip_frame_decoding(true);
+            options
+                .read_info(reader)
+                .is_ok_and(|mut d| (0..2).all(|_| d.next_frame_info().is_ok_and(|f| f.is_some())))
         }
         // APNG: the acTL chunk before the first image data gives the frame count.
         ImageFormat::Png => png::Decoder::new(reader).read_info().is_ok_and(|r| {
@@ -200,7 +202,7 @@ pub(crate) fn check_size(path: &Path, width: u32, height: u32) -> Result<(), Med
         return Err(MediaError::Unsupported {
             path: path.to_owned(),
             reason: format!(
-                "the image is {width}x{height} pixels; at most {MAX_IMAGE_SIDE} pixels a side \
+                "the picture is {width}x{height} pixels; at most {MAX_IMAGE_SIDE} pixels a side \
                  and {} MPix are supported",
                 MAX_IMAGE_PIXELS >> 20
             ),

@@ -320,6 +320,26 @@ pub(crate) fn decode_first(path: &Path) -> Option<Result<(Frame, ImageHeader), M
     })())
 }
 
+/// Raw grey samples of a page: width, height and the values row by row.
+pub type GreySamples = (u32, u32, Vec<f64>);
+
+/// The first page of a grey TIFF of more than 8 bits ([`Pixels::Grey`]: 16/32-bit integer or
+/// float samples, which the `image` crate refuses) as its raw sample values, row by row, with
+/// its stored width and height (no display range, no orientation); `None` for any other file.
+pub fn grey_first_page(path: &Path) -> Option<Result<GreySamples, MediaError>> {
+    let mut decoder = reader(path).ok()?;
+    let facts = PageFacts::read(&mut decoder).ok()?;
+    if facts.pixels()? != Pixels::Grey {
+        return None;
+    }
+    Some((|| {
+        still::check_size(path, facts.size.0, facts.size.1)?;
+        let mut values = grey_values(&mut decoder, path, &facts)?;
+        values.truncate(facts.size.0 as usize * facts.size.1 as usize);
+        Ok((facts.size.0, facts.size.1, values))
+    })())
+}
+
 fn short_page(path: &Path) -> MediaError {
     MediaError::Corrupt {
         path: path.to_owned(),

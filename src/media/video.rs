@@ -110,6 +110,9 @@ struct Timeline {
     decode_dts: Vec<i64>,
     /// Ordinal timelines: packets the decoder takes before it outputs the first frame.
     output_delay: i64,
+    /// How long the last frame is shown, in stream time base units (its packet's duration; 0
+    /// when the container does not say).
+    last_duration: i64,
 }
 
 impl Timeline {
@@ -273,13 +276,15 @@ fn stream_orientation(input: &mut ffmpeg::format::context::Input, index: usize) 
 
 /// Displayed (square-pixel) size of a `width` × `height` picture with sample aspect ratio
 /// `sar`: a wide SAR widens the picture, a narrow one makes it taller, so no pixel is lost.
+/// The result is not capped: the caller refuses a size above the limits (`still::check_size`)
+/// rather than distort the picture.
 pub(crate) fn square_pixel_size(width: u32, height: u32, sar: (i32, i32)) -> (u32, u32) {
     let (num, den) = sar;
     if num <= 0 || den <= 0 || num == den {
         return (width, height);
     }
     let ratio = f64::from(num) / f64::from(den);
-    let clamp = |v: f64| v.round().clamp(1.0, 16384.0) as u32;
+    let clamp = |v: f64| v.round().clamp(1.0, f64::from(u32::MAX)) as u32;
     if ratio > 1.0 {
         (clamp(f64::from(width) * ratio), height)
     } else {
@@ -346,6 +351,10 @@ impl Video {
                 path: path.to_owned(),
                 reason: format!("FFmpeg cannot decode its {codec} video: {e}"),
             })?;
+        // Refused before anything is decoded: a frame this size would need gigabytes.
+        if decoder.width() > 0 && decoder.height() > 0 {
+            super::still::check_size(path, decoder.width(), decoder.height())?;
+        }
         let orientation = stream_orientation(&mut input, stream_index);
         let in_image_container = image_container(&input);
         let timeline = scan(path, &mut input, stream_index)?;
@@ -358,15 +367,35 @@ impl Video {
             }
             _ => 0.0,
         };
-        let fps = rational(avg_rate)
+        // Without presentation times (AVI), increasing decode times still space the frames: the
+        // container's average rate can count the empty placeholder packets that stand in for
+        // B-frames (twice the real rate).
+        let dts_rate = match (timeline.decode_dts.first(), timeline.decode_dts.last()) {
+            (Some(first), Some(last)) if count > 1 && last > first => {
+                Some((count - 1) as f64 / ((*last - *first) as f64 * time_base_secs))
+            }
+            _ => None,
+        }
+        .filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0);
+        let fps = dts_rate
+            .or_else(|| rational(avg_rate))
             .or_else(|| rational(real_rate))
             .filter(|f| *f < 1000.0)
             .or_else(|| (count > 1 && span_secs > 0.0).then(|| (count - 1) as f64 / span_secs))
             .unwrap_or(0.0);
-        let duration_secs = if fps > 0.0 {
-            count as f64 / fps
+        // From the first frame to the end of the last: the span of the timestamps (variable
+        // rates included) plus the last frame's own duration, else one frame at the mean rate.
+        let last_secs = if timeline.last_duration > 0 {
+            timeline.last_duration as f64 * time_base_secs
+        } else if fps > 0.0 {
+            1.0 / fps
         } else {
-            span_secs
+            0.0
+        };
+        let duration_secs = if timeline.ordinal {
+            if fps > 0.0 { count as f64 / fps } else { 0.0 }
+        } else {
+            span_secs + last_secs
         };
 
         let mut video = Self {
@@ -757,6 +786,7 @@ impl Video {
             )
         };
         let (dw, dh) = square_pixel_size(w, h, (sar.num, sar.den));
+        super::still::check_size(&self.path, dw, dh)?;
         // SAFETY: reading plain fields of a live frame.
         let (colorspace, full_range) = unsafe {
             let f = frame.as_ptr();
@@ -891,6 +921,7 @@ fn scan(
         pts: Option<i64>,
         dts: Option<i64>,
         key: bool,
+        duration: i64,
     }
     let mut entries = Vec::new();
     let mut invalid = 0usize;
@@ -919,6 +950,7 @@ fn scan(
             pts: packet.pts(),
             dts: packet.dts(),
             key: packet.is_key(),
+            duration: packet.duration().max(0),
         });
     }
     // Packets before the first keyframe (a stream cut in the middle) cannot be decoded.
@@ -965,6 +997,10 @@ fn scan(
         return Ok(timeline);
     }
     let ts_of = |e: &Entry| e.pts.or(e.dts).unwrap_or(0);
+    timeline.last_duration = entries
+        .iter()
+        .max_by_key(|e| ts_of(e))
+        .map_or(0, |e| e.duration);
     timeline.ts = entries.iter().map(ts_of).collect();
     timeline.ts.sort_unstable();
     timeline.keys = entries
@@ -1023,6 +1059,7 @@ mod tests {
             ordinal: false,
             decode_dts: Vec::new(),
             output_delay: 0,
+            last_duration: 0,
         };
         assert_eq!(timeline.key_for(0), 0);
         assert_eq!(timeline.key_for(3), 0);

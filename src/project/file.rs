@@ -133,7 +133,7 @@ where
     let name = target
         .file_name()
         .ok_or_else(|| io(std::io::Error::other("the path does not name a file")))?;
-    let mut tmp = create_locked_temp(&dir, name).map_err(io)?;
+    let mut tmp = create_locked_temp(&dir, name).map_err(|e| io(folder_error(&dir, &e)))?;
     {
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         write(&mut writer).map_err(io)?;
@@ -163,6 +163,29 @@ where
             .map_err(|source| ProjectError::Io { path: dir, source })?;
     }
     Ok(())
+}
+
+/// Why no file can be created in `dir`, naming the folder rather than the temporary file the
+/// attempt used.
+fn folder_error(dir: &Path, err: &std::io::Error) -> std::io::Error {
+    if dir.is_dir() && err.kind() == std::io::ErrorKind::Other {
+        std::io::Error::other(err.to_string())
+    } else if dir.is_dir() {
+        std::io::Error::new(
+            err.kind(),
+            format!("cannot create a file in {}: {}", dir.display(), err.kind()),
+        )
+    } else if dir.exists() {
+        std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a folder", dir.display()),
+        )
+    } else {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("the folder {} does not exist", dir.display()),
+        )
+    }
 }
 
 /// Removes the temporary files that writers of `path` (through its links) killed mid-write
@@ -353,10 +376,16 @@ fn project_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The folder a relative media path is stored against: that of the file `path` finally names
+/// (a project saved or opened through a symbolic link keeps paths relative to where it lies).
+fn media_base(path: &Path) -> Result<PathBuf, ProjectError> {
+    Ok(project_dir(&link_target(path)?))
+}
+
 fn to_json(doc: &Document, path: &Path, relative_media: bool) -> Result<Vec<u8>, ProjectError> {
     let mut doc = doc.clone();
     doc.version = PROJECT_VERSION;
-    if relative_media && let Some(rel) = relative_path(&doc.media.path, &project_dir(path)) {
+    if relative_media && let Some(rel) = relative_path(&doc.media.path, &media_base(path)?) {
         doc.media.path = rel;
     } else {
         doc.media.path = absolute(&doc.media.path);
@@ -408,7 +437,7 @@ pub fn load_project(path: &Path) -> Result<Document, ProjectError> {
         return Err(format("the media path is empty".into()));
     }
     if doc.media.path.is_relative() {
-        doc.media.path = project_dir(path).join(&doc.media.path);
+        doc.media.path = media_base(path)?.join(&doc.media.path);
     }
     doc.media.path = absolute(&doc.media.path);
     if let Ok(meta) = std::fs::metadata(&doc.media.path) {

@@ -80,11 +80,25 @@ pub fn read_mask_file(path: &Path) -> Result<Mask, ReferError> {
             "it is not a readable image (PNG, JPEG, WebP, TIFF, BMP or GIF)".into(),
         ));
     }
+    let is_tiff = reader.format() == Some(image::ImageFormat::Tiff);
     // `decode` applies the reader's default limits (at most 512 MiB allocated).
-    let img = reader
-        .decode()
-        .map_err(|e| err(format!("it is not a readable image: {e}")))?;
-    let mask = mask_from_image(&img);
+    let mask = match reader.decode() {
+        Ok(img) => mask_from_image(&img),
+        // Grey TIFFs of 16/32-bit integer or float samples (a numpy array saved by PIL or
+        // tifffile), which `image` refuses: their raw values by the same rule.
+        Err(e) => match is_tiff
+            .then(|| crate::media::grey_first_page(path))
+            .flatten()
+        {
+            Some(Ok((w, h, values))) => {
+                let bits = values.iter().map(|v| u8::from(*v != 0.0 && !v.is_nan()));
+                Mask::from_raw(w, h, bits.collect())
+                    .map_err(|e| err(format!("it is not a readable image: {e}")))?
+            }
+            Some(Err(e)) => return Err(err(format!("it is not a readable image: {e}"))),
+            None => return Err(err(format!("it is not a readable image: {e}"))),
+        },
+    };
     if mask.is_empty() {
         return Err(err(
             "no pixel is in the mask (a pixel counts when it is non-zero and, where the image has alpha, at least half opaque)"
@@ -106,6 +120,29 @@ mod tests {
             .pixels()
             .map(|p| u8::from(p[0] > 0))
             .collect()
+    }
+
+    #[test]
+    fn grey_float_and_signed_tiffs_are_read_by_their_raw_values() {
+        use tiff::encoder::{TiffEncoder, colortype};
+        let dir = tempfile::tempdir().unwrap();
+        let float = dir.path().join("f.tif");
+        let mut enc = TiffEncoder::new(std::fs::File::create(&float).unwrap()).unwrap();
+        let values = [0.0f32, 0.25, 0.0, f32::NAN, -1.0, 0.0];
+        enc.write_image::<colortype::Gray32Float>(3, 2, &values)
+            .unwrap();
+        assert_eq!(read_mask_file(&float).unwrap().data(), &[0, 1, 0, 0, 1, 0]);
+        let signed = dir.path().join("s.tif");
+        let mut enc = TiffEncoder::new(std::fs::File::create(&signed).unwrap()).unwrap();
+        enc.write_image::<colortype::GrayI16>(2, 2, &[0i16, -3, 7, 0])
+            .unwrap();
+        assert_eq!(read_mask_file(&signed).unwrap().data(), &[0, 1, 1, 0]);
+        let empty = dir.path().join("z.tif");
+        let mut enc = TiffEncoder::new(std::fs::File::create(&empty).unwrap()).unwrap();
+        enc.write_image::<colortype::Gray32Float>(2, 1, &[0.0f32, 0.0])
+            .unwrap();
+        let err = read_mask_file(&empty).unwrap_err().to_string();
+        assert!(err.contains("no pixel is in the mask"), "{err}");
     }
 
     #[test]
