@@ -492,6 +492,15 @@ fn bad_files_give_one_clear_error() {
         media::open(&dir.path().join("missing.mp4")),
         Err(MediaError::Io { .. })
     ));
+
+    // A named pipe is refused from its file type: opening it would wait for a writer.
+    let fifo = dir.path().join("pipe.mp4");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        assert_clear_error(&fifo, false);
+        let err = media::open(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 }
 
 #[test]

@@ -187,6 +187,14 @@ pub fn open(path: &Path) -> Result<MediaSource, MediaError> {
         source.backend = Backend::Folder(items);
         return Ok(source);
     }
+    if !meta.is_file() {
+        // A FIFO or device would block or never end.
+        return Err(MediaError::Unsupported {
+            path: path.to_owned(),
+            reason: "it is not a regular file (a FIFO, device or socket); give the path of a file"
+                .into(),
+        });
+    }
     if meta.len() == 0 {
         return Err(MediaError::Corrupt {
             path: path.to_owned(),
