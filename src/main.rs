@@ -349,7 +349,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", one_sentence(&err));
+            eprintln!("error: {}", cli::one_sentence(&err));
             std::process::ExitCode::FAILURE
         }
     }
@@ -410,21 +410,4 @@ fn check_frames_fps(path: Option<&std::path::Path>, fps: Option<f64>) -> anyhow:
         ),
         None => anyhow::bail!("--fps needs a folder of images to open as a video"),
     }
-}
-
-/// The error and its causes as one line, leaving out a cause whose text the line already holds
-/// (typed errors often include their source in their own message).
-fn one_sentence(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }

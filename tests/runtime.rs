@@ -207,11 +207,61 @@ fn bad_model_directories_get_one_clear_sentence() {
     assert!(msg.contains("invalid"), "{msg}");
 
     let missing = empty.path().join("nope");
-    assert!(Manifest::load(&missing).is_err());
+    let msg = Manifest::load(&missing).unwrap_err().to_string();
+    assert!(msg.contains("does not exist"), "{msg}");
 
     let unknown_kind = tempfile::tempdir().unwrap();
     write_model_dir(unknown_kind.path(), "yolo", false);
     assert!(Manifest::load(unknown_kind.path()).is_err());
+
+    // Edits of a valid manifest: each refused at load, in one sentence.
+    let edited = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        write_model_dir(dir.path(), "sam2", false);
+        let path = dir.path().join("manifest.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let msg = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains(says), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    };
+    edited(&|v| v["version"] = 2.into(), "schema version 2");
+    edited(&|v| v["version"] = 0.into(), "schema version 0");
+    // A graph without a recorded sha256 (another model's graph, put in by hand).
+    edited(
+        &|v| v["files"] = serde_json::json!({}),
+        "no sha256 for add.onnx",
+    );
+    edited(
+        &|v| {
+            v.as_object_mut().unwrap().remove("files");
+        },
+        "no sha256 for add.onnx",
+    );
+
+    // What is not a regular file is refused before it is read: a FIFO would block, an
+    // endless device would be read until memory runs out.
+    #[cfg(unix)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("manifest.json")).unwrap();
+        let msg = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+        let fifo = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo.path().join("manifest.json"))
+            .status();
+        if made.is_ok_and(|s| s.success()) {
+            let msg = Manifest::load(fifo.path()).unwrap_err().to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+        }
+        let tensors = dir.path().join("t.safetensors");
+        std::os::unix::fs::symlink("/dev/zero", &tensors).unwrap();
+        let msg = runtime::safetensors::read_safetensors(&tensors).unwrap_err();
+        assert!(msg.contains("not a regular file"), "{msg}");
+    }
 }
 
 #[test]

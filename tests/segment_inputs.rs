@@ -84,6 +84,24 @@ fn copy_model(to: &Path) {
 }
 
 #[test]
+fn a_cuda_fallback_is_reported_once_per_model_not_once_per_graph() {
+    let options = SessionOptions {
+        provider: pixelrefer_studio::runtime::ExecutionProvider::Cuda,
+        ..opts()
+    };
+    let m = Sam2Model::load(&fixture(), &options).unwrap();
+    // Where CUDA runs (a GPU machine) there is nothing to report.
+    if m.provider()
+        == pixelrefer_studio::runtime::Placement::Local(
+            pixelrefer_studio::runtime::ExecutionProvider::Cpu,
+        )
+    {
+        let cuda: Vec<_> = m.warnings().iter().filter(|w| w.contains("CUDA")).collect();
+        assert_eq!(cuda.len(), 1, "{:?}", m.warnings());
+    }
+}
+
+#[test]
 fn loads_and_reports_provider() {
     let m = model();
     assert_eq!(

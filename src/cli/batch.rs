@@ -395,9 +395,8 @@ fn run_one(
 ) -> Outcome {
     let result = match (args.task, model) {
         (BatchTask::Track, Loaded::Sam(sam)) => track_one(sam, input),
-        (_, Loaded::Refer(refer)) => {
-            refer_one(args, question, refer, input, cancel).map_err(|e| (format!("{e:#}"), false))
-        }
+        (_, Loaded::Refer(refer)) => refer_one(args, question, refer, input, cancel)
+            .map_err(|e| (super::one_sentence(&e), false)),
         _ => Err(("the loaded model does not fit the task".to_string(), false)),
     };
     match result {
@@ -412,7 +411,7 @@ fn track_one(
     model: &std::sync::Arc<crate::segment::Sam2Model>,
     input: &BatchInput,
 ) -> std::result::Result<serde_json::Value, (String, bool)> {
-    let plain = |e: anyhow::Error| (format!("{e:#}"), false);
+    let plain = |e: anyhow::Error| (super::one_sentence(&e), false);
     let text = input.path.to_string_lossy();
     let media = PathBuf::from(text.strip_suffix(".prompts.json").unwrap_or(&text));
     let (prompts, checked) = super::sam_cmds::read_prompt_file(&input.path).map_err(plain)?;

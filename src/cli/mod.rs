@@ -53,3 +53,20 @@ pub fn session_options(
     };
     Ok(SessionOptions { remote, ..local })
 }
+
+/// The error and its causes as one line, leaving out a cause whose text the line already holds
+/// (typed errors often include their source in their own message).
+pub fn one_sentence(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}

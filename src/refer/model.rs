@@ -262,7 +262,8 @@ impl PixelRefer {
         }
         let mut open = |role: &str| -> Result<Graph, ReferError> {
             let opened = Graph::open(dir, &manifest, role, options)?;
-            warnings.extend(opened.warning);
+            // Every graph reports the same missing provider: once is enough.
+            warnings.extend(opened.warning.filter(|w| !warnings.contains(w)));
             Ok(opened.graph)
         };
         let vision = open(ROLES_FULL[0])?;

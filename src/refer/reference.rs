@@ -437,14 +437,19 @@ pub fn run_reference(
 ) -> Result<ReferReport, ReferError> {
     let ref_dir = dir.join("reference");
     let cases_path = ref_dir.join("cases.json");
-    let text = std::fs::read_to_string(&cases_path).map_err(|e| ReferError::Reference {
+    let text = crate::runtime::read_regular_file(&cases_path, crate::runtime::MAX_CASES_BYTES)
+        .map_err(|e| ReferError::Reference {
         path: cases_path.clone(),
-        reason: format!(
-            "cannot read ({e}); this model directory has no reference data: export it with \
-             `onnx/export_pixelrefer.py --checkpoint … --out DIR --reference` (or --tiny-random)"
-        ),
+        reason: if cases_path.exists() {
+            e
+        } else {
+            format!(
+                "{e}; this model directory has no reference data: export it with \
+                 `onnx/export_pixelrefer.py --checkpoint … --out DIR --reference` (or --tiny-random)"
+            )
+        },
     })?;
-    let spec: CasesFile = serde_json::from_str(&text).map_err(|e| ReferError::Reference {
+    let spec: CasesFile = serde_json::from_slice(&text).map_err(|e| ReferError::Reference {
         path: cases_path.clone(),
         reason: format!("malformed: {e}"),
     })?;

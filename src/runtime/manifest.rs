@@ -10,6 +10,16 @@ use std::path::{Path, PathBuf};
 /// The manifest's file name inside a model directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// The newest manifest schema this build reads (what `onnx/sam2_export/export.py` and
+/// `onnx/pixelrefer_export/export.py` write).
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Largest `manifest.json` read (exported ones are a few kB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// Largest `reference/cases.json` read (exported ones are a few kB to a few MB).
+pub const MAX_CASES_BYTES: u64 = 256 << 20;
+
 /// Model families the app runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModelKind {
@@ -98,18 +108,45 @@ impl Manifest {
             path: dir.to_path_buf(),
             reason,
         };
-        if !dir.is_dir() {
-            return Err(err("it is not a directory".into()));
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(err("it is not a directory".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(err("it does not exist".into()));
+            }
+            Err(e) => return Err(err(format!("cannot read it: {e}"))),
         }
-        let text = std::fs::read_to_string(&path)
+        let bytes = super::read_regular_file(&path, MAX_MANIFEST_BYTES)
             .map_err(|e| err(format!("cannot read {MANIFEST_FILE}: {e}")))?;
-        let manifest: Manifest = serde_json::from_str(&text)
+        let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| err(format!("{MANIFEST_FILE} is invalid: {e}")))?;
         if manifest.format != "pixelrefer-studio-model" {
             return Err(err(format!(
                 "{MANIFEST_FILE} has format `{}`, expected `pixelrefer-studio-model`",
                 manifest.format
             )));
+        }
+        if manifest.version == 0 || manifest.version > MANIFEST_VERSION {
+            return Err(err(format!(
+                "{MANIFEST_FILE} is of schema version {}, and this build reads version \
+                 {MANIFEST_VERSION}: a newer PixelRefer Studio made it (update this one)",
+                manifest.version
+            )));
+        }
+        // Every file the graphs load must carry its sha256: a graph that is not the one
+        // exported with the rest (another model's, another quantization) is refused at load.
+        let needed = manifest
+            .graphs
+            .values()
+            .flat_map(|g| std::iter::once(&g.file).chain(g.external_data.as_ref()))
+            .chain(manifest.constants_file.as_ref());
+        for file in needed {
+            if !manifest.files.contains_key(file) {
+                return Err(err(format!(
+                    "{MANIFEST_FILE} records no sha256 for {file}, so it cannot be checked; \
+                     export or fetch the model again"
+                )));
+            }
         }
         Ok(manifest)
     }

@@ -26,10 +26,48 @@ pub use library::{
     RuntimeInfo, SEPARATE_ARENAS_ENV, ensure_initialized, find_library, library_candidates,
 };
 pub use manifest::{
-    GraphSpec, MANIFEST_FILE, Manifest, ModelKind, TensorSpec, VerifyStats, find_model_dirs,
-    model_search_dirs, verified_cache_path, verify_files_with_cache,
+    GraphSpec, MANIFEST_FILE, MANIFEST_VERSION, MAX_CASES_BYTES, MAX_MANIFEST_BYTES, Manifest,
+    ModelKind, TensorSpec, VerifyStats, find_model_dirs, model_search_dirs, verified_cache_path,
+    verify_files_with_cache,
 };
 pub mod safetensors;
+
+/// Reads the regular file at `path` whole, refusing first what is not one (a FIFO would block,
+/// `/dev/zero` never ends) and what is larger than `limit_bytes`; the error is one sentence
+/// without the path (callers wrap it in their own error type).
+pub fn read_regular_file(path: &std::path::Path, limit_bytes: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let check = |meta: &std::fs::Metadata| -> Result<(), String> {
+        if !meta.is_file() {
+            return Err("it is not a regular file (a folder, FIFO or device)".into());
+        }
+        if meta.len() > limit_bytes {
+            return Err(format!(
+                "it is {} bytes, more than the {limit_bytes} such a file may have",
+                meta.len()
+            ));
+        }
+        Ok(())
+    };
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    check(&meta)?;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    // The path may name something else by now: check what was opened.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    check(&meta)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > limit_bytes {
+        return Err(format!(
+            "it holds more than the {limit_bytes} bytes such a file may have"
+        ));
+    }
+    Ok(bytes)
+}
 pub use session::{
     ExecutionProvider, SessionOptions, THREADS_PER_CORE_LIMIT, build_session, build_session_with,
     cuda_available, max_intra_threads, validate_io,

@@ -38,10 +38,14 @@ impl RawTensor {
     }
 }
 
+/// Largest constants or reference tensor file read whole (a full-size model's reference cases
+/// take tens of MB).
+pub const MAX_SAFETENSORS_BYTES: u64 = 4 << 30;
+
 /// Reads every tensor of the safetensors file at `path`; the error is one sentence without the
 /// path (callers wrap it in their own error type).
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, RawTensor>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let data = super::read_regular_file(path, MAX_SAFETENSORS_BYTES)?;
     let n = data
         .get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())

@@ -165,8 +165,9 @@ pub fn build_session_with(
             },
             Err(e) => warning = Some(format!("CUDA is not available: {e}")),
         }
+        // Returned to the caller, which reports it once per model (not once per graph).
         if let Some(w) = &warning {
-            log::warn!("{w}; falling back to the CPU");
+            log::debug!("{w}; falling back to the CPU");
         }
     }
     let session = base()?.commit_from_file(file).map_err(open_err)?;

@@ -233,7 +233,8 @@ impl Sam2Model {
         }
         let mut open = |role: &str| -> Result<Graph, SegmentError> {
             let opened = Graph::open(dir, &manifest, role, options)?;
-            warnings.extend(opened.warning);
+            // Every graph reports the same missing provider: once is enough.
+            warnings.extend(opened.warning.filter(|w| !warnings.contains(w)));
             Ok(opened.graph)
         };
         let mask_prompt = load_mask_prompt(dir, &manifest, &config);

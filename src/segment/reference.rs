@@ -396,11 +396,16 @@ pub fn run_reference(
     let dir = model.dir().join("reference");
     let files = RefFiles { dir: dir.clone() };
     let cases_path = dir.join("cases.json");
-    let text = std::fs::read_to_string(&cases_path).map_err(|e| SegmentError::Reference {
-        path: cases_path.clone(),
-        reason: format!("cannot read ({e}); this model directory has no bundled reference cases"),
-    })?;
-    let spec: Cases = serde_json::from_str(&text).map_err(|e| SegmentError::Reference {
+    let text = crate::runtime::read_regular_file(&cases_path, crate::runtime::MAX_CASES_BYTES)
+        .map_err(|e| SegmentError::Reference {
+            path: cases_path.clone(),
+            reason: if cases_path.exists() {
+                e
+            } else {
+                format!("{e}; this model directory has no bundled reference cases")
+            },
+        })?;
+    let spec: Cases = serde_json::from_slice(&text).map_err(|e| SegmentError::Reference {
         path: cases_path.clone(),
         reason: format!("malformed: {e}"),
     })?;
