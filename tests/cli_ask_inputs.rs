@@ -313,6 +313,45 @@ fn regions_that_do_not_fit_the_media_are_refused_before_loading() {
         line.contains("<object0> on frame 0 is 6x8 but the media is 8x6"),
         "{line}"
     );
+    // Headers of another format or a newer version, a frame given twice, a negative index.
+    let mut m = pixelrefer_studio::mask::Mask::new(8, 6);
+    m.set(1, 1, true);
+    let rle = pixelrefer_studio::mask::Rle::from_mask(&m);
+    let frame = serde_json::json!({"index": 0, "rle": rle});
+    let object = |frames: serde_json::Value| serde_json::json!({"items": [{"objects": [{"tag": "<object0>", "frames": frames}]}]});
+    let cases = [
+        (
+            {
+                let mut v = object(serde_json::json!([frame]));
+                v["format"] = "other/thing".into();
+                v
+            },
+            "not a regions export",
+        ),
+        (
+            {
+                let mut v = object(serde_json::json!([frame]));
+                v["format"] = pixelrefer_studio::project::REGIONS_FORMAT.into();
+                v["version"] = 9.into();
+                v
+            },
+            "of version 9",
+        ),
+        (
+            object(serde_json::json!([frame, frame])),
+            "gives frame 0 twice",
+        ),
+        (
+            object(serde_json::json!([{"index": -1, "rle": rle}])),
+            "not a whole number >= 0 (-1)",
+        ),
+    ];
+    for (doc, says) in cases {
+        let path = tmp.path().join("hand.regions.json");
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let line = ask_regions(&path);
+        assert!(line.contains(says), "{line}");
+    }
 }
 
 #[test]

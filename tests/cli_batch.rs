@@ -323,3 +323,18 @@ fn describe_and_ask_fill_captions_and_answers() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("needs --question"));
 }
+
+#[test]
+fn an_out_that_is_a_file_is_refused_before_the_model_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = track_inputs(tmp.path(), &["a"]);
+    let out = tmp.path().join("results.txt");
+    std::fs::write(&out, "keep").unwrap();
+    // No model is needed to refuse it: the model folder does not even exist.
+    let model = tmp.path().join("no-model");
+    let o = batch(&track_args(&inputs, &out, &model));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("is a file; a batch writes"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep");
+}

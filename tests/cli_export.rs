@@ -115,7 +115,19 @@ fn export_never_writes_over_the_project_or_its_media() {
         );
     }
     // Nothing but the inputs (and the empty sub folder) is in the folder.
-    assert_eq!(files_under(dir), vec![prj, media]);
+    assert_eq!(files_under(dir), vec![prj.clone(), media.clone()]);
+    // PNG masks go into a folder: a file given as --out is refused in one sentence.
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "keep").unwrap();
+    let out = export(&prj, "png", &file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("it is a file") && err.contains("give a folder path"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }
 
 #[test]

@@ -145,6 +145,27 @@ fn regions_objects(path: &Path, item: usize) -> Result<(Option<f64>, Vec<Annotat
     let bytes = crate::project::read_bounded(path, MAX_REGIONS_BYTES)?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not JSON", path.display()))?;
+    // A regions export of this program or a hand-written file without the header; another
+    // format, or a newer version of this one, is refused rather than half understood.
+    if let Some(format) = v.get("format")
+        && format.as_str() != Some(crate::project::REGIONS_FORMAT)
+    {
+        bail!(
+            "{} is of format {format}, not a regions export (`{}`)",
+            path.display(),
+            crate::project::REGIONS_FORMAT
+        );
+    }
+    if let Some(version) = v.get("version") {
+        match version.as_u64() {
+            Some(n) if (1..=u64::from(crate::project::REGIONS_VERSION)).contains(&n) => {}
+            _ => bail!(
+                "{} is a regions export of version {version}; this build reads versions 1 to {}",
+                path.display(),
+                crate::project::REGIONS_VERSION
+            ),
+        }
+    }
     let entry = v["items"]
         .as_array()
         .and_then(|a| a.get(item))
@@ -160,10 +181,18 @@ fn regions_objects(path: &Path, item: usize) -> Result<(Option<f64>, Vec<Annotat
             bail!("{}: object tag `{tag}` is not <objectN>", path.display());
         };
         let mut masks = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for f in o["frames"].as_array().into_iter().flatten() {
-            let index = f["index"]
-                .as_u64()
-                .with_context(|| format!("{}: {tag} has a frame without index", path.display()))?;
+            let index = f["index"].as_u64().with_context(|| {
+                format!(
+                    "{}: {tag} has a frame whose index is not a whole number >= 0 ({})",
+                    path.display(),
+                    f["index"]
+                )
+            })?;
+            if !seen.insert(index) {
+                bail!("{}: {tag} gives frame {index} twice", path.display());
+            }
             let rle: Rle = serde_json::from_value(f["rle"].clone()).with_context(|| {
                 format!("{}: {tag} frame {index}: not a COCO RLE", path.display())
             })?;

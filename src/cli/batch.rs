@@ -270,6 +270,12 @@ pub fn run(args: &BatchArgs) -> Result<()> {
         .filter(|(i, _)| shard.is_none_or(|s| s.owns(*i)))
         .map(|(_, x)| x)
         .collect();
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} is a file; a batch writes its results and log into a folder",
+            args.out.display()
+        );
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let log_path = args.out.join(match shard {

@@ -655,6 +655,15 @@ where
         }
     }
     check_png_outputs(out_dir, &dirs, inputs)?;
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(ProjectError::Io {
+            path: out_dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "it is a file, and PNG masks are written into a folder: give a folder path",
+            ),
+        });
+    }
     std::fs::create_dir_all(out_dir).map_err(|source| ProjectError::Io {
         path: out_dir.to_path_buf(),
         source,

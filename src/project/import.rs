@@ -11,7 +11,7 @@
 //! segmentations, polygons of fewer than 3 points, RLE whose runs do not add up to the image.
 //! So is what would import silently wrong: a segmentation that covers no pixel, a bbox outside
 //! the image, a `frame_index` that is not a frame number, an image id used twice, a score that
-//! is not a finite number.
+//! is not a number within 32-bit float range.
 
 use super::ProjectError;
 use super::model::{
@@ -71,6 +71,11 @@ pub fn check_import_output(
 
 fn key_of(v: &Value) -> Option<String> {
     match v {
+        // `1.0` and `1` are one id, as in Python (pycocotools keys its dicts by the value).
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(format!("{}", f as i64)),
+            _ => Some(n.to_string()),
+        },
         Value::Number(n) => Some(n.to_string()),
         Value::String(s) => Some(format!("s:{s}")),
         _ => None,
@@ -434,7 +439,9 @@ fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>
             Some(v) => {
                 let s = v.as_f64().map(|s| s as f32).filter(|s| s.is_finite());
                 Some(s.ok_or_else(|| {
-                    err(format!("{ann_name}: its score {v} is not a finite number"))
+                    err(format!(
+                        "{ann_name}: its score {v} is not a number within 32-bit float range"
+                    ))
                 })?)
             }
         };

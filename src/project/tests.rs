@@ -360,6 +360,35 @@ fn coco_import_folder_with_rle_polygons_and_tracks() {
     );
 }
 
+#[test]
+fn coco_ids_written_as_whole_floats_match_as_in_python() {
+    // pycocotools keys images and categories by value, and 1.0 == 1 in Python; a string "1"
+    // stays another id.
+    let coco = json!({
+        "images": [{"id": 10.0, "file_name": "a.jpg", "width": 6, "height": 4}],
+        "categories": [{"id": 2, "name": "dog"}],
+        "annotations": [{"id": 1, "image_id": 10, "category_id": 2.0,
+                         "segmentation": [[0.5, 0.5, 4.5, 0.5, 4.5, 3.5, 0.5, 3.5]]}]
+    });
+    let mut doc = folder_doc();
+    let edit = import_coco(&doc, &coco).unwrap();
+    doc.apply(edit).unwrap();
+    assert_eq!(doc.items[0].objects[0].label, "dog");
+    let mut strings = coco.clone();
+    strings["annotations"][0]["image_id"] = json!("10");
+    let err = import_coco(&folder_doc(), &strings)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refers to image 10, which is not listed"),
+        "{err}"
+    );
+    let mut huge = coco.clone();
+    huge["annotations"][0]["score"] = json!(1e300);
+    let err = import_coco(&folder_doc(), &huge).unwrap_err().to_string();
+    assert!(err.contains("within 32-bit float range"), "{err}");
+}
+
 /// The frames of item 0 that each object annotates, object after object.
 fn annotated_frames(doc: &Document) -> Vec<u64> {
     doc.items[0]
