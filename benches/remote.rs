@@ -104,7 +104,9 @@ fn main() {
             let source = pixelrefer_studio::jobs::MediaFrames::open(&media).unwrap();
             let count = source.count as f64;
             let t0 = Instant::now();
-            let tracked = sam_cmds::track_loaded(model, &media, source, &file, &checked).unwrap();
+            let tracked =
+                sam_cmds::track_loaded(model, &media, source, &file, &checked, &CancelToken::new())
+                    .unwrap();
             assert!(tracked.failure.is_none());
             times.push(t0.elapsed().as_secs_f64() * 1e3 / count / objects);
             if model.provider().is_remote() {

@@ -135,3 +135,108 @@ fn track_follows_an_object_given_as_a_mask() {
     assert_eq!(given["bbox"], serde_json::json!([300, 80, 100, 90]));
     assert!(given["score"].as_f64().unwrap() > 0.0, "{given}");
 }
+
+/// Ctrl-C (SIGINT) during propagation stops at the next frame: the command fails with one
+/// sentence saying it was cancelled, and the masks tracked so far are written.
+#[test]
+fn ctrl_c_stops_tracking_and_keeps_the_masks_so_far() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    // A long clip (the reference frames looped), so the signal lands mid-propagation.
+    let video = tmp.path().join("long.mp4");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-framerate",
+            "5",
+            "-i",
+        ])
+        .arg(fixture().join("reference/frames/%05d.png"))
+        .args([
+            "-frames:v",
+            "2000",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let prompts = tmp.path().join("prompts.json");
+    std::fs::write(
+        &prompts,
+        r#"{"objects":[{"id":1,"prompts":[{"frame":0,"points":[[120,130,1]]}]}]}"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("long.regions.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixelrefer-studio"))
+        .arg("track")
+        .arg(&video)
+        .arg("--model")
+        .arg(fixture())
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--out")
+        .arg(&out)
+        .args(["--device", "cpu", "--threads", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let text = Arc::clone(&text);
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // Wait (bounded) for the third propagated frame, then send SIGINT as Ctrl-C does.
+    let started = Instant::now();
+    while !text.lock().unwrap().contains("(3/") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no progress: {}",
+            text.lock().unwrap()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let text = text.lock().unwrap().clone();
+    assert!(!status.success(), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cancelled") && last.contains("masks tracked before it are in"),
+        "{last}"
+    );
+    let regions: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let frames = regions["items"][0]["objects"][0]["frames"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!((3..2000).contains(&frames), "{frames} frames kept");
+}

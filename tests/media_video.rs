@@ -405,7 +405,10 @@ fn variable_frame_rate_timestamps_are_reported() {
     // The duration spans the timestamps to the end of the last frame (at 2.2 s, shown for at
     // most one more frame time), not the frame count over the average rate.
     let duration = source.item_info(0).unwrap().duration_secs;
-    assert!(duration > 2.2 && duration <= 2.4 + 1e-6, "duration {duration}");
+    assert!(
+        duration > 2.2 && duration <= 2.4 + 1e-6,
+        "duration {duration}"
+    );
 }
 
 #[test]

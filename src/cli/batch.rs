@@ -301,13 +301,7 @@ pub fn run(args: &BatchArgs) -> Result<()> {
     let model = load_model(args.task, &args.model, &options)?;
     let placement = model.placement();
     eprintln!("[batch] {} on {placement}", args.model.display());
-    let cancel = CancelToken::new();
-    {
-        let cancel = cancel.clone();
-        if let Err(e) = ctrlc::set_handler(move || cancel.cancel()) {
-            log::warn!("Ctrl-C will not stop the batch cleanly: {e}");
-        }
-    }
+    let cancel = super::cancel_on_ctrl_c("the batch");
     let bar = indicatif::ProgressBar::new(todo.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -400,7 +394,7 @@ fn run_one(
     cancel: &CancelToken,
 ) -> Outcome {
     let result = match (args.task, model) {
-        (BatchTask::Track, Loaded::Sam(sam)) => track_one(sam, input),
+        (BatchTask::Track, Loaded::Sam(sam)) => track_one(sam, input, cancel),
         (_, Loaded::Refer(refer)) => refer_one(args, question, refer, input, cancel)
             .map_err(|e| (super::one_sentence(&e), false)),
         _ => Err(("the loaded model does not fit the task".to_string(), false)),
@@ -416,6 +410,7 @@ fn run_one(
 fn track_one(
     model: &std::sync::Arc<crate::segment::Sam2Model>,
     input: &BatchInput,
+    cancel: &CancelToken,
 ) -> std::result::Result<serde_json::Value, (String, bool)> {
     let plain = |e: anyhow::Error| (super::one_sentence(&e), false);
     let text = input.path.to_string_lossy();
@@ -436,8 +431,8 @@ fn track_one(
         frames.info.height,
     )
     .map_err(|e| (format!("{}: {e}", input.path.display()), false))?;
-    let tracked =
-        super::sam_cmds::track_loaded(model, &media, frames, &prompts, &checked).map_err(plain)?;
+    let tracked = super::sam_cmds::track_loaded(model, &media, frames, &prompts, &checked, cancel)
+        .map_err(plain)?;
     if let Some(why) = tracked.failure {
         let partial = partial_path(&input.output);
         project::export_regions(&tracked.doc, &partial).map_err(|e| {

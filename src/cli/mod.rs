@@ -54,6 +54,22 @@ pub fn session_options(
     Ok(SessionOptions { remote, ..local })
 }
 
+/// A token that Ctrl-C cancels, so a long command stops at the next step and keeps what it has
+/// done; a second Ctrl-C ends the process at once (exit status 130, as a shell reports SIGINT).
+pub fn cancel_on_ctrl_c(command: &str) -> crate::runtime::CancelToken {
+    let cancel = crate::runtime::CancelToken::new();
+    let token = cancel.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        if token.is_cancelled() {
+            std::process::exit(130);
+        }
+        token.cancel();
+    }) {
+        log::warn!("Ctrl-C will not stop {command} cleanly: {e}");
+    }
+    cancel
+}
+
 /// The error and its causes as one line, leaving out a cause whose text the line already holds
 /// (typed errors often include their source in their own message).
 pub fn one_sentence(err: &anyhow::Error) -> String {

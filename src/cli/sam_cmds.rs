@@ -6,7 +6,8 @@ use crate::mask::Rle;
 use crate::project::{self, Document, FrameAnnotation, MaskSource, ModelRecord, Object, PALETTE};
 use crate::runtime::{Manifest, SessionOptions};
 use crate::segment::{
-    Direction, ObjectFrame, Point, Prompts, Sam2Model, TrackInput, TrackerOptions, VideoTracker,
+    Direction, ObjectFrame, Point, Prompts, Sam2Model, SegmentError, TrackInput, TrackerOptions,
+    VideoTracker,
 };
 use anyhow::{anyhow, bail};
 use serde::Deserialize;
@@ -129,7 +130,9 @@ pub fn track(
     )
     .map_err(|e| anyhow!("{}: {e}", prompts_path.display()))?;
     let model = load_sam2(model_dir, options)?;
-    let tracked = track_loaded(&model, media_path, frames, &prompts, &checked)?;
+    // Ctrl-C stops the propagation and writes the masks tracked so far.
+    let cancel = super::cancel_on_ctrl_c("the tracking");
+    let tracked = track_loaded(&model, media_path, frames, &prompts, &checked, &cancel)?;
     project::export_regions(&tracked.doc, out)?;
     if let Some(why) = tracked.failure {
         bail!(
@@ -187,13 +190,14 @@ pub fn read_prompt_file(prompts_path: &Path) -> anyhow::Result<(PromptFile, Vec<
 
 /// Tracks the checked prompts through `frames` with a loaded model (forward from the earliest
 /// prompted frame, then backward) and returns the document of masks. A propagation that fails
-/// midway keeps the masks tracked before it ([`Tracked::failure`] says why).
+/// midway or is cancelled keeps the masks tracked before it ([`Tracked::failure`] says why).
 pub fn track_loaded(
     model: &Arc<Sam2Model>,
     media_path: &Path,
     mut frames: jobs::MediaFrames,
     prompts: &PromptFile,
     checked: &[CheckedPrompt],
+    cancel: &crate::runtime::CancelToken,
 ) -> anyhow::Result<Tracked> {
     let (count, info) = (frames.count, frames.info.clone());
     // A folder of frames is one sequence item: a frame per image.
@@ -221,7 +225,7 @@ pub fn track_loaded(
     for p in checked {
         let (id, frame) = (p.id, p.frame);
         tracker
-            .add_input(&mut frames, frame, id, &p.input, None)
+            .add_input(&mut frames, frame, id, &p.input, Some(cancel))
             .map_err(|e| anyhow!("{}: {e}", p.place()))?;
         match &p.input {
             TrackInput::Mask(mask) => {
@@ -247,7 +251,7 @@ pub fn track_loaded(
             Some(first),
             direction,
             None,
-            None,
+            Some(cancel),
             &mut |p, objs| {
                 eprint!(
                     "\r[track] {:?} frame {} ({}/{})    ",
@@ -271,7 +275,10 @@ pub fn track_loaded(
             // Every mask tracked so far is kept (a server lost mid-propagation costs only
             // the frames after it).
             eprintln!();
-            failure = Some(format!("propagation stopped: {e}"));
+            failure = Some(match e {
+                SegmentError::Cancelled => "tracking was cancelled".to_string(),
+                e => format!("propagation stopped: {e}"),
+            });
             break;
         }
         eprintln!();

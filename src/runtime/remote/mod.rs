@@ -32,6 +32,20 @@ pub const SCHEME: &str = "grpc://";
 pub const DEFAULT_PORT: u16 = 8001;
 /// Default per-call deadline; `PIXELREFER_REMOTE_DEADLINE_SECS` changes it.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+/// Deadline of calls that ask for metadata or readiness (no model runs).
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(15);
+/// Longest per-call deadline accepted from `PIXELREFER_REMOTE_DEADLINE_SECS` (a day).
+pub const MAX_DEADLINE_SECS: f64 = 86_400.0;
+
+/// A per-call deadline from its text (seconds, 0.1 to [`MAX_DEADLINE_SECS`]).
+fn deadline_from(text: &str) -> Option<Duration> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.1..=MAX_DEADLINE_SECS).contains(s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+}
+
 /// Largest message either way: a SAM 2 memory bank or a PixelRefer KV cache is tens of MiB.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// Attempts of a call whose connection failed (the first included).
@@ -100,6 +114,14 @@ pub enum RemoteError {
         /// The server's message.
         message: String,
     },
+    /// The server does not implement the call (an optional part of the protocol).
+    #[error("the server at {url} does not implement this call ({call})")]
+    Unimplemented {
+        /// The server.
+        url: String,
+        /// The call, or the model it was for.
+        call: String,
+    },
     /// An answer this client cannot read.
     #[error("the server at {url} sent an answer this client cannot read: {reason}")]
     Protocol {
@@ -167,11 +189,17 @@ impl RemoteEndpoint {
         if host.is_empty() || port == 0 {
             return Err(bad("expected a host and a port"));
         }
-        let deadline = std::env::var("PIXELREFER_REMOTE_DEADLINE_SECS")
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map_or(DEFAULT_DEADLINE, Duration::from_secs_f64);
+        let deadline = match std::env::var("PIXELREFER_REMOTE_DEADLINE_SECS") {
+            Ok(text) => deadline_from(&text).unwrap_or_else(|| {
+                log::warn!(
+                    "PIXELREFER_REMOTE_DEADLINE_SECS={text:?} is not a number of seconds from \
+                     0.1 to {MAX_DEADLINE_SECS}; using {} s",
+                    DEFAULT_DEADLINE.as_secs()
+                );
+                DEFAULT_DEADLINE
+            }),
+            Err(_) => DEFAULT_DEADLINE,
+        };
         Ok(RemoteEndpoint {
             host,
             port,
@@ -344,6 +372,10 @@ impl RemoteClient {
             || (lower.contains("model") && lower.contains("not found"))
             || lower.contains("is not found");
         match status.code() {
+            tonic::Code::Unimplemented => RemoteError::Unimplemented {
+                url,
+                call: model.to_string(),
+            },
             tonic::Code::NotFound => RemoteError::ModelMissing {
                 url,
                 model: model.to_string(),
@@ -375,7 +407,7 @@ impl RemoteClient {
                 message: if message.is_empty() {
                     format!("{:?}", status.code())
                 } else {
-                    message
+                    clean_text(&message)
                 },
             },
         }
@@ -386,6 +418,7 @@ impl RemoteClient {
         &self,
         what: &str,
         cancel: Option<&CancelToken>,
+        deadline: Duration,
         make: F,
     ) -> Result<T, RemoteError>
     where
@@ -393,7 +426,6 @@ impl RemoteClient {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
-        let deadline = self.endpoint.deadline;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -447,20 +479,37 @@ impl RemoteClient {
         }
     }
 
+    /// The deadline of a call that only asks the server something (metadata, readiness): a
+    /// server that accepts the connection but never answers is reported within
+    /// [`CONTROL_DEADLINE`], not after an inference's deadline.
+    fn control_deadline(&self) -> Duration {
+        self.endpoint.deadline.min(CONTROL_DEADLINE)
+    }
+
     /// The server's metadata (kept for [`Self::placement`]).
     pub fn server_info(&self) -> Result<ServerInfo, RemoteError> {
-        let r = self.call("server metadata", None, |mut c, left| async move {
-            c.server_metadata(with_timeout(proto::ServerMetadataRequest {}, left))
-                .await
-        })?;
+        let r = self.call(
+            "server metadata",
+            None,
+            self.control_deadline(),
+            |mut c, left| async move {
+                c.server_metadata(with_timeout(proto::ServerMetadataRequest {}, left))
+                    .await
+            },
+        )?;
         let info = ServerInfo {
-            name: if r.name.is_empty() {
+            name: if r.name.trim().is_empty() {
                 "server".into()
             } else {
-                r.name
+                clean_text(&r.name)
             },
-            version: r.version,
-            extensions: r.extensions,
+            version: clean_text(&r.version),
+            extensions: r
+                .extensions
+                .iter()
+                .take(64)
+                .map(|e| clean_text(e))
+                .collect(),
         };
         let _ = self.server.set(info.clone());
         Ok(info)
@@ -468,10 +517,15 @@ impl RemoteClient {
 
     /// Whether the server says it is ready.
     pub fn server_ready(&self) -> Result<bool, RemoteError> {
-        self.call("server ready", None, |mut c, left| async move {
-            c.server_ready(with_timeout(proto::ServerReadyRequest {}, left))
-                .await
-        })
+        self.call(
+            "server ready",
+            None,
+            self.control_deadline(),
+            |mut c, left| async move {
+                c.server_ready(with_timeout(proto::ServerReadyRequest {}, left))
+                    .await
+            },
+        )
         .map(|r| r.ready)
     }
 
@@ -479,21 +533,30 @@ impl RemoteClient {
     pub fn model_ready(&self, name: &str) -> Result<bool, RemoteError> {
         let name = name.to_string();
         // A missing model: Triton answers not ready, MLServer an error naming it.
-        match self.call(&name.clone(), None, move |mut c, left| {
-            let name = name.clone();
-            async move {
-                c.model_ready(with_timeout(
-                    proto::ModelReadyRequest {
-                        name,
-                        version: String::new(),
-                    },
-                    left,
-                ))
-                .await
-            }
-        }) {
+        match self.call(
+            &name.clone(),
+            None,
+            self.control_deadline(),
+            move |mut c, left| {
+                let name = name.clone();
+                async move {
+                    c.model_ready(with_timeout(
+                        proto::ModelReadyRequest {
+                            name,
+                            version: String::new(),
+                        },
+                        left,
+                    ))
+                    .await
+                }
+            },
+        ) {
             Ok(r) => Ok(r.ready),
-            Err(RemoteError::ModelMissing { .. } | RemoteError::Rejected { .. }) => Ok(false),
+            Err(
+                RemoteError::ModelMissing { .. }
+                | RemoteError::Rejected { .. }
+                | RemoteError::Unimplemented { .. },
+            ) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -501,7 +564,7 @@ impl RemoteClient {
     /// Model `name`'s inputs and outputs.
     pub fn model_metadata(&self, name: &str) -> Result<proto::ModelMetadataResponse, RemoteError> {
         let owned = name.to_string();
-        self.call(name, None, move |mut c, left| {
+        self.call(name, None, self.control_deadline(), move |mut c, left| {
             let name = owned.clone();
             async move {
                 c.model_metadata(with_timeout(
@@ -518,16 +581,21 @@ impl RemoteClient {
 
     /// The models the server lists, or `None` when it does not implement the repository index.
     pub fn repository_index(&self) -> Result<Option<Vec<ServedModel>>, RemoteError> {
-        match self.call("repository index", None, |mut c, left| async move {
-            c.repository_index(with_timeout(
-                proto::RepositoryIndexRequest {
-                    repository_name: String::new(),
-                    ready: false,
-                },
-                left,
-            ))
-            .await
-        }) {
+        match self.call(
+            "repository index",
+            None,
+            self.control_deadline(),
+            |mut c, left| async move {
+                c.repository_index(with_timeout(
+                    proto::RepositoryIndexRequest {
+                        repository_name: String::new(),
+                        ready: false,
+                    },
+                    left,
+                ))
+                .await
+            },
+        ) {
             Ok(r) => Ok(Some(
                 r.models
                     .into_iter()
@@ -537,6 +605,8 @@ impl RemoteClient {
                     })
                     .collect(),
             )),
+            // KServe's protocol has no repository index: ask model by model instead.
+            Err(RemoteError::Unimplemented { .. }) => Ok(None),
             Err(RemoteError::Rejected { message, .. })
                 if message.to_lowercase().contains("unimplemented")
                     || message.to_lowercase().contains("not implemented") =>
@@ -583,7 +653,7 @@ impl RemoteClient {
                 .collect(),
         };
         let sent = prost::Message::encoded_len(&request) as u64;
-        let response = self.call(model, cancel, |mut c, left| {
+        let response = self.call(model, cancel, self.endpoint.deadline, |mut c, left| {
             let request = request.clone();
             async move { c.model_infer(with_timeout(request, left)).await }
         });
@@ -599,6 +669,23 @@ impl RemoteClient {
         );
         decode_outputs(&self.endpoint.url(), model, response, outputs)
     }
+}
+
+/// Longest text from a server that is shown (a name, a version, an error message).
+const MAX_SERVER_TEXT_CHARS: usize = 300;
+
+/// Text a server sent, made safe to print on one line: control characters (terminal escapes,
+/// line breaks) become spaces and it is cut to [`MAX_SERVER_TEXT_CHARS`].
+pub fn clean_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_SERVER_TEXT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(MAX_SERVER_TEXT_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn with_timeout<T>(message: T, left: Duration) -> tonic::Request<T> {
@@ -688,6 +775,13 @@ fn decode_outputs(
         url: url.to_string(),
         reason: format!("`{model}`: {reason}"),
     };
+    // An answer for another model (a proxy or a server mixing up requests) is not this one's.
+    if !response.model_name.is_empty() && response.model_name != model {
+        return Err(bad(format!(
+            "the answer is for model `{}`",
+            clean_text(&response.model_name)
+        )));
+    }
     let raw = response.raw_output_contents;
     let use_raw = !raw.is_empty();
     if use_raw && raw.len() != response.outputs.len() {
@@ -717,7 +811,10 @@ fn decode_outputs(
             .ok_or_else(|| bad(format!("output `{}` is too large", out.name)))?;
         let data = if use_raw {
             let bytes = &raw[index];
-            if bytes.len() != count * element.size() {
+            let want = count
+                .checked_mul(element.size())
+                .ok_or_else(|| bad(format!("output `{}` is too large", out.name)))?;
+            if bytes.len() != want {
                 return Err(bad(format!(
                     "output `{}` has {} bytes for shape {:?}",
                     out.name,
@@ -897,13 +994,46 @@ impl RemoteGraph {
                 )));
             }
         }
-        self.client
+        let tensors = self
+            .client
             .infer(&self.model, &raw, outputs, cancel)
             .map_err(|e| match e {
                 RemoteError::Cancelled => super::graph::GraphError::Cancelled,
                 e => super::graph::GraphError::Remote(e),
+            })?;
+        check_outputs(&self.spec.outputs, outputs, &tensors).map_err(|reason| {
+            super::graph::GraphError::Remote(RemoteError::Protocol {
+                url: self.client.endpoint.url(),
+                reason: format!("`{}`: {reason}", self.model),
             })
+        })?;
+        Ok(tensors)
     }
+}
+
+/// What a server sent must be what the graph makes: the manifest's element type, rank and
+/// fixed sizes for each requested output (the host indexes by them; a shorter tensor would be
+/// read past its end, a wrong type misread).
+fn check_outputs(
+    specs: &[TensorSpec],
+    names: &[&str],
+    tensors: &[HostTensor],
+) -> Result<(), String> {
+    for (name, tensor) in names.iter().zip(tensors) {
+        let Some(want) = specs.iter().find(|o| o.name == *name) else {
+            continue;
+        };
+        if ElementType::from_manifest(&want.dtype) != Some(tensor.element_type()) {
+            return Err(format!(
+                "output `{name}` is {:?}, the graph makes {}",
+                tensor.element_type(),
+                want.dtype
+            ));
+        }
+        crate::runtime::session::check_shape(want, &tensor.shape)
+            .map_err(|why| format!("output `{name}` {why}"))?;
+    }
+    Ok(())
 }
 
 fn check_tensors(
@@ -1070,6 +1200,117 @@ pub fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn response(
+        model: &str,
+        name: &str,
+        shape: Vec<i64>,
+        bytes: Vec<u8>,
+    ) -> proto::ModelInferResponse {
+        proto::ModelInferResponse {
+            model_name: model.into(),
+            outputs: vec![proto::model_infer_response::InferOutputTensor {
+                name: name.into(),
+                datatype: "FP32".into(),
+                shape,
+                ..Default::default()
+            }],
+            raw_output_contents: vec![bytes.into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn answers_that_do_not_fit_are_refused_in_one_sentence() {
+        let url = "grpc://127.0.0.1:1";
+        let ok = decode_outputs(url, "m", response("m", "y", vec![2], vec![0; 8]), &["y"]);
+        assert_eq!(ok.expect("fits")[0].shape, vec![2]);
+        // A declared size whose byte count overflows, an answer for another model.
+        let huge = 1i64 << 31;
+        let cases = [
+            (
+                response("m", "y", vec![huge, huge, huge], vec![]),
+                "too large",
+            ),
+            (
+                response("other", "y", vec![2], vec![0; 8]),
+                "the answer is for model `other`",
+            ),
+            (
+                response("m", "y", vec![3], vec![0; 8]),
+                "8 bytes for shape [3]",
+            ),
+        ];
+        for (r, says) in cases {
+            let err = decode_outputs(url, "m", r, &["y"])
+                .expect_err(says)
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        // Against the manifest: the rank, the fixed sizes and the element type.
+        let spec = TensorSpec {
+            name: "y".into(),
+            dtype: "float32".into(),
+            shape: vec!["n".into(), 4.into()],
+        };
+        let tensor = |shape: Vec<i64>, data: TensorData| HostTensor { shape, data };
+        let fine = tensor(vec![3, 4], TensorData::F32(vec![0.0; 12]));
+        assert!(check_outputs(std::slice::from_ref(&spec), &["y"], &[fine]).is_ok());
+        let bad = [
+            (
+                tensor(vec![12], TensorData::F32(vec![0.0; 12])),
+                "has rank 1",
+            ),
+            (
+                tensor(vec![4, 3], TensorData::F32(vec![0.0; 12])),
+                "size 3 on axis 1",
+            ),
+            (
+                tensor(vec![3, 4], TensorData::F16(vec![half::f16::ZERO; 12])),
+                "is F16, the graph makes float32",
+            ),
+        ];
+        for (t, says) in bad {
+            let err = check_outputs(std::slice::from_ref(&spec), &["y"], &[t]).expect_err(says);
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn server_text_is_one_bounded_line_and_deadlines_are_bounded() {
+        assert_eq!(clean_text("tri\x1b[2Jton\r\nok"), "tri [2Jton  ok");
+        let long = clean_text(&"x".repeat(10_000));
+        assert_eq!(long.chars().count(), MAX_SERVER_TEXT_CHARS + 1);
+        assert!(long.ends_with('…'));
+        assert_eq!(deadline_from("2.5"), Some(Duration::from_millis(2500)));
+        for bad in ["1e20", "0", "-5", "abc", "inf", "NaN", "0.01"] {
+            assert_eq!(deadline_from(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_reported_within_the_control_deadline() {
+        // The kernel completes the TCP handshake for a bound listener nobody accepts from: the
+        // client's HTTP/2 preface is never answered.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = silent.local_addr().expect("address").port();
+        let endpoint = RemoteEndpoint::parse(&format!("grpc://127.0.0.1:{port}"))
+            .expect("valid")
+            .with_deadline(Duration::from_secs(600));
+        let client = RemoteClient::connect(&endpoint).expect("client");
+        let started = Instant::now();
+        let err = client.server_info().expect_err("no answer");
+        let took = started.elapsed();
+        assert!(
+            matches!(err, RemoteError::Deadline { secs, .. } if secs == CONTROL_DEADLINE.as_secs()),
+            "{err}"
+        );
+        assert!(
+            took >= CONTROL_DEADLINE && took < CONTROL_DEADLINE * 2,
+            "{took:?}"
+        );
+        drop(silent);
+    }
 
     #[test]
     fn urls_parse_or_say_why() {
