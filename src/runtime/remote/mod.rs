@@ -426,6 +426,11 @@ impl RemoteClient {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
+        let past_deadline = || RemoteError::Deadline {
+            url: self.endpoint.url(),
+            model: what.to_string(),
+            secs: deadline.as_secs().max(1),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -434,11 +439,7 @@ impl RemoteClient {
             }
             let left = deadline.saturating_sub(started.elapsed());
             if left.is_zero() {
-                return Err(RemoteError::Deadline {
-                    url: self.endpoint.url(),
-                    model: what.to_string(),
-                    secs: deadline.as_secs().max(1),
-                });
+                return Err(past_deadline());
             }
             let fut = make(self.stub(), left);
             let outcome = self.runtime.block_on(async {
@@ -457,18 +458,17 @@ impl RemoteClient {
             });
             let status = match outcome {
                 None => return Err(RemoteError::Cancelled),
-                Some(Err(_elapsed)) => {
-                    return Err(RemoteError::Deadline {
-                        url: self.endpoint.url(),
-                        model: what.to_string(),
-                        secs: deadline.as_secs().max(1),
-                    });
-                }
+                Some(Err(_elapsed)) => return Err(past_deadline()),
                 Some(Ok(Ok(response))) => return Ok(response.into_inner()),
                 Some(Ok(Err(status))) => status,
             };
             let err = self.map_status(&status, what);
-            let retry = matches!(err, RemoteError::Unreachable { .. }) && attempt < ATTEMPTS;
+            let unreachable = matches!(err, RemoteError::Unreachable { .. });
+            if unreachable && started.elapsed() >= deadline {
+                // The transport gave up with the deadline (a connection never answered).
+                return Err(past_deadline());
+            }
+            let retry = unreachable && attempt < ATTEMPTS;
             if !retry {
                 return Err(err);
             }
