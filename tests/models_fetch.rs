@@ -836,3 +836,150 @@ fn list_without_installed_models_names_the_recommended_pair() {
         "{text}"
     );
 }
+
+/// Entries of the scratch folder other than the hub cache, the models, the catalogue and the
+/// exporters: anything else was written outside the cache.
+fn strays(s: &Scratch) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![s.root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains("escape") {
+                found.push(path.display().to_string());
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn resolve_headers_naming_paths_write_nothing_outside_the_cache() {
+    // The blob name and the snapshot folder come from the listing, never from `ETag`,
+    // `X-Linked-Etag` or `X-Repo-Commit`, which a hub could set to `../..` paths.
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new().with_copy_exporter();
+    hub.set_faults(Faults {
+        resolve_headers: vec![
+            ("ETag".into(), "\"../../../escape-etag\"".into()),
+            ("X-Linked-Etag".into(), "\"../../../escape-linked\"".into()),
+            ("X-Repo-Commit".into(), "../../../../escape-commit".into()),
+        ],
+        ..Faults::default()
+    });
+    let out = s.fetch(&hub.endpoint(), SAM);
+    assert_eq!(strays(&s), Vec::<String>::new(), "{}", stderr(&out));
+    let dir = assert_installed(&s, SAM, "sam2", &out);
+    assert!(dir.starts_with(s.models()));
+    let snapshot = s
+        .repo_cache(SAM_REPO)
+        .join("snapshots")
+        .join(hub.commit(SAM_REPO));
+    assert!(snapshot.join(SAM_CKPT).is_file());
+}
+
+#[test]
+fn a_redirect_without_location_is_one_sentence() {
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new();
+    hub.set_faults(Faults {
+        resolve_headers: vec![("Location".into(), String::new())],
+        ..Faults::default()
+    });
+    let line = error_line(&s.fetch(&hub.endpoint(), SAM));
+    assert!(
+        line.contains(SAM_CKPT) && line.contains("HTTP 302 instead of the file's bytes"),
+        "{line}"
+    );
+    s.assert_nothing_installed(SAM);
+}
+
+#[test]
+fn answers_other_than_the_range_asked_are_refused() {
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new();
+    let cases: [(Faults, &str); 2] = [
+        (
+            Faults {
+                range_shift: Some(100),
+                ..Faults::default()
+            },
+            "to a request for `bytes 0-",
+        ),
+        (
+            // Runs on far past the file: must be refused at once, not read into memory.
+            Faults {
+                extra_body: Some(4 << 30),
+                ..Faults::default()
+            },
+            "sent more than the",
+        ),
+    ];
+    for (faults, words) in cases {
+        hub.set_faults(faults);
+        let started = Instant::now();
+        let line = error_line(&s.fetch(&hub.endpoint(), SAM));
+        assert!(line.contains(SAM_CKPT) && line.contains(words), "{line}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{line}");
+        s.assert_nothing_installed(SAM);
+        let blob = s
+            .repo_cache(SAM_REPO)
+            .join("blobs")
+            .join(&checkpoint(&hub).sha256);
+        assert!(!blob.exists(), "a bad blob was kept");
+    }
+}
+
+#[test]
+fn a_mirror_that_ignores_ranges_still_installs() {
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new().with_copy_exporter();
+    hub.set_faults(Faults {
+        ignore_range: true,
+        ..Faults::default()
+    });
+    let out = s
+        .fetch_command(&hub.endpoint(), SAM)
+        .env("PIXELREFER_HUB_CHUNK_BYTES", "1000000")
+        .output()
+        .unwrap();
+    assert_installed(&s, SAM, "sam2", &out);
+}
+
+#[test]
+fn an_endless_listing_is_refused_without_reading_it_all() {
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new();
+    hub.set_faults(Faults {
+        endless_listing: true,
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    let line = error_line(&s.fetch(&hub.endpoint(), SAM));
+    assert!(line.contains("the listing is too large"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{line}");
+    s.assert_nothing_installed(SAM);
+}
+
+#[test]
+fn impossible_sizes_in_the_listing_are_one_sentence() {
+    // Two files of 2^63 bytes: their sum overflowed (a panic) before the listing was checked.
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new();
+    hub.set_faults(Faults {
+        listed_size: Some(1 << 63),
+        ..Faults::default()
+    });
+    let line = error_line(&s.fetch(&hub.endpoint(), SAM));
+    assert!(line.contains("more than any model file"), "{line}");
+    s.assert_nothing_installed(SAM);
+    assert!(
+        !hub.log()
+            .iter()
+            .any(|l| l.path.contains("/resolve/") || l.path.starts_with("/cdn/"))
+    );
+}

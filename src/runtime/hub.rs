@@ -2,12 +2,15 @@
 //! hub cache, so a checkpoint fetched with Python's `huggingface_hub` is reused and the other
 //! way round.
 //!
-//! The protocol (resolve URLs, redirects, `X-Repo-Commit`, `X-Linked-Etag`, ranged chunked
-//! downloads that resume from `blobs/<etag>.sync.part`) is the `hf-hub` crate's. On top of it
-//! this module adds what a fetch needs: the repository listing with every file's size and hash
-//! (`/api/models/{repo}/revision/{rev}?blobs=true`), a hash check of every file before use
-//! (LFS files by sha256, others by git blob id), reuse of blobs already in the cache under
-//! another commit, a disk-space check, progress, cancel and a stall timeout.
+//! The protocol is the `hf-hub` crate's and `huggingface_hub`'s: resolve URLs (following
+//! redirects to a CDN), ranged chunked downloads that resume from `blobs/<etag>.sync.part`. On
+//! top of it this module adds what a fetch needs: the repository listing with every file's size
+//! and hash (`/api/models/{repo}/revision/{rev}?blobs=true`), which alone decides the commit, the
+//! blob names and the sizes (a server's `ETag` / `X-Repo-Commit` headers never name a path), a
+//! hash check of every file before use (LFS files by sha256, others by git blob id), reuse of
+//! blobs already in the cache under another commit, a disk-space check, progress, cancel, a
+//! stall timeout, and refusal of answers that are not the range asked for (nothing is read
+//! beyond it, nor into memory).
 //!
 //! Environment: `HF_ENDPOINT`, `HF_TOKEN` (else the token file `huggingface-cli login` writes),
 //! `HF_HUB_CACHE` / `HF_HOME` (cache `~/.cache/huggingface/hub` by default).
@@ -19,6 +22,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use serde::Deserialize;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +42,10 @@ const DISK_MARGIN_BYTES: u64 = 64 << 20;
 
 /// Largest repository listing read.
 const MAX_LISTING_BYTES: usize = 16 << 20;
+
+/// Largest file size a listing may give (1 PiB): more is a broken or hostile hub, and sizes
+/// must add up without overflow.
+const MAX_FILE_BYTES: u64 = 1 << 50;
 
 /// Errors from the hub, each one sentence.
 #[derive(Debug, thiserror::Error)]
@@ -263,7 +271,9 @@ pub struct RepoPlan {
 impl RepoPlan {
     /// Total size.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size))
     }
 }
 
@@ -335,19 +345,20 @@ impl Hub {
     }
 
     fn api(&self, revision: &str, repo: &str) -> Result<hf_hub::api::tokio::ApiRepo, HubError> {
-        let api = ApiBuilder::from_cache(Cache::new(self.config.cache_dir.clone()))
-            .with_endpoint(self.config.endpoint.clone())
-            .with_token(self.config.token.clone())
-            .with_progress(false)
-            .with_chunk_size(Some(self.config.chunk_bytes))
-            .with_max_files(self.config.parallel_requests.max(1))
-            .build()
-            .map_err(|e| self.api_error(e, "the client set-up"))?;
-        Ok(api.repo(Repo::with_revision(
+        Ok(self.client_api()?.repo(Repo::with_revision(
             repo.to_string(),
             RepoType::Model,
             revision.to_string(),
         )))
+    }
+
+    fn client_api(&self) -> Result<hf_hub::api::tokio::Api, HubError> {
+        ApiBuilder::from_cache(Cache::new(self.config.cache_dir.clone()))
+            .with_endpoint(self.config.endpoint.clone())
+            .with_token(self.config.token.clone())
+            .with_progress(false)
+            .build()
+            .map_err(|e| self.api_error(e, "the client set-up"))
     }
 
     fn api_error(&self, err: ApiError, what: &str) -> HubError {
@@ -417,10 +428,20 @@ impl Hub {
                 if response.content_length().unwrap_or(0) > MAX_LISTING_BYTES as u64 {
                     return Err(self.protocol(&what, "the listing is too large"));
                 }
-                response
-                    .bytes()
+                // Read at most the limit, whatever the headers say (a chunked answer has none).
+                let mut response = response;
+                let mut body = Vec::new();
+                while let Some(part) = response
+                    .chunk()
                     .await
-                    .map_err(|e| self.api_error(e.into(), &what))
+                    .map_err(|e| self.api_error(e.into(), &what))?
+                {
+                    if body.len() + part.len() > MAX_LISTING_BYTES {
+                        return Err(self.protocol(&what, "the listing is too large"));
+                    }
+                    body.extend_from_slice(&part);
+                }
+                Ok(body)
             };
             with_cancel(cancel, timeout, request)
                 .await
@@ -508,6 +529,15 @@ impl Hub {
                 None,
             ),
         };
+        if size > MAX_FILE_BYTES {
+            return Err(self.protocol(
+                what,
+                &format!(
+                    "it lists {} at {size} bytes, more than any model file",
+                    s.rfilename
+                ),
+            ));
+        }
         let hash = match (sha256, s.blob_id.as_deref()) {
             (Some(sha), _) => FileHash::Sha256(sha),
             (None, Some(id)) if hex(id, 40) => FileHash::GitBlob(id.to_ascii_lowercase()),
@@ -546,8 +576,7 @@ impl Hub {
         plan.files
             .iter()
             .filter(|f| !snapshot.join(&f.path).is_file() && !blobs.join(f.etag()).is_file())
-            .map(|f| f.size)
-            .sum()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size))
     }
 
     /// Downloads every file of `plan` that is not in the cache yet, checks every file's hash,
@@ -565,7 +594,7 @@ impl Hub {
         check_free_space(&self.config.cache_dir, missing, "the download")?;
         let total = plan.total_bytes();
         let mut done_before = 0u64;
-        let api = self.api(&plan.revision, &plan.repo)?;
+        let api = self.client_api()?;
         let rt = self.runtime()?;
         for (i, file) in plan.files.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
@@ -584,23 +613,20 @@ impl Hub {
             report(0, progress);
             let pointer = snapshot.join(&file.path);
             let blob = repo_dir.join("blobs").join(file.etag());
-            if !pointer.is_file() && blob.is_file() {
-                // Same content under another commit (or fetched by Python): link, do not fetch.
-                link_pointer(&blob, &pointer)?;
+            if !pointer.is_file() && !blob.is_file() {
+                self.fetch_file(
+                    &rt,
+                    &api,
+                    plan,
+                    file,
+                    &blob,
+                    &mut |d| report(d, progress),
+                    cancel,
+                )?;
             }
             if !pointer.is_file() {
-                let fetched =
-                    self.fetch_file(&rt, &api, file, &mut |d| report(d, progress), cancel)?;
-                if fetched != pointer {
-                    return Err(self.protocol(
-                        &file.path,
-                        &format!(
-                            "the file resolved to {} instead of {} (did the repository change during the download?)",
-                            fetched.display(),
-                            pointer.display()
-                        ),
-                    ));
-                }
+                // Fetched now, or the same content under another commit (or fetched by Python).
+                link_pointer(&blob, &pointer)?;
             }
             self.check_hash(plan, file, &pointer)?;
             done_before += file.size;
@@ -610,43 +636,226 @@ impl Hub {
         Ok(snapshot)
     }
 
+    /// Downloads `file` into `blob` (`blobs/<etag>`) in ranged requests, resuming
+    /// `blobs/<etag>.sync.part` (the data, then the committed length as 8 little-endian bytes,
+    /// as `hf-hub` writes it). Only the listing decides the URL, the blob name and the size: no
+    /// header of the server's names a path, and an answer that is not the range asked for (or
+    /// the whole file) is refused; no answer is held in memory.
+    #[allow(clippy::too_many_arguments)]
     fn fetch_file(
         &self,
         rt: &tokio::runtime::Runtime,
-        api: &hf_hub::api::tokio::ApiRepo,
+        api: &hf_hub::api::tokio::Api,
+        plan: &RepoPlan,
         file: &RemoteFile,
+        blob: &Path,
         report: &mut dyn FnMut(u64),
         cancel: &AtomicBool,
-    ) -> Result<PathBuf, HubError> {
-        let counter = ByteCounter::default();
+    ) -> Result<(), HubError> {
+        let what = format!("{} of {}", file.path, plan.repo);
+        let url = format!(
+            "{}/{}/resolve/{}/{}",
+            self.config.endpoint,
+            encode_path(&plan.repo),
+            plan.commit,
+            encode_path(&file.path)
+        );
+        let blobs = blob.parent().ok_or_else(|| HubError::Io {
+            path: blob.to_path_buf(),
+            reason: "no parent folder".into(),
+        })?;
+        std::fs::create_dir_all(blobs).map_err(HubError::io(blobs))?;
+        let lock_path = blobs.join(format!("{}.lock", file.etag()));
+        let lock = std::fs::File::create(&lock_path).map_err(HubError::io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(HubError::Io {
+                path: lock_path,
+                reason: "another download of this file is running (its lock is held)".into(),
+            });
+        }
+        let part = blobs.join(format!("{}.sync.part", file.etag()));
+        let size = file.size;
+        let mut committed = open_partial(&part, size)?;
+        let chunk = (self.config.chunk_bytes as u64).max(1);
+        let parallel = self.config.parallel_requests.max(1);
+        let progress = Arc::new(AtomicU64::new(committed));
+        let activity = Arc::new(AtomicU64::new(0));
         let stall = self.config.stall_timeout;
+        let client = api.client().clone();
         rt.block_on(async {
-            let download = api.download_with_progress(&file.path, counter.clone());
+            let download = async {
+                let mut next = committed;
+                let mut set = tokio::task::JoinSet::new();
+                let mut finished = std::collections::BinaryHeap::new();
+                loop {
+                    while set.len() < parallel && next < size {
+                        let (a, b) = (next, (next + chunk).min(size));
+                        next = b;
+                        let request = client
+                            .get(&url)
+                            .header("Range", format!("bytes={a}-{}", b - 1));
+                        let (part, progress, activity) =
+                            (part.clone(), Arc::clone(&progress), Arc::clone(&activity));
+                        set.spawn(async move {
+                            let response = request
+                                .send()
+                                .await
+                                .and_then(|r| r.error_for_status())
+                                .map_err(|e| ChunkFailure::Api(e.into()))?;
+                            let status = response.status().as_u16();
+                            let header = |name: &str| {
+                                response
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string)
+                            };
+                            let mut skip = match status {
+                                206 => {
+                                    let asked = format!("bytes {a}-{}/{size}", b - 1);
+                                    let range = header("content-range");
+                                    if range.as_deref() != Some(asked.as_str()) {
+                                        return Err(ChunkFailure::Protocol(format!(
+                                            "it answered Content-Range `{}` to a request for `{asked}`",
+                                            range.as_deref().map(printable).unwrap_or_default()
+                                        )));
+                                    }
+                                    0
+                                }
+                                // The whole file (a server that ignores ranges): skip to `a`.
+                                200 => {
+                                    if let Some(len) = response.content_length()
+                                        && len != size
+                                    {
+                                        return Err(ChunkFailure::Protocol(format!(
+                                            "it sent {len} bytes for a file of {size}"
+                                        )));
+                                    }
+                                    a
+                                }
+                                other => {
+                                    return Err(ChunkFailure::Protocol(format!(
+                                        "it answered HTTP {other} instead of the file's bytes"
+                                    )));
+                                }
+                            };
+                            if status == 206
+                                && let Some(len) = response.content_length()
+                                && len != b - a
+                            {
+                                return Err(ChunkFailure::Protocol(format!(
+                                    "it announced {len} bytes for a range of {}",
+                                    b - a
+                                )));
+                            }
+                            let mut out = std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(&part)
+                                .map_err(ChunkFailure::Io)?;
+                            out.seek(SeekFrom::Start(a)).map_err(ChunkFailure::Io)?;
+                            let mut response = response;
+                            let mut pos = a;
+                            while pos < b {
+                                let Some(bytes) =
+                                    response.chunk().await.map_err(|e| ChunkFailure::Api(e.into()))?
+                                else {
+                                    break;
+                                };
+                                activity.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                                let mut data = &bytes[..];
+                                let skipped = skip.min(data.len() as u64);
+                                data = &data[skipped as usize..];
+                                skip -= skipped;
+                                let room = (b - pos).min(data.len() as u64) as usize;
+                                if room < data.len() && status == 206 {
+                                    return Err(ChunkFailure::Protocol(format!(
+                                        "it sent more than the {} bytes asked for",
+                                        b - a
+                                    )));
+                                }
+                                out.write_all(&data[..room]).map_err(ChunkFailure::Io)?;
+                                pos += room as u64;
+                                progress.fetch_add(room as u64, Ordering::Relaxed);
+                            }
+                            if pos < b {
+                                return Err(ChunkFailure::Protocol(format!(
+                                    "the answer ended after {} of the {} bytes asked for; run the same command again to resume",
+                                    pos - a,
+                                    b - a
+                                )));
+                            }
+                            if status == 206
+                                && response
+                                    .chunk()
+                                    .await
+                                    .map_err(|e| ChunkFailure::Api(e.into()))?
+                                    .is_some_and(|more| !more.is_empty())
+                            {
+                                return Err(ChunkFailure::Protocol(format!(
+                                    "it sent more than the {} bytes asked for",
+                                    b - a
+                                )));
+                            }
+                            out.flush().map_err(ChunkFailure::Io)?;
+                            Ok((a, b))
+                        });
+                    }
+                    let Some(joined) = set.join_next().await else {
+                        return Ok(());
+                    };
+                    let (a, b) = joined
+                        .map_err(|e| HubError::Io {
+                            path: part.clone(),
+                            reason: e.to_string(),
+                        })?
+                        .map_err(|f| match f {
+                            ChunkFailure::Api(e) => self.api_error(e, &what),
+                            ChunkFailure::Protocol(reason) => self.protocol(&what, &reason),
+                            ChunkFailure::Io(e) => HubError::io(&part)(e),
+                        })?;
+                    finished.push(std::cmp::Reverse((a, b)));
+                    while let Some(&std::cmp::Reverse((a, b))) = finished.peek()
+                        && a == committed
+                    {
+                        finished.pop();
+                        committed = b;
+                    }
+                    write_committed(&part, size, committed)?;
+                }
+            };
             tokio::pin!(download);
             let mut tick = tokio::time::interval(Duration::from_millis(100));
-            let mut last_bytes = 0u64;
+            let mut last = (0u64, 0u64);
             let mut last_change = Instant::now();
             loop {
                 tokio::select! {
-                    result = &mut download => {
-                        return result.map_err(|e| self.api_error(e, &format!("{} of {}", file.path, api_repo_name(api))));
-                    }
+                    result = &mut download => return result,
                     _ = tick.tick() => {
                         if cancel.load(Ordering::Relaxed) {
                             return Err(HubError::Cancelled);
                         }
-                        let now = counter.bytes.load(Ordering::Relaxed);
-                        if now != last_bytes {
-                            last_bytes = now;
+                        let now = (progress.load(Ordering::Relaxed), activity.load(Ordering::Relaxed));
+                        if now != last {
+                            last = now;
                             last_change = Instant::now();
-                            report(now);
+                            report(now.0);
                         } else if last_change.elapsed() >= stall {
                             return Err(HubError::Stalled { file: file.path.clone(), seconds: stall.as_secs() });
                         }
                     }
                 }
             }
-        })
+        })?;
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .map_err(HubError::io(&part))?;
+        out.set_len(size).map_err(HubError::io(&part))?;
+        out.sync_all().map_err(HubError::io(&part))?;
+        drop(out);
+        std::fs::rename(&part, blob).map_err(HubError::io(blob))?;
+        drop(lock);
+        Ok(())
     }
 
     fn check_hash(
@@ -675,12 +884,6 @@ impl Hub {
             actual,
         })
     }
-}
-
-fn api_repo_name(api: &hf_hub::api::tokio::ApiRepo) -> String {
-    // `ApiRepo::url` is `{endpoint}/{repo}/resolve/{rev}/{file}`; show the repository part.
-    let url = api.url("");
-    url.split("/resolve/").next().unwrap_or(&url).to_string()
 }
 
 fn one_line(err: &dyn std::error::Error) -> String {
@@ -726,20 +929,75 @@ async fn with_cancel<T>(
     }
 }
 
-/// Counts bytes for `hf-hub`'s progress trait.
-#[derive(Clone, Default)]
-struct ByteCounter {
-    bytes: Arc<AtomicU64>,
+/// Why one ranged request failed.
+enum ChunkFailure {
+    Api(ApiError),
+    Protocol(String),
+    Io(std::io::Error),
 }
 
-impl hf_hub::api::tokio::Progress for ByteCounter {
-    async fn init(&mut self, _size: usize, _filename: &str) {
-        self.bytes.store(0, Ordering::Relaxed);
+/// `text` with control characters escaped and cut to 200 characters, for an error sentence.
+fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect();
+    if text.chars().count() > 200 {
+        out.push('…');
     }
-    async fn update(&mut self, size: usize) {
-        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+    out
+}
+
+/// Percent-encodes each `/`-separated part of a repository path for a URL.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
-    async fn finish(&mut self) {}
+    out
+}
+
+/// Opens (or creates) the partial download `part` of a `size`-byte file and returns the length
+/// already committed (0 unless `part` is `size` + 8 bytes long with a valid trailer).
+fn open_partial(part: &Path, size: u64) -> Result<u64, HubError> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)
+        .map_err(HubError::io(part))?;
+    let len = file.metadata().map_err(HubError::io(part))?.len();
+    if len == size + 8 {
+        let mut trailer = [0u8; 8];
+        file.seek(SeekFrom::Start(size))
+            .map_err(HubError::io(part))?;
+        file.read_exact(&mut trailer).map_err(HubError::io(part))?;
+        let committed = u64::from_le_bytes(trailer);
+        if committed <= size {
+            return Ok(committed);
+        }
+    }
+    file.set_len(0).map_err(HubError::io(part))?;
+    file.set_len(size + 8).map_err(HubError::io(part))?;
+    Ok(0)
+}
+
+/// Records that the first `committed` bytes of `part` are complete.
+fn write_committed(part: &Path, size: u64, committed: u64) -> Result<(), HubError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(part)
+        .map_err(HubError::io(part))?;
+    file.seek(SeekFrom::Start(size))
+        .map_err(HubError::io(part))?;
+    file.write_all(&committed.to_le_bytes())
+        .map_err(HubError::io(part))
 }
 
 /// sha256 (or, with `git_blob`, the git blob SHA-1: `blob <len>\0` + content) of a file, hex.

@@ -49,6 +49,19 @@ pub struct Faults {
     pub stall_after: Option<u64>,
     /// Close the connection after this many body bytes.
     pub drop_after: Option<u64>,
+    /// Headers that replace those of `/resolve/` answers (an empty value removes the header).
+    pub resolve_headers: Vec<(String, String)>,
+    /// Answer a `Range` request with a `206` for the range this many bytes further on.
+    pub range_shift: Option<u64>,
+    /// Answer a `Range` request with `200` and the whole file.
+    pub ignore_range: bool,
+    /// After the bytes asked for, keep sending junk (no `Content-Length`) for up to this many
+    /// bytes or until the client hangs up.
+    pub extra_body: Option<u64>,
+    /// List every file at this size (its bytes stay the same).
+    pub listed_size: Option<u64>,
+    /// Send the listing chunked, padded with whitespace until the client hangs up (at most 60 s).
+    pub endless_listing: bool,
 }
 
 /// A logged request.
@@ -349,11 +362,33 @@ fn serve(mut stream: TcpStream, state: &State, stop: &AtomicBool) {
                 if f.lfs {
                     v["lfs"] = serde_json::json!({"sha256": f.sha256, "size": f.bytes.len(), "pointerSize": 134});
                 }
+                if let Some(size) = faults.listed_size {
+                    v["size"] = size.into();
+                    if f.lfs {
+                        v["lfs"]["size"] = size.into();
+                    }
+                }
                 v
             })
             .collect();
         let body =
             serde_json::json!({"id": repo, "modelId": repo, "sha": commit, "siblings": siblings});
+        if faults.endless_listing {
+            log(200);
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            let pad = vec![b' '; 1 << 20];
+            let mut frame = format!("{:x}\r\n", pad.len()).into_bytes();
+            frame.extend_from_slice(&pad);
+            frame.extend_from_slice(b"\r\n");
+            let started = std::time::Instant::now();
+            if stream.write_all(head.as_bytes()).is_ok() {
+                while !stop.load(Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(60)
+                    && stream.write_all(&frame).is_ok()
+                {}
+            }
+            return;
+        }
         log(200);
         respond(
             &mut stream,
@@ -426,6 +461,7 @@ fn serve(mut stream: TcpStream, state: &State, stop: &AtomicBool) {
             ("X-Linked-Size", file.bytes.len().to_string()),
             ("ETag", format!("\"{}\"", pointer_blob_id(&file))),
         ];
+        let headers = with_overrides(&headers, &faults);
         log(302);
         respond(&mut stream, 302, &headers, b"", &req.method);
     } else {
@@ -434,8 +470,29 @@ fn serve(mut stream: TcpStream, state: &State, stop: &AtomicBool) {
             ("X-Repo-Commit", commit.clone()),
             ("ETag", format!("\"{}\"", file.blob_id)),
         ];
+        let headers = with_overrides(&headers, &faults);
         send_content(&mut stream, &req, &bytes, &headers, &faults, stop, &mut log);
     }
+}
+
+/// `headers` with [`Faults::resolve_headers`] applied.
+fn with_overrides<'a>(headers: &[(&'a str, String)], faults: &'a Faults) -> Vec<(&'a str, String)> {
+    let mut out: Vec<(&str, String)> = headers
+        .iter()
+        .filter(|(k, _)| {
+            !faults
+                .resolve_headers
+                .iter()
+                .any(|(o, _)| o.eq_ignore_ascii_case(k))
+        })
+        .cloned()
+        .collect();
+    for (k, v) in &faults.resolve_headers {
+        if !v.is_empty() {
+            out.push((k.as_str(), v.clone()));
+        }
+    }
+    out
 }
 
 /// The git blob id of an LFS pointer file (what `blobId` is for LFS files on the hub).
@@ -485,8 +542,11 @@ fn send_content(
             );
             return;
         }
+        Some(_) if faults.ignore_range => (200, 0, size),
         Some((start, end)) => {
             let end = end.unwrap_or(size - 1).min(size - 1);
+            let shift = faults.range_shift.unwrap_or(0);
+            let (start, end) = ((start + shift).min(end), (end + shift).min(size - 1));
             headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
             (206, start, end + 1)
         }
@@ -494,7 +554,11 @@ fn send_content(
     };
     log(status);
     let body = &bytes[start as usize..end as usize];
-    let head = head(status, body.len(), &headers);
+    let head = match faults.extra_body {
+        // Close-delimited: the body runs on past the bytes asked for.
+        Some(_) => head(status, usize::MAX, &headers),
+        None => head(status, body.len(), &headers),
+    };
     if stream.write_all(head.as_bytes()).is_err() || req.method == "HEAD" {
         return;
     }
@@ -531,6 +595,13 @@ fn send_content(
             ));
         }
     }
+    if let Some(extra) = faults.extra_body {
+        let junk = vec![b'x'; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < extra && !stop.load(Ordering::Relaxed) && stream.write_all(&junk).is_ok() {
+            sent += junk.len() as u64;
+        }
+    }
     let _ = stream.flush();
 }
 
@@ -562,9 +633,15 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Status line and headers of a response that closes the connection.
+/// (`content_length` `usize::MAX`: none, the body ends when the connection closes).
 fn head(status: u16, content_length: usize, headers: &[(&str, String)]) -> String {
+    let length = if content_length == usize::MAX {
+        String::new()
+    } else {
+        format!("Content-Length: {content_length}\r\n")
+    };
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Length: {content_length}\r\nConnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\n{length}Connection: close\r\n",
         reason(status)
     );
     for (k, v) in headers {
