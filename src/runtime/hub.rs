@@ -694,111 +694,14 @@ impl Hub {
                         let request = client
                             .get(&url)
                             .header("Range", format!("bytes={a}-{}", b - 1));
-                        let (part, progress, activity) =
-                            (part.clone(), Arc::clone(&progress), Arc::clone(&activity));
-                        set.spawn(async move {
-                            let response = request
-                                .send()
-                                .await
-                                .and_then(|r| r.error_for_status())
-                                .map_err(|e| ChunkFailure::Api(e.into()))?;
-                            let status = response.status().as_u16();
-                            let header = |name: &str| {
-                                response
-                                    .headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_string)
-                            };
-                            let mut skip = match status {
-                                206 => {
-                                    let asked = format!("bytes {a}-{}/{size}", b - 1);
-                                    let range = header("content-range");
-                                    if range.as_deref() != Some(asked.as_str()) {
-                                        return Err(ChunkFailure::Protocol(format!(
-                                            "it answered Content-Range `{}` to a request for `{asked}`",
-                                            range.as_deref().map(printable).unwrap_or_default()
-                                        )));
-                                    }
-                                    0
-                                }
-                                // The whole file (a server that ignores ranges): skip to `a`.
-                                200 => {
-                                    if let Some(len) = response.content_length()
-                                        && len != size
-                                    {
-                                        return Err(ChunkFailure::Protocol(format!(
-                                            "it sent {len} bytes for a file of {size}"
-                                        )));
-                                    }
-                                    a
-                                }
-                                other => {
-                                    return Err(ChunkFailure::Protocol(format!(
-                                        "it answered HTTP {other} instead of the file's bytes"
-                                    )));
-                                }
-                            };
-                            if status == 206
-                                && let Some(len) = response.content_length()
-                                && len != b - a
-                            {
-                                return Err(ChunkFailure::Protocol(format!(
-                                    "it announced {len} bytes for a range of {}",
-                                    b - a
-                                )));
-                            }
-                            let mut out = std::fs::OpenOptions::new()
-                                .write(true)
-                                .open(&part)
-                                .map_err(ChunkFailure::Io)?;
-                            out.seek(SeekFrom::Start(a)).map_err(ChunkFailure::Io)?;
-                            let mut response = response;
-                            let mut pos = a;
-                            while pos < b {
-                                let Some(bytes) =
-                                    response.chunk().await.map_err(|e| ChunkFailure::Api(e.into()))?
-                                else {
-                                    break;
-                                };
-                                activity.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                                let mut data = &bytes[..];
-                                let skipped = skip.min(data.len() as u64);
-                                data = &data[skipped as usize..];
-                                skip -= skipped;
-                                let room = (b - pos).min(data.len() as u64) as usize;
-                                if room < data.len() && status == 206 {
-                                    return Err(ChunkFailure::Protocol(format!(
-                                        "it sent more than the {} bytes asked for",
-                                        b - a
-                                    )));
-                                }
-                                out.write_all(&data[..room]).map_err(ChunkFailure::Io)?;
-                                pos += room as u64;
-                                progress.fetch_add(room as u64, Ordering::Relaxed);
-                            }
-                            if pos < b {
-                                return Err(ChunkFailure::Protocol(format!(
-                                    "the answer ended after {} of the {} bytes asked for; run the same command again to resume",
-                                    pos - a,
-                                    b - a
-                                )));
-                            }
-                            if status == 206
-                                && response
-                                    .chunk()
-                                    .await
-                                    .map_err(|e| ChunkFailure::Api(e.into()))?
-                                    .is_some_and(|more| !more.is_empty())
-                            {
-                                return Err(ChunkFailure::Protocol(format!(
-                                    "it sent more than the {} bytes asked for",
-                                    b - a
-                                )));
-                            }
-                            out.flush().map_err(ChunkFailure::Io)?;
-                            Ok((a, b))
-                        });
+                        let range = ByteRange {
+                            part: part.clone(),
+                            a,
+                            b,
+                            size,
+                        };
+                        let (progress, activity) = (Arc::clone(&progress), Arc::clone(&activity));
+                        set.spawn(fetch_range(request, range, progress, activity));
                     }
                     let Some(joined) = set.join_next().await else {
                         return Ok(());
@@ -927,6 +830,133 @@ async fn with_cancel<T>(
             }
         }
     }
+}
+
+/// One ranged request of a download: where it writes and what it asks for.
+struct ByteRange {
+    /// The partial file (`blobs/<etag>.sync.part`).
+    part: PathBuf,
+    /// First byte asked for.
+    a: u64,
+    /// One past the last byte asked for.
+    b: u64,
+    /// The whole file's size.
+    size: u64,
+}
+
+/// Sends one ranged request and writes its bytes at their offset in the partial file: a 206
+/// must be exactly the range asked for, a 200 the whole file (skipped to the range); nothing
+/// past the range is read. Returns the range written.
+async fn fetch_range(
+    request: reqwest::RequestBuilder,
+    range: ByteRange,
+    progress: Arc<AtomicU64>,
+    activity: Arc<AtomicU64>,
+) -> Result<(u64, u64), ChunkFailure> {
+    let ByteRange { part, a, b, size } = range;
+    let response = request
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| ChunkFailure::Api(e.into()))?;
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut skip = match status {
+        206 => {
+            let asked = format!("bytes {a}-{}/{size}", b - 1);
+            let range = header("content-range");
+            if range.as_deref() != Some(asked.as_str()) {
+                return Err(ChunkFailure::Protocol(format!(
+                    "it answered Content-Range `{}` to a request for `{asked}`",
+                    range.as_deref().map(printable).unwrap_or_default()
+                )));
+            }
+            0
+        }
+        // The whole file (a server that ignores ranges): skip to `a`.
+        200 => {
+            if let Some(len) = response.content_length()
+                && len != size
+            {
+                return Err(ChunkFailure::Protocol(format!(
+                    "it sent {len} bytes for a file of {size}"
+                )));
+            }
+            a
+        }
+        other => {
+            return Err(ChunkFailure::Protocol(format!(
+                "it answered HTTP {other} instead of the file's bytes"
+            )));
+        }
+    };
+    if status == 206
+        && let Some(len) = response.content_length()
+        && len != b - a
+    {
+        return Err(ChunkFailure::Protocol(format!(
+            "it announced {len} bytes for a range of {}",
+            b - a
+        )));
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .map_err(ChunkFailure::Io)?;
+    out.seek(SeekFrom::Start(a)).map_err(ChunkFailure::Io)?;
+    let mut response = response;
+    let mut pos = a;
+    while pos < b {
+        let Some(bytes) = response
+            .chunk()
+            .await
+            .map_err(|e| ChunkFailure::Api(e.into()))?
+        else {
+            break;
+        };
+        activity.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let mut data = &bytes[..];
+        let skipped = skip.min(data.len() as u64);
+        data = &data[skipped as usize..];
+        skip -= skipped;
+        let room = (b - pos).min(data.len() as u64) as usize;
+        if room < data.len() && status == 206 {
+            return Err(ChunkFailure::Protocol(format!(
+                "it sent more than the {} bytes asked for",
+                b - a
+            )));
+        }
+        out.write_all(&data[..room]).map_err(ChunkFailure::Io)?;
+        pos += room as u64;
+        progress.fetch_add(room as u64, Ordering::Relaxed);
+    }
+    if pos < b {
+        return Err(ChunkFailure::Protocol(format!(
+            "the answer ended after {} of the {} bytes asked for; run the same command again to resume",
+            pos - a,
+            b - a
+        )));
+    }
+    if status == 206
+        && response
+            .chunk()
+            .await
+            .map_err(|e| ChunkFailure::Api(e.into()))?
+            .is_some_and(|more| !more.is_empty())
+    {
+        return Err(ChunkFailure::Protocol(format!(
+            "it sent more than the {} bytes asked for",
+            b - a
+        )));
+    }
+    out.flush().map_err(ChunkFailure::Io)?;
+    Ok((a, b))
 }
 
 /// Why one ranged request failed.
