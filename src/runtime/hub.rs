@@ -874,7 +874,10 @@ async fn fetch_range(
             if range.as_deref() != Some(asked.as_str()) {
                 return Err(ChunkFailure::Protocol(format!(
                     "it answered Content-Range `{}` to a request for `{asked}`",
-                    range.as_deref().map(printable).unwrap_or_default()
+                    range
+                        .as_deref()
+                        .map(super::remote::clean_text)
+                        .unwrap_or_default()
                 )));
             }
             0
@@ -964,19 +967,6 @@ enum ChunkFailure {
     Api(ApiError),
     Protocol(String),
     Io(std::io::Error),
-}
-
-/// `text` with control characters escaped and cut to 200 characters, for an error sentence.
-fn printable(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(200)
-        .flat_map(char::escape_default)
-        .collect();
-    if text.chars().count() > 200 {
-        out.push('…');
-    }
-    out
 }
 
 /// Percent-encodes each `/`-separated part of a repository path for a URL.
