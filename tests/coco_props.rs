@@ -59,6 +59,7 @@ fn build(kind: MediaKind, w: u32, h: u32, items: Vec<Vec<ObjectMasks>>) -> Docum
             let mut item = Item::new(file, w, h, frames, fps);
             for (id, masks) in objects.into_iter().enumerate() {
                 let mut o = Object::new(id as u32, ["", "cat", "dog"][id % 3], [1, 2, 3]);
+                o.crowd = id % 2 == 1;
                 for (frame, bits) in masks {
                     let data = bits.into_iter().map(u8::from).collect();
                     let m = Mask::from_raw(w, h, data).unwrap();
@@ -186,6 +187,16 @@ proptest! {
         let mut target = empty_copy(&doc);
         target.apply(import_coco(&target, &coco).unwrap()).unwrap();
         prop_assert_eq!(masks_of(&target), masks_of(&doc));
+        // Exported again, the categories and each annotation's category and crowd flag are
+        // the first export's.
+        let again = coco_json(&imported);
+        prop_assert_eq!(&again["categories"], &coco["categories"]);
+        let labels = |c: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+            c["annotations"].as_array().unwrap().iter()
+                .map(|a| (a["category_id"].clone(), a["iscrowd"].clone()))
+                .collect()
+        };
+        prop_assert_eq!(labels(&again), labels(&coco));
     }
 
     #[test]

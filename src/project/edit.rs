@@ -16,6 +16,7 @@ impl Document {
             media,
             items,
             models: Vec::new(),
+            categories: Vec::new(),
         }
     }
 
@@ -156,7 +157,7 @@ impl Document {
                 }
             }
         }
-        Ok(())
+        check_categories(&self.categories)
     }
 
     /// Applies `edit` and returns its inverse. On error the document is unchanged.
@@ -281,6 +282,11 @@ impl Document {
             Edit::SetModels(models) => {
                 let old = std::mem::replace(&mut self.models, models);
                 Ok(Edit::SetModels(old))
+            }
+            Edit::SetCategories(categories) => {
+                check_categories(&categories)?;
+                let old = std::mem::replace(&mut self.categories, categories);
+                Ok(Edit::SetCategories(old))
             }
             Edit::SetFrameRate { item, fps } => {
                 crate::media::check_frame_rate(fps).map_err(ProjectError::InvalidEdit)?;
@@ -455,6 +461,28 @@ fn check_numbers(
     Ok(())
 }
 
+/// Refuses two categories with one id or one name: a COCO export would give two labels one id,
+/// or one label two.
+fn check_categories(categories: &[super::model::Category]) -> Result<(), ProjectError> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    for c in categories {
+        if !ids.insert(c.id) {
+            return Err(ProjectError::InvalidEdit(format!(
+                "two categories have the id {}",
+                c.id
+            )));
+        }
+        if !names.insert(c.name.as_str()) {
+            return Err(ProjectError::InvalidEdit(format!(
+                "two categories are named {:?}",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Edit {
     /// A rough count of the heap and inline bytes this edit holds, for bounding the history.
     pub fn estimated_bytes(&self) -> usize {
@@ -482,6 +510,12 @@ impl Edit {
                                 .map(|(k, v)| k.len() + v.len() + 48)
                                 .sum::<usize>()
                     })
+                    .sum::<usize>()
+            }
+            Edit::SetCategories(categories) => {
+                base + categories
+                    .iter()
+                    .map(|c| std::mem::size_of_val(c) + c.name.len() + c.supercategory.len())
                     .sum::<usize>()
             }
             Edit::Batch(edits) => base + edits.iter().map(Edit::estimated_bytes).sum::<usize>(),

@@ -286,10 +286,11 @@ pub fn coco_file_name(doc: &Document, index: usize, frame: u64) -> String {
 }
 
 /// Writes COCO `instances` JSON: an image per item and frame that has at least one non-empty
-/// mask, a category per distinct label (empty labels become `object`), and an annotation per
-/// object and frame with a non-empty mask: RLE segmentation (`counts` compressed), area, bbox,
-/// `iscrowd: 0`, plus `track_id` (the object id) and `object_tag`. Streamed like
-/// [`export_regions`].
+/// mask, the document's categories (kept from imports: every one, with its id and
+/// supercategory) and a category per other distinct label (empty labels become `object`; ids
+/// after the largest, in order of use), and an annotation per object and frame with a non-empty
+/// mask: RLE segmentation (`counts` compressed), area, bbox, `iscrowd` (1 for a crowd object),
+/// plus `track_id` (the object id) and `object_tag`. Streamed like [`export_regions`].
 pub fn export_coco(doc: &Document, out_path: &Path) -> Result<(), ProjectError> {
     write_json_streamed(&Coco::new(doc), out_path)
 }
@@ -305,8 +306,8 @@ struct Coco<'a> {
     doc: &'a Document,
     /// (item, frame) of each image, in id order.
     images: RefCell<Vec<(usize, u64)>>,
-    /// Category names, in id order.
-    categories: RefCell<Vec<String>>,
+    /// Categories for labels the document's categories do not name, in id order.
+    categories: RefCell<Vec<(i64, String)>>,
 }
 
 impl<'a> Coco<'a> {
@@ -323,7 +324,7 @@ impl<'a> Coco<'a> {
 struct AnnotationOut<'a> {
     area: u64,
     bbox: [u32; 4],
-    category_id: usize,
+    category_id: i64,
     id: usize,
     image_id: usize,
     iscrowd: u8,
@@ -350,7 +351,7 @@ struct ImageOut {
 
 #[derive(Serialize)]
 struct CategoryOut<'a> {
-    id: usize,
+    id: i64,
     name: &'a str,
     supercategory: &'a str,
 }
@@ -370,7 +371,13 @@ impl Serialize for Annotations<'_, '_> {
         let mut categories = coco.categories.borrow_mut();
         images.clear();
         categories.clear();
-        let mut category_ids: HashMap<&str, usize> = HashMap::new();
+        let mut category_ids: HashMap<&str, i64> = coco
+            .doc
+            .categories
+            .iter()
+            .map(|c| (c.name.as_str(), c.id))
+            .collect();
+        let mut next_category = coco.doc.categories.iter().map(|c| c.id).max().unwrap_or(0);
         let mut next_id = 1;
         let mut seq = s.serialize_seq(None)?;
         for (i, item) in coco.doc.items.iter().enumerate() {
@@ -402,9 +409,10 @@ impl Serialize for Annotations<'_, '_> {
                     let category_id = match category_ids.get(label) {
                         Some(&id) => id,
                         None => {
-                            categories.push(label.to_string());
-                            category_ids.insert(label, categories.len());
-                            categories.len()
+                            next_category = next_category.saturating_add(1);
+                            categories.push((next_category, label.to_string()));
+                            category_ids.insert(label, next_category);
+                            next_category
                         }
                     };
                     seq.serialize_element(&AnnotationOut {
@@ -413,7 +421,7 @@ impl Serialize for Annotations<'_, '_> {
                         category_id,
                         id: next_id,
                         image_id,
-                        iscrowd: 0,
+                        iscrowd: u8::from(object.crowd),
                         object_tag: object.tag(),
                         score: annotation.score.map(f64::from),
                         segmentation: rle_out(rle),
@@ -436,11 +444,16 @@ impl Serialize for Coco<'_> {
         st.serialize_field(
             "categories",
             &Seq(|| {
-                categories.iter().enumerate().map(|(i, name)| CategoryOut {
-                    id: i + 1,
+                let kept = doc.categories.iter().map(|c| CategoryOut {
+                    id: c.id,
+                    name: &c.name,
+                    supercategory: &c.supercategory,
+                });
+                kept.chain(categories.iter().map(|(id, name)| CategoryOut {
+                    id: *id,
                     name,
                     supercategory: "",
-                })
+                }))
             }),
         )?;
         let images = self.images.borrow();

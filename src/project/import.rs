@@ -15,7 +15,8 @@
 
 use super::ProjectError;
 use super::model::{
-    Document, Edit, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object, PALETTE,
+    Category, Document, Edit, FrameAnnotation, Item, MaskSource, MediaKind, MediaRef, Object,
+    PALETTE,
 };
 use crate::mask::Rle;
 use serde_json::Value;
@@ -332,7 +333,78 @@ fn track_key(ann: &Value) -> Option<String> {
 struct Pending {
     item: usize,
     label: String,
+    crowd: bool,
     frames: BTreeMap<u64, (Rle, Option<f32>)>,
+}
+
+/// A COCO category id as a number: an integer, or a float with no fraction (`1.0`).
+fn category_id(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
+/// The categories of a COCO file that have a number for id and a name, by id (a later entry
+/// with an id replaces an earlier one, as pycocotools keys them).
+fn file_categories(coco: &Value) -> Vec<Category> {
+    let mut by_id: BTreeMap<i64, Category> = BTreeMap::new();
+    for c in coco
+        .get("categories")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(name)) = (
+            c.get("id").and_then(category_id),
+            c.get("name").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let supercategory = c
+            .get("supercategory")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        by_id.insert(
+            id,
+            Category {
+                id,
+                name: name.to_string(),
+                supercategory: supercategory.to_string(),
+            },
+        );
+    }
+    by_id.into_values().collect()
+}
+
+/// `existing` with the categories of an imported file added, by id: a name the document already
+/// has keeps the document's id, a new name keeps the file's id when no category uses it, else
+/// it gets the next id after the largest.
+pub fn merged_categories(existing: &[Category], file: &[Category]) -> Vec<Category> {
+    let mut out = existing.to_vec();
+    for c in file {
+        if out.iter().any(|e| e.name == c.name) {
+            continue;
+        }
+        let mut added = c.clone();
+        if out.iter().any(|e| e.id == c.id) {
+            let largest = out.iter().map(|e| e.id).max().unwrap_or(0);
+            added.id = largest.saturating_add(1);
+        }
+        out.push(added);
+    }
+    out.sort_by_key(|c| c.id);
+    out
+}
+
+/// COCO's `iscrowd`: 1 (or `1.0`, `true`) is a crowd region.
+fn is_crowd(ann: &Value) -> bool {
+    match ann.get("iscrowd") {
+        Some(Value::Bool(b)) => *b,
+        Some(v) => v.as_f64() == Some(1.0),
+        None => false,
+    }
 }
 
 /// The objects a COCO file adds to `doc`, in order, with their item; ids continue after the
@@ -457,9 +529,11 @@ fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>
             Pending {
                 item: target.item,
                 label,
+                crowd: false,
                 frames: BTreeMap::new(),
             }
         });
+        entry.crowd |= is_crowd(ann);
         match entry.frames.get_mut(&target.frame) {
             Some((existing, _)) => {
                 // Two annotations of one track on one frame: keep their union.
@@ -485,6 +559,7 @@ fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>
             (id, item.objects.len())
         });
         let mut object = Object::new(*id, p.label, PALETTE[*colour % PALETTE.len()]);
+        object.crowd = p.crowd;
         for (frame, (rle, score)) in p.frames {
             let mut a = FrameAnnotation::from_mask(rle, MaskSource::Imported);
             a.score = score;
@@ -500,12 +575,17 @@ fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>
 }
 
 /// An [`Edit::Batch`] adding to `doc` one object per COCO track (or per annotation without a
-/// track id), with imported masks on their frames; labels come from the categories. Errors
+/// track id), with imported masks on their frames; labels come from the categories, which join
+/// the document's ([`merged_categories`], one more edit in the batch when they change). Errors
 /// name the offending annotation: an image that maps to no item or frame, a size mismatch,
 /// a malformed or empty segmentation, a bbox outside the image.
 pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
     let mut index: HashMap<usize, usize> = HashMap::new();
     let mut edits = Vec::new();
+    let categories = merged_categories(&doc.categories, &file_categories(coco));
+    if categories != doc.categories {
+        edits.push(Edit::SetCategories(categories));
+    }
     for (item, object) in imported_objects(doc, coco)? {
         let at = index
             .entry(item)
@@ -529,6 +609,7 @@ pub fn import_project(
     coco: &Value,
 ) -> Result<Document, ProjectError> {
     let mut doc = Document::new(media, items);
+    doc.categories = merged_categories(&[], &file_categories(coco));
     for (item, object) in imported_objects(&doc, coco)? {
         let it = doc
             .items

@@ -22,7 +22,8 @@ pub use file::{
     write_atomic_with, write_autosave,
 };
 pub use import::{
-    MAX_COCO_BYTES, check_import_output, import_coco, import_project, parse_segmentation, read_coco,
+    MAX_COCO_BYTES, check_import_output, import_coco, import_project, merged_categories,
+    parse_segmentation, read_coco,
 };
 pub use model::*;
 

@@ -208,6 +208,9 @@ pub struct Object {
     /// Per-frame annotation keyed by frame index.
     #[serde(default)]
     pub frames: BTreeMap<u64, FrameAnnotation>,
+    /// A crowd region (COCO `iscrowd: 1`), kept from an import for the COCO export.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crowd: bool,
 }
 
 impl Object {
@@ -221,6 +224,7 @@ impl Object {
             locked: false,
             caption: String::new(),
             frames: BTreeMap::new(),
+            crowd: false,
         }
     }
 
@@ -265,6 +269,8 @@ struct ObjectRepr {
     caption: String,
     #[serde(default)]
     frames: FramesRepr,
+    #[serde(default)]
+    crowd: bool,
 }
 
 /// The entries of a `frames` map in file order, duplicates kept.
@@ -321,6 +327,7 @@ impl TryFrom<ObjectRepr> for Object {
             locked: repr.locked,
             caption: repr.caption,
             frames,
+            crowd: repr.crowd,
         })
     }
 }
@@ -443,6 +450,19 @@ pub struct ChatTurn {
     pub model: Option<String>,
 }
 
+/// A COCO category kept from an import, so the COCO export gives a label its imported id and
+/// supercategory (labels without one get new ids after the largest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    /// The COCO category id.
+    pub id: i64,
+    /// The category name, matched against object labels.
+    pub name: String,
+    /// The COCO supercategory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub supercategory: String,
+}
+
 /// A model that produced something in this project.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelRecord {
@@ -468,6 +488,9 @@ pub struct Document {
     /// Models used.
     #[serde(default)]
     pub models: Vec<ModelRecord>,
+    /// COCO categories from imports, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<Category>,
 }
 
 /// A change to the document. Applying one returns its inverse, so undo is applying the inverse.
@@ -527,6 +550,8 @@ pub enum Edit {
     },
     /// Replace the list of models used.
     SetModels(Vec<ModelRecord>),
+    /// Replace the COCO categories.
+    SetCategories(Vec<Category>),
     /// Set the frame rate of item `item`, a clip whose frames carry no times of their own (a
     /// folder of frames, the pages of a TIFF): frames per second, 0 for unknown.
     SetFrameRate {
