@@ -9,7 +9,7 @@
 #[path = "support/fake_hub.rs"]
 mod fake_hub;
 
-use fake_hub::{FakeHub, Faults, hub_fixtures};
+use fake_hub::{FakeHub, Faults, Transient, hub_fixtures};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -671,6 +671,89 @@ fn server_errors_give_one_sentence_and_install_nothing() {
     // A model the catalogue does not have.
     let line = error_line(&s.fetch(&hub.endpoint(), "no-such-model"));
     assert!(line.contains("no model named `no-such-model`"), "{line}");
+}
+
+/// How many requests the hub answered with `status` on paths containing `path`.
+fn answered(hub: &FakeHub, path: &str, status: u16) -> usize {
+    hub.log()
+        .iter()
+        .filter(|l| l.path.contains(path) && l.status == status)
+        .count()
+}
+
+#[test]
+fn a_busy_hub_is_asked_again_after_its_pause() {
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new().with_copy_exporter();
+    // Rate-limited file requests, with the server's pause; a listing behind a busy gateway,
+    // without one (1 s, then 2 s).
+    for (path, status, retry_after) in [("/resolve/", 429, Some("0")), ("/api/models/", 503, None)]
+    {
+        hub.set_faults(Faults {
+            transient: Some(Transient {
+                path: path.into(),
+                status,
+                times: 2,
+                retry_after: retry_after.map(str::to_string),
+            }),
+            ..Faults::default()
+        });
+        let before = answered(&hub, path, status);
+        let out = s.fetch(&hub.endpoint(), SAM);
+        assert_installed(&s, SAM, "sam2", &out);
+        assert_eq!(answered(&hub, path, status) - before, 2, "{path}");
+        let models = s.models();
+        let remove = s
+            .command(
+                &hub.endpoint(),
+                &[
+                    "models",
+                    "remove",
+                    SAM,
+                    "--models",
+                    models.to_str().unwrap(),
+                ],
+            )
+            .output()
+            .unwrap();
+        assert!(remove.status.success(), "{}", stderr(&remove));
+    }
+}
+
+#[test]
+fn a_hub_that_stays_busy_or_asks_for_a_long_pause_is_one_sentence() {
+    let hub = FakeHub::start(&hub_fixtures());
+    let s = Scratch::new().with_copy_exporter();
+    // Busy for good: the first request and four more, then the answer is reported.
+    hub.set_faults(Faults {
+        status: [("/api/models/".to_string(), 503)].into_iter().collect(),
+        ..Faults::default()
+    });
+    let line = error_line(&s.fetch(&hub.endpoint(), SAM));
+    assert!(
+        line.contains("HTTP 503") && line.contains("try again later"),
+        "{line}"
+    );
+    assert_eq!(answered(&hub, "/api/models/", 503), 5);
+    s.assert_nothing_installed(SAM);
+    // A pause of an hour is not waited for.
+    hub.set_faults(Faults {
+        transient: Some(Transient {
+            path: "/resolve/".into(),
+            status: 429,
+            times: 100,
+            retry_after: Some("3600".into()),
+        }),
+        ..Faults::default()
+    });
+    let started = Instant::now();
+    let line = error_line(&s.fetch(&hub.endpoint(), SAM));
+    assert!(
+        line.contains("HTTP 429") && line.contains("rate-limiting"),
+        "{line}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    s.assert_nothing_installed(SAM);
 }
 
 #[test]

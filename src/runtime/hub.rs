@@ -9,7 +9,8 @@
 //! blob names and the sizes (a server's `ETag` / `X-Repo-Commit` headers never name a path), a
 //! hash check of every file before use (LFS files by sha256, others by git blob id), reuse of
 //! blobs already in the cache under another commit, a disk-space check, progress, cancel, a
-//! stall timeout, and refusal of answers that are not the range asked for (nothing is read
+//! stall timeout, a bounded retry of requests a busy hub turns away (429, 502, 503, 504, after
+//! its `Retry-After`), and refusal of answers that are not the range asked for (nothing is read
 //! beyond it, nor into memory).
 //!
 //! Environment: `HF_ENDPOINT`, `HF_TOKEN` (else the token file `huggingface-cli login` writes),
@@ -417,13 +418,8 @@ impl Hub {
         let timeout = self.config.request_timeout;
         let body = rt.block_on(async {
             let request = async {
-                let response = api
-                    .info_request()
-                    .query(&[("blobs", "true")])
-                    .send()
+                let response = send_retrying(api.info_request().query(&[("blobs", "true")]), None)
                     .await
-                    .map_err(|e| self.api_error(e.into(), &what))?
-                    .error_for_status()
                     .map_err(|e| self.api_error(e.into(), &what))?;
                 if response.content_length().unwrap_or(0) > MAX_LISTING_BYTES as u64 {
                     return Err(self.protocol(&what, "the listing is too large"));
@@ -832,6 +828,54 @@ async fn with_cancel<T>(
     }
 }
 
+/// Answers that say the server (or a gateway before it) cannot serve for a moment: 429 Too Many
+/// Requests (RFC 6585 §4), 502, 503 and 504 (RFC 9110 §15.6). The request is sent again.
+const TRANSIENT_STATUSES: [u16; 4] = [429, 502, 503, 504];
+
+/// How many times one request is sent again after transient answers.
+const MAX_RETRIES: u32 = 4;
+
+/// The longest pause honoured before sending again; a server that asks for a longer one gets its
+/// answer reported (the download resumes when run again).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Sends `request` and returns its answer, an error for a status of 400 or more. After a
+/// transient answer ([`TRANSIENT_STATUSES`]) it waits the server's `Retry-After` (in seconds)
+/// or 1, 2, 4, 8 s, and sends it again, at most [`MAX_RETRIES`] times; each such answer counts
+/// as `activity`, so the stall timer sees the server alive.
+async fn send_retrying(
+    request: reqwest::RequestBuilder,
+    activity: Option<&AtomicU64>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut retries = 0;
+    loop {
+        // A body-less GET always clones; were it not, it is sent once.
+        let Some(this) = request.try_clone() else {
+            return request.send().await?.error_for_status();
+        };
+        let response = this.send().await?;
+        let status = response.status().as_u16();
+        if retries < MAX_RETRIES && TRANSIENT_STATUSES.contains(&status) {
+            let wait = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(Duration::from_secs(1 << retries), Duration::from_secs);
+            if wait <= MAX_RETRY_WAIT {
+                retries += 1;
+                if let Some(activity) = activity {
+                    activity.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(response);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        }
+        return response.error_for_status();
+    }
+}
+
 /// One ranged request of a download: where it writes and what it asks for.
 struct ByteRange {
     /// The partial file (`blobs/<etag>.sync.part`).
@@ -854,10 +898,8 @@ async fn fetch_range(
     activity: Arc<AtomicU64>,
 ) -> Result<(u64, u64), ChunkFailure> {
     let ByteRange { part, a, b, size } = range;
-    let response = request
-        .send()
+    let response = send_retrying(request, Some(&activity))
         .await
-        .and_then(|r| r.error_for_status())
         .map_err(|e| ChunkFailure::Api(e.into()))?;
     let status = response.status().as_u16();
     let header = |name: &str| {

@@ -36,7 +36,7 @@ pub struct HubFile {
     pub lfs: bool,
 }
 
-/// Faults to inject.
+/// Faults to inject. A `status` of 429 or 503 is sent with `Retry-After: 0`.
 #[derive(Debug, Default, Clone)]
 pub struct Faults {
     /// Answer this status to every request whose path contains the key.
@@ -62,6 +62,18 @@ pub struct Faults {
     pub listed_size: Option<u64>,
     /// Send the listing chunked, padded with whitespace until the client hangs up (at most 60 s).
     pub endless_listing: bool,
+    /// Answer requests whose path contains `path` with `status` (and `Retry-After: retry_after`
+    /// when given) the first `times` times, then normally.
+    pub transient: Option<Transient>,
+}
+
+/// A status answered a number of times before the normal answer (see [`Faults::transient`]).
+#[derive(Debug, Clone)]
+pub struct Transient {
+    pub path: String,
+    pub status: u16,
+    pub times: u32,
+    pub retry_after: Option<String>,
 }
 
 /// A logged request.
@@ -77,6 +89,8 @@ struct State {
     repos: BTreeMap<String, (String, Vec<HubFile>)>,
     faults: Mutex<Faults>,
     log: Mutex<Vec<Logged>>,
+    /// How many transient answers were sent.
+    transient_sent: Mutex<u32>,
     addr: SocketAddr,
     /// The "CDN": a second port, so the redirect leaves the hub's origin as the real one does
     /// (clients follow only same-origin redirects when reading metadata).
@@ -183,6 +197,7 @@ impl FakeHub {
             repos,
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
+            transient_sent: Mutex::new(0),
             addr: hub.local_addr().expect("addr"),
             cdn: cdn.local_addr().expect("addr"),
         });
@@ -220,6 +235,7 @@ impl FakeHub {
 
     /// Replaces the faults.
     pub fn set_faults(&self, faults: Faults) {
+        *self.state.transient_sent.lock().expect("transient") = 0;
         *self.state.faults.lock().expect("faults") = faults;
     }
 
@@ -329,8 +345,38 @@ fn serve(mut stream: TcpStream, state: &State, stop: &AtomicBool) {
     };
     if let Some(status) = status_fault {
         log(status);
-        respond(&mut stream, status, &[], b"fault injected", &req.method);
+        // A busy server says when to come back; "now" keeps the client's retries quick.
+        let headers = match status {
+            429 | 503 => vec![("Retry-After", "0".to_string())],
+            _ => Vec::new(),
+        };
+        respond(
+            &mut stream,
+            status,
+            &headers,
+            b"fault injected",
+            &req.method,
+        );
         return;
+    }
+    if let Some(t) = faults
+        .transient
+        .as_ref()
+        .filter(|t| req.path.contains(t.path.as_str()))
+    {
+        let mut sent = state.transient_sent.lock().expect("transient");
+        if *sent < t.times {
+            *sent += 1;
+            drop(sent);
+            log(t.status);
+            let headers: Vec<(&str, String)> = t
+                .retry_after
+                .iter()
+                .map(|v| ("Retry-After", v.clone()))
+                .collect();
+            respond(&mut stream, t.status, &headers, b"busy", &req.method);
+            return;
+        }
     }
     // /api/models/{owner}/{name}/revision/{rev}
     if let Some(rest) = req.path.strip_prefix("/api/models/") {
@@ -626,6 +672,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
