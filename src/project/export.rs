@@ -640,8 +640,12 @@ fn sync_written(dir: &Path, files: &[PathBuf], dirs: &[PathBuf]) -> Result<(), P
 ///
 /// Before writing anything it refuses items whose size cannot be a PNG and an export that would
 /// write over or into one of `inputs` (the project, its media). Each mask is encoded row by row
-/// from its RLE into a temporary file renamed into place (a reader never sees half a PNG); the
-/// whole export is made durable by one file-system sync at the end.
+/// from its RLE into a hidden staging folder in `out_dir`; only when every file is written are
+/// they renamed into place (a failed export, a full disk say, leaves an earlier export as it
+/// was and no staged file behind). Then the frame PNGs of an earlier export that this one does
+/// not have (a deleted object, a cleared frame) are removed from the item folders, so the folder
+/// holds exactly this export; other files are left. The whole export is made durable by one
+/// file-system sync at the end.
 pub fn write_pngs<F>(
     doc: &Document,
     out_dir: &Path,
@@ -681,31 +685,77 @@ where
         path: out_dir.to_path_buf(),
         source,
     })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".png-export.")
+        .tempdir_in(out_dir)
+        .map_err(|source| ProjectError::Io {
+            path: out_dir.to_path_buf(),
+            source,
+        })?;
+    // Per item, each object folder with a mask (relative to the item's folder) and its frames.
+    let mut planned: Vec<Vec<(String, Vec<u64>)>> = Vec::with_capacity(doc.items.len());
+    for (item, dir_name) in doc.items.iter().zip(&dirs) {
+        let mut objects = Vec::new();
+        for object in &item.objects {
+            let frames: Vec<u64> = object
+                .frames
+                .iter()
+                .filter(|(_, a)| a.mask.is_some())
+                .map(|(&f, _)| f)
+                .collect();
+            if frames.is_empty() {
+                continue;
+            }
+            let object_dir = format!("object{}", object.id);
+            let staged = staging.path().join(dir_name).join(&object_dir);
+            std::fs::create_dir_all(&staged).map_err(|source| ProjectError::Io {
+                path: staged.clone(),
+                source,
+            })?;
+            for &frame in &frames {
+                if let Some(rle) = object.frames.get(&frame).and_then(|a| a.mask.as_ref()) {
+                    write_png_file(rle, &staged, &staged.join(png_name(frame)))?;
+                }
+            }
+            objects.push((object_dir, frames));
+        }
+        planned.push(objects);
+    }
+    // Into place: a folder that is not there yet moves whole (one rename), else file by file.
     let mut count = 0u64;
     let mut written: Vec<PathBuf> = Vec::new();
     let mut made_dirs: Vec<PathBuf> = Vec::new();
     let keep_paths = cfg!(not(target_os = "linux"));
-    for (item, dir_name) in doc.items.iter().zip(&dirs) {
+    let rename = |from: &Path, to: &Path| {
+        move_into_place(from, to).map_err(|source| ProjectError::Io {
+            path: to.to_path_buf(),
+            source,
+        })
+    };
+    let absent = |p: &Path| std::fs::symlink_metadata(p).is_err();
+    for ((item, dir_name), objects) in doc.items.iter().zip(&dirs).zip(&planned) {
         let item_dir = out_dir.join(dir_name);
-        for object in &item.objects {
-            let dir = item_dir.join(format!("object{}", object.id));
-            let mut created = false;
-            for (&frame, annotation) in &object.frames {
-                let Some(rle) = &annotation.mask else {
-                    continue;
-                };
-                if !created {
-                    std::fs::create_dir_all(&dir).map_err(|source| ProjectError::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                    created = true;
-                    if keep_paths {
-                        made_dirs.push(dir.clone());
+        let earlier = !absent(&item_dir);
+        if !earlier && !objects.is_empty() {
+            rename(&staging.path().join(dir_name), &item_dir)?;
+        }
+        for (object_dir, frames) in objects {
+            let dir = item_dir.join(object_dir);
+            if earlier {
+                let staged = staging.path().join(dir_name).join(object_dir);
+                if absent(&dir) {
+                    rename(&staged, &dir)?;
+                } else {
+                    for &frame in frames {
+                        rename(&staged.join(png_name(frame)), &dir.join(png_name(frame)))?;
                     }
                 }
-                let path = dir.join(format!("{frame:06}.png"));
-                write_png_file(rle, &dir, &path)?;
+            }
+            if keep_paths {
+                made_dirs.push(dir.clone());
+            }
+            for &frame in frames {
+                let path = dir.join(png_name(frame));
                 on_file(&path);
                 count += 1;
                 if keep_paths {
@@ -713,9 +763,106 @@ where
                 }
             }
         }
+        if earlier {
+            remove_stale_pngs(item, &item_dir)?;
+        }
     }
+    drop(staging);
     sync_written(out_dir, &written, &made_dirs)?;
     Ok(count)
+}
+
+/// Renames `from` to `to`. Where `to` is on another file system (an item folder that links to
+/// another disk), a folder's files are moved one by one and a file is copied into a temporary
+/// file beside `to`, renamed over it, and removed from `from`.
+fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+        other => return other,
+    }
+    if std::fs::symlink_metadata(from)?.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            move_into_place(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        return std::fs::remove_dir(from);
+    }
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".png.")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    std::io::copy(&mut std::fs::File::open(from)?, tmp.as_file_mut())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.persist(to).map_err(|e| e.error)?;
+    std::fs::remove_file(from)
+}
+
+/// A frame's PNG file name: the frame number with at least 6 digits.
+fn png_name(frame: u64) -> String {
+    format!("{frame:06}.png")
+}
+
+/// Removes from `item_dir` the frame PNGs an earlier export wrote that `item` no longer has: in
+/// each `object<N>` folder, the files named like [`png_name`] for frames where object N has no
+/// mask (all of them when there is no object N), and the folder once it is empty. Other files
+/// and folders are left.
+fn remove_stale_pngs(item: &super::Item, item_dir: &Path) -> Result<(), ProjectError> {
+    let Ok(entries) = std::fs::read_dir(item_dir) else {
+        return Ok(());
+    };
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ProjectError::Io { path, source }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("object"))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let object = item.objects.iter().find(|o| o.id == id);
+        let dir = entry.path();
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let file_name = file.file_name();
+            let Some(frame) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".png"))
+                .filter(|n| n.len() >= 6 && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let current = object
+                .and_then(|o| o.frames.get(&frame))
+                .is_some_and(|a| a.mask.is_some());
+            if !current
+                && png_name(frame) == file_name.to_string_lossy()
+                && file.file_type().is_ok_and(|t| t.is_file())
+            {
+                std::fs::remove_file(file.path()).map_err(io(&file.path()))?;
+            }
+        }
+        // Only an empty folder goes; anything else in it stays.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Ok(())
 }
 
 /// Encodes `rle` into a temporary file in `dir` and renames it to `path` (no fsync: the
