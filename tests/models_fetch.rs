@@ -153,6 +153,20 @@ impl Scratch {
         )
     }
 
+    /// `models remove NAME`, which must succeed.
+    fn remove(&self, hub: &str, name: &str) {
+        let models = self.models();
+        let args = [
+            "models",
+            "remove",
+            name,
+            "--models",
+            models.to_str().unwrap(),
+        ];
+        let out = self.command(hub, &args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     fn fetch(&self, hub: &str, name: &str) -> Output {
         self.fetch_command(hub, name).output().unwrap()
     }
@@ -284,21 +298,7 @@ fn sam2_fetch_export_verify_install_list_remove_and_cache_reuse() {
     assert!(error_line(&again).contains("already installed"));
     assert!(dir.join("install.json").is_file());
     // Remove, then fetch again: nothing is downloaded a second time.
-    let models = s.models();
-    let rm = s
-        .command(
-            &hub.endpoint(),
-            &[
-                "models",
-                "remove",
-                SAM,
-                "--models",
-                models.to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(rm.status.success(), "{}", stderr(&rm));
+    s.remove(&hub.endpoint(), SAM);
     assert!(!dir.exists());
     let cdn_before = hub
         .log()
@@ -702,21 +702,7 @@ fn a_busy_hub_is_asked_again_after_its_pause() {
         let out = s.fetch(&hub.endpoint(), SAM);
         assert_installed(&s, SAM, "sam2", &out);
         assert_eq!(answered(&hub, path, status) - before, 2, "{path}");
-        let models = s.models();
-        let remove = s
-            .command(
-                &hub.endpoint(),
-                &[
-                    "models",
-                    "remove",
-                    SAM,
-                    "--models",
-                    models.to_str().unwrap(),
-                ],
-            )
-            .output()
-            .unwrap();
-        assert!(remove.status.success(), "{}", stderr(&remove));
+        s.remove(&hub.endpoint(), SAM);
     }
 }
 

@@ -68,6 +68,15 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The hidden entries of `dir` (a staging folder left behind would be one).
+fn hidden(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
 #[test]
 fn a_second_export_holds_exactly_its_own_masks_and_leaves_other_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,12 +142,7 @@ fn a_failed_export_leaves_the_earlier_one_and_nothing_staged() {
     doc1.items[0].objects[1].frames.get_mut(&2).unwrap().mask = Some(broken);
     assert!(export_pngs(&doc1, &out).is_err());
     assert_eq!(tree(&out), before, "the earlier export is untouched");
-    let hidden: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(hidden.is_empty(), "staged files left: {hidden:?}");
+    assert_eq!(hidden(&out), Vec::<String>::new(), "staged files left");
 }
 
 #[cfg(unix)]
@@ -168,15 +172,6 @@ fn an_item_folder_linked_to_another_file_system_is_exported_into() {
             "object1/000002.png"
         ]
     );
-    let hidden = std::fs::read_dir(&out)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .count();
-    assert_eq!(hidden, 0);
+
+    assert_eq!(hidden(&out), Vec::<String>::new(), "staged files left");
 }
