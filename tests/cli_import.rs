@@ -41,9 +41,13 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
     let rle = Rle::from_mask(&rect);
     let coco = serde_json::json!({
         "images": [{"id": 7, "file_name": "demo.jpg", "width": w, "height": h}],
-        "categories": [{"id": 1, "name": "mug"}, {"id": 2, "name": "spoon"}],
+        "categories": [
+            {"id": 44, "name": "mug", "supercategory": "kitchen"},
+            {"id": 2, "name": "spoon", "supercategory": "kitchen"},
+            {"id": 90, "name": "toothbrush", "supercategory": "indoor"}
+        ],
         "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 1,
+            {"id": 1, "image_id": 7, "category_id": 44, "iscrowd": 1,
              "segmentation": {"size": [h, w], "counts": rle.to_coco_string()}},
             {"id": 2, "image_id": 7, "category_id": 2, "iscrowd": 0,
              "segmentation": [[300.0, 300.0, 400.0, 300.0, 350.0, 380.0]]}
@@ -104,6 +108,45 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
         text.contains("<object0>") && text.contains("<object1>"),
         "{text}"
     );
+
+    // The COCO export from the saved project gives back the file's category ids and
+    // supercategories (the unused one too) and the crowd flag.
+    let coco_dir = tmp.path().join("coco");
+    let out = studio()
+        .arg("export")
+        .arg(&project_path)
+        .args(["--format", "coco", "--out"])
+        .arg(&coco_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<_> = std::fs::read_dir(&coco_dir).unwrap().flatten().collect();
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(written[0].path()).unwrap()).unwrap();
+    assert_eq!(
+        exported["categories"],
+        serde_json::json!([
+            {"id": 2, "name": "spoon", "supercategory": "kitchen"},
+            {"id": 44, "name": "mug", "supercategory": "kitchen"},
+            {"id": 90, "name": "toothbrush", "supercategory": "indoor"}
+        ])
+    );
+    let pairs: Vec<(i64, i64)> = exported["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["category_id"].as_i64().unwrap(),
+                a["iscrowd"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, [(44, 1), (2, 0)]);
 }
 
 #[test]
