@@ -175,3 +175,27 @@ fn an_item_folder_linked_to_another_file_system_is_exported_into() {
 
     assert_eq!(hidden(&out), Vec::<String>::new(), "staged files left");
 }
+
+#[test]
+fn a_staging_folder_a_killed_export_left_is_removed_by_the_next_after_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("png");
+    let doc = doc();
+    export_pngs(&doc, &out).unwrap();
+    // Two staging folders, as a killed export leaves them: one a day old, one just made (an
+    // export still running).
+    let make = |name: &str, age_secs: u64| {
+        let staged = out.join(name).join("clip/object0");
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("000000.png"), "partial").unwrap();
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+        std::fs::File::open(out.join(name))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    };
+    make(".png-export.killed", 25 * 3600);
+    make(".png-export.running", 0);
+    export_pngs(&doc, &out).unwrap();
+    assert_eq!(hidden(&out), [".png-export.running"]);
+}

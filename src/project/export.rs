@@ -685,8 +685,9 @@ where
         path: out_dir.to_path_buf(),
         source,
     })?;
+    remove_abandoned_staging(out_dir);
     let staging = tempfile::Builder::new()
-        .prefix(".png-export.")
+        .prefix(STAGING_PREFIX)
         .tempdir_in(out_dir)
         .map_err(|source| ProjectError::Io {
             path: out_dir.to_path_buf(),
@@ -802,6 +803,36 @@ fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     tmp.persist(to).map_err(|e| e.error)?;
     std::fs::remove_file(from)
+}
+
+/// The name prefix of a PNG export's staging folder in its output folder.
+const STAGING_PREFIX: &str = ".png-export.";
+
+/// How long after its creation a staging folder is taken for one a killed export left (no export
+/// runs that long; a younger one may be another export's, still running).
+const ABANDONED_STAGING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes the staging folders in `out_dir` last changed [`ABANDONED_STAGING`] ago or more:
+/// those of exports that were killed. Best effort: what cannot be removed stays.
+fn remove_abandoned_staging(out_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let staged = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= ABANDONED_STAGING);
+        if staged && old && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A frame's PNG file name: the frame number with at least 6 digits.
