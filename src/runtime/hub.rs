@@ -450,9 +450,6 @@ impl Hub {
                     Interrupted::Failed(e) => e,
                 })
         })?;
-        if body.len() > MAX_LISTING_BYTES {
-            return Err(self.protocol(&what, "the listing is too large"));
-        }
         let listing: Listing = serde_json::from_slice(&body)
             .map_err(|e| self.protocol(&what, &format!("it is not a repository listing ({e})")))?;
         let commit = listing
