@@ -698,27 +698,25 @@ where
     for (item, dir_name) in doc.items.iter().zip(&dirs) {
         let mut objects = Vec::new();
         for object in &item.objects {
-            let frames: Vec<u64> = object
-                .frames
-                .iter()
-                .filter(|(_, a)| a.mask.is_some())
-                .map(|(&f, _)| f)
-                .collect();
-            if frames.is_empty() {
-                continue;
-            }
             let object_dir = format!("object{}", object.id);
             let staged = staging.path().join(dir_name).join(&object_dir);
-            std::fs::create_dir_all(&staged).map_err(|source| ProjectError::Io {
-                path: staged.clone(),
-                source,
-            })?;
-            for &frame in &frames {
-                if let Some(rle) = object.frames.get(&frame).and_then(|a| a.mask.as_ref()) {
-                    write_png_file(rle, &staged, &staged.join(png_name(frame)))?;
+            let mut frames = Vec::new();
+            for (&frame, annotation) in &object.frames {
+                let Some(rle) = &annotation.mask else {
+                    continue;
+                };
+                if frames.is_empty() {
+                    std::fs::create_dir_all(&staged).map_err(|source| ProjectError::Io {
+                        path: staged.clone(),
+                        source,
+                    })?;
                 }
+                write_png_file(rle, &staged, &staged.join(png_name(frame)))?;
+                frames.push(frame);
             }
-            objects.push((object_dir, frames));
+            if !frames.is_empty() {
+                objects.push((object_dir, frames));
+            }
         }
         planned.push(objects);
     }
@@ -871,22 +869,18 @@ fn remove_stale_pngs(item: &super::Item, item_dir: &Path) -> Result<(), ProjectE
             continue;
         };
         for file in files.flatten() {
+            // Only names this export writes: `png_name` of the number they spell.
             let file_name = file.file_name();
-            let Some(frame) = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".png"))
-                .filter(|n| n.len() >= 6 && n.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
+            let Some(frame) = file_name.to_str().and_then(|n| {
+                let frame = n.strip_suffix(".png")?.parse::<u64>().ok()?;
+                (png_name(frame) == n).then_some(frame)
+            }) else {
                 continue;
             };
             let current = object
                 .and_then(|o| o.frames.get(&frame))
                 .is_some_and(|a| a.mask.is_some());
-            if !current
-                && png_name(frame) == file_name.to_string_lossy()
-                && file.file_type().is_ok_and(|t| t.is_file())
-            {
+            if !current && file.file_type().is_ok_and(|t| t.is_file()) {
                 std::fs::remove_file(file.path()).map_err(io(&file.path()))?;
             }
         }

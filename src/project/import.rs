@@ -337,13 +337,10 @@ struct Pending {
     frames: BTreeMap<u64, (Rle, Option<f32>)>,
 }
 
-/// A COCO category id as a number: an integer, or a float with no fraction (`1.0`).
+/// A COCO category id as a number: an integer, or a float with no fraction (`1.0`), read as
+/// [`key_of`] keys it (a string id has none).
 fn category_id(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-            .map(|f| f as i64)
-    })
+    key_of(v)?.parse().ok()
 }
 
 /// The categories of a COCO file that have a number for id and a name, by id (a later entry
