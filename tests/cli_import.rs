@@ -23,6 +23,26 @@ fn run_import(media: &Path, coco: &Path, out: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// `export PROJECT --format FORMAT --out DIR`, which must succeed and write one JSON file: its
+/// contents.
+fn export_one(project: &Path, format: &str, dir: &Path) -> serde_json::Value {
+    let out = studio()
+        .arg("export")
+        .arg(project)
+        .args(["--format", format, "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+    assert_eq!(written.len(), 1);
+    serde_json::from_slice(&std::fs::read(written[0].path()).unwrap()).unwrap()
+}
+
 fn demo_image() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo.jpg")
 }
@@ -86,23 +106,7 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
         spoon.area()
     );
 
-    let export_dir = tmp.path().join("export");
-    let out = studio()
-        .arg("export")
-        .arg(&project_path)
-        .args(["--format", "regions", "--out"])
-        .arg(&export_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let written: Vec<_> = std::fs::read_dir(&export_dir).unwrap().flatten().collect();
-    assert_eq!(written.len(), 1);
-    let regions: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(written[0].path()).unwrap()).unwrap();
+    let regions = export_one(&project_path, "regions", &tmp.path().join("export"));
     let text = regions.to_string();
     assert!(
         text.contains("<object0>") && text.contains("<object1>"),
@@ -111,22 +115,7 @@ fn coco_rle_and_polygons_import_onto_an_image_and_export_again() {
 
     // The COCO export from the saved project gives back the file's category ids and
     // supercategories (the unused one too) and the crowd flag.
-    let coco_dir = tmp.path().join("coco");
-    let out = studio()
-        .arg("export")
-        .arg(&project_path)
-        .args(["--format", "coco", "--out"])
-        .arg(&coco_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let written: Vec<_> = std::fs::read_dir(&coco_dir).unwrap().flatten().collect();
-    let exported: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(written[0].path()).unwrap()).unwrap();
+    let exported = export_one(&project_path, "coco", &tmp.path().join("coco"));
     assert_eq!(
         exported["categories"],
         serde_json::json!([
