@@ -176,11 +176,14 @@ def main(argv=None):
                 del state
             n = max(len(frames) - 1, 1)
             prop = (stamps[-1] - stamps[0]) * 1e3 / n / 2.0
-            # frames whose memory bank is full (frame t >= num_maskmem), as benches/sam2.rs
-            steady = [(stamps[t] - stamps[t - 1]) * 1e3 / 2.0
-                      for t in range(max(model.num_maskmem, 1), len(stamps))]
+            # frames that fill the memory bank (1 .. num_maskmem - 1) and frames whose bank is
+            # full (frame t >= num_maskmem), as benches/sam2.rs
+            per_frame = [(stamps[t] - stamps[t - 1]) * 1e3 / 2.0 for t in range(1, len(stamps))]
+            full_from = max(model.num_maskmem, 1) - 1
+            filling, steady = per_frame[:full_from], per_frame[full_from:]
             say({"metrics": {"encoder_ms": enc, "decoder_ms": dec,
                              "propagation_ms_per_frame_per_object": [prop],
+                             "filling_propagation_ms_per_frame_per_object": filling,
                              "steady_propagation_ms_per_frame_per_object": steady,
                              "minor_page_faults_per_click": [click_faults],
                              "minor_page_faults_per_tracked_frame": [(faults[-1] - faults[0]) / n]},

@@ -6,12 +6,19 @@ with optimisations off (so the exported operators are counted, not ORT's fusions
   image_encoder once, prompt_decoder / memory_encoder / memory_attention once for OBJECTS objects
   with a full memory bank (num_maskmem memories, max_obj_ptrs_in_encoder pointers).
 
+With --frames N it counts a whole clip instead, as benches/sam2.rs tracks it: OBJECTS objects
+prompted on frame 0 and tracked forward, frames 1 .. N-1 averaged. Frame t attends to the prompted
+frame and the earlier tracked frames the official selection keeps (the bank fills up over the
+first num_maskmem - 1 frames, the pointers over the first max_obj_ptrs_in_encoder - 1), and
+memory attention runs in calls of at most BATCH objects (--batch; default all in one call), each
+call with its own first self-attention, as the tracker's batch budget splits them.
+
 Counted: MatMul, Gemm, Conv, ConvTranspose and com.microsoft.MultiHeadAttention (q k^T and the
 weighted values); element-wise work, normalisations and activations are not. With two
 directories it prints the ratio B / A: what one tracked frame per object would cost if both ran
 at the same arithmetic rate.
 
-  python onnx/count_macs.py DIR_A [DIR_B] [--objects 2]
+  python onnx/count_macs.py DIR_A [DIR_B] [--objects 2] [--frames N [--batch K | --batch-b K]]
 """
 from __future__ import annotations
 
@@ -53,12 +60,13 @@ def _shape(spec: dict, dims: dict) -> tuple:
     return tuple(out)
 
 
-def tracking_feeds(manifest: dict, objects: int) -> dict:
+def tracking_feeds(manifest: dict, objects: int, bank: tuple[int, int] | None = None) -> dict:
     """Inputs of the four graphs for one tracked frame: random floats, zero integers (indices
-    and labels stay in range), the symbolic sizes of a full memory bank."""
+    and labels stay in range), the symbolic sizes of a memory bank of `bank` = (memories,
+    pointers), a full one by default."""
     c = manifest["constants"]
-    dims = {"batch": 1, "image_batch": 1, "B": objects, "S": int(c["num_maskmem"]),
-            "P": int(c["max_obj_ptrs_in_encoder"]), "N": 1}
+    spatial, pointers = bank or (int(c["num_maskmem"]), int(c["max_obj_ptrs_in_encoder"]))
+    dims = {"batch": 1, "image_batch": 1, "B": objects, "S": spatial, "P": pointers, "N": 1}
     rng = np.random.default_rng(0)
     feeds = {}
     for name in TRACKING_GRAPHS:
@@ -116,21 +124,83 @@ def tracked_frame_macs(model_dir: str, objects: int) -> dict:
             for name in TRACKING_GRAPHS}
 
 
+def bank_size(constants: dict, t: int, frames: int) -> tuple[int, int]:
+    """(memories, pointers) frame `t` of a clip of `frames` frames attends to when one prompt on
+    frame 0 is tracked forward: the prompted frame plus the tracked frames of the official
+    selection (SAM2Base._prepare_memory_conditioned_features, as src/segment/video.rs
+    memory_bank), given the memory stride and the pointer window."""
+    n_mem = int(constants["num_maskmem"])
+    r = max(int(constants.get("memory_temporal_stride_for_eval", 1)), 1)
+    prev = []
+    for t_pos in range(1, n_mem):
+        t_rel = n_mem - t_pos
+        prev.append(t - 1 if t_rel == 1 else ((t - 2) // r) * r - (t_rel - 2) * r)
+    memories = 1 + sum(1 for p in prev if 1 <= p < t)
+    if not constants.get("use_obj_ptrs_in_encoder", True):
+        return memories, 0
+    window = min(frames, int(constants["max_obj_ptrs_in_encoder"]))
+    return memories, 1 + sum(1 for d in range(1, window) if t - d >= 1)
+
+
+def clip_macs(model_dir: str, objects: int, frames: int, batch: int | None = None) -> dict:
+    """MACs per graph of tracking `objects` objects from frame 0 through frames 1 .. frames-1,
+    memory attention in calls of at most `batch` objects (all in one call by default)."""
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    c = manifest["constants"]
+    batch = min(batch or objects, objects)
+    calls = [batch] * (objects // batch) + ([objects % batch] if objects % batch else [])
+    path = lambda name: os.path.join(model_dir, manifest["graphs"][name]["file"])  # noqa: E731
+    feeds = tracking_feeds(manifest, objects)
+    # the other graphs do not read the bank, and their work grows with the objects alone
+    per_frame = {name: graph_macs(path(name), feeds[name])[0]
+                 for name in ("image_encoder", "prompt_decoder", "memory_encoder")}
+    cache: dict = {}
+    total = {name: 0 for name in TRACKING_GRAPHS}
+    for t in range(1, frames):
+        bank = bank_size(c, t, frames)
+        for name, m in per_frame.items():
+            total[name] += m
+        for b in calls:
+            if (b, bank) not in cache:
+                cache[(b, bank)] = graph_macs(path("memory_attention"),
+                                              tracking_feeds(manifest, b, bank)["memory_attention"])[0]
+            total["memory_attention"] += cache[(b, bank)]
+    return total
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs="+", metavar="DIR")
     ap.add_argument("--objects", type=int, default=2)
+    ap.add_argument("--frames", type=int, help="count a whole clip of this many frames (at least 2)")
+    ap.add_argument("--batch", type=int, help="with --frames: objects per memory-attention call (default all)")
+    ap.add_argument("--batch-b", type=int, help="with --frames: the same for DIR_B (default --batch)")
     a = ap.parse_args(argv)
     if len(a.dirs) > 2 or a.objects < 1:
         ap.error("one or two model directories, and at least one object")
+    if a.frames is not None and a.frames < 2:
+        ap.error("--frames needs a clip of at least 2 frames (frame 0 is the prompted one)")
+    if (a.batch is not None or a.batch_b is not None) and a.frames is None:
+        ap.error("--batch and --batch-b count a clip: give --frames")
+    if any(b is not None and b < 1 for b in (a.batch, a.batch_b)):
+        ap.error("a memory-attention call takes at least one object")
     per_object = []
-    for d in a.dirs:
-        macs = tracked_frame_macs(d, a.objects)
-        frame = sum(macs.values())
+    for i, d in enumerate(a.dirs):
+        if a.frames is None:
+            macs = tracked_frame_macs(d, a.objects)
+            frame = sum(macs.values())
+            what = f"{a.objects} objects, full memory bank"
+        else:
+            batch = a.batch_b if i == 1 and a.batch_b is not None else a.batch
+            macs = {k: v / (a.frames - 1) for k, v in clip_macs(d, a.objects, a.frames, batch).items()}
+            frame = sum(macs.values())
+            what = (f"{a.objects} objects, mean of frames 1-{a.frames - 1}, "
+                    f"memory attention {min(batch or a.objects, a.objects)} objects a call")
         per_object.append(frame / a.objects)
         parts = ", ".join(f"{k} {v / 1e9:.2f}" for k, v in macs.items())
         print(f"{d}: {parts} GMAC; tracked frame {frame / 1e9:.1f} GMAC, "
-              f"{frame / a.objects / 1e9:.1f} GMAC per object ({a.objects} objects, full memory bank)")
+              f"{frame / a.objects / 1e9:.1f} GMAC per object ({what})")
     if len(per_object) == 2:
         print(f"B / A per tracked frame per object: {per_object[1] / per_object[0]:.2f}x")
 

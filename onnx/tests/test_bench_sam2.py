@@ -42,8 +42,8 @@ def _serve_one_round(model_dir, inputs):
 
 
 @pytest.mark.parametrize("family", ["sam2", "edgetam"])
-def test_worker_runs_the_directory_model_and_reports_steady_frames(family, sam2_tiny_dir, edgetam_tiny_dir,
-                                                                    tmp_path):
+def test_worker_runs_the_directory_model_and_reports_bank_frames(family, sam2_tiny_dir, edgetam_tiny_dir,
+                                                                  tmp_path):
     model_dir = sam2_tiny_dir if family == "sam2" else edgetam_tiny_dir
     _inputs(tmp_path)
     ready, answer = _serve_one_round(model_dir, tmp_path)
@@ -53,10 +53,13 @@ def test_worker_runs_the_directory_model_and_reports_steady_frames(family, sam2_
     m = answer["metrics"]
     assert len(m["encoder_ms"]) == 2 and len(m["decoder_ms"]) == 2
     assert len(m["propagation_ms_per_frame_per_object"]) == 1
-    # one sample per frame from frame num_maskmem on (the Rust side's steady_frames)
+    # one sample per frame: frames 1 .. num_maskmem - 1 fill the bank, the later ones find it full
+    # (the Rust side's bank_frames)
+    filling = m["filling_propagation_ms_per_frame_per_object"]
     steady = m["steady_propagation_ms_per_frame_per_object"]
+    assert len(filling) == ready["num_maskmem"] - 1, (len(filling), ready["num_maskmem"])
     assert len(steady) == N_FRAMES - ready["num_maskmem"], (len(steady), ready["num_maskmem"])
-    assert all(v > 0 for v in steady)
+    assert all(v > 0 for v in filling + steady)
     # fresh pages the process took per click and per tracked frame: present and never negative
     for k in ("minor_page_faults_per_click", "minor_page_faults_per_tracked_frame"):
         assert len(m[k]) == 1 and m[k][0] >= 0, (k, m[k])

@@ -67,3 +67,37 @@ def test_tracked_frame_of_the_tiny_edgetam(edgetam_tiny_dir):
     assert three["image_encoder"] == one["image_encoder"]
     for g in ("prompt_decoder", "memory_encoder", "memory_attention"):
         assert three[g] > one[g]
+
+
+def test_bank_size_follows_the_official_selection():
+    c = {"num_maskmem": 7, "memory_temporal_stride_for_eval": 1, "use_obj_ptrs_in_encoder": True,
+         "max_obj_ptrs_in_encoder": 16}
+    # the bank fills one memory and one pointer a frame: the prompted frame plus frames 1 .. t-1
+    assert [count_macs.bank_size(c, t, 30) for t in (1, 2, 6)] == [(1, 1), (2, 2), (6, 6)]
+    # full from frame num_maskmem on; the pointers go on filling to max_obj_ptrs_in_encoder
+    assert [count_macs.bank_size(c, t, 30) for t in (7, 8, 16, 29)] == [(7, 7), (7, 8), (7, 16), (7, 16)]
+    # a clip shorter than the pointer window: every earlier frame's pointer
+    assert count_macs.bank_size(c, 9, 10) == (7, 9)
+    # stride 2 at frame 10: the previous frame, then frames 8, 6, 4, 2 (frame 0 is the prompt)
+    assert count_macs.bank_size(dict(c, memory_temporal_stride_for_eval=2), 10, 30) == (6, 10)
+    assert count_macs.bank_size(dict(c, use_obj_ptrs_in_encoder=False), 20, 30) == (7, 0)
+
+
+def test_a_clip_counts_each_frame_with_its_bank(edgetam_tiny_dir):
+    with open(os.path.join(edgetam_tiny_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    path = os.path.join(edgetam_tiny_dir, manifest["graphs"]["memory_attention"]["file"])
+
+    def attention(objects, bank):
+        return count_macs.graph_macs(path, count_macs.tracking_feeds(manifest, objects, bank)["memory_attention"])[0]
+
+    one_call, two_calls = (count_macs.clip_macs(edgetam_tiny_dir, 2, 3, b) for b in (None, 1))
+    frame = count_macs.tracked_frame_macs(edgetam_tiny_dir, 2)
+    for g in ("image_encoder", "prompt_decoder", "memory_encoder"):
+        assert one_call[g] == two_calls[g] == 2 * frame[g]  # frames 1 and 2
+    assert one_call["memory_attention"] == attention(2, (1, 1)) + attention(2, (2, 2))
+    assert two_calls["memory_attention"] == 2 * (attention(1, (1, 1)) + attention(1, (2, 2)))
+    # calls of one object each repeat the shared first self-attention; a bigger bank costs more
+    assert two_calls["memory_attention"] > one_call["memory_attention"]
+    assert attention(2, (2, 2)) > attention(2, (1, 1))
+    assert frame["memory_attention"] > attention(2, (2, 2))  # the full bank
