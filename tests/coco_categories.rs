@@ -173,10 +173,10 @@ fn the_project_file_keeps_categories_and_crowd_flags() {
 fn importing_into_a_project_merges_categories_and_undoes_in_one_step() {
     let mut doc = Document::new(media(), items());
     // The project already has id 3 for another name, and `person` under its own id.
-    doc.apply(Edit::SetCategories(vec![
-        cat(3, "bus", ""),
-        cat(9, "person", ""),
-    ]))
+    doc.apply(Edit::SetCategories {
+        from: Vec::new(),
+        to: vec![cat(3, "bus", ""), cat(9, "person", "")],
+    })
     .unwrap();
     let before = doc.clone();
     let edit = import_coco(&doc, &dataset()).unwrap();
@@ -205,6 +205,38 @@ fn importing_into_a_project_merges_categories_and_undoes_in_one_step() {
 }
 
 #[test]
+fn an_import_prepared_before_another_landed_is_refused_not_merged_away() {
+    // The app reads a COCO file on a worker from a snapshot of the project: two imports started
+    // together are both built against the same categories.
+    let mut doc = Document::new(media(), items());
+    let mut other = dataset();
+    other["categories"] = json!([{"id": 4, "name": "dog", "supercategory": "animal"}]);
+    for a in other["annotations"].as_array_mut().unwrap() {
+        a["category_id"] = json!(4);
+    }
+    let first = import_coco(&doc, &dataset()).unwrap();
+    let second = import_coco(&doc, &other).unwrap();
+    doc.apply(first).unwrap();
+    let landed = doc.clone();
+    let err = doc.apply(second).unwrap_err().to_string();
+    assert!(err.contains("categories changed"), "{err}");
+    assert_eq!(
+        doc.categories, landed.categories,
+        "the first import's categories stay"
+    );
+    assert_eq!(doc.items[0].objects.len(), landed.items[0].objects.len());
+    // Prepared again from the project as it is now, it merges.
+    doc.apply(import_coco(&doc, &other).unwrap()).unwrap();
+    let names: Vec<&str> = doc.categories.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["person", "car", "dog", "tree"],
+        "{:?}",
+        doc.categories
+    );
+}
+
+#[test]
 fn without_categories_labels_are_numbered_from_one_as_before() {
     let mut coco = dataset();
     coco["categories"] = json!([{"id": "car", "name": "car"}, {"name": "nameless id"}]);
@@ -227,7 +259,12 @@ fn categories_with_one_id_or_one_name_are_refused() {
         vec![cat(1, "a", ""), cat(1, "b", "")],
         vec![cat(1, "a", ""), cat(2, "a", "")],
     ] {
-        let err = doc.apply(Edit::SetCategories(bad.clone())).unwrap_err();
+        let err = doc
+            .apply(Edit::SetCategories {
+                from: Vec::new(),
+                to: bad.clone(),
+            })
+            .unwrap_err();
         assert!(err.to_string().contains("two categories"), "{err}");
         let mut hand_edited = doc.clone();
         hand_edited.categories = bad;

@@ -137,6 +137,7 @@ fn write_exports(work: &Path) {
                     hidden: false,
                     locked: false,
                     caption: String::new(),
+                    crowd: false,
                 },
             })
             .unwrap();

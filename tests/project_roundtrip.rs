@@ -346,6 +346,7 @@ fn exported_doc(dir: &Path) -> Document {
             hidden: false,
             locked: false,
             caption: "A dog.".into(),
+            crowd: false,
         },
     })
     .unwrap();

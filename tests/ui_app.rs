@@ -267,6 +267,16 @@ fn objects_panel_add_hide_reorder_delete_undo() {
     // Stable tags are shown (also in the status bar for the selected one).
     assert!(harness.get_all_by_label("<object0>").count() >= 1);
     assert!(harness.get_all_by_label("<object1>").count() >= 1);
+    // Marking a crowd region (COCO iscrowd) is one undo step.
+    harness.get_all_by_label("crowd").next().unwrap().click();
+    harness.run_steps(1);
+    assert!(harness.state().state().unwrap().objects()[0].crowd);
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.run_steps(1);
+    assert!(!harness.state().state().unwrap().objects()[0].crowd);
+    harness.get_all_by_label("crowd").next().unwrap().click();
+    harness.run_steps(1);
+    assert!(harness.state().state().unwrap().objects()[0].crowd);
 
     harness.get_all_by_label("Hide").next().unwrap().click();
     harness.run_steps(1);

@@ -216,12 +216,14 @@ impl Document {
                     hidden,
                     locked,
                     caption,
+                    crowd,
                 } = props;
                 object.label = label;
                 object.color = color;
                 object.hidden = hidden;
                 object.locked = locked;
                 object.caption = caption;
+                object.crowd = crowd;
                 Ok(Edit::SetObjectProps {
                     item,
                     id,
@@ -283,10 +285,17 @@ impl Document {
                 let old = std::mem::replace(&mut self.models, models);
                 Ok(Edit::SetModels(old))
             }
-            Edit::SetCategories(categories) => {
-                check_categories(&categories)?;
-                let old = std::mem::replace(&mut self.categories, categories);
-                Ok(Edit::SetCategories(old))
+            Edit::SetCategories { from, to } => {
+                if self.categories != from {
+                    return Err(ProjectError::InvalidEdit(
+                        "the project's categories changed after this change was prepared \
+                         (another import?); do it again"
+                            .into(),
+                    ));
+                }
+                check_categories(&to)?;
+                let old = std::mem::replace(&mut self.categories, to.clone());
+                Ok(Edit::SetCategories { from: to, to: old })
             }
             Edit::SetFrameRate { item, fps } => {
                 crate::media::check_frame_rate(fps).map_err(ProjectError::InvalidEdit)?;
@@ -512,9 +521,10 @@ impl Edit {
                     })
                     .sum::<usize>()
             }
-            Edit::SetCategories(categories) => {
-                base + categories
+            Edit::SetCategories { from, to } => {
+                base + from
                     .iter()
+                    .chain(to)
                     .map(|c| std::mem::size_of_val(c) + c.name.len() + c.supercategory.len())
                     .sum::<usize>()
             }

@@ -581,7 +581,10 @@ pub fn import_coco(doc: &Document, coco: &Value) -> Result<Edit, ProjectError> {
     let mut edits = Vec::new();
     let categories = merged_categories(&doc.categories, &file_categories(coco));
     if categories != doc.categories {
-        edits.push(Edit::SetCategories(categories));
+        edits.push(Edit::SetCategories {
+            from: doc.categories.clone(),
+            to: categories,
+        });
     }
     for (item, object) in imported_objects(doc, coco)? {
         let at = index

@@ -228,7 +228,7 @@ impl Object {
         }
     }
 
-    /// Label, colour, hidden, locked and caption.
+    /// Label, colour, hidden, locked, caption and crowd flag.
     pub fn props(&self) -> ObjectProps {
         ObjectProps {
             label: self.label.clone(),
@@ -236,6 +236,7 @@ impl Object {
             hidden: self.hidden,
             locked: self.locked,
             caption: self.caption.clone(),
+            crowd: self.crowd,
         }
     }
 
@@ -550,8 +551,15 @@ pub enum Edit {
     },
     /// Replace the list of models used.
     SetModels(Vec<ModelRecord>),
-    /// Replace the COCO categories.
-    SetCategories(Vec<Category>),
+    /// Replace the COCO categories `from` (what the edit was built against) with `to`. Refused
+    /// when the document's list is no longer `from`: an import built from an older snapshot
+    /// (two imports at once) would otherwise drop the categories the other one added.
+    SetCategories {
+        /// The list the edit expects to replace.
+        from: Vec<Category>,
+        /// The new list.
+        to: Vec<Category>,
+    },
     /// Set the frame rate of item `item`, a clip whose frames carry no times of their own (a
     /// folder of frames, the pages of a TIFF): frames per second, 0 for unknown.
     SetFrameRate {
@@ -578,4 +586,6 @@ pub struct ObjectProps {
     pub locked: bool,
     /// Caption.
     pub caption: String,
+    /// A crowd region (COCO `iscrowd: 1`).
+    pub crowd: bool,
 }

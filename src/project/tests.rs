@@ -59,6 +59,7 @@ fn random_edit(doc: &Document, rng: &mut Lcg) -> Edit {
                 hidden: rng.next(2) == 0,
                 locked: rng.next(2) == 0,
                 caption: "c".repeat(rng.next(5) as usize),
+                crowd: rng.next(2) == 0,
             },
         },
         3 => Edit::MoveObject {

@@ -1,4 +1,5 @@
-//! The objects panel: add, select, label, colour, hide, lock, reorder and delete objects.
+//! The objects panel: add, select, label, colour, mark as crowd, hide, lock, reorder and delete
+//! objects.
 
 use super::state::{ActionError, AppState};
 use egui::{Color32, RichText};
@@ -88,6 +89,16 @@ impl ObjectsPanel {
                     let frames = state.frames_with_mask(id).len();
                     ui.label(RichText::new(format!("{frames} fr")).weak())
                         .on_hover_text("Frames with a mask");
+                    let mut crowd = object.crowd;
+                    if ui
+                        .checkbox(&mut crowd, "crowd")
+                        .on_hover_text(
+                            "A crowd region: many instances under one mask (COCO iscrowd: 1)",
+                        )
+                        .changed()
+                    {
+                        state.update_props(id, |p| p.crowd = crowd)?;
+                    }
                     Ok(())
                 })
                 .inner?;

@@ -370,13 +370,7 @@ impl AppState {
 
     /// The editable properties of object `id`.
     pub fn props(&self, id: u32) -> Option<ObjectProps> {
-        self.object(id).map(|o| ObjectProps {
-            label: o.label.clone(),
-            color: o.color,
-            hidden: o.hidden,
-            locked: o.locked,
-            caption: o.caption.clone(),
-        })
+        self.object(id).map(Object::props)
     }
 
     /// Changes object properties with `change` as one undo step (no-op when nothing changed).
