@@ -1013,7 +1013,9 @@ impl RemoteGraph {
 
 /// What a server sent must be what the graph makes: the manifest's element type, rank and
 /// fixed sizes for each requested output (the host indexes by them; a shorter tensor would be
-/// read past its end, a wrong type misread).
+/// read past its end, a wrong type misread), and no NaN in a float output (a server whose
+/// arithmetic failed, e.g. an fp16 overflow, would otherwise give empty masks or nonsense
+/// tokens without a word).
 fn check_outputs(
     specs: &[TensorSpec],
     names: &[&str],
@@ -1032,6 +1034,16 @@ fn check_outputs(
         }
         crate::runtime::session::check_shape(want, &tensor.shape)
             .map_err(|why| format!("output `{name}` {why}"))?;
+        let (nan, of) = match &tensor.data {
+            TensorData::F32(v) => (v.iter().filter(|x| x.is_nan()).count(), v.len()),
+            TensorData::F16(v) => (v.iter().filter(|x| x.is_nan()).count(), v.len()),
+            TensorData::I64(_) | TensorData::I32(_) => (0, 0),
+        };
+        if nan > 0 {
+            return Err(format!(
+                "output `{name}` holds {nan} NaN value(s) of {of}: the server's arithmetic failed"
+            ));
+        }
     }
     Ok(())
 }
@@ -1268,6 +1280,14 @@ mod tests {
             (
                 tensor(vec![3, 4], TensorData::F16(vec![half::f16::ZERO; 12])),
                 "is F16, the graph makes float32",
+            ),
+            (
+                tensor(vec![3, 4], {
+                    let mut v = vec![0.5; 12];
+                    v[7] = f32::NAN;
+                    TensorData::F32(v)
+                }),
+                "holds 1 NaN value(s) of 12",
             ),
         ];
         for (t, says) in bad {
