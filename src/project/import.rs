@@ -343,20 +343,22 @@ fn category_id(v: &Value) -> Option<i64> {
     key_of(v)?.parse().ok()
 }
 
+/// The entries of a COCO file's `categories` list that have an id and a name as text:
+/// (entry, id, name).
+fn named_categories(coco: &Value) -> impl Iterator<Item = (&Value, &Value, &str)> {
+    coco.get("categories")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c, c.get("id")?, c.get("name")?.as_str()?)))
+}
+
 /// The categories of a COCO file that have a number for id and a name, by id (a later entry
 /// with an id replaces an earlier one, as pycocotools keys them).
 fn file_categories(coco: &Value) -> Vec<Category> {
     let mut by_id: BTreeMap<i64, Category> = BTreeMap::new();
-    for c in coco
-        .get("categories")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(id), Some(name)) = (
-            c.get("id").and_then(category_id),
-            c.get("name").and_then(Value::as_str),
-        ) else {
+    for (c, id, name) in named_categories(coco) {
+        let Some(id) = category_id(id) else {
             continue;
         };
         let supercategory = c
@@ -416,20 +418,9 @@ fn imported_objects(doc: &Document, coco: &Value) -> Result<Vec<(usize, Object)>
         .get("annotations")
         .and_then(Value::as_array)
         .ok_or_else(|| err("the COCO file has no \"annotations\" list".into()))?;
-    let mut categories: HashMap<String, String> = HashMap::new();
-    for c in coco
-        .get("categories")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let (Some(id), Some(name)) = (
-            c.get("id").and_then(key_of),
-            c.get("name").and_then(Value::as_str),
-        ) {
-            categories.insert(id, name.to_string());
-        }
-    }
+    let categories: HashMap<String, String> = named_categories(coco)
+        .filter_map(|(_, id, name)| Some((key_of(id)?, name.to_string())))
+        .collect();
     let targets = map_images(doc, images)?;
     let sizes: HashMap<String, (Option<u64>, Option<u64>, &str)> = images
         .iter()
